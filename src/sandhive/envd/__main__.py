@@ -1,0 +1,27 @@
+"""`python -m sandhive.envd [--host H] [--port P]`: run envd, usually as a sandbox's first process."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import uvicorn
+
+from .app import EnvdApp
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m sandhive.envd", description=__doc__)
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all)")
+    parser.add_argument("--port", type=int, default=49983, help="TCP port (default: 49983, E2B's)")
+    parser.add_argument("--set-clock", action="store_true",
+                        help="let /init set the realtime clock (only where envd owns it: a VM guest)")
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    args = parser.parse_args(argv)
+    app = EnvdApp(system_root=os.environ.get("SANDHIVE_SYSTEM_ROOT"), set_clock=args.set_clock)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+                lifespan="on", loop="asyncio", timeout_keep_alive=75, server_header=False, date_header=False)
+
+
+if __name__ == "__main__":
+    main()

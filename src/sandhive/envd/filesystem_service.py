@@ -1,0 +1,182 @@
+"""`filesystem.Filesystem`: stat, list, make, move, remove and watch (wire doc §3.4).
+
+All disk work runs in threads so a slow disk never stalls envd's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
+from connectrpc.request import RequestContext
+from protobuf import Oneof
+
+from ..rpc.filesystem import filesystem_pb as pb
+from .entries import entry_info, list_dir
+from .paths import make_dirs_as, resolve_path
+from .requests import keepalive_interval, request_user
+from .state import SandboxState
+from .streams import with_keepalive
+from .users import User
+from .watcher import NETWORK_FS, DirWatcher, PolledWatcher, filesystem_type
+
+
+def _os_error(exc: OSError, path: str) -> ConnectError:
+    """Map an OSError to the Connect code E2B's SDK expects for it."""
+    if exc.errno == errno.ENOENT:
+        return ConnectError(Code.NOT_FOUND, f"path '{path}' does not exist")
+    if exc.errno == errno.EEXIST:
+        return ConnectError(Code.ALREADY_EXISTS, f"path '{path}' already exists")
+    if exc.errno in (errno.ENOTDIR, errno.EISDIR, errno.EINVAL, errno.ENOTEMPTY):
+        return ConnectError(Code.INVALID_ARGUMENT, f"{exc.strerror}: '{path}'")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return ConnectError(Code.PERMISSION_DENIED, f"{exc.strerror}: '{path}'")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ConnectError(Code.RESOURCE_EXHAUSTED, f"not enough disk space for '{path}'")
+    return ConnectError(Code.INTERNAL, f"{exc.strerror or exc}: '{path}'")
+
+
+class FilesystemService:
+    """Implements the generated `Filesystem` protocol."""
+
+    def __init__(self, state: SandboxState) -> None:
+        self.state = state
+        self.watchers: dict[str, PolledWatcher] = {}
+
+    def _path(self, raw: str, ctx: RequestContext) -> tuple[str, User]:
+        user = request_user(ctx, self.state)
+        try:
+            return resolve_path(raw, user), user
+        except ValueError as exc:
+            raise ConnectError(Code.INVALID_ARGUMENT, str(exc)) from None
+
+    async def stat(self, request: pb.StatRequest, ctx: RequestContext) -> pb.StatResponse:
+        path, _ = self._path(request.path, ctx)
+        try:
+            return pb.StatResponse(entry=await asyncio.to_thread(entry_info, path))
+        except OSError as exc:
+            raise _os_error(exc, path) from None
+
+    async def make_dir(self, request: pb.MakeDirRequest, ctx: RequestContext) -> pb.MakeDirResponse:
+        path, user = self._path(request.path, ctx)
+
+        def make() -> pb.EntryInfo:
+            if os.path.lexists(path):
+                raise FileExistsError(errno.EEXIST, "exists", path)
+            make_dirs_as(path, user)
+            return entry_info(path)
+
+        try:
+            return pb.MakeDirResponse(entry=await asyncio.to_thread(make))
+        except OSError as exc:
+            raise _os_error(exc, path) from None
+
+    async def move(self, request: pb.MoveRequest, ctx: RequestContext) -> pb.MoveResponse:
+        source, user = self._path(request.source, ctx)
+        destination, _ = self._path(request.destination, ctx)
+
+        def move() -> pb.EntryInfo:
+            if not os.path.lexists(source):
+                raise FileNotFoundError(errno.ENOENT, "missing", source)
+            make_dirs_as(os.path.dirname(destination), user)
+            try:
+                os.rename(source, destination)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                shutil.move(source, destination)
+            return entry_info(destination)
+
+        try:
+            return pb.MoveResponse(entry=await asyncio.to_thread(move))
+        except OSError as exc:
+            raise _os_error(exc, source if not os.path.lexists(source) else destination) from None
+
+    async def list_dir(self, request: pb.ListDirRequest, ctx: RequestContext) -> pb.ListDirResponse:
+        path, _ = self._path(request.path or ".", ctx)
+        depth = request.depth or 1
+
+        def listing() -> list[pb.EntryInfo]:
+            if not os.path.isdir(path):
+                if not os.path.lexists(path):
+                    raise FileNotFoundError(errno.ENOENT, "missing", path)
+                raise NotADirectoryError(errno.ENOTDIR, "Not a directory", path)
+            return list_dir(path, depth)
+
+        try:
+            return pb.ListDirResponse(entries=await asyncio.to_thread(listing))
+        except OSError as exc:
+            raise _os_error(exc, path) from None
+
+    async def remove(self, request: pb.RemoveRequest, ctx: RequestContext) -> pb.RemoveResponse:
+        path, _ = self._path(request.path, ctx)
+
+        def remove() -> None:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+
+        try:
+            await asyncio.to_thread(remove)
+        except OSError as exc:
+            raise _os_error(exc, path) from None
+        return pb.RemoveResponse()
+
+    # ---- watching -------------------------------------------------------------------------
+    async def _open_watcher(self, raw_path: str, recursive: bool, include_entry: bool,
+                            allow_network_mounts: bool, ctx: RequestContext) -> DirWatcher:
+        path, _ = self._path(raw_path, ctx)
+        if not os.path.isdir(path):
+            if not os.path.lexists(path):
+                raise ConnectError(Code.NOT_FOUND, f"path '{path}' does not exist")
+            raise ConnectError(Code.INVALID_ARGUMENT, f"path '{path}' is not a directory")
+        if not allow_network_mounts:
+            fstype = await asyncio.to_thread(filesystem_type, path)
+            if fstype in NETWORK_FS:
+                raise ConnectError(Code.FAILED_PRECONDITION,
+                                   f"'{path}' is on a network filesystem ({fstype}); "
+                                   "pass allow_network_mounts to watch it")
+        try:
+            return await asyncio.to_thread(DirWatcher, path, recursive, include_entry)
+        except OSError as exc:
+            raise _os_error(exc, path) from None
+
+    async def watch_dir(self, request: pb.WatchDirRequest, ctx: RequestContext) -> AsyncIterator[pb.WatchDirResponse]:
+        watcher = await self._open_watcher(request.path, request.recursive, request.include_entry,
+                                           request.allow_network_mounts, ctx)
+        quiet = lambda: pb.WatchDirResponse(event=Oneof("keepalive", pb.WatchDirResponse.KeepAlive()))  # noqa: E731
+        try:
+            yield pb.WatchDirResponse(event=Oneof("start", pb.WatchDirResponse.StartEvent()))
+            async for item in with_keepalive(watcher.events(), keepalive_interval(ctx), quiet):
+                yield item if isinstance(item, pb.WatchDirResponse) else pb.WatchDirResponse(
+                    event=Oneof("filesystem", item))
+        finally:
+            watcher.close()
+
+    async def create_watcher(self, request: pb.CreateWatcherRequest, ctx: RequestContext) -> pb.CreateWatcherResponse:
+        watcher = await self._open_watcher(request.path, request.recursive, request.include_entry,
+                                           request.allow_network_mounts, ctx)
+        watcher_id = uuid.uuid4().hex
+        self.watchers[watcher_id] = PolledWatcher(watcher)
+        return pb.CreateWatcherResponse(watcher_id=watcher_id)
+
+    async def get_watcher_events(self, request: pb.GetWatcherEventsRequest,
+                                 ctx: RequestContext) -> pb.GetWatcherEventsResponse:
+        watcher = self.watchers.get(request.watcher_id)
+        if watcher is None:
+            raise ConnectError(Code.NOT_FOUND, f"watcher '{request.watcher_id}' not found")
+        return pb.GetWatcherEventsResponse(events=watcher.drain())
+
+    async def remove_watcher(self, request: pb.RemoveWatcherRequest, ctx: RequestContext) -> pb.RemoveWatcherResponse:
+        watcher = self.watchers.pop(request.watcher_id, None)
+        if watcher is None:
+            raise ConnectError(Code.NOT_FOUND, f"watcher '{request.watcher_id}' not found")
+        watcher.close()
+        return pb.RemoveWatcherResponse()

@@ -1,0 +1,83 @@
+"""Which Unix user a request acts as, and the credentials and environment that follow from it.
+
+E2B picks the user from the HTTP Basic username (RPC) or the `username` query parameter (`/files`),
+falling back to the `defaultUser` that `/init` set, and finally to root.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import pwd
+from dataclasses import dataclass
+
+from .state import DEFAULT_PATH, SandboxState
+
+
+class UnknownUserError(LookupError):
+    """The named user does not exist in the sandbox's /etc/passwd."""
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: int
+    gid: int
+    home: str
+    shell: str
+
+    def groups(self) -> list[int]:
+        """Supplementary groups, as login would set them."""
+        try:
+            return os.getgrouplist(self.name, self.gid)
+        except OSError:
+            return [self.gid]
+
+    def spawn_credentials(self) -> dict[str, object]:
+        """`subprocess.Popen` keyword arguments that make a child run as this user.
+
+        Empty when envd already is this user (e.g. envd run unprivileged in development).
+        """
+        if os.geteuid() == self.uid:
+            return {}
+        return {"user": self.uid, "group": self.gid, "extra_groups": self.groups()}
+
+
+def lookup(name: str) -> User:
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError as exc:
+        raise UnknownUserError(name) from exc
+    return User(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir or "/", entry.pw_shell)
+
+
+def username_from_basic_auth(header: str | None) -> str | None:
+    """The username of an `Authorization: Basic base64(user:)` header, or None when absent or malformed."""
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded.partition(":")[0] or None
+
+
+def resolve(requested: str | None, state: SandboxState) -> User:
+    """The user a request acts as: the one it names, else `/init`'s default, else root."""
+    return lookup(requested or state.default_user or "root")
+
+
+def process_environment(user: User, state: SandboxState, request_envs: dict[str, str]) -> dict[str, str]:
+    """Environment for a user process, layered as E2B's envd does.
+
+    PATH, HOME, USER and LOGNAME first, then the sandbox's variables from `/init`, then the request's.
+    Nothing of envd's own environment leaks in (envd may run on a private Python runtime).
+    """
+    env = {"PATH": DEFAULT_PATH, "HOME": user.home, "USER": user.name, "LOGNAME": user.name}
+    env.update(state.sandbox_env())
+    env.update(request_envs)
+    return env

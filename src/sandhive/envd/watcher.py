@@ -1,0 +1,128 @@
+"""Directory watching with inotify, for WatchDir streams and the polled CreateWatcher API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections import deque
+from pathlib import Path
+
+from asyncinotify import Mask, RecursiveInotify
+
+from ..rpc.filesystem import filesystem_pb as pb
+from .entries import entry_info
+from .uploads import UPLOAD_SUFFIX
+
+WATCH_MASK = (Mask.CREATE | Mask.MOVED_TO | Mask.MODIFY | Mask.DELETE | Mask.DELETE_SELF
+              | Mask.MOVED_FROM | Mask.MOVE_SELF | Mask.ATTRIB)
+MAX_PENDING_EVENTS = 10_000  # per polled watcher; the oldest go first when a client stops polling
+
+# Filesystems that are served over a network: watching them needs allow_network_mounts.
+NETWORK_FS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse.sshfs", "ceph", "glusterfs",
+                        "fuse.s3fs", "fuse.gcsfuse", "afs", "virtiofs"})
+
+
+def _event_type(mask: Mask) -> pb.EventType | None:
+    if mask & (Mask.CREATE | Mask.MOVED_TO):
+        return pb.EventType.CREATE
+    if mask & Mask.MODIFY:
+        return pb.EventType.WRITE
+    if mask & (Mask.DELETE | Mask.DELETE_SELF):
+        return pb.EventType.REMOVE
+    if mask & (Mask.MOVED_FROM | Mask.MOVE_SELF):
+        return pb.EventType.RENAME
+    if mask & Mask.ATTRIB:
+        return pb.EventType.CHMOD
+    return None
+
+
+def filesystem_type(path: str) -> str:
+    """The type of the filesystem `path` lives on, from the longest matching mount point."""
+    best, fstype = "", ""
+    try:
+        with open("/proc/self/mounts") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                mount_point = fields[1].replace("\\040", " ")
+                if (path == mount_point or path.startswith(mount_point.rstrip("/") + "/")) \
+                        and len(mount_point) >= len(best):
+                    best, fstype = mount_point, fields[2]
+    except OSError:
+        return ""
+    return fstype
+
+
+class DirWatcher:
+    """An inotify watch on one directory (and its subdirectories when recursive)."""
+
+    def __init__(self, path: str, recursive: bool, include_entry: bool) -> None:
+        self.root = path
+        self.include_entry = include_entry
+        self._upload_cookies: set[int] = set()
+        self._inotify = RecursiveInotify()
+        try:
+            if recursive:
+                self._inotify.add_recursive_watch(Path(path), WATCH_MASK)
+            else:
+                self._inotify.add_watch(path, WATCH_MASK)
+        except BaseException:
+            self._inotify.close()
+            raise
+
+    async def events(self):
+        """Yield FilesystemEvents, names relative to the watched directory.
+
+        envd's own uploads land through a temporary sibling renamed over the target; watchers see
+        that as CREATE and WRITE of the target, as if it had been written in place.
+        """
+        while True:
+            event = await self._inotify.get()
+            kind = _event_type(event.mask)
+            if kind is None or event.path is None:
+                continue
+            full = str(event.path)
+            if full.endswith(UPLOAD_SUFFIX):
+                if event.mask & Mask.MOVED_FROM:
+                    self._upload_cookies.add(event.cookie)
+                continue
+            kinds = [kind]
+            if event.mask & Mask.MOVED_TO and event.cookie in self._upload_cookies:
+                self._upload_cookies.discard(event.cookie)
+                kinds = [pb.EventType.CREATE, pb.EventType.WRITE]
+            for kind in kinds:
+                yield await self._event(full, kind)
+
+    async def _event(self, full: str, kind: pb.EventType) -> pb.FilesystemEvent:
+        fs_event = pb.FilesystemEvent(name=os.path.relpath(full, self.root), type=kind)
+        if self.include_entry and kind not in (pb.EventType.REMOVE, pb.EventType.RENAME):
+            with contextlib.suppress(OSError):
+                fs_event.entry = await asyncio.to_thread(entry_info, full)
+        return fs_event
+
+    def close(self) -> None:
+        self._inotify.close()
+
+
+class PolledWatcher:
+    """A watcher whose events wait in a bounded queue until the client polls them."""
+
+    def __init__(self, watcher: DirWatcher) -> None:
+        self.watcher = watcher
+        self.pending: deque[pb.FilesystemEvent] = deque(maxlen=MAX_PENDING_EVENTS)
+        self._task = asyncio.get_running_loop().create_task(self._collect())
+
+    async def _collect(self) -> None:
+        async for event in self.watcher.events():
+            self.pending.append(event)
+
+    def drain(self) -> list[pb.FilesystemEvent]:
+        events = list(self.pending)
+        self.pending.clear()
+        return events
+
+    def close(self) -> None:
+        self._task.cancel()
+        self.watcher.close()

@@ -1,0 +1,65 @@
+"""watch_dir through the released e2b SDK, sync (polled watcher) and async (stream)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from e2b import AsyncSandbox, FilesystemEventType, Sandbox
+from e2b.exceptions import NotFoundException
+
+
+def _wait_events(handle, predicate, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        seen += handle.get_new_events()
+        if predicate(seen):
+            return seen
+        time.sleep(0.1)
+    raise AssertionError(f"events not seen: {seen}")
+
+
+def test_sync_watch_dir(sbx: Sandbox, workdir: str) -> None:
+    handle = sbx.files.watch_dir(workdir)
+    sbx.files.write(f"{workdir}/w.txt", "1")
+    sbx.files.remove(f"{workdir}/w.txt")
+    events = _wait_events(handle, lambda ev: any(e.type == FilesystemEventType.REMOVE for e in ev))
+    assert ("w.txt", FilesystemEventType.CREATE) in [(e.name, e.type) for e in events]
+    handle.stop()
+
+
+def test_sync_watch_dir_recursive(sbx: Sandbox, workdir: str) -> None:
+    sbx.files.make_dir(f"{workdir}/sub")
+    handle = sbx.files.watch_dir(workdir, recursive=True)
+    sbx.files.write(f"{workdir}/sub/inner.txt", "x")
+    events = _wait_events(handle, lambda ev: any(e.name == "sub/inner.txt" for e in ev))
+    assert any(e.type == FilesystemEventType.CREATE for e in events if e.name == "sub/inner.txt")
+    handle.stop()
+
+
+def test_watch_missing_dir_is_not_found(sbx: Sandbox) -> None:
+    with pytest.raises(NotFoundException):
+        sbx.files.watch_dir("/no/such/dir")
+
+
+async def test_async_watch_dir(asbx: AsyncSandbox, workdir: str) -> None:
+    events = []
+    got = asyncio.Event()
+
+    def on_event(event) -> None:
+        events.append(event)
+        if event.type == FilesystemEventType.WRITE:
+            got.set()
+
+    handle = await asbx.files.watch_dir(workdir, on_event)
+    await asbx.files.write(f"{workdir}/async.txt", "hello")
+    await asyncio.wait_for(got.wait(), 10)
+    await handle.stop()
+    assert {e.name for e in events} == {"async.txt"}
+
+
+async def test_async_commands(asbx: AsyncSandbox) -> None:
+    results = await asyncio.gather(*(asbx.commands.run(f"echo {i}") for i in range(20)))
+    assert [r.stdout for r in results] == [f"{i}\n" for i in range(20)]

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 RUN_DIR := .run
 ENVD_PORT ?= 49983
 
-.PHONY: up down test lint bench proto system-image debian-packages venv
+.PHONY: up down test lint bench proto system-image system-image-force debian-packages venv
 
 debian-packages:
 	@scripts/install-debian-packages.sh
@@ -20,8 +20,14 @@ $(STAMP): pyproject.toml
 
 venv: debian-packages $(STAMP)
 
+# envd + its own Python runtime, mounted read-only at /.sandhive in every sandbox. The Debian layer is
+# cached under $$SANDHIVE_CACHE_DIR (default /var/cache/sandhive); a source change rebuilds only the
+# sandhive layer (seconds).
 system-image: venv
 	$(BIN)/python -m sandhive.images.system_image build
+
+system-image-force: venv
+	$(BIN)/python -m sandhive.images.system_image build --force
 
 # Until the control plane lands, `make up` runs envd on this host, where the e2b SDK's debug mode finds it.
 up: system-image

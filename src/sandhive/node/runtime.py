@@ -1,0 +1,104 @@
+"""The runtime contract: what every isolation backend (container, gvisor, microvm) provides.
+
+A backend starts a sandbox from a template rootfs, with the system image mounted read-only at
+`/.sandhive` and envd as its first process, listening on port 49983 of the sandbox's own network
+namespace. It returns a `SandboxHandle`: where the host reaches the sandbox (`address`) and the
+backend-private facts needed to stop or adopt it later (`state`, JSON-serialisable, stored by the API
+so that a restarted server can find, adopt or clean up what is running).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+ENVD_PORT = 49983
+GUEST_ADDRESS = "169.254.0.21"  # every sandbox sees itself at this address, so clones need no re-addressing
+
+
+@dataclass(frozen=True)
+class TemplateImage:
+    """A built template as a backend needs it."""
+
+    template_id: str
+    rootfs: Path  # read-only root filesystem tree, owned by the sandbox uid range (see userns.py)
+    default_user: str = "user"
+    default_workdir: str = "/home/user"
+    env: dict[str, str] = field(default_factory=dict)
+    start_cmd: str | None = None
+    cpu_count: int = 2
+    memory_mb: int = 512
+    disk_mb: int = 1024
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """What to run: one sandbox of a template with limits."""
+
+    sandbox_id: str  # [a-z0-9]+
+    template: TemplateImage
+    cpu_count: int
+    memory_mb: int
+    disk_mb: int
+    allow_internet_access: bool = True
+
+
+@dataclass
+class SandboxHandle:
+    """A running sandbox as the node knows it. `address`:`ENVD_PORT` is envd, `address`:N any port."""
+
+    sandbox_id: str
+    backend: str
+    address: str
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def envd_url(self) -> str:
+        return f"http://{self.address}:{ENVD_PORT}"
+
+
+@dataclass(frozen=True)
+class ResourceUsage:
+    """A sample of a sandbox's use, from its cgroup."""
+
+    cpu_count: int
+    cpu_used_pct: float
+    mem_used: int
+    mem_total: int
+    mem_cache: int
+    disk_used: int
+    disk_total: int
+
+
+class RuntimeError_(Exception):  # noqa: N801 — a backend failure the API reports as 500 with its message
+    """A backend could not do what was asked; the message says why in words a user can act on."""
+
+
+class Runtime(Protocol):
+    """One isolation backend. Every method is idempotent where it can be: stop twice is fine."""
+
+    name: str
+
+    async def start(self, spec: SandboxSpec) -> SandboxHandle:
+        """Start a sandbox; return once its envd answers `GET /health` (before `/init`).
+
+        On failure nothing it created remains (netns, mounts, cgroups, processes, directories).
+        """
+        ...
+
+    async def stop(self, handle: SandboxHandle) -> None:
+        """Kill the sandbox and free everything it held. Safe on a sandbox that is already gone."""
+        ...
+
+    async def is_running(self, handle: SandboxHandle) -> bool: ...
+
+    async def running_ids(self) -> set[str]:
+        """Ids of the sandboxes this backend has on this host (running or half-torn-down)."""
+        ...
+
+    async def usage(self, handle: SandboxHandle) -> ResourceUsage: ...
+
+    async def logs(self, handle: SandboxHandle) -> list[str]:
+        """The sandbox's own log lines (envd's output), oldest first."""
+        ...

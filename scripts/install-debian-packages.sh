@@ -10,6 +10,9 @@ PACKAGES=(
   mmdebstrap                          # system image and base templates from Debian's repository
   busybox-static                      # the busybox-only rootfs used to test envd without Python
   ca-certificates curl
+  runc                                # the OCI runtime of the container backend
+  nftables conntrack                  # the node's firewall and NAT; cutting a sandbox's open connections
+  postgresql                          # the store's PostgreSQL tests start a private cluster from it
 )
 
 missing=()

@@ -299,6 +299,16 @@ async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
         loop.remove_writer(fd)
 
 
+USER_OOM_SCORE_ADJ = 500  # user processes go before envd when a sandbox runs out of memory
+
+
+def _deprioritise_for_oom(pid: int) -> None:
+    """Make a user process the OOM killer's choice before envd. Raising a score needs no privilege
+    (lowering envd's own would, and some hosts withhold it)."""
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/oom_score_adj", "w") as f:
+        f.write(str(USER_OOM_SCORE_ADJ))
+
+
 def _make_controlling_tty() -> None:
     """Runs in the child (PTY only): the new session takes the PTY as its controlling terminal."""
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
@@ -351,6 +361,7 @@ class ProcessTable:
         finally:
             for fd in child_fds:
                 os.close(fd)
+        _deprioritise_for_oom(popen.pid)
         proc = ManagedProcess(popen, spec, readers, stdin_fd, master_fd)
         self.by_pid[proc.pid] = proc
         self.reaper.watch(proc.pid, lambda status: self._exited(proc, status))

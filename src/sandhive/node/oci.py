@@ -1,0 +1,78 @@
+"""The OCI bundle (`config.json`) of a container sandbox.
+
+Namespaces: user (sandbox uid 0 = host uid 100000), pid, mount, ipc, uts, cgroup, and the network
+namespace the node made. Docker's default capabilities, no_new_privs, the seccomp profile, cgroup limits
+from the template or the request, the system image read-only at /.sandhive and envd as process 1.
+"""
+
+from __future__ import annotations
+
+from . import seccomp, userns
+
+CAPABILITIES = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
+    "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+]
+PIDS_LIMIT = 4096  # a fork bomb stops here
+CPU_PERIOD_US = 100_000
+
+
+def bundle_config(*, sandbox_id: str, rootfs: str, netns: str, hostname: str, argv: list[str],
+                  env: dict[str, str], system_image: str, etc_files: dict[str, str], cpu_count: int,
+                  memory_mb: int) -> dict:
+    """`etc_files` maps paths inside the sandbox (e.g. /etc/resolv.conf) to host files bound over them."""
+    mapping = [{"containerID": 0, "hostID": userns.BASE, "size": userns.SIZE}]
+    memory = memory_mb * 1024 * 1024
+    mounts = [
+        {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+        # sysfs cannot be mounted fresh from a user namespace that does not own the network namespace.
+        {"destination": "/sys", "type": "none", "source": "/sys",
+         "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]},
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+         "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
+        {"destination": "/.sandhive", "type": "none", "source": system_image,
+         "options": ["bind", "ro", "nosuid", "nodev"]},
+    ]
+    for inside, host in etc_files.items():
+        mounts.append({"destination": inside, "type": "none", "source": host, "options": ["bind", "ro"]})
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": argv,
+            "env": [f"{k}={v}" for k, v in env.items()],
+            "cwd": "/",
+            "capabilities": {k: CAPABILITIES for k in ("bounding", "effective", "permitted")},
+            "noNewPrivileges": True,
+        },
+        "root": {"path": rootfs, "readonly": False},
+        "hostname": hostname,
+        "mounts": mounts,
+        "linux": {
+            "uidMappings": mapping,
+            "gidMappings": mapping,
+            "namespaces": [{"type": "user"}, {"type": "pid"}, {"type": "ipc"}, {"type": "uts"},
+                           {"type": "mount"}, {"type": "cgroup"}, {"type": "network", "path": netns}],
+            "cgroupsPath": f"/sandhive/{sandbox_id}",
+            "resources": {
+                "devices": [{"allow": False, "access": "rwm"}],
+                "memory": {"limit": memory, "swap": memory},
+                "cpu": {"quota": cpu_count * CPU_PERIOD_US, "period": CPU_PERIOD_US},
+                "pids": {"limit": PIDS_LIMIT},
+            },
+            "seccomp": seccomp.profile(),
+            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                            "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
+                            "/proc/scsi"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+        },
+    }

@@ -56,6 +56,11 @@ SUITES = ("bookworm", "bookworm-updates", "bookworm-security")
 PACKAGES = ("python3.11-minimal", "libpython3.11-stdlib", "bash")
 DPKG_EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/locale/*", "/usr/share/info/*",
                  "/usr/share/lintian/*")
+# What of sandhive goes into the image: envd, the generated RPC contract, the package marker.
+ENVD_SOURCES = ("sandhive/__init__.py", "sandhive/envd", "sandhive/rpc")
+# envd's third-party dependencies (versions pinned to the host's by constraint).
+ENVD_REQUIREMENTS = ("connectrpc", "protobuf-py", "starlette", "uvicorn", "httptools", "python-multipart",
+                     "asyncinotify")
 KEEP_GENERATIONS = 3  # older layers are pruned; a sandbox may still have a recent one mounted
 
 Log = Callable[[str], None]
@@ -120,11 +125,13 @@ def base_key(sources: list[str]) -> str:
 
 
 def _source_files(root: Path) -> Iterator[Path]:
-    yield root / "pyproject.toml"
-    for path in sorted((root / "src").rglob("*")):
-        rel = path.relative_to(root).parts
-        if path.is_file() and "__pycache__" not in rel and not any(p.endswith(".egg-info") for p in rel):
-            yield path
+    """The files of envd and what it imports: the only part of sandhive the image carries."""
+    for entry in ENVD_SOURCES:
+        path = root / "src" / entry
+        candidates = [path] if path.is_file() else sorted(path.rglob("*"))
+        for candidate in candidates:
+            if candidate.is_file() and "__pycache__" not in candidate.parts:
+                yield candidate
 
 
 def host_pins() -> str:
@@ -140,9 +147,9 @@ def host_pins() -> str:
 
 
 def image_key(base: str, root: Path, pins: str) -> str:
-    """Key of the Python layer: the base it sits on, every source file, and the pinned dependencies."""
+    """Key of the Python layer: the base it sits on, envd's source files, its requirements and the pins."""
     files = [part for f in _source_files(root) for part in (str(f.relative_to(root)), f.read_bytes())]
-    return _digest(str(LAYOUT_VERSION), base, pins, *files)
+    return _digest(str(LAYOUT_VERSION), base, pins, *ENVD_REQUIREMENTS, *files)
 
 
 class _Plan:
@@ -221,18 +228,23 @@ def _build_base(plan: _Plan, log: Log) -> None:
 
 
 def _build_image(plan: _Plan, log: Log) -> None:
-    """Hard-link the base layer into the image and pip-install the sandhive wheel plus dependencies."""
+    """Hard-link the base layer into the image, then add envd's code and its dependencies only.
+
+    Not the whole sandhive distribution: the control plane's stack (FastAPI, SQLAlchemy, psycopg, ...)
+    has no business inside a sandbox, and keying on envd's files alone spares a rebuild per API edit.
+    """
     tmp = _temp_for(plan.image)
-    with _step(log, "python layer: sandhive wheel + dependencies"), _cleanup_on_error(tmp), \
-            tempfile.TemporaryDirectory(prefix="sandhive-wheel-") as work_dir:
+    with _step(log, "python layer: envd + its dependencies"), _cleanup_on_error(tmp), \
+            tempfile.TemporaryDirectory(prefix="sandhive-pins-") as work_dir:
         run(["cp", "-al", str(plan.base), str(tmp)])
         work = Path(work_dir)
-        wheel = _build_wheel(source_root(), work)
         (work / "pins.txt").write_text(plan.pins)
         site = tmp / SITE_PACKAGES
         run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
-             "--only-binary=:all:", "--target", str(site), "--constraint", str(work / "pins.txt"), str(wheel)])
+             "--only-binary=:all:", "--target", str(site), "--constraint", str(work / "pins.txt"),
+             *ENVD_REQUIREMENTS])
         shutil.rmtree(site / "bin", ignore_errors=True)  # console scripts pointing at the host's python
+        _copy_envd_sources(source_root() / "src", site)
         (tmp / DIST_PACKAGES).mkdir(parents=True)
         (tmp / DIST_PACKAGES / "sandhive.pth").write_text(os.path.relpath(site, tmp / DIST_PACKAGES) + "\n")
         _compile(tmp, [site])
@@ -240,18 +252,15 @@ def _build_image(plan: _Plan, log: Log) -> None:
         _install(tmp, plan.image)
 
 
-def _build_wheel(root: Path, work: Path) -> Path:
-    """`pip wheel` a copy of the source tree, so the build leaves no build/ or egg-info in the checkout."""
-    copy = work / "source"
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
-    shutil.copytree(root / "src", copy / "src", ignore=ignore)
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
-        if (root / name).is_file():
-            shutil.copy2(root / name, copy / name)
-    run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps",
-         "--wheel-dir", str(work / "wheels"), str(copy)])
-    (wheel,) = (work / "wheels").glob("sandhive-*.whl")
-    return wheel
+def _copy_envd_sources(src: Path, site: Path) -> None:
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for entry in ENVD_SOURCES:
+        source, target = src / entry, site / entry
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=ignore)
+        else:
+            shutil.copy2(source, target)
 
 
 def _compile(tree: Path, dirs: list[Path]) -> None:

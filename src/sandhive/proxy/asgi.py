@@ -1,0 +1,102 @@
+"""`EdgeProxy`: one server port for both the REST API and sandbox traffic, as E2B's client-proxy does.
+
+Users point `E2B_API_URL` and `E2B_SANDBOX_URL` at the same URL; requests carrying `E2b-Sandbox-Id` +
+`E2b-Sandbox-Port` (or a `<port>-<id>.<domain>` Host) go to the sandbox, everything else to the wrapped app.
+Run it with `server_header=False, date_header=False` in uvicorn so proxied responses keep the sandbox's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from urllib.parse import quote
+
+import httpx
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import errors, http, routing, websocket
+
+Resolver = Callable[[str], Awaitable[str | None]]
+
+# Connect streams (Start, WatchDir) stay open for minutes with sparse keepalives, so only connecting is
+# bounded. The pool is generous because every open stream holds a connection.
+TIMEOUT = httpx.Timeout(None, connect=5.0)
+LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=200, keepalive_expiry=60)
+
+
+class EdgeProxy:
+    """ASGI app routing sandbox traffic to `resolve(sandbox_id)`'s address and the rest to `app`.
+
+    `resolve` returns the host-reachable address (an IP) of a running sandbox, or None. Its port N is at
+    `http://<address>:N`. With `domain`, Host-based routing only accepts `<port>-<id>.<domain>`.
+    """
+
+    def __init__(self, app: ASGIApp, resolve: Resolver, domain: str | None = None) -> None:
+        self.app = app
+        self.resolve = resolve
+        self.domain = domain
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """Created on first use, so it binds to the serving event loop; shared by every request."""
+        if self._client is None:
+            # trust_env=False: sandbox traffic must never go through an HTTP(S)_PROXY from the environment.
+            self._client = httpx.AsyncClient(timeout=TIMEOUT, limits=LIMITS, trust_env=False,
+                                             follow_redirects=False)
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, self._closing_on_shutdown(receive), send)
+            return
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope.get("headers", [])}
+        try:
+            target = routing.parse_target(headers, headers.get("host"), self.domain)
+        except routing.BadTarget as exc:
+            await self._reject(scope, receive, send, errors.ProxyError(400, exc.message, exc.sandbox_id))
+            return
+        if target is None:
+            await self.app(scope, receive, send)
+            return
+        sandbox_id, port = target
+        if routing.is_internal(port, scope["path"]):
+            await self._reject(scope, receive, send, errors.ProxyError(404, "Not found", sandbox_id))
+            return
+        address = await self.resolve(sandbox_id) if routing.SANDBOX_ID.match(sandbox_id) else None
+        if address is None:
+            await self._reject(scope, receive, send, errors.sandbox_not_found(sandbox_id))
+            return
+        raw_path = scope.get("raw_path") or quote(scope["path"]).encode()
+        query = scope.get("query_string", b"")
+        target_path = raw_path + (b"?" + query if query else b"")
+        if scope["type"] == "http":
+            url = httpx.URL(scheme="http", host=address, port=port, raw_path=target_path)
+            await http.forward(self.client, scope, receive, send, url, sandbox_id, port)
+        else:
+            host = f"[{address}]" if ":" in address else address
+            uri = f"ws://{host}:{port}{target_path.decode('latin-1')}"
+            await websocket.forward(scope, receive, send, uri, sandbox_id, port)
+
+    @staticmethod
+    async def _reject(scope: Scope, receive: Receive, send: Send, error: errors.ProxyError) -> None:
+        """Answer with `error`; a WebSocket's `websocket.connect` is taken first, as ASGI expects."""
+        if scope["type"] == "websocket" and (await receive())["type"] != "websocket.connect":
+            return
+        await errors.send_error(scope, send, error)
+
+    def _closing_on_shutdown(self, receive: Receive) -> Receive:
+        """Close the shared client when the server shuts down, without owning the wrapped app's lifespan."""
+        async def wrapped() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                await self.aclose()
+            return message
+        return wrapped

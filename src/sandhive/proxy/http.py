@@ -1,0 +1,142 @@
+"""Relay one HTTP exchange to a sandbox port, streaming both bodies as they arrive.
+
+Connect streams ride on this: `StreamInput` is a chunked request body whose messages must reach envd one
+by one, and `Start`/`WatchDir` are responses that stay open for minutes. So nothing is buffered, there is
+no read timeout, bodies are relayed raw (never decompressed), and a client that goes away closes the
+upstream request at once — even while the upstream is idle — via a watcher on `http.disconnect`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx
+from starlette.types import Receive, Scope, Send
+
+from . import errors, headers
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body was complete."""
+
+
+class Downstream:
+    """The client's side of the exchange: its body as an async iterator, then a wait for its disconnect.
+
+    ASGI allows one reader of `receive`, so the disconnect watch starts only after the body is consumed.
+    """
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._body_done = asyncio.Event()
+
+    def no_body(self) -> None:
+        self._body_done.set()
+
+    async def body(self) -> AsyncIterator[bytes]:
+        try:
+            while True:
+                message = await self._receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientGone()
+                if message.get("body"):
+                    yield message["body"]
+                if not message.get("more_body", False):
+                    return
+        finally:
+            self._body_done.set()
+
+    async def first_chunk_or_none(self) -> AsyncIterator[bytes] | None:
+        """For a request that declared no body framing (e.g. HTTP/2): peek, and return a body only if any."""
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        first = message.get("body", b"")
+        if not message.get("more_body", False):
+            self._body_done.set()
+            return _once(first) if first else None
+
+        async def chained() -> AsyncIterator[bytes]:
+            yield first
+            async for chunk in self.body():
+                yield chunk
+        return chained()
+
+    async def wait_disconnect(self) -> None:
+        await self._body_done.wait()
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+
+
+async def _once(chunk: bytes) -> AsyncIterator[bytes]:
+    yield chunk
+
+
+def _declares_body(raw: headers.RawHeaders) -> bool | None:
+    """True/False when HTTP/1.1 framing says whether a body follows; None when the headers cannot tell."""
+    for key, value in raw:
+        name = key.lower()
+        if name == b"transfer-encoding":
+            return True
+        if name == b"content-length":
+            return value.strip() not in (b"0", b"")
+    return None
+
+
+async def forward(client: httpx.AsyncClient, scope: Scope, receive: Receive, send: Send,
+                  url: httpx.URL, sandbox_id: str, port: int) -> None:
+    """Proxy the request in `scope` to `url`; returns when the response is relayed or the client left."""
+    downstream = Downstream(receive)
+    exchange = asyncio.create_task(_exchange(client, scope, downstream, send, url, sandbox_id, port))
+    watcher = asyncio.create_task(downstream.wait_disconnect())
+    try:
+        await asyncio.wait({exchange, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        # Cancelling the exchange closes the upstream response (see `_exchange`), which is the point.
+        exchange.cancel()
+        watcher.cancel()
+        outcome, _ = await asyncio.gather(exchange, watcher, return_exceptions=True)
+    if isinstance(outcome, Exception):
+        raise outcome
+
+
+async def _exchange(client: httpx.AsyncClient, scope: Scope, downstream: Downstream, send: Send,
+                    url: httpx.URL, sandbox_id: str, port: int) -> None:
+    raw = list(scope.get("headers", []))
+    declared = _declares_body(raw)
+    try:
+        if declared is None and scope.get("http_version", "1.1") not in ("1.0", "1.1"):
+            content = await downstream.first_chunk_or_none()
+        elif declared:
+            content = downstream.body()
+        else:
+            content = None
+            downstream.no_body()
+        request = client.build_request(scope["method"], url, headers=headers.upstream_request(
+            raw, scope.get("client"), scope.get("scheme", "http")), content=content)
+        response = await client.send(request, stream=True)
+    except ClientGone:
+        return
+    except (httpx.ConnectError, httpx.ConnectTimeout):
+        await errors.send_error(scope, send, errors.port_not_open(sandbox_id, port))
+        return
+    except httpx.TransportError as exc:
+        detail = f"{errors.UPSTREAM_FAILED}: {type(exc).__name__}"
+        await errors.send_error(scope, send, errors.ProxyError(502, detail, sandbox_id, {"port": port}))
+        return
+    try:
+        await send({"type": "http.response.start", "status": response.status_code,
+                    "headers": headers.downstream_response(response.headers.raw)})
+        try:
+            async for chunk in response.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except httpx.TransportError:
+            # The upstream broke mid-body. Returning without finishing makes the server drop the client
+            # connection, so a truncated body is never mistaken for a complete one.
+            return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        with contextlib.suppress(Exception):
+            await response.aclose()

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 RUN_DIR := .run
 ENVD_PORT ?= 49983
 
-.PHONY: up down test lint bench proto system-image system-image-force debian-packages venv
+.PHONY: up down test lint bench proto system-image system-image-force debian-packages venv openapi
 
 debian-packages:
 	@scripts/install-debian-packages.sh
@@ -62,3 +62,7 @@ proto: venv
 	  --plugin=protoc-gen-connectrpc=$(BIN)/protoc-gen-connectrpc \
 	  --py_out=src/sandhive/rpc --connectrpc_out=src/sandhive/rpc \
 	  proto/process/process.proto proto/filesystem/filesystem.proto
+
+# Rewrite docs/openapi.json from the API's routes (tests/api/test_openapi.py fails while it is stale).
+openapi: venv
+	$(BIN)/sandhive openapi docs/openapi.json

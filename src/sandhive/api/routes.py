@@ -1,0 +1,143 @@
+"""E2B's REST routes (e2b-wire.md §2.2): thin HTTP wrappers over `SandboxService`.
+
+No `from __future__ import annotations` here: FastAPI reads the parameter annotations at runtime.
+"""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Response
+
+from .. import __version__
+from ..store import SandboxQuery
+from .auth import team_of_key
+from .listing import build_query, parse_metadata
+from .sandboxes import SandboxService
+from .schemas import (
+    ConnectSandbox,
+    ErrorBody,
+    Health,
+    ListedSandbox,
+    NewSandbox,
+    NewSandboxV2,
+    RefreshBody,
+    Sandbox,
+    SandboxDetail,
+    SandboxLogs,
+    SandboxMetric,
+    TimeoutBody,
+)
+
+ERROR_TEXT = {400: "Bad request", 401: "Missing or invalid API key", 404: "Not found", 409: "Conflict",
+              500: "Server error"}
+IDEMPOTENCY_KEY = Header(alias="Idempotency-Key", pattern=r"^[a-z0-9-]{1,255}$",
+                         description="Retries with the same key and body get the first answer again")
+NEXT_TOKEN_HEADER = {"X-Next-Token": {"description": "Cursor of the next page (absent on the last)",
+                                      "schema": {"type": "string"}}}
+ALL = 10**9  # "no limit" for the v1 list
+SandboxID = Annotated[str, Path(alias="sandboxID")]
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorBody, "description": ERROR_TEXT[code]} for code in codes}
+
+
+def sandbox_router(service: SandboxService) -> APIRouter:
+    router = APIRouter(tags=["sandboxes"])
+    Team = Annotated[str, Depends(team_of_key(service.store))]  # noqa: N806 — a type alias, read as one
+
+    @router.post("/v2/sandboxes", status_code=201, responses=errors(400, 401, 404, 409, 500))
+    async def create_sandbox_v2(body: NewSandboxV2, team: Team,
+                                idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None) -> Sandbox:
+        """Create a sandbox from a template (the 2.x SDKs)."""
+        return await service.create(team, body, "v2", idempotency_key)
+
+    @router.post("/sandboxes", status_code=201, responses=errors(400, 401, 404, 409, 500))
+    async def create_sandbox(body: NewSandbox, team: Team,
+                             idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None) -> Sandbox:
+        """Create a sandbox (v1, older SDKs)."""
+        return await service.create(team, body, "v1", idempotency_key)
+
+    async def connect(sandbox_id: SandboxID, team: Team, body: ConnectSandbox | None = None) -> Sandbox:
+        """Connect to a running sandbox; its timeout is extended, never shortened."""
+        return await service.connect(team, sandbox_id, body or ConnectSandbox())
+
+    for path in ("/v2/sandboxes/{sandboxID}/connect", "/sandboxes/{sandboxID}/connect"):
+        router.add_api_route(path, connect, methods=["POST"], status_code=200, responses=errors(400, 401, 404),
+                             operation_id=f"connect_sandbox{'_v2' if path.startswith('/v2') else ''}")
+
+    @router.get("/v2/sandboxes", responses={200: {"headers": NEXT_TOKEN_HEADER}, **errors(400, 401)})
+    async def list_sandboxes_v2(
+        response: Response, team: Team,
+        metadata: Annotated[str | None, Query(description="key=value pairs joined by &, each part encoded")] = None,
+        state: Annotated[list[str] | None, Query(description="running and/or paused, comma-separated")] = None,
+        order: Annotated[str | None, Query(description="asc or desc by start time (default desc)")] = None,
+        started_after: Annotated[str | None, Query(alias="startedAfter")] = None,
+        template: Annotated[str | None, Query(description="template id or alias")] = None,
+        next_token: Annotated[str | None, Query(alias="nextToken")] = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 100,
+    ) -> list[ListedSandbox]:
+        """List the team's sandboxes, a page at a time; the next page's cursor is in `X-Next-Token`."""
+        query = build_query(metadata=metadata, state=",".join(state) if state else None, order=order,
+                            started_after=started_after, template=template, next_token=next_token, limit=limit)
+        items, token = await service.list_sandboxes(team, query)
+        if token:
+            response.headers["X-Next-Token"] = token
+        return items
+
+    @router.get("/sandboxes", responses=errors(400, 401))
+    async def list_sandboxes(team: Team, metadata: str | None = None) -> list[ListedSandbox]:
+        """List the team's running sandboxes (v1, no paging)."""
+        query = SandboxQuery(states=("running",), metadata=parse_metadata(metadata), limit=ALL)
+        items, _ = await service.list_sandboxes(team, query)
+        return items
+
+    @router.get("/sandboxes/{sandboxID}", responses=errors(401, 404))
+    async def get_sandbox(sandbox_id: SandboxID, team: Team) -> SandboxDetail:
+        """A sandbox's details."""
+        return await service.info(team, sandbox_id)
+
+    @router.delete("/sandboxes/{sandboxID}", status_code=204, response_class=Response, responses=errors(401, 404, 500))
+    async def kill_sandbox(sandbox_id: SandboxID, team: Team) -> Response:
+        """Kill a sandbox."""
+        await service.kill(team, sandbox_id)
+        return Response(status_code=204)
+
+    @router.post("/sandboxes/{sandboxID}/timeout", status_code=204, response_class=Response,
+                 responses=errors(400, 401, 404))
+    async def set_timeout(sandbox_id: SandboxID, body: TimeoutBody, team: Team) -> Response:
+        """Set the sandbox to end `timeout` seconds from now (this may shorten its life)."""
+        await service.set_timeout(team, sandbox_id, body.timeout)
+        return Response(status_code=204)
+
+    @router.post("/sandboxes/{sandboxID}/refreshes", status_code=204, response_class=Response,
+                 responses=errors(400, 401, 404))
+    async def refresh(sandbox_id: SandboxID, team: Team, body: RefreshBody | None = None) -> Response:
+        """Keep the sandbox alive for at least `duration` more seconds (default 15)."""
+        await service.refresh(team, sandbox_id, body.duration if body else None)
+        return Response(status_code=204)
+
+    @router.get("/sandboxes/{sandboxID}/metrics", responses=errors(400, 401, 404, 500))
+    async def get_metrics(sandbox_id: SandboxID, team: Team, start: int | None = None,
+                          end: int | None = None) -> list[SandboxMetric]:
+        """The sandbox's resource use now, from its cgroup (`start`/`end` are unix seconds)."""
+        return await service.metrics(team, sandbox_id, start, end)
+
+    @router.get("/sandboxes/{sandboxID}/logs", responses=errors(400, 401, 404, 500))
+    async def get_logs(sandbox_id: SandboxID, team: Team,
+                       start: Annotated[int | None, Query(description="unix milliseconds")] = None,
+                       limit: Annotated[int, Query(ge=0, le=10000)] = 1000) -> SandboxLogs:
+        """The sandbox's own log lines (its envd's output)."""
+        return await service.logs(team, sandbox_id, start, limit)
+
+    return router
+
+
+def health_router(service: SandboxService) -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/health")
+    async def health() -> Health:
+        """Liveness, the server's version and the sandbox backend it runs (no API key needed)."""
+        return Health(status="ok", version=__version__, backend=service.backend)
+
+    return router

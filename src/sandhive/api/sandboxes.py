@@ -1,0 +1,313 @@
+"""The sandbox lifecycle behind the REST routes: create, connect, timeouts, kill, expiry, reconcile.
+
+It owns the rules (E2B's) and the order of side effects: the node starts a sandbox before the store
+records it, and the store forgets it only after the node stopped it. A server that dies in between
+leaves an orphan that the next start's `reconcile` stops; it never leaves a record of nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from datetime import datetime
+
+from ..envd import ENVD_VERSION
+from ..node.node import EnvdInit, Node, host_ca_bundle
+from ..node.runtime import SandboxSpec, TemplateImage
+from ..store import ClaimOutcome, SandboxQuery, SandboxRecord, Store
+from ..store.store import now_utc
+from .directory import SandboxDirectory
+from .errors import ApiError, not_found
+from .lifetime import Lifetime
+from .schemas import (
+    ConnectSandbox,
+    ListedSandbox,
+    NewSandboxV2,
+    Sandbox,
+    SandboxDetail,
+    SandboxLog,
+    SandboxLogEntry,
+    SandboxLogs,
+    SandboxMetric,
+)
+from .settings import Settings
+from .templates import TemplateResolver
+from .tokens import access_token, load_seed, new_sandbox_id
+from .views import detail_view, handle_of, listed_view, sandbox_view
+
+log = logging.getLogger("sandhive.api")
+
+DEFAULT_REFRESH_SECONDS = 15  # E2B's default for POST /sandboxes/{id}/refreshes without a duration
+IDEMPOTENCY_WAIT_SECONDS = 60.0  # how long a retry waits for the first request with its key to finish
+NO_BACKEND = "This server runs no sandbox backend (it was started with --backend none)"
+
+
+def request_hash(version: str, body: NewSandboxV2) -> str:
+    """What "the same request" means for an Idempotency-Key: the same endpoint and the same fields."""
+    canonical = json.dumps({"v": version, "body": body.model_dump(mode="json", exclude_unset=True)}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _unsupported(body: NewSandboxV2) -> str | None:
+    """The first requested feature this server cannot honour. Refusing beats silently ignoring it (a
+    denyOut rule that is not enforced, or a sandbox killed when it was asked to pause)."""
+    if body.autoPause:
+        return "autoPause (lifecycle on_timeout='pause')"
+    if body.autoResume is not None and body.autoResume.enabled:
+        return "autoResume"
+    if body.network and any(v is not None and (k, v) != ("allowPublicTraffic", True) for k, v in body.network.items()):
+        return "network configuration (use allow_internet_access)"
+    if body.mcp:
+        return "mcp"
+    if body.volumeMounts:
+        return "volumeMounts"
+    if body.iam:
+        return "iam"
+    return None
+
+
+class SandboxService:
+    """Sandboxes of every team on this server: the store's records and the node's processes, kept in step."""
+
+    def __init__(self, settings: Settings, store: Store, node: Node | None, templates: TemplateResolver | None):
+        self.settings = settings
+        self.store = store
+        self.node = node
+        self.templates = templates
+        self.lifetime = Lifetime(settings.max_lifetime_seconds)
+        self.directory = SandboxDirectory()
+        self._seed = b""
+        self._ca_bundle: str | None = None
+
+    @property
+    def backend(self) -> str:
+        return self.node.backend if self.node else "none"
+
+    async def start(self) -> None:
+        """Server start: schema up to date, secret loaded, and the store reconciled with what really runs."""
+        await asyncio.to_thread(self.store.migrate)
+        self._seed = await asyncio.to_thread(load_seed, self.settings.data_dir)
+        self._ca_bundle = await asyncio.to_thread(host_ca_bundle, self.settings.trust_host_ca)
+        await self.reconcile()
+
+    async def reconcile(self) -> None:
+        live = await asyncio.to_thread(self.store.live_sandboxes)
+        if self.node is None:  # nothing to ask; the records stand until a server with a backend starts
+            for record in live:
+                self.directory.add(record.sandbox_id, record.address)
+            return
+        mine = [r for r in live if r.backend == self.node.backend]
+        alive = await self.node.reconcile([handle_of(r) for r in mine])
+        for record in live:
+            if record.sandbox_id in alive:
+                self.directory.add(record.sandbox_id, record.address)
+                continue
+            if record.backend == self.node.backend:
+                log.warning("sandbox %s did not survive the restart; marking it killed", record.sandbox_id)
+            else:
+                log.warning("sandbox %s belongs to the %s backend, which this server does not run; marking it "
+                            "killed", record.sandbox_id, record.backend)
+            await asyncio.to_thread(self.store.mark_killed, record.sandbox_id)
+
+    # ---- create -------------------------------------------------------------------------------------
+
+    async def create(self, team_id: str, body: NewSandboxV2, version: str, idempotency_key: str | None) -> Sandbox:
+        """Create a sandbox, or with an Idempotency-Key answer what the first request with it answered."""
+        if not idempotency_key:
+            return sandbox_view(await self._create(team_id, body))
+        digest = request_hash(version, body)
+        deadline = time.monotonic() + IDEMPOTENCY_WAIT_SECONDS
+        while True:
+            claim = await asyncio.to_thread(self.store.claim_idempotency, team_id, idempotency_key, digest)
+            if claim.outcome is ClaimOutcome.CLAIMED:
+                break
+            if claim.outcome is ClaimOutcome.REPLAY:
+                return Sandbox(**(claim.response or {}))
+            if claim.outcome is ClaimOutcome.MISMATCH:
+                raise ApiError(409, "Idempotency-Key was already used with a different request",
+                               "idempotency_request_mismatch")
+            if time.monotonic() > deadline:
+                raise ApiError(409, "A request with this Idempotency-Key is still in progress",
+                               "idempotency_in_progress")
+            await asyncio.sleep(0.2)
+        try:
+            view = sandbox_view(await self._create(team_id, body))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.store.release_idempotency, team_id, idempotency_key)
+            raise
+        await asyncio.to_thread(self.store.finish_idempotency, team_id, idempotency_key, view.sandboxID,
+                                view.model_dump(mode="json"))
+        return view
+
+    async def _create(self, team_id: str, body: NewSandboxV2) -> SandboxRecord:
+        feature = _unsupported(body)
+        if feature:
+            raise ApiError(400, f"{feature} is not supported by this server")
+        timeout = body.timeout if body.timeout is not None else self.settings.default_timeout_seconds
+        self.lifetime.check_timeout(timeout)
+        if self.node is None:
+            raise ApiError(500, NO_BACKEND, "sandbox_no_compatible_node")
+        template = await self._template(body.templateID)
+        sandbox_id = new_sandbox_id()
+        token = access_token(self._seed, sandbox_id)
+        allow_internet = True if body.allow_internet_access is None else body.allow_internet_access
+        env = {**template.env, **(body.envVars or {})}
+        spec = SandboxSpec(sandbox_id=sandbox_id, template=template, cpu_count=template.cpu_count,
+                           memory_mb=template.memory_mb, disk_mb=template.disk_mb, allow_internet_access=allow_internet)
+        init = EnvdInit(sandbox_id=sandbox_id, template_id=template.template_id, access_token=token, env_vars=env,
+                        default_user=template.default_user, default_workdir=template.default_workdir,
+                        ca_bundle=self._ca_bundle)
+        try:
+            handle = await self.node.create(spec, init)
+        except Exception as exc:
+            log.exception("creating sandbox %s of %s failed", sandbox_id, template.template_id)
+            raise ApiError(500, f"Failed to create sandbox: {exc}", "sandbox_create_failed") from exc
+        now = now_utc()
+        record = SandboxRecord(
+            sandbox_id=sandbox_id, team_id=team_id, template_id=template.template_id,
+            alias=body.templateID if body.templateID != template.template_id else None,
+            client_id=self.settings.client_id, state="running", started_at=now,
+            end_at=self.lifetime.deadline(now, now, timeout), meta=dict(body.metadata or {}), env_vars=env,
+            cpu_count=spec.cpu_count, memory_mb=spec.memory_mb, disk_mb=spec.disk_mb, envd_version=ENVD_VERSION,
+            envd_access_token=token, allow_internet_access=allow_internet, backend=handle.backend,
+            address=handle.address, runtime_state=dict(handle.state))
+        try:
+            await asyncio.to_thread(self.store.add_sandbox, record)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.node.kill(handle)
+            raise
+        self.directory.add(sandbox_id, handle.address)
+        return record
+
+    async def _template(self, name: str) -> TemplateImage:
+        if self.templates is None:
+            raise ApiError(500, "This server has no template registry", "sandbox_create_failed")
+        try:
+            return await self.templates.resolve(name)
+        except LookupError:
+            raise ApiError(404, f"template '{name}' not found") from None
+        except Exception as exc:  # e.g. building `base` on first use failed
+            log.exception("template %s is not usable", name)
+            raise ApiError(500, f"Template '{name}' is not usable: {exc}", "sandbox_create_failed") from exc
+
+    # ---- one sandbox --------------------------------------------------------------------------------
+
+    async def _owned(self, team_id: str, sandbox_id: str, *, live: bool = True) -> SandboxRecord:
+        """The team's sandbox; 404 for unknown ids, other teams' sandboxes and (if `live`) killed ones."""
+        record = await asyncio.to_thread(self.store.get_sandbox, sandbox_id)
+        if record is None or record.team_id != team_id or (live and record.state == "killed"):
+            raise not_found(sandbox_id)
+        return record
+
+    async def info(self, team_id: str, sandbox_id: str) -> SandboxDetail:
+        return detail_view(await self._owned(team_id, sandbox_id))
+
+    async def connect(self, team_id: str, sandbox_id: str, body: ConnectSandbox) -> Sandbox:
+        """Connect to a running sandbox; its deadline only moves later, never earlier."""
+        record = await self._owned(team_id, sandbox_id)
+        timeout = body.timeout if body.timeout is not None else self.settings.default_timeout_seconds
+        self.lifetime.check_timeout(timeout)
+        await self._extend(record, timeout)
+        return sandbox_view(record)
+
+    async def refresh(self, team_id: str, sandbox_id: str, duration: int | None) -> None:
+        seconds = DEFAULT_REFRESH_SECONDS if duration is None else duration
+        self.lifetime.check_refresh(seconds)
+        await self._extend(await self._owned(team_id, sandbox_id), seconds)
+
+    async def set_timeout(self, team_id: str, sandbox_id: str, seconds: int) -> None:
+        """Overwrite the deadline with now + `seconds`; this may end the sandbox sooner than before."""
+        self.lifetime.check_timeout(seconds)
+        record = await self._owned(team_id, sandbox_id)
+        await self._set_end(record, self.lifetime.deadline(record.started_at, now_utc(), seconds))
+
+    async def _extend(self, record: SandboxRecord, seconds: int) -> None:
+        end = self.lifetime.deadline(record.started_at, now_utc(), seconds)
+        if end > record.end_at:
+            await self._set_end(record, end)
+
+    async def _set_end(self, record: SandboxRecord, end: datetime) -> None:
+        if not await asyncio.to_thread(self.store.set_end_at, record.sandbox_id, end):
+            raise not_found(record.sandbox_id)
+        record.end_at = end
+
+    async def kill(self, team_id: str, sandbox_id: str) -> None:
+        record = await self._owned(team_id, sandbox_id)
+        try:
+            await self._stop(record)
+        except Exception as exc:
+            log.exception("stopping sandbox %s failed", sandbox_id)
+            raise ApiError(500, f"Failed to kill sandbox {sandbox_id}: {exc}") from exc
+        await self._forget(record)
+
+    async def metrics(self, team_id: str, sandbox_id: str, start: int | None, end: int | None) -> list[SandboxMetric]:
+        """One sample taken now from the sandbox's cgroup (no history is kept), if now is inside [start, end]."""
+        record = await self._owned(team_id, sandbox_id, live=False)
+        now = now_utc()
+        in_window = (start is None or int(now.timestamp()) >= start) and (end is None or int(now.timestamp()) <= end)
+        if record.state == "killed" or self.node is None or not in_window:
+            return []
+        try:
+            usage = await self.node.usage(handle_of(record))
+        except Exception as exc:
+            raise ApiError(500, f"Failed to read metrics of sandbox {sandbox_id}: {exc}") from exc
+        return [SandboxMetric(timestamp=now, timestampUnix=int(now.timestamp()), cpuCount=usage.cpu_count,
+                              cpuUsedPct=usage.cpu_used_pct, memUsed=usage.mem_used, memTotal=usage.mem_total,
+                              memCache=usage.mem_cache, diskUsed=usage.disk_used, diskTotal=usage.disk_total)]
+
+    async def logs(self, team_id: str, sandbox_id: str, start_ms: int | None, limit: int) -> SandboxLogs:
+        """The sandbox's own log lines (the newest `limit`), stamped with the time they were read."""
+        record = await self._owned(team_id, sandbox_id, live=False)
+        now = now_utc()
+        too_early = start_ms is not None and now.timestamp() * 1000 < start_ms
+        if record.state == "killed" or self.node is None or too_early:
+            return SandboxLogs(logs=[], logEntries=[])
+        try:
+            lines = await self.node.logs(handle_of(record))
+        except Exception as exc:
+            raise ApiError(500, f"Failed to read logs of sandbox {sandbox_id}: {exc}") from exc
+        lines = lines[-limit:] if limit else []
+        return SandboxLogs(logs=[SandboxLog(timestamp=now, line=line) for line in lines],
+                           logEntries=[SandboxLogEntry(timestamp=now, message=line) for line in lines])
+
+    # ---- many sandboxes -----------------------------------------------------------------------------
+
+    async def list_sandboxes(self, team_id: str, query: SandboxQuery) -> tuple[list[ListedSandbox], str | None]:
+        try:
+            records, next_token = await asyncio.to_thread(self.store.list_sandboxes, team_id, query)
+        except ValueError as exc:
+            raise ApiError(400, f"Invalid nextToken: {exc}") from exc
+        return [listed_view(r) for r in records], next_token
+
+    async def expire_due(self) -> None:
+        """Kill every running sandbox whose deadline has passed."""
+        due = await asyncio.to_thread(self.store.expired_sandboxes, now_utc())
+        if due:
+            await asyncio.gather(*(self._expire(record) for record in due))
+
+    async def _expire(self, record: SandboxRecord) -> None:
+        try:
+            await self._stop(record)
+        except Exception:
+            log.exception("stopping expired sandbox %s failed; will retry", record.sandbox_id)
+            return
+        await self._forget(record)
+
+    async def _stop(self, record: SandboxRecord) -> None:
+        if self.node is not None and record.backend == self.node.backend:
+            await self.node.kill(handle_of(record))
+
+    async def _forget(self, record: SandboxRecord) -> None:
+        self.directory.remove(record.sandbox_id)
+        await asyncio.to_thread(self.store.mark_killed, record.sandbox_id)
+
+    async def close(self) -> None:
+        if self.node is not None:
+            await self.node.close()
+        await asyncio.to_thread(self.store.close)

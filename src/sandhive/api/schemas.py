@@ -1,0 +1,139 @@
+"""The JSON bodies of E2B's REST API, with E2B's own key names (camelCase, but `allow_internet_access`).
+
+Field names are the wire keys on purpose: the released SDK reads exactly these, and a reader can match
+them against e2b-wire.md §2.3–§2.4 without an alias table in between.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers: the SDK parses `code` and `message` before it looks at the status."""
+
+    code: int
+    message: str
+    error_code: str | None = None
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class AutoResume(_Request):
+    enabled: bool = False
+
+
+class NewSandboxV2(_Request):
+    """`POST /v2/sandboxes`. `timeout` is sent only when the user gives one: the server default applies."""
+
+    templateID: str = Field(min_length=1)
+    timeout: int | None = None
+    metadata: dict[str, str] | None = None
+    envVars: dict[str, str] | None = None
+    autoPause: bool | None = None
+    autoPauseMemory: bool | None = None
+    autoResume: AutoResume | None = None
+    allow_internet_access: bool | None = None
+    network: dict[str, Any] | None = None
+    mcp: dict[str, Any] | None = None
+    iam: dict[str, Any] | None = None
+    volumeMounts: list[dict[str, Any]] | None = None
+
+
+class NewSandbox(NewSandboxV2):
+    """`POST /sandboxes` (v1, older SDKs): the same fields plus `secure`, which is always on here."""
+
+    secure: bool | None = None
+
+
+class ConnectSandbox(_Request):
+    timeout: int | None = None
+    memory: bool | None = None
+
+
+class TimeoutBody(_Request):
+    timeout: int
+
+
+class RefreshBody(_Request):
+    duration: int | None = None
+
+
+class Sandbox(BaseModel):
+    """Answer to create and connect."""
+
+    templateID: str
+    sandboxID: str
+    clientID: str
+    envdVersion: str
+    envdAccessToken: str
+    alias: str | None = None
+    domain: str | None = None
+    trafficAccessToken: str | None = None
+
+
+class Lifecycle(BaseModel):
+    autoResume: bool = False
+    onTimeout: Literal["kill", "pause"] = "kill"
+
+
+class ListedSandbox(BaseModel):
+    templateID: str
+    sandboxID: str
+    clientID: str
+    alias: str | None = None
+    startedAt: datetime
+    endAt: datetime
+    cpuCount: int
+    memoryMB: int
+    diskSizeMB: int
+    state: Literal["running", "paused"]
+    envdVersion: str
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class SandboxDetail(ListedSandbox):
+    envdAccessToken: str
+    allowInternetAccess: bool | None = None
+    domain: str | None = None
+    lifecycle: Lifecycle = Field(default_factory=Lifecycle)
+
+
+class SandboxMetric(BaseModel):
+    timestamp: datetime
+    timestampUnix: int
+    cpuCount: int
+    cpuUsedPct: float
+    memUsed: int
+    memTotal: int
+    memCache: int
+    diskUsed: int
+    diskTotal: int
+
+
+class SandboxLog(BaseModel):
+    timestamp: datetime
+    line: str
+
+
+class SandboxLogEntry(BaseModel):
+    timestamp: datetime
+    message: str
+    level: Literal["debug", "info", "warn", "error"] = "info"
+    fields: dict[str, str] = Field(default_factory=dict)
+
+
+class SandboxLogs(BaseModel):
+    logs: list[SandboxLog]
+    logEntries: list[SandboxLogEntry]
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    backend: str

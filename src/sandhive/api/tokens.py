@@ -1,0 +1,49 @@
+"""Sandbox ids and envd access tokens.
+
+A token is HMAC-SHA256(seed, sandbox_id): nothing per sandbox needs keeping secret in the database,
+and the seed, a random secret in `<data_dir>/secret` (mode 0600), is created once per data dir.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import string
+from pathlib import Path
+
+ID_ALPHABET = string.ascii_lowercase + string.digits
+ID_LENGTH = 20  # after the leading "i", like E2B's ids; no dashes, the proxy splits <port>-<id> on them
+
+
+def new_sandbox_id() -> str:
+    return "i" + "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
+
+
+def access_token(seed: bytes, sandbox_id: str) -> str:
+    return hmac.new(seed, sandbox_id.encode(), hashlib.sha256).hexdigest()
+
+
+def load_seed(data_dir: Path) -> bytes:
+    """The data dir's secret seed, created on first use: written to a private temp file, then linked into
+    place, so that two processes starting at once agree on one seed and nobody reads a half-written file."""
+    path = Path(data_dir) / "secret"
+    if not path.exists():
+        tmp = path.with_name(f".secret.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process won; use its seed
+        finally:
+            tmp.unlink()
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    seed = path.read_text().strip()
+    if len(seed) < 32:
+        raise RuntimeError(f"{path} is empty or truncated; remove it to mint a new secret "
+                           "(running sandboxes then lose their access tokens)")
+    return seed.encode()

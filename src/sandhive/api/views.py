@@ -1,0 +1,33 @@
+"""Store rows → E2B response bodies. One place decides which keys a client sees."""
+
+from __future__ import annotations
+
+from ..node.runtime import SandboxHandle
+from ..store import SandboxRecord
+from .schemas import ListedSandbox, Sandbox, SandboxDetail
+
+
+def handle_of(record: SandboxRecord) -> SandboxHandle:
+    """What the node needs to reach or stop the sandbox of `record`."""
+    return SandboxHandle(record.sandbox_id, record.backend, record.address, dict(record.runtime_state or {}))
+
+
+def sandbox_view(record: SandboxRecord) -> Sandbox:
+    return Sandbox(templateID=record.template_id, sandboxID=record.sandbox_id, clientID=record.client_id,
+                   envdVersion=record.envd_version, envdAccessToken=record.envd_access_token, alias=record.alias)
+
+
+def _listed_fields(record: SandboxRecord) -> dict:
+    return dict(templateID=record.template_id, sandboxID=record.sandbox_id, clientID=record.client_id,
+                alias=record.alias, startedAt=record.started_at, endAt=record.end_at, cpuCount=record.cpu_count,
+                memoryMB=record.memory_mb, diskSizeMB=record.disk_mb, state=record.state,
+                envdVersion=record.envd_version, metadata=dict(record.meta or {}))
+
+
+def listed_view(record: SandboxRecord) -> ListedSandbox:
+    return ListedSandbox(**_listed_fields(record))
+
+
+def detail_view(record: SandboxRecord) -> SandboxDetail:
+    return SandboxDetail(**_listed_fields(record), envdAccessToken=record.envd_access_token,
+                         allowInternetAccess=record.allow_internet_access)

@@ -1,0 +1,1 @@
+"""The `sandhive` command: `serve` runs the control plane, `keys` manages API keys."""

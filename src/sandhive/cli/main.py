@@ -1,0 +1,32 @@
+"""The `sandhive` command line (Typer): `serve`, `keys`, `openapi`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import keys
+from .serve import serve
+
+app = typer.Typer(help="Sandhive: self-hosted, E2B-compatible sandboxes.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+app.command()(serve)
+app.add_typer(keys.app, name="keys")
+
+
+@app.command()
+def openapi(path: Annotated[Path | None, typer.Argument(help="File to write (default: stdout).")] = None) -> None:
+    """Print or write the API's OpenAPI document (docs/openapi.json is this output)."""
+    from ..api.openapi import render
+
+    text = render()
+    if path is None:
+        print(text, end="")
+    else:
+        path.write_text(text)
+
+
+def main() -> None:
+    app()

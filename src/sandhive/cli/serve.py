@@ -1,0 +1,114 @@
+"""`sandhive serve`: the API, the edge proxy and a node in one process (SQLite unless told otherwise).
+
+Backends, templates and the proxy are imported only here and only when asked for, so that the control
+plane starts (and says clearly what is missing) on a host where a backend cannot run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from .common import DEFAULT_DATA_DIR, DatabaseUrl, DataDir, err, fail, prepare_data_dir
+from .stores import open_store
+
+if TYPE_CHECKING:
+    from ..api import TemplateResolver
+    from ..node.node import Node
+
+
+class Backend(StrEnum):
+    container = "container"
+    none = "none"  # control plane only: keys, lists and records, but no sandbox can be created
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port for the API and the sandbox proxy.", min=1, max=65535)] = 3000,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    backend: Annotated[Backend, typer.Option(help="Sandbox backend; `none` runs the control plane only.")] = (
+        Backend.container),
+    database_url: DatabaseUrl = None,
+    max_lifetime: Annotated[int | None, typer.Option(
+        "--max-lifetime", min=1, help="Longest a sandbox may live, in seconds (default: no limit).")] = None,
+    host_ca: Annotated[bool, typer.Option(help="Give sandboxes the host's CA bundle.")] = True,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Run the Sandhive server: E2B's REST API and sandbox traffic on one port."""
+    import uvicorn  # the server's imports are paid only by `serve`, not by every `keys` call
+
+    from ..api import Settings, create_app
+    from ..api.tokens import load_seed
+
+    data_dir = prepare_data_dir(data_dir)
+    open_store(data_dir, database_url).close()  # migrate now, so a bad database is a message, not a traceback
+    try:
+        load_seed(data_dir)
+    except (OSError, RuntimeError) as exc:
+        fail(f"cannot read or create the secret in {data_dir}: {exc}")
+    _log_to_stderr(log_level)
+    settings = Settings(data_dir=data_dir, database_url=database_url, max_lifetime_seconds=max_lifetime,
+                        trust_host_ca=host_ca)
+    node = _node(backend, data_dir)
+    templates = _templates(data_dir) if node is not None else None
+    api = create_app(settings, node, templates)
+    err.print(f"sandhive: serving on http://{host}:{port} (backend {backend.value}, data dir {data_dir})")
+    # The proxy forwards sandboxes' own Server and Date headers, so uvicorn must not add its own.
+    uvicorn.run(_with_proxy(api), host=host, port=port, log_level=log_level, lifespan="on",
+                server_header=False, date_header=False)
+
+
+def _log_to_stderr(level: str) -> None:
+    """Sandhive's own log lines (template builds, reconcile, expiry failures) next to uvicorn's."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    logger = logging.getLogger("sandhive")
+    logger.addHandler(handler)
+    logger.setLevel(level.upper() if level.upper() in logging.getLevelNamesMapping() else logging.INFO)
+
+
+def _node(backend: Backend, data_dir: Path) -> Node | None:
+    if backend is Backend.none:
+        return None
+    from ..node.node import Node
+
+    try:
+        from ..node.container import ContainerRuntime
+    except ImportError as exc:
+        fail(f"the container backend is not available in this installation ({exc}). "
+             "Run `sandhive serve --backend none` for the control plane alone.")
+    try:
+        runtime = ContainerRuntime(data_dir=data_dir)
+        prepare = getattr(runtime, "prepare", None)  # host setup, done now so that its failure is a message
+        if prepare is not None:
+            asyncio.run(prepare())
+    except Exception as exc:
+        fail(f"the container backend cannot run on this host: {exc}")
+    return Node(runtime)
+
+
+def _templates(data_dir: Path) -> TemplateResolver:
+    try:
+        from ..templates.registry import TemplateRegistry
+    except ImportError as exc:
+        fail(f"the template registry is not available in this installation ({exc}).")
+    try:
+        return TemplateRegistry(data_dir)
+    except Exception as exc:
+        fail(f"cannot open the template registry in {data_dir}: {exc}")
+
+
+def _with_proxy(api: Any) -> Any:
+    """The API behind the edge proxy, which routes sandbox traffic (E2b-Sandbox-Id or <port>-<id> hosts)."""
+    try:
+        from ..proxy.asgi import EdgeProxy
+    except ImportError as exc:
+        err.print(f"[yellow]warning:[/] the edge proxy is not available ({exc}); serving the API only, "
+                  "so SDKs cannot reach sandboxes through this port.")
+        return api
+    return EdgeProxy(api, resolve=api.state.resolve_sandbox)

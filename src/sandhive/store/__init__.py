@@ -1,0 +1,13 @@
+"""The control plane's database: SQLAlchemy models, Alembic migrations and the `Store` of queries.
+
+SQLite (`<data_dir>/sandhive.db`) is the embedded default; PostgreSQL serves many API replicas. Only
+`sandhive.api` and the CLI use the store.
+"""
+
+from .engine import database_url
+from .models import ApiKey, IdempotencyRecord, SandboxRecord, Team
+from .paging import SandboxQuery
+from .store import Claim, ClaimOutcome, KeyInfo, Store
+
+__all__ = ["ApiKey", "Claim", "ClaimOutcome", "IdempotencyRecord", "KeyInfo", "SandboxQuery", "SandboxRecord",
+           "Store", "Team", "database_url"]

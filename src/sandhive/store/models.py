@@ -1,0 +1,102 @@
+"""The control plane's tables: teams, their API keys, sandboxes and idempotency records.
+
+Times are stored as naive UTC and handed back timezone-aware (`UTCDateTime`), so SQLite and PostgreSQL
+compare and order them the same way and callers never see a naive datetime.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, TypeDecorator
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always UTC: stored without a zone, returned with `UTC`."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Team(Base):
+    """Who owns sandboxes: every API key belongs to one team and sees only that team's sandboxes."""
+
+    __tablename__ = "teams"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ApiKey(Base):
+    """An API key, kept only as its sha256 (keys are random, so no salt is needed) plus a prefix to show."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id"), index=True)
+    prefix: Mapped[str] = mapped_column(String(32), index=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class SandboxRecord(Base):
+    """One sandbox, from create to kill; `backend`/`address`/`runtime_state` let a restarted server adopt it."""
+
+    __tablename__ = "sandboxes"
+    __table_args__ = (
+        Index("ix_sandboxes_team_state_started", "team_id", "state", "started_at"),
+        Index("ix_sandboxes_state_end", "state", "end_at"),
+    )
+
+    sandbox_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id"))
+    template_id: Mapped[str] = mapped_column(String(255))
+    alias: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))  # running | paused | killed
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    end_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    meta: Mapped[dict[str, str]] = mapped_column("metadata", JSON, default=dict)
+    env_vars: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    cpu_count: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    disk_mb: Mapped[int] = mapped_column(Integer)
+    envd_version: Mapped[str] = mapped_column(String(32))
+    envd_access_token: Mapped[str] = mapped_column(String(128))
+    allow_internet_access: Mapped[bool] = mapped_column(Boolean, default=True)
+    backend: Mapped[str] = mapped_column(String(32))
+    address: Mapped[str] = mapped_column(String(255))
+    runtime_state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    killed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class IdempotencyRecord(Base):
+    """A create request seen under an `Idempotency-Key`: what was asked (hash) and what was answered."""
+
+    __tablename__ = "idempotency_records"
+
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    sandbox_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,0 +1,279 @@
+"""`Store`: every query the control plane makes, one short transaction each.
+
+The methods are synchronous (SQLAlchemy's plain engine); the API calls them through `asyncio.to_thread`,
+so a slow disk never stalls the event loop, and the CLI calls them directly. Rows come back detached
+(`expire_on_commit=False`) and can be read after their session is gone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .engine import database_url, is_sqlite, make_engine, migrate
+from .models import ApiKey, IdempotencyRecord, SandboxRecord, Team
+from .paging import SandboxQuery, decode_cursor, encode_cursor
+
+KEY_PREFIX = "e2b_"  # keys look like E2B's, so tools that check the shape accept them
+KEY_HEX_CHARS = 40
+DISPLAY_PREFIX_LEN = len(KEY_PREFIX) + 8
+LAST_USED_RESOLUTION = timedelta(seconds=60)  # write last_used_at at most once a minute per key
+IDEMPOTENCY_TTL = timedelta(hours=24)
+IDEMPOTENCY_STALE = timedelta(minutes=10)  # an unfinished claim this old belonged to a crashed server
+LIVE_STATES = ("running", "paused")
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """An API key as `sandhive keys list` shows it (never the key itself)."""
+
+    prefix: str
+    team: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ClaimOutcome(Enum):
+    CLAIMED = "claimed"  # first time: go ahead and create, then finish_idempotency
+    REPLAY = "replay"  # done before with the same body: answer `response` again
+    MISMATCH = "mismatch"  # the key was used with another body
+    IN_PROGRESS = "in_progress"  # the first request is still creating
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: ClaimOutcome
+    response: dict[str, Any] | None = None
+
+
+class Store:
+    """The database behind one control plane: SQLite file by default, PostgreSQL by URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._read_engine = make_engine(url)
+        self._write_engine = make_engine(url, immediate=True) if is_sqlite(url) else self._read_engine
+        self._reader = sessionmaker(self._read_engine, expire_on_commit=False)
+        self._writer = sessionmaker(self._write_engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, data_dir: Path, url: str | None = None) -> Store:
+        return cls(database_url(data_dir, url))
+
+    def migrate(self) -> None:
+        migrate(self._write_engine)
+
+    def close(self) -> None:
+        self._read_engine.dispose()
+        if self._write_engine is not self._read_engine:
+            self._write_engine.dispose()
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with self._reader() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        with self._writer() as session, session.begin():
+            yield session
+
+    # ---- teams and API keys -------------------------------------------------------------------------
+
+    def ensure_team(self, name: str) -> Team:
+        """The team called `name`, created if it does not exist yet."""
+        for _ in range(2):  # a concurrent creator may win the unique name; then read theirs
+            try:
+                with self._write() as s:
+                    team = s.scalar(select(Team).where(Team.name == name))
+                    if team is None:
+                        team = Team(id=uuid.uuid4().hex, name=name, created_at=now_utc())
+                        s.add(team)
+                    return team
+            except IntegrityError:
+                continue
+        raise RuntimeError(f"could not create team {name!r}")
+
+    def create_api_key(self, team_name: str) -> tuple[str, KeyInfo]:
+        """Mint a key for `team_name` (creating the team); the key is returned once and stored hashed."""
+        team = self.ensure_team(team_name)
+        key = KEY_PREFIX + secrets.token_hex(KEY_HEX_CHARS // 2)
+        row = ApiKey(id=uuid.uuid4().hex, team_id=team.id, prefix=key[:DISPLAY_PREFIX_LEN], hash=hash_key(key),
+                     created_at=now_utc())
+        with self._write() as s:
+            s.add(row)
+        return key, KeyInfo(row.prefix, team.name, row.created_at, None, None)
+
+    def list_api_keys(self) -> list[KeyInfo]:
+        with self._read() as s:
+            rows = s.execute(select(ApiKey, Team.name).join(Team, Team.id == ApiKey.team_id)
+                             .order_by(ApiKey.created_at)).all()
+        return [KeyInfo(k.prefix, name, k.created_at, k.last_used_at, k.revoked_at) for k, name in rows]
+
+    def revoke_api_key(self, prefix_or_key: str) -> KeyInfo:
+        """Revoke the one live key whose display prefix starts with `prefix_or_key` (or that is this key).
+
+        LookupError when none matches, ValueError when the prefix matches more than one key.
+        """
+        with self._write() as s:
+            cond = or_(ApiKey.hash == hash_key(prefix_or_key), ApiKey.prefix.startswith(prefix_or_key, autoescape=True))
+            rows = s.execute(select(ApiKey, Team.name).join(Team, Team.id == ApiKey.team_id)
+                             .where(ApiKey.revoked_at.is_(None), cond)).all()
+            if not rows:
+                raise LookupError(f"no active API key matches {prefix_or_key!r}")
+            if len(rows) > 1:
+                raise ValueError(f"{prefix_or_key!r} matches {len(rows)} keys "
+                                 f"({', '.join(k.prefix for k, _ in rows)}); give a longer prefix")
+            key, team = rows[0]
+            key.revoked_at = now_utc()
+            return KeyInfo(key.prefix, team, key.created_at, key.last_used_at, key.revoked_at)
+
+    def authenticate(self, key: str) -> str | None:
+        """The team id of a live key, or None. Marks the key used (coarsely, to keep writes rare)."""
+        digest = hash_key(key)
+        with self._read() as s:
+            row = s.scalar(select(ApiKey).where(ApiKey.hash == digest))
+        if row is None or row.revoked_at is not None:
+            return None
+        now = now_utc()
+        if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
+            with self._write() as s:
+                s.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+        return row.team_id
+
+    # ---- sandboxes ----------------------------------------------------------------------------------
+
+    def add_sandbox(self, record: SandboxRecord) -> None:
+        with self._write() as s:
+            s.add(record)
+
+    def get_sandbox(self, sandbox_id: str) -> SandboxRecord | None:
+        with self._read() as s:
+            return s.get(SandboxRecord, sandbox_id)
+
+    def list_sandboxes(self, team_id: str, query: SandboxQuery) -> tuple[list[SandboxRecord], str | None]:
+        """One page of a team's sandboxes and the cursor of the next page (None on the last one).
+
+        Metadata is matched in Python while the rows stream in start order, so paging stays exact for any
+        filter and the same code serves SQLite and PostgreSQL.
+        """
+        desc = query.order != "asc"
+        stmt = select(SandboxRecord).where(SandboxRecord.team_id == team_id, SandboxRecord.state.in_(query.states))
+        if query.template:
+            stmt = stmt.where(or_(SandboxRecord.template_id == query.template, SandboxRecord.alias == query.template))
+        if query.started_after is not None:
+            stmt = stmt.where(SandboxRecord.started_at >= query.started_after)
+        if query.cursor:
+            at, last_id = decode_cursor(query.cursor)
+            if desc:
+                after = or_(SandboxRecord.started_at < at,
+                            and_(SandboxRecord.started_at == at, SandboxRecord.sandbox_id < last_id))
+            else:
+                after = or_(SandboxRecord.started_at > at,
+                            and_(SandboxRecord.started_at == at, SandboxRecord.sandbox_id > last_id))
+            stmt = stmt.where(after)
+        if desc:
+            stmt = stmt.order_by(SandboxRecord.started_at.desc(), SandboxRecord.sandbox_id.desc())
+        else:
+            stmt = stmt.order_by(SandboxRecord.started_at.asc(), SandboxRecord.sandbox_id.asc())
+        page: list[SandboxRecord] = []
+        with self._read() as s:
+            for record in s.scalars(stmt.execution_options(yield_per=200)):
+                if query.matches_metadata(record):
+                    page.append(record)
+                    if len(page) > query.limit:
+                        break
+        if len(page) > query.limit:
+            return page[:query.limit], encode_cursor(page[query.limit - 1])
+        return page, None
+
+    def live_sandboxes(self) -> list[SandboxRecord]:
+        """Every sandbox the store believes runs (or is paused): what a starting server reconciles."""
+        with self._read() as s:
+            return list(s.scalars(select(SandboxRecord).where(SandboxRecord.state.in_(LIVE_STATES))))
+
+    def expired_sandboxes(self, now: datetime) -> list[SandboxRecord]:
+        with self._read() as s:
+            return list(s.scalars(select(SandboxRecord).where(SandboxRecord.state == "running",
+                                                              SandboxRecord.end_at <= now)))
+
+    def set_end_at(self, sandbox_id: str, end_at: datetime) -> bool:
+        """Move a live sandbox's deadline; False when it is no longer live."""
+        with self._write() as s:
+            result = s.execute(update(SandboxRecord).where(SandboxRecord.sandbox_id == sandbox_id,
+                                                           SandboxRecord.state.in_(LIVE_STATES))
+                               .values(end_at=end_at))
+            return result.rowcount > 0
+
+    def mark_killed(self, sandbox_id: str, at: datetime | None = None) -> bool:
+        """Record a sandbox as killed; False when it already was (so only one caller reports the kill)."""
+        with self._write() as s:
+            result = s.execute(update(SandboxRecord).where(SandboxRecord.sandbox_id == sandbox_id,
+                                                           SandboxRecord.state != "killed")
+                               .values(state="killed", killed_at=at or now_utc()))
+            return result.rowcount > 0
+
+    # ---- idempotency --------------------------------------------------------------------------------
+
+    def claim_idempotency(self, team_id: str, key: str, request_hash: str, now: datetime | None = None) -> Claim:
+        """Claim `key` for a create with body hash `request_hash`, or say what became of an earlier claim."""
+        now = now or now_utc()
+        for _ in range(2):  # on PostgreSQL a concurrent claim can win the insert; then read it
+            try:
+                with self._write() as s:
+                    record = s.get(IdempotencyRecord, (team_id, key))
+                    if record is not None and _expired(record, now):
+                        s.delete(record)
+                        s.flush()
+                        record = None
+                    if record is None:
+                        s.add(IdempotencyRecord(team_id=team_id, key=key, request_hash=request_hash, created_at=now))
+                        return Claim(ClaimOutcome.CLAIMED)
+                    if record.request_hash != request_hash:
+                        return Claim(ClaimOutcome.MISMATCH)
+                    if record.response is None:
+                        return Claim(ClaimOutcome.IN_PROGRESS)
+                    return Claim(ClaimOutcome.REPLAY, record.response)
+            except IntegrityError:
+                continue
+        raise RuntimeError("idempotency claim kept conflicting")
+
+    def finish_idempotency(self, team_id: str, key: str, sandbox_id: str, response: dict[str, Any]) -> None:
+        with self._write() as s:
+            s.execute(update(IdempotencyRecord).where(IdempotencyRecord.team_id == team_id,
+                                                      IdempotencyRecord.key == key)
+                      .values(sandbox_id=sandbox_id, response=response))
+
+    def release_idempotency(self, team_id: str, key: str) -> None:
+        """Forget an unfinished claim (the create failed), so that a retry with the same key can try again."""
+        with self._write() as s:
+            s.execute(delete(IdempotencyRecord).where(IdempotencyRecord.team_id == team_id,
+                                                      IdempotencyRecord.key == key,
+                                                      IdempotencyRecord.response.is_(None)))
+
+
+def _expired(record: IdempotencyRecord, now: datetime) -> bool:
+    if record.response is None:
+        return now - record.created_at > IDEMPOTENCY_STALE
+    return now - record.created_at > IDEMPOTENCY_TTL

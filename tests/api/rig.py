@@ -1,0 +1,112 @@
+"""A real `sandhive serve` in a temp data dir, the `sandhive` CLI, and sandbox rows put straight into the store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+
+from sandhive.store import SandboxRecord, Store
+from tests.helpers import free_port, stop_process_group
+
+SANDHIVE = Path(sys.executable).with_name("sandhive")  # the console script `pip install -e .` wrote
+_counter = iter(range(10**9))
+
+
+def cli(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `sandhive ARGS`; with `check`, fail showing its output when it exits non-zero."""
+    if not SANDHIVE.exists():
+        raise RuntimeError(f"{SANDHIVE} is missing: run `make venv` (pip install -e .)")
+    proc = subprocess.run([str(SANDHIVE), *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"sandhive {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def create_key(data_dir: Path, team: str = "default", *extra: str) -> str:
+    return cli("keys", "create", "--quiet", "--team", team, "--data-dir", str(data_dir), *extra).stdout.strip()
+
+
+@dataclass
+class Server:
+    """One `sandhive serve` process (its own session, stopped by PID) and its data dir."""
+
+    url: str
+    data_dir: Path
+    proc: subprocess.Popen
+    log: Path
+    database_url: str | None = None
+    _store: Store | None = field(default=None, repr=False)
+
+    def client(self, key: str | None = None, **kwargs: object) -> httpx.Client:
+        headers = {"X-API-Key": key} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, trust_env=False, timeout=30, **kwargs)
+
+    @property
+    def store(self) -> Store:
+        """The server's own database, opened a second time (SQLite WAL or PostgreSQL: both are multi-process)."""
+        if self._store is None:
+            self._store = Store.open(self.data_dir, self.database_url)
+        return self._store
+
+    def key(self, team: str = "default") -> str:
+        args = ("--database-url", self.database_url) if self.database_url else ()
+        return create_key(self.data_dir, team, *args)
+
+    def stop(self) -> None:
+        if self._store is not None:
+            self._store.close()
+        stop_process_group(self.proc)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_server(data_dir: Path, *args: str, backend: str = "none", database_url: str | None = None,
+                 port: int | None = None, timeout: float = 120.0) -> Server:
+    """Start `sandhive serve` (on a free port unless told) and wait until `GET /health` answers 200."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    log = data_dir.parent / f"serve-{port}.log"
+    cmd = [str(SANDHIVE), "serve", "--port", str(port), "--data-dir", str(data_dir), "--backend", backend, *args]
+    if database_url:
+        cmd += ["--database-url", database_url]
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(f"http://127.0.0.1:{port}", data_dir, proc, log, database_url)
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"sandhive serve exited with {proc.returncode}:\n{server.output()}")
+        try:
+            if httpx.get(f"{server.url}/health", timeout=1, trust_env=False).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            server.stop()
+            raise TimeoutError(f"sandhive serve not healthy after {timeout}s:\n{server.output()}")
+        time.sleep(0.05)
+
+
+def insert_sandbox(store: Store, team_id: str, **fields: object) -> SandboxRecord:
+    """A sandbox row as the API would write it after a create; `fields` override the defaults."""
+    n = next(_counter)
+    now = datetime.now(UTC)
+    values: dict[str, object] = dict(
+        sandbox_id=f"irow{n:04d}{os.getpid() % 10000:04d}abcdefghi"[:21], team_id=team_id, template_id="base",
+        alias=None, client_id="sandhive", state="running", started_at=now - timedelta(seconds=1000 - n),
+        end_at=now + timedelta(minutes=10), meta={}, env_vars={}, cpu_count=2, memory_mb=512, disk_mb=1024,
+        envd_version="0.6.4", envd_access_token="t" * 64, allow_internet_access=True, backend="none",
+        address="127.0.0.9", runtime_state={})
+    values.update(fields)
+    record = SandboxRecord(**values)
+    store.add_sandbox(record)
+    return record

@@ -1,0 +1,221 @@
+"""End to end: the released e2b SDK, unchanged, against `sandhive serve` with the container backend.
+
+E2B_API_URL and E2B_SANDBOX_URL both point at the server: the API answers the control-plane calls and
+its edge proxy carries envd traffic to the sandboxes. Skipped (with the reason printed) where the
+container backend or the template registry is not installed, or without root.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from e2b import Sandbox, SandboxQuery
+from e2b.exceptions import SandboxException, SandboxNotFoundException
+
+from tests.api.rig import Server, start_server
+
+# The first test also waits for the server to build the system image and the `base` template if needed.
+pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900)]
+TEAM = "e2e"
+
+
+def _skip_reason() -> str | None:
+    for module in ("sandhive.node.container", "sandhive.templates.registry"):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            return f"{module} cannot be imported ({exc})"
+    if os.geteuid() != 0:
+        return "the container backend needs root"
+    return None
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[Server]:
+    """A server with the container backend; sandboxes still running at the end are killed before it stops.
+
+    Its data dir is not under pytest's private (0700) temp dir: sandboxes' unprivileged host uids must be
+    able to walk down to their root filesystems.
+    """
+    reason = _skip_reason()
+    if reason:
+        print(f"skipping e2b SDK end-to-end tests: {reason}")
+        pytest.skip(reason)
+    root = Path(tempfile.mkdtemp(prefix="sandhive-e2e-", dir="/tmp"))
+    root.chmod(0o711)
+    try:
+        server = start_server(root / "data", backend="container", timeout=900)
+        try:
+            yield server
+        finally:
+            try:
+                kill_everything(server, server.key(TEAM))
+            finally:
+                server.stop()
+    finally:
+        remove_unless_mounted(root)
+
+
+def remove_unless_mounted(root: Path) -> None:
+    """Delete the test's data dir, unless something is still mounted inside it (then say so and keep it)."""
+    with open("/proc/self/mounts") as f:
+        mounted = [line.split()[1] for line in f if line.split()[1].startswith(str(root))]
+    if mounted:
+        print(f"not removing {root}: still mounted inside it: {mounted}")
+        return
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def kill_everything(server: Server, key: str) -> None:
+    """Sandboxes outlive a server by design, so a test run ends its own (all are the e2e team's)."""
+    with server.client(key) as c:
+        for sandbox in c.get("/v2/sandboxes", params={"limit": 100}).json():
+            c.delete(f"/sandboxes/{sandbox['sandboxID']}")
+
+
+@pytest.fixture(scope="module")
+def key(live: Server) -> str:
+    return live.key(TEAM)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def e2b_env(live: Server, key: str) -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("E2B_API_URL", live.url)
+        mp.setenv("E2B_SANDBOX_URL", live.url)
+        mp.setenv("E2B_API_KEY", key)
+        mp.delenv("E2B_DEBUG", raising=False)
+        mp.delenv("E2B_DOMAIN", raising=False)
+        yield
+
+
+@pytest.fixture()
+def sbx() -> Iterator[Sandbox]:
+    sandbox = Sandbox.create(timeout=120)
+    try:
+        yield sandbox
+    finally:
+        sandbox.kill()
+
+
+def test_create_run_and_files(sbx: Sandbox) -> None:
+    assert sbx.sandbox_id.startswith("i") and len(sbx.sandbox_id) == 21
+    result = sbx.commands.run("echo hello from $(whoami)")
+    assert result.exit_code == 0 and result.stdout == "hello from user\n"
+    sbx.files.write("/tmp/hello.txt", "This is inside the sandbox.")
+    assert sbx.files.read("/tmp/hello.txt") == "This is inside the sandbox."
+
+
+def test_env_vars_and_metadata_reach_the_sandbox() -> None:
+    sandbox = Sandbox.create(envs={"GREETING": "hi there"}, metadata={"owner": "e2e"}, timeout=60)
+    try:
+        assert sandbox.commands.run("echo $GREETING").stdout == "hi there\n"
+        assert sandbox.get_info().metadata == {"owner": "e2e"}
+    finally:
+        sandbox.kill()
+
+
+def test_connect_and_get_info(sbx: Sandbox) -> None:
+    again = Sandbox.connect(sbx.sandbox_id)
+    assert again.commands.run("echo connected").stdout == "connected\n"
+    info = sbx.get_info()
+    assert info.sandbox_id == sbx.sandbox_id and info.state == "running"
+    assert info.cpu_count >= 1 and info.memory_mb > 0 and info.end_at > info.started_at
+
+
+def test_set_timeout_and_metrics(sbx: Sandbox) -> None:
+    before = sbx.get_info().end_at
+    sbx.set_timeout(1800)
+    assert sbx.get_info().end_at > before + timedelta(minutes=20)
+    metrics = sbx.get_metrics()
+    assert len(metrics) == 1
+    m = metrics[0]
+    assert m.cpu_count >= 1 and m.cpu_used_pct >= 0 and 0 < m.mem_used <= m.mem_total and m.disk_total > 0
+
+
+def test_kill(sbx: Sandbox) -> None:
+    assert sbx.kill() is True
+    assert Sandbox.kill(sbx.sandbox_id) is False
+    with pytest.raises(SandboxNotFoundException):
+        Sandbox.get_info(sbx.sandbox_id)
+
+
+def test_list_with_metadata_filter_and_paging() -> None:
+    run = uuid.uuid4().hex[:8]
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:  # five creates at once
+        sandboxes = list(pool.map(lambda i: Sandbox.create(metadata={"run": run, "i": str(i)}, timeout=120), range(5)))
+    try:
+        paginator = Sandbox.list(query=SandboxQuery(metadata={"run": run}), limit=2)
+        pages = []
+        while paginator.has_next:
+            pages.append(paginator.next_items())
+        assert [len(p) for p in pages] == [2, 2, 1]
+        assert {s.sandbox_id for p in pages for s in p} == {s.sandbox_id for s in sandboxes}
+        assert all(s.metadata["run"] == run for p in pages for s in p)
+    finally:
+        for sandbox in sandboxes:
+            sandbox.kill()
+
+
+def test_other_team_gets_404(live: Server, sbx: Sandbox) -> None:
+    other = live.key("someone-else")
+    with pytest.raises(SandboxNotFoundException):
+        Sandbox.get_info(sbx.sandbox_id, api_key=other)
+    assert Sandbox.kill(sbx.sandbox_id, api_key=other) is False
+    with pytest.raises(SandboxException):
+        Sandbox.connect(sbx.sandbox_id, api_key=other)
+    assert sbx.commands.run("true").exit_code == 0  # still alive
+
+
+def test_expires_at_timeout() -> None:
+    sandbox = Sandbox.create(timeout=3)
+    time.sleep(5)
+    with pytest.raises(SandboxNotFoundException):
+        Sandbox.get_info(sandbox.sandbox_id)
+    assert not sandbox.is_running()
+
+
+def test_unknown_template_is_404() -> None:
+    with pytest.raises(SandboxException, match="template 'no-such-template' not found"):
+        Sandbox.create("no-such-template")
+
+
+def test_idempotent_create(live: Server, key: str) -> None:
+    body = {"templateID": "base", "metadata": {"idem": "1"}, "timeout": 60}
+    with live.client(key) as c:
+        first = c.post("/v2/sandboxes", json=body, headers={"Idempotency-Key": "e2e-idem-1"})
+        again = c.post("/v2/sandboxes", json=body, headers={"Idempotency-Key": "e2e-idem-1"})
+        other = c.post("/v2/sandboxes", json={**body, "timeout": 61}, headers={"Idempotency-Key": "e2e-idem-1"})
+        try:
+            assert first.status_code == again.status_code == 201
+            assert first.json() == again.json()
+            assert other.status_code == 409 and other.json()["error_code"] == "idempotency_request_mismatch"
+            listed = c.get("/v2/sandboxes", params={"metadata": "idem=1"}).json()
+            assert [s["sandboxID"] for s in listed] == [first.json()["sandboxID"]]
+        finally:
+            c.delete(f"/sandboxes/{first.json()['sandboxID']}")
+
+
+def test_sandboxes_survive_a_server_restart(live: Server) -> None:
+    sandbox = Sandbox.create(timeout=300)
+    try:
+        live.stop()
+        restarted = start_server(live.data_dir, backend="container", port=int(live.url.rsplit(":", 1)[1]),
+                                 timeout=900)
+        live.proc, live.log = restarted.proc, restarted.log
+        again = Sandbox.connect(sandbox.sandbox_id)
+        assert again.commands.run("echo still here").stdout == "still here\n"
+        assert httpx.get(f"{live.url}/health", trust_env=False).json()["backend"] == "container"
+    finally:
+        Sandbox.kill(sandbox.sandbox_id)

@@ -5,9 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DIR := .run
-ENVD_PORT ?= 49983
+HOST ?= 127.0.0.1
+PORT ?= 3000
+DATA_DIR ?= /var/lib/sandhive
 
-.PHONY: up down test lint bench proto system-image system-image-force debian-packages venv openapi
+.PHONY: up down test lint bench proto system-image system-image-force base-template debian-packages venv openapi
 
 debian-packages:
 	@scripts/install-debian-packages.sh
@@ -29,20 +31,29 @@ system-image: venv
 system-image-force: venv
 	$(BIN)/python -m sandhive.images.system_image build --force
 
-# Until the control plane lands, `make up` runs envd on this host, where the e2b SDK's debug mode finds it.
-up: system-image
+base-template: system-image
+	$(BIN)/python -m sandhive.templates.base build --data-dir $(DATA_DIR)
+
+# Start the server in the background (as root: sandboxes need namespaces, cgroups and mounts).
+up: base-template
 	@mkdir -p $(RUN_DIR)
-	@if [ -f $(RUN_DIR)/envd.pid ] && kill -0 $$(cat $(RUN_DIR)/envd.pid) 2>/dev/null; then \
-	  echo "envd already runs (pid $$(cat $(RUN_DIR)/envd.pid))"; \
+	@if [ -f $(RUN_DIR)/server.pid ] && kill -0 $$(cat $(RUN_DIR)/server.pid) 2>/dev/null; then \
+	  echo "sandhive already runs (pid $$(cat $(RUN_DIR)/server.pid))"; \
 	else \
-	  setsid $(BIN)/python -m sandhive.envd --host 127.0.0.1 --port $(ENVD_PORT) >$(RUN_DIR)/envd.log 2>&1 & \
-	  echo $$! > $(RUN_DIR)/envd.pid; sleep 1; \
-	  echo "envd runs on http://127.0.0.1:$(ENVD_PORT) (pid $$(cat $(RUN_DIR)/envd.pid), log $(RUN_DIR)/envd.log)"; \
+	  setsid $(BIN)/sandhive serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR) \
+	    >$(RUN_DIR)/server.log 2>&1 & echo $$! > $(RUN_DIR)/server.pid; \
+	  for i in $$(seq 1 120); do curl -sf http://$(HOST):$(PORT)/health >/dev/null && break; sleep 0.5; done; \
+	  curl -sf http://$(HOST):$(PORT)/health >/dev/null || { echo "sandhive did not start:"; tail -20 $(RUN_DIR)/server.log; exit 1; }; \
 	fi
-	@echo "Try: E2B_DEBUG=true $(BIN)/python -c \"from e2b import Sandbox; print(Sandbox.create().commands.run('echo hi').stdout)\""
+	@key=$$($(BIN)/sandhive keys create --quiet --data-dir $(DATA_DIR)); \
+	echo "sandhive runs on http://$(HOST):$(PORT) (pid $$(cat $(RUN_DIR)/server.pid), log $(RUN_DIR)/server.log)"; \
+	echo "API key: $$key"; \
+	echo; \
+	echo "export E2B_API_URL=http://$(HOST):$(PORT) E2B_SANDBOX_URL=http://$(HOST):$(PORT) E2B_API_KEY=$$key"; \
+	echo "$(BIN)/python -c \"from e2b import Sandbox; s = Sandbox.create(); print(s.commands.run('echo Hello from Sandhive').stdout); s.kill()\""
 
 down:
-	@if [ -f $(RUN_DIR)/envd.pid ]; then kill $$(cat $(RUN_DIR)/envd.pid) 2>/dev/null || true; rm -f $(RUN_DIR)/envd.pid; echo "envd stopped"; fi
+	@if [ -f $(RUN_DIR)/server.pid ]; then kill $$(cat $(RUN_DIR)/server.pid) 2>/dev/null || true; rm -f $(RUN_DIR)/server.pid; echo "sandhive stopped (its sandboxes keep running; a restart adopts them and ends the overdue)"; fi
 
 test: venv
 	$(BIN)/ruff check src tests bench
@@ -53,6 +64,8 @@ lint: venv
 
 bench: venv
 	$(BIN)/python -m bench.envd_bench
+	$(BIN)/python -m bench.proxy_bench
+	$(BIN)/python -m bench.sandbox_bench
 
 # Regenerate src/sandhive/rpc from proto/ (needs protoc: Debian's protobuf-compiler).
 proto: venv

@@ -18,15 +18,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_health(url: str, proc: subprocess.Popen | None = None, timeout: float = 30.0) -> None:
-    """Poll `GET {url}/health` until it answers 204; fail early if `proc` died."""
+def wait_for_health(url: str, proc: subprocess.Popen | None = None, timeout: float = 30.0,
+                    status: int = 204) -> None:
+    """Poll `GET {url}/health` until it answers `status` (envd: 204, the API: 200); fail early if `proc` died."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode} before it was healthy")
         try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 204:
+            if httpx.get(f"{url}/health", timeout=1).status_code == status:
                 return
         except httpx.HTTPError as exc:
             last = exc

@@ -127,7 +127,9 @@ class ContainerRuntime:
         (a pipe would stay open for the container's whole life); runc's own errors land there too."""
         proc = await asyncio.create_subprocess_exec(
             *self._oci("run", "--detach", "--bundle", str(bundle), "--pid-file", str(bundle / "pid"), sandbox_id),
-            stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, preexec_fn=_low_oom_score)
+            stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, preexec_fn=_low_oom_score,
+            # Its own session: signals to the server's process group or terminal never reach sandboxes.
+            start_new_session=True)
         if await proc.wait() != 0:
             tail = (bundle / "envd.log").read_text(errors="replace").strip().splitlines()[-5:]
             raise RuntimeError(f"{self.oci_runtime} could not start sandbox {sandbox_id}: {' '.join(tail)}")

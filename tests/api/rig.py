@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -110,3 +115,55 @@ def insert_sandbox(store: Store, team_id: str, **fields: object) -> SandboxRecor
     record = SandboxRecord(**values)
     store.add_sandbox(record)
     return record
+
+
+def container_backend_missing() -> str | None:
+    """Why sandboxes cannot run here (then tests that need them skip, saying so), or None."""
+    for module in ("sandhive.node.container", "sandhive.templates.registry"):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            return f"{module} cannot be imported ({exc})"
+    if os.geteuid() != 0:
+        return "the container backend needs root"
+    return None
+
+
+@contextlib.contextmanager
+def container_server(prefix: str, team: str) -> Iterator[Server]:
+    """A server with the container backend in a fresh data dir; at the end every sandbox of `team` is killed,
+    the server stopped and the data dir removed (unless something is still mounted in it, which is reported).
+
+    The data dir is not under pytest's private (0700) temp dir: sandboxes' unprivileged host uids must be
+    able to walk down to their root filesystems.
+    """
+    root = Path(tempfile.mkdtemp(prefix=f"sandhive-{prefix}-", dir="/tmp"))
+    root.chmod(0o711)
+    try:
+        server = start_server(root / "data", backend="container", timeout=900)
+        try:
+            yield server
+        finally:
+            try:
+                kill_team_sandboxes(server, server.key(team))
+            finally:
+                server.stop()
+    finally:
+        remove_unless_mounted(root)
+
+
+def kill_team_sandboxes(server: Server, key: str) -> None:
+    """Sandboxes outlive a server by design, so a test run ends its own."""
+    with server.client(key) as c:
+        for sandbox in c.get("/v2/sandboxes", params={"limit": 100}).json():
+            c.delete(f"/sandboxes/{sandbox['sandboxID']}")
+
+
+def remove_unless_mounted(root: Path) -> None:
+    """Delete a test's data dir, unless something is still mounted inside it (then say so and keep it)."""
+    with open("/proc/self/mounts") as f:
+        mounted = [line.split()[1] for line in f if line.split()[1].startswith(str(root))]
+    if mounted:
+        print(f"not removing {root}: still mounted inside it: {mounted}")
+        return
+    shutil.rmtree(root, ignore_errors=True)

@@ -8,80 +8,31 @@ container backend or the template registry is not installed, or without root.
 from __future__ import annotations
 
 import concurrent.futures
-import importlib
-import os
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pytest
 from e2b import Sandbox, SandboxQuery
 from e2b.exceptions import SandboxException, SandboxNotFoundException
 
-from tests.api.rig import Server, start_server
+from tests.api.rig import Server, container_backend_missing, container_server, start_server
 
 # The first test also waits for the server to build the system image and the `base` template if needed.
 pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900)]
 TEAM = "e2e"
 
 
-def _skip_reason() -> str | None:
-    for module in ("sandhive.node.container", "sandhive.templates.registry"):
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            return f"{module} cannot be imported ({exc})"
-    if os.geteuid() != 0:
-        return "the container backend needs root"
-    return None
-
-
 @pytest.fixture(scope="module")
 def live() -> Iterator[Server]:
-    """A server with the container backend; sandboxes still running at the end are killed before it stops.
-
-    Its data dir is not under pytest's private (0700) temp dir: sandboxes' unprivileged host uids must be
-    able to walk down to their root filesystems.
-    """
-    reason = _skip_reason()
+    reason = container_backend_missing()
     if reason:
         print(f"skipping e2b SDK end-to-end tests: {reason}")
         pytest.skip(reason)
-    root = Path(tempfile.mkdtemp(prefix="sandhive-e2e-", dir="/tmp"))
-    root.chmod(0o711)
-    try:
-        server = start_server(root / "data", backend="container", timeout=900)
-        try:
-            yield server
-        finally:
-            try:
-                kill_everything(server, server.key(TEAM))
-            finally:
-                server.stop()
-    finally:
-        remove_unless_mounted(root)
-
-
-def remove_unless_mounted(root: Path) -> None:
-    """Delete the test's data dir, unless something is still mounted inside it (then say so and keep it)."""
-    with open("/proc/self/mounts") as f:
-        mounted = [line.split()[1] for line in f if line.split()[1].startswith(str(root))]
-    if mounted:
-        print(f"not removing {root}: still mounted inside it: {mounted}")
-        return
-    shutil.rmtree(root, ignore_errors=True)
-
-
-def kill_everything(server: Server, key: str) -> None:
-    """Sandboxes outlive a server by design, so a test run ends its own (all are the e2e team's)."""
-    with server.client(key) as c:
-        for sandbox in c.get("/v2/sandboxes", params={"limit": 100}).json():
-            c.delete(f"/sandboxes/{sandbox['sandboxID']}")
+    with container_server("e2e", TEAM) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +14,7 @@ import httpx
 import pytest
 from e2b import Sandbox
 
-from tests.api.rig import Server, start_server
-from tests.api.test_e2b_sdk import _skip_reason, kill_everything, remove_unless_mounted
+from tests.api.rig import Server, container_backend_missing, container_server, start_server
 
 pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900)]
 TEAM = "restart"
@@ -24,21 +22,12 @@ TEAM = "restart"
 
 @pytest.fixture(scope="module")
 def live() -> Iterator[Server]:
-    reason = _skip_reason()
+    reason = container_backend_missing()
     if reason:
         print(f"skipping restart tests: {reason}")
         pytest.skip(reason)
-    root = Path(tempfile.mkdtemp(prefix="sandhive-restart-", dir="/tmp"))
-    root.chmod(0o711)
-    server = start_server(root / "data", backend="container", timeout=900)
-    try:
+    with container_server("restart", TEAM) as server:
         yield server
-    finally:
-        try:
-            kill_everything(server, server.key(TEAM))
-        finally:
-            server.stop()
-            remove_unless_mounted(root)
 
 
 @pytest.fixture(scope="module", autouse=True)

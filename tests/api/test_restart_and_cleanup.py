@@ -14,6 +14,7 @@ import httpx
 import pytest
 from e2b import Sandbox
 
+from sandhive.node import network
 from tests.api.rig import Server, container_backend_missing, container_server, start_server
 
 pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900)]
@@ -62,7 +63,7 @@ def host_traces(sandbox_id: str, data_dir: Path) -> list[str]:
                             text=True).stdout.split()
     if sandbox_id in listed:
         traces.append("runc container")
-    for slot in (data_dir / "net-slots").glob("*"):
+    for slot in network.HOST_SLOTS_DIR.glob("*"):
         if slot.read_text() == sandbox_id:
             traces.append(f"network slot {slot.name}")
     return traces

@@ -66,7 +66,7 @@ class ContainerRuntime:
         self.sandboxes_dir = self.data_dir / "sandboxes"
         self.oci_runtime = oci_runtime or os.environ.get("SANDHIVE_OCI_RUNTIME") or "runc"
         self.runtime_root = self.data_dir / self.oci_runtime
-        self.slots = SlotAllocator(self.data_dir)
+        self.slots = SlotAllocator()
         self.cgroups = CgroupReader()
         self.system_image: Path | None = None
         self._http = httpx.AsyncClient(timeout=2.0)

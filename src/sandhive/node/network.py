@@ -71,11 +71,19 @@ def netns_name(sandbox_id: str) -> str:
     return f"sandhive-{sandbox_id}"
 
 
-class SlotAllocator:
-    """Claims slots with one file each (O_EXCL), so concurrent creates and restarts agree."""
+HOST_SLOTS_DIR = Path("/run/sandhive/net-slots")
 
-    def __init__(self, state_dir: Path) -> None:
-        self.dir = state_dir / "net-slots"
+
+class SlotAllocator:
+    """Claims slots with one file each (O_EXCL), so concurrent creates and restarts agree.
+
+    Slots are a host-wide resource (veth names and addresses live in the host's namespace), so every
+    server on the host shares one directory, whatever its data dir. It lives under /run: slots die with
+    the network namespaces at reboot.
+    """
+
+    def __init__(self, slots_dir: Path = HOST_SLOTS_DIR) -> None:
+        self.dir = slots_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self._next = 0
 

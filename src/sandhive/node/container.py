@@ -169,8 +169,9 @@ class ContainerRuntime:
         return await self._state(handle.sandbox_id) == "running"
 
     async def running_ids(self) -> set[str]:
+        """This runtime's sandboxes: a directory in its data dir (made first, removed last) or a container
+        in its runc root. Network namespaces are host-wide and may belong to another server: not counted."""
         ids = {p.name for p in self.sandboxes_dir.iterdir()} if self.sandboxes_dir.is_dir() else set()
-        ids |= network.existing_sandbox_netns()
         out = await run(*self._oci("list", "--format", "json"), check=False)
         with contextlib.suppress(ValueError):
             ids |= {c["id"] for c in json.loads(out) or []}

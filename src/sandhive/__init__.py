@@ -1,3 +1,40 @@
-"""Sandhive: self-hosted sandboxes for AI agents, compatible with E2B's SDKs."""
+"""Sandhive: self-hosted sandboxes for AI agents, compatible with E2B's SDKs.
+
+`from sandhive import Sandbox, AsyncSandbox` is the SDK (`sandhive.sdk`). It is imported lazily, on first
+use of one of its names: sandboxes' system image ships only this file, `sandhive.envd` and `sandhive.rpc`,
+and `import sandhive.envd` there must not pull in the SDK (or httpx).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# The SDK's public names, re-exported here (the list is sandhive.sdk.__all__; a test keeps the two equal).
+_SDK_NAMES = (
+    "AsyncCommandHandle", "AsyncSandbox", "AsyncSandboxPaginator", "AsyncWatchHandle", "AuthenticationException",
+    "CommandExitException", "CommandHandle", "CommandResult", "ConnectionConfig", "EntryInfo",
+    "FileNotFoundException", "FileType", "FilesystemEvent", "FilesystemEventType", "InvalidArgumentException",
+    "NotEnoughSpaceException", "NotFoundException", "ProcessInfo", "PtySize", "RateLimitException", "Sandbox",
+    "SandboxException", "SandboxInfo", "SandboxMetrics", "SandboxNotFoundException", "SandboxPaginator",
+    "SandboxQuery", "SandboxState", "ServerUnreachableException", "TimeoutException", "WatchHandle", "WriteEntry",
+    "WriteInfo",
+)
+
+__all__ = ["__version__", *_SDK_NAMES]
+
+if TYPE_CHECKING:
+    from .sdk import *  # noqa: F403 — for type checkers and IDEs only
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SDK_NAMES:
+        from . import sdk
+
+        return getattr(sdk, name)
+    raise AttributeError(f"module 'sandhive' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SDK_NAMES))

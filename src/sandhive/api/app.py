@@ -14,7 +14,7 @@ from ..node.node import Node
 from ..store import Store
 from .errors import install_error_handlers
 from .openapi import build_openapi
-from .routes import health_router, sandbox_router
+from .routes import health_router, sandbox_router, template_router
 from .sandboxes import SandboxService
 from .settings import Settings
 from .templates import TemplateResolver
@@ -51,5 +51,6 @@ def create_app(settings: Settings, node: Node | None, templates: TemplateResolve
     install_error_handlers(app)
     app.include_router(health_router(service))
     app.include_router(sandbox_router(service))
+    app.include_router(template_router(service))
     app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]
     return app

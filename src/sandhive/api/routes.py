@@ -1,8 +1,9 @@
-"""E2B's REST routes (e2b-wire.md §2.2): thin HTTP wrappers over `SandboxService`.
+"""E2B's REST routes (e2b-wire.md §2.2): thin HTTP wrappers over `SandboxService` and its template resolver.
 
 No `from __future__ import annotations` here: FastAPI reads the parameter annotations at runtime.
 """
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
@@ -24,8 +25,10 @@ from .schemas import (
     SandboxDetail,
     SandboxLogs,
     SandboxMetric,
+    TemplateListing,
     TimeoutBody,
 )
+from .templates import template_listing
 
 ERROR_TEXT = {400: "Bad request", 401: "Missing or invalid API key", 404: "Not found", 409: "Conflict",
               500: "Server error"}
@@ -128,6 +131,20 @@ def sandbox_router(service: SandboxService) -> APIRouter:
                        limit: Annotated[int, Query(ge=0, le=10000)] = 1000) -> SandboxLogs:
         """The sandbox's own log lines (its envd's output)."""
         return await service.logs(team, sandbox_id, start, limit)
+
+    return router
+
+
+def template_router(service: SandboxService) -> APIRouter:
+    router = APIRouter(tags=["templates"])
+    Team = Annotated[str, Depends(team_of_key(service.store))]  # noqa: N806 — a type alias, read as one
+
+    @router.get("/templates", responses=errors(401))
+    async def list_templates(team: Team) -> list[TemplateListing]:
+        """The templates the team can create sandboxes from: every built template on this server, oldest first."""
+        if service.templates is None:  # --backend none: nothing can be created, so nothing is usable
+            return []
+        return [template_listing(info) for info in await asyncio.to_thread(service.templates.list)]
 
     return router
 

@@ -137,3 +137,17 @@ class Health(BaseModel):
     status: str
     version: str
     backend: str
+
+
+class TemplateListing(BaseModel):
+    """One entry of `GET /templates` (E2B's shape, minus the build history Sandhive does not keep)."""
+
+    templateID: str
+    aliases: list[str]
+    cpuCount: int
+    memoryMB: int
+    diskSizeMB: int
+    public: bool
+    buildStatus: Literal["ready"]
+    createdAt: datetime
+    updatedAt: datetime

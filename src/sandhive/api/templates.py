@@ -1,16 +1,45 @@
-"""How the API finds templates: anything that turns a template id or alias into a `TemplateImage`.
+"""How the API finds templates: anything that turns a template id or alias into a `TemplateImage`, and lists
+the built ones.
 
-`sandhive.templates.registry.TemplateRegistry` is the real one; the API depends only on this protocol.
+`sandhive.templates.registry.TemplateRegistry` is the real one; the API depends only on these protocols.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol
 
 from ..node.runtime import TemplateImage
+from .schemas import TemplateListing
+
+
+class TemplateSummary(Protocol):
+    """What `GET /templates` reports of a built template (`templates.info.TemplateInfo` has these)."""
+
+    id: str
+    aliases: tuple[str, ...]
+    cpu_count: int
+    memory_mb: int
+    disk_mb: int
+    created_at: str  # ISO 8601
 
 
 class TemplateResolver(Protocol):
     async def resolve(self, name: str) -> TemplateImage:
         """The built template called `name` (id or alias); LookupError when there is none."""
         ...
+
+    def list(self) -> Sequence[TemplateSummary]:
+        """The built templates (a template such as `base` that is built on first use appears once built)."""
+        ...
+
+
+def template_listing(info: TemplateSummary) -> TemplateListing:
+    """One template as E2B's `GET /templates` shows it. Every template on this server is usable by every team
+    (`public`), and only complete builds are listed (`ready`); a template never changes after its build, so
+    it was last updated when it was created."""
+    created = datetime.fromisoformat(info.created_at)
+    return TemplateListing(templateID=info.id, aliases=list(info.aliases), cpuCount=info.cpu_count,
+                           memoryMB=info.memory_mb, diskSizeMB=info.disk_mb, public=True, buildStatus="ready",
+                           createdAt=created, updatedAt=created)

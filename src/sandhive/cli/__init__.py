@@ -1,1 +1,1 @@
-"""The `sandhive` command: `serve` runs the control plane, `keys` manages API keys."""
+"""The `sandhive` command: `serve` and `keys` on the server's host; `auth`, `sandbox` and `template` as a client."""

@@ -1,4 +1,5 @@
-"""The `sandhive` command line (Typer): `serve`, `keys`, `openapi`."""
+"""The `sandhive` command line (Typer): `serve`, `keys`, `openapi` on the host; `auth`, `sandbox`, `template` as a
+client of a server."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ from typing import Annotated
 
 import typer
 
-from . import keys
+from . import auth, keys, sandbox, template
 from .serve import serve
 
 app = typer.Typer(help="Sandhive: self-hosted, E2B-compatible sandboxes.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
 app.command()(serve)
 app.add_typer(keys.app, name="keys")
+app.add_typer(sandbox.app, name="sandbox")
+app.add_typer(template.app, name="template")
+app.add_typer(auth.app, name="auth")
 
 
 @app.command()

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..store import Store, database_url
 from .common import fail, prepare_data_dir
+
+if TYPE_CHECKING:
+    from ..store import Store
 
 
 def open_store(data_dir: Path, url: str | None) -> Store:
-    """The migrated store of `data_dir` (or of `url`), ready for queries."""
+    """The migrated store of `data_dir` (or of `url`), ready for queries.
+
+    The store (SQLAlchemy, alembic) is imported here, not at the top: client commands such as `sandbox list`
+    never open it and should not pay its import on every run.
+    """
+    from ..store import Store, database_url
+
     if not url:
         data_dir = prepare_data_dir(data_dir)
     resolved = database_url(data_dir, url)

@@ -1,0 +1,188 @@
+"""The CLI's one door to the server: which SDK it drives, and the SDK's answers turned into the CLI's own rows.
+
+The CLI drives Sandhive's SDK (`sandhive.Sandbox`) and uses only names it shares with the released `e2b` SDK
+(2.x), so either can sit underneath: the choice is the one line `SDK_MODULE` below. Commands never see SDK objects
+except the connected sandbox that `exec` and `shell` drive through `commands`/`pty`. Rows, not SDK models, are
+what `--json` prints, so the CLI's output does not change with the SDK underneath.
+
+Logs, templates and the key check are plain REST calls: neither SDK has them.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from types import ModuleType
+from typing import Any
+
+import httpx
+
+from .. import __version__
+from .config import Target
+from .failures import ApiAnswer
+
+SDK_MODULE = "sandhive"  # or "e2b": the released SDK works too (tests/cli pass with both)
+REST_TIMEOUT = 30.0  # seconds; the REST calls here read small bodies
+LIST_PAGE = 100  # the API's largest page
+
+
+@functools.cache
+def sdk() -> ModuleType:
+    """The SDK module, imported on first use: it costs most of a second, which `--help` should not pay."""
+    return importlib.import_module(SDK_MODULE)
+
+
+def _opts(target: Target) -> dict[str, Any]:
+    # Sandhive serves the API and the sandboxes' traffic on one port, so both URLs are the server's.
+    return {"api_key": target.api_key, "api_url": target.url, "sandbox_url": target.url}
+
+
+@dataclass(frozen=True)
+class SandboxRow:
+    """A sandbox as `sandbox list`, `info` and `create` show it (and `--json` prints it)."""
+
+    sandbox_id: str
+    template_id: str
+    alias: str | None
+    state: str
+    started_at: datetime
+    end_at: datetime
+    cpu_count: int
+    memory_mb: int
+    disk_size_mb: int | None  # e2b's SandboxInfo has no disk size; Sandhive's has
+    envd_version: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, info: Any) -> SandboxRow:
+        state = getattr(info.state, "value", info.state)
+        return cls(sandbox_id=info.sandbox_id, template_id=info.template_id, alias=getattr(info, "name", None),
+                   state=str(state), started_at=info.started_at, end_at=info.end_at, cpu_count=info.cpu_count,
+                   memory_mb=info.memory_mb, disk_size_mb=getattr(info, "disk_size_mb", None),
+                   envd_version=info.envd_version, metadata=dict(info.metadata or {}))
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "started_at": self.started_at.isoformat(), "end_at": self.end_at.isoformat()}
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One sample of a sandbox's resource use (bytes and percent, as the API reports them)."""
+
+    timestamp: datetime
+    cpu_count: int
+    cpu_used_pct: float
+    mem_used: int
+    mem_total: int
+    disk_used: int
+    disk_total: int
+
+    @classmethod
+    def of(cls, m: Any) -> MetricRow:
+        return cls(timestamp=m.timestamp, cpu_count=m.cpu_count, cpu_used_pct=m.cpu_used_pct, mem_used=m.mem_used,
+                   mem_total=m.mem_total, disk_used=m.disk_used, disk_total=m.disk_total)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "timestamp": self.timestamp.isoformat()}
+
+
+@dataclass(frozen=True)
+class TemplateRow:
+    """A template as `template list` shows it: `GET /templates`' fields, in the CLI's snake_case."""
+
+    template_id: str
+    aliases: list[str]
+    cpu_count: int
+    memory_mb: int
+    disk_size_mb: int
+    public: bool
+    build_status: str
+    created_at: str  # ISO 8601, as the API sent it
+    updated_at: str
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> TemplateRow:
+        return cls(template_id=data["templateID"], aliases=list(data.get("aliases") or []),
+                   cpu_count=data["cpuCount"], memory_mb=data["memoryMB"], disk_size_mb=data["diskSizeMB"],
+                   public=bool(data.get("public")), build_status=data.get("buildStatus", "ready"),
+                   created_at=data["createdAt"], updated_at=data.get("updatedAt", data["createdAt"]))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---- through the SDK ------------------------------------------------------------------------------------------
+
+def create(target: Target, template: str, timeout: int | None, metadata: dict[str, str],
+           envs: dict[str, str]) -> SandboxRow:
+    """Create a sandbox and describe it (one more call: create's answer lacks times, sizes and metadata)."""
+    kwargs: dict[str, Any] = {"metadata": metadata or None, "envs": envs or None}
+    if timeout is not None:
+        kwargs["timeout"] = timeout
+    sandbox = sdk().Sandbox.create(template, **kwargs, **_opts(target))
+    return info(target, sandbox.sandbox_id)
+
+
+def list_sandboxes(target: Target, metadata: dict[str, str], states: list[str]) -> list[SandboxRow]:
+    """Every matching sandbox of the key's team, all pages."""
+    m = sdk()
+    query = m.SandboxQuery(metadata=metadata or None, state=[m.SandboxState(s) for s in states] or None)
+    paginator = m.Sandbox.list(query=query, limit=LIST_PAGE, **_opts(target))
+    rows: list[SandboxRow] = []
+    while paginator.has_next:
+        rows.extend(SandboxRow.of(info) for info in paginator.next_items())
+    return rows
+
+
+def info(target: Target, sandbox_id: str) -> SandboxRow:
+    return SandboxRow.of(sdk().Sandbox.get_info(sandbox_id, **_opts(target)))
+
+
+def kill(target: Target, sandbox_id: str) -> bool:
+    """True if it was killed now, False if there was no such (running) sandbox."""
+    return bool(sdk().Sandbox.kill(sandbox_id, **_opts(target)))
+
+
+def metrics(target: Target, sandbox_id: str) -> list[MetricRow]:
+    return [MetricRow.of(m) for m in sdk().Sandbox.get_metrics(sandbox_id, **_opts(target))]
+
+
+def connect(target: Target, sandbox_id: str) -> Any:
+    """The running sandbox as an SDK object, for `commands` and `pty` (connecting extends its timeout)."""
+    return sdk().Sandbox.connect(sandbox_id, **_opts(target))
+
+
+def pty_size(rows: int, cols: int) -> Any:
+    return sdk().PtySize(rows=rows, cols=cols)
+
+
+# ---- plain REST -----------------------------------------------------------------------------------------------
+
+def rest_get(target: Target, path: str, params: dict[str, Any] | None = None) -> Any:
+    """GET an API path with the key; an error answer becomes `ApiAnswer` with the API's own message."""
+    headers = {"X-API-Key": target.api_key, "User-Agent": f"sandhive-cli/{__version__}"}
+    with httpx.Client(base_url=target.url, headers=headers, timeout=REST_TIMEOUT, trust_env=False) as client:
+        response = client.get(path, params=params)
+    if response.is_success:
+        return response.json()
+    try:
+        message = str(response.json().get("message") or response.reason_phrase)
+    except (ValueError, AttributeError):
+        message = response.text.strip()[:200] or response.reason_phrase
+    raise ApiAnswer(response.status_code, message)
+
+
+def check_key(target: Target) -> None:
+    """Prove the server answers and accepts the key (the cheapest call that needs one)."""
+    rest_get(target, "/v2/sandboxes", {"limit": 1})
+
+
+def logs(target: Target, sandbox_id: str, limit: int) -> list[dict[str, str]]:
+    """The sandbox's newest `limit` log lines, `{"timestamp", "line"}` each, oldest first."""
+    return list(rest_get(target, f"/sandboxes/{sandbox_id}/logs", {"limit": limit})["logs"])
+
+
+def templates(target: Target) -> list[TemplateRow]:
+    return [TemplateRow.of(t) for t in rest_get(target, "/templates")]

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 
 from sandhive.store import SandboxRecord, Store
 from tests.helpers import free_port, stop_process_group
@@ -135,8 +136,13 @@ def container_server(prefix: str, team: str) -> Iterator[Server]:
     the server stopped and the data dir removed (unless something is still mounted in it, which is reported).
 
     The data dir is not under pytest's private (0700) temp dir: sandboxes' unprivileged host uids must be
-    able to walk down to their root filesystems.
+    able to walk down to their root filesystems. Where sandboxes cannot run, the caller's tests are skipped
+    with the reason printed.
     """
+    reason = container_backend_missing()
+    if reason:
+        print(f"skipping tests that need a live server with sandboxes ({prefix}): {reason}")
+        pytest.skip(reason)
     root = Path(tempfile.mkdtemp(prefix=f"sandhive-{prefix}-", dir="/tmp"))
     root.chmod(0o711)
     try:

@@ -18,7 +18,7 @@ import pytest
 from e2b import Sandbox, SandboxQuery
 from e2b.exceptions import SandboxException, SandboxNotFoundException
 
-from tests.api.rig import Server, container_backend_missing, container_server, start_server
+from tests.api.rig import Server, container_server, start_server
 
 # The first test also waits for the server to build the system image and the `base` template if needed.
 pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900)]
@@ -27,10 +27,6 @@ TEAM = "e2e"
 
 @pytest.fixture(scope="module")
 def live() -> Iterator[Server]:
-    reason = container_backend_missing()
-    if reason:
-        print(f"skipping e2b SDK end-to-end tests: {reason}")
-        pytest.skip(reason)
     with container_server("e2e", TEAM) as server:
         yield server
 

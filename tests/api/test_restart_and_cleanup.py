@@ -15,7 +15,7 @@ import pytest
 from e2b import Sandbox
 
 from sandhive.node import network
-from tests.api.rig import Server, container_backend_missing, container_server, start_server
+from tests.api.rig import Server, container_server, start_server
 
 pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900)]
 TEAM = "restart"
@@ -23,10 +23,6 @@ TEAM = "restart"
 
 @pytest.fixture(scope="module")
 def live() -> Iterator[Server]:
-    reason = container_backend_missing()
-    if reason:
-        print(f"skipping restart tests: {reason}")
-        pytest.skip(reason)
     with container_server("restart", TEAM) as server:
         yield server
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.api.rig import Server, container_backend_missing, container_server
+from tests.api.rig import Server, container_server
 
 TEAM = "sdk"
 
@@ -36,10 +36,6 @@ class Live:
 
 @pytest.fixture(scope="module")
 def live() -> Iterator[Live]:
-    reason = container_backend_missing()
-    if reason:
-        print(f"skipping Sandhive SDK tests: {reason}")
-        pytest.skip(reason)
     with container_server("sdk", TEAM) as server:
         yield Live(server, server.key(TEAM))
 

@@ -26,7 +26,8 @@ class TemplateImage:
     default_user: str = "user"
     default_workdir: str = "/home/user"
     env: dict[str, str] = field(default_factory=dict)
-    start_cmd: str | None = None
+    start_cmd: str | None = None  # started in every new sandbox before it is handed out (as default_user)
+    ready_cmd: str | None = None  # the sandbox is handed out once this exits 0 (none: once start_cmd started)
     cpu_count: int = 2
     memory_mb: int = 512
     disk_mb: int = 1024

@@ -33,6 +33,7 @@ class TemplateInfo:
     default_workdir: str = "/home/user"
     env: dict[str, str] = field(default_factory=dict)
     start_cmd: str | None = None
+    ready_cmd: str | None = None
     cpu_count: int = 2
     memory_mb: int = 512
     disk_mb: int = 1024
@@ -53,6 +54,7 @@ class TemplateInfo:
         """The template as a backend runs it, given the directory it lives in."""
         return TemplateImage(template_id=self.id, rootfs=template_dir / ROOTFS, default_user=self.default_user,
                              default_workdir=self.default_workdir, env=dict(self.env), start_cmd=self.start_cmd,
+                             ready_cmd=self.ready_cmd,
                              cpu_count=self.cpu_count, memory_mb=self.memory_mb, disk_mb=self.disk_mb)
 
     def to_json(self) -> str:

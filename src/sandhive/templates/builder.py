@@ -249,7 +249,7 @@ def _bud(buildah: Buildah, parsed: dockerfile_mod.Dockerfile, resolved: dict[str
         dockerfile = Path(tmp) / "Dockerfile"
         dockerfile.write_text(text)
         iidfile = Path(tmp) / "iid"
-        args = ["bud", "--layers", "--pull=never", "--isolation", "oci", "--runtime", RUNTIME_BINARY,
+        args = ["bud", "--layers", "--force-rm", "--pull=never", "--isolation", "oci", "--runtime", RUNTIME_BINARY,
                 "--network", f"ns:{netns}", "--iidfile", str(iidfile), "-f", str(dockerfile), "-t", image,
                 "--label", f"{IMAGE_LABEL}={request.template_id}"]
         if request.no_cache:
@@ -293,7 +293,7 @@ class _StepTracker:
         self.hidden = {f"ARG {name}={CA_INSIDE}" for name in CA_ENV}
 
     def line(self, text: str) -> None:
-        match = re.match(r"^STEP \d+/\d+: (.*)$", text)
+        match = re.match(r"^(?:\[\d+/\d+\] )?STEP \d+/\d+: (.*)$", text)  # "[2/3] STEP 1/4: ..." in multi-stage
         if match:
             if match.group(1) in self.hidden:
                 return

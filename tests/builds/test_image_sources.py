@@ -1,0 +1,99 @@
+"""FROM beyond the local Debian bases: a registry the test runs itself, a docker-archive tarball, a template."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sandhive.templates import builder, layout
+from sandhive.templates.builder import BuildRequest, build_template
+from tests.helpers import free_port, stop_process_group
+
+from .conftest import write_context
+
+REGISTRY_CONFIG = """\
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {root}
+http:
+  addr: 127.0.0.1:{port}
+"""
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Debian's docker-registry on a loopback port (plain HTTP), storage in a temp dir."""
+    if subprocess.run(["sh", "-c", "command -v docker-registry"], capture_output=True).returncode != 0:
+        pytest.skip("docker-registry is not installed (make debian-packages)")
+    root = tmp_path_factory.mktemp("registry")
+    port = free_port()
+    config = root / "config.yml"
+    config.write_text(REGISTRY_CONFIG.format(root=root / "data", port=port))
+    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
+                            stderr=(root / "registry.log").open("w"), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError(f"docker-registry did not start: {(root / 'registry.log').read_text()}")
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop_process_group(proc)
+
+
+def _build(data_dir: Path, template_id: str, dockerfile: str, context: Path):
+    return build_template(data_dir, BuildRequest(template_id=template_id, dockerfile=dockerfile, context=context),
+                          log=lambda _line: None)
+
+
+@pytest.fixture(scope="module")
+def marked(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A template whose image carries a marker file: the image the other sources hand around."""
+    context = write_context(tmp_path_factory.mktemp("ctx"), {})
+    _build(data_dir, "marked", "FROM debian:bookworm-slim\nRUN echo marker > /marker\nENV MARKED=1\n", context)
+    return builder.image_name(data_dir, "marked")
+
+
+def test_from_a_local_registry(data_dir: Path, registry: str, marked: str, tmp_path: Path) -> None:
+    pushed = f"{registry}/sandhive-test/marked:1"
+    builder.storage().run("push", "--tls-verify=false", marked, f"docker://{pushed}")
+    builder.storage().remove_image(pushed)  # the build must pull it, not find it
+    info = _build(data_dir, "from-registry", f"FROM {pushed}\nRUN cat /marker > /seen\n",
+                  write_context(tmp_path / "ctx", {}))
+    rootfs = layout.template_dir(data_dir, "from-registry") / "rootfs"
+    assert (rootfs / "seen").read_text() == "marker\n"
+    assert info.env["MARKED"] == "1"
+    assert info.build["bases"] == [pushed]
+
+
+def test_from_a_docker_archive_in_the_context(data_dir: Path, marked: str, tmp_path: Path) -> None:
+    context = write_context(tmp_path / "ctx", {})
+    builder.storage().run("push", marked, f"docker-archive:{context / 'image.tar'}")
+    _build(data_dir, "from-archive", "FROM docker-archive:image.tar\nRUN cat /marker > /seen\n", context)
+    assert (layout.template_dir(data_dir, "from-archive") / "rootfs/seen").read_text() == "marker\n"
+
+
+def test_from_another_template(data_dir: Path, marked: str, tmp_path: Path) -> None:
+    _build(data_dir, "from-template", "FROM marked\nRUN cat /marker > /seen\n", write_context(tmp_path / "c", {}))
+    assert (layout.template_dir(data_dir, "from-template") / "rootfs/seen").read_text() == "marker\n"
+
+
+def test_unreachable_registry_is_a_clear_error(data_dir: Path, tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    with pytest.raises(builder.TemplateBuildError) as caught:
+        _build(data_dir, "nowhere", f"FROM 127.0.0.1:{port}/no/such:1\n", write_context(tmp_path / "c", {}))
+    assert f"cannot get base image '127.0.0.1:{port}/no/such:1'" in caught.value.message
+    assert caught.value.step == f"line 1: FROM 127.0.0.1:{port}/no/such:1"

@@ -150,3 +150,23 @@ def test_bad_input_fails_before_running(data_dir: Path, tmp_path: Path, dockerfi
 def test_invalid_template_name(data_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(TemplateBuildError, match="invalid template name"):
         _build(data_dir, "Bad/Name", "FROM debian:12\n", write_context(tmp_path / "ctx", {}))
+
+
+def test_rebuild_keeps_the_tree_running_sandboxes_use(data_dir: Path, tmp_path: Path) -> None:
+    """A sandbox (here: its overlay, mounted as the container backend does) keeps its files across a rebuild;
+    the replaced tree is removed by a later build once nothing uses it."""
+    from sandhive.node.storage import SandboxDisk
+
+    context = write_context(tmp_path / "ctx", {})
+    _build(data_dir, "live", "FROM debian:bookworm-slim\nRUN echo v1 > /version\n", context)
+    disk = SandboxDisk(tmp_path / "sandbox")
+    disk.create(layout.template_dir(data_dir, "live") / "rootfs", 16)
+    try:
+        _build(data_dir, "live", "FROM debian:bookworm-slim\nRUN echo v2 > /version\n", context)
+        assert (disk.rootfs / "version").read_text() == "v1\n"  # the running sandbox still sees its build
+        assert (layout.template_dir(data_dir, "live") / "rootfs/version").read_text() == "v2\n"
+        assert len(list((data_dir / "templates").glob(".old-live-*"))) == 1
+    finally:
+        disk.destroy()
+    _build(data_dir, "live", "FROM debian:bookworm-slim\nRUN echo v3 > /version\n", context)
+    assert list((data_dir / "templates").glob(".old-live-*")) == []

@@ -84,25 +84,44 @@ def build_into_place(data_dir: Path, template_id: str, build: Callable[[Path], T
 
 
 def remove_leftovers(data_dir: Path, template_id: str) -> None:
-    """Delete what failed or interrupted builds of this template left (call with its lock held)."""
+    """Delete what failed or interrupted builds of this template left (call with its lock held).
+
+    Replaced builds (`.old-*`) are kept while any sandbox's overlay still names the template's rootfs:
+    a sandbox started before a rebuild keeps running on the tree it started with (an overlay's lower
+    layer must not change under it). They go at a later build or delete, once no sandbox uses them.
+    """
     root = templates_root(data_dir)
-    for pattern in (f".tmp-{template_id}-*", f".old-{template_id}-*"):
-        for path in root.glob(pattern):
+    for path in root.glob(f".tmp-{template_id}-*"):
+        remove_tree(path)
+    old = list(root.glob(f".old-{template_id}-*"))
+    if old and not rootfs_in_use(template_dir(data_dir, template_id)):
+        for path in old:
             remove_tree(path)
 
 
-def _replace(tmp: Path, final: Path) -> None:
-    """Rename `tmp` to `final`; an existing `final` (a forced rebuild) is moved aside, then deleted.
+def rootfs_in_use(template: Path) -> bool:
+    """Whether a mount (a sandbox's overlay) was made from `template`'s rootfs. Mount options keep the
+    path as it was at mount time, so this also covers a tree renamed aside since."""
+    needle = f"lowerdir={template / 'rootfs'}"
+    try:
+        with open("/proc/self/mountinfo") as mountinfo:
+            return any(needle in line for line in mountinfo)
+    except OSError:
+        return True  # cannot tell: keep the tree
 
-    Sandboxes still running on the old rootfs lose it: stop them before a forced rebuild.
-    """
+
+def _replace(tmp: Path, final: Path) -> None:
+    """Rename `tmp` to `final`; an existing `final` (a rebuild) is moved aside, then deleted unless
+    running sandboxes still use it (see `remove_leftovers`)."""
     if not (final / TEMPLATE_JSON).exists() and final.exists():
         remove_tree(final)  # a directory without template.json is not a template (e.g. copied by hand, half)
     if final.exists():
         old = final.with_name(f".old-{final.name}-{os.getpid()}-{secrets.token_hex(4)}")
+        in_use = rootfs_in_use(final)
         os.rename(final, old)
         os.rename(tmp, final)
-        remove_tree(old)
+        if not in_use:
+            remove_tree(old)
     else:
         os.rename(tmp, final)
 

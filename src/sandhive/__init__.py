@@ -13,13 +13,17 @@ __version__ = "0.1.0"
 
 # The SDK's public names, re-exported here (the list is sandhive.sdk.__all__; a test keeps the two equal).
 _SDK_NAMES = (
-    "AsyncCommandHandle", "AsyncSandbox", "AsyncSandboxPaginator", "AsyncWatchHandle", "AuthenticationException",
-    "CommandExitException", "CommandHandle", "CommandResult", "ConnectionConfig", "EntryInfo",
-    "FileNotFoundException", "FileType", "FilesystemEvent", "FilesystemEventType", "InvalidArgumentException",
-    "NotEnoughSpaceException", "NotFoundException", "ProcessInfo", "PtySize", "RateLimitException", "Sandbox",
-    "SandboxException", "SandboxInfo", "SandboxMetrics", "SandboxNotFoundException", "SandboxPaginator",
-    "SandboxQuery", "SandboxState", "ServerUnreachableException", "TimeoutException", "WatchHandle", "WriteEntry",
-    "WriteInfo",
+    "AsyncCommandHandle", "AsyncSandbox", "AsyncSandboxPaginator", "AsyncTemplate", "AsyncWatchHandle",
+    "AuthenticationException", "BuildException", "BuildInfo", "BuildStatusReason", "CommandExitException",
+    "CommandHandle", "CommandResult", "ConnectionConfig", "EntryInfo", "FileNotFoundException", "FileType",
+    "FileUploadException", "FilesystemEvent", "FilesystemEventType", "InvalidArgumentException", "LogEntry",
+    "LogEntryEnd", "LogEntryLevel", "LogEntryStart", "NotEnoughSpaceException", "NotFoundException", "ProcessInfo",
+    "PtySize", "RateLimitException", "ReadyCmd", "Sandbox", "SandboxException", "SandboxInfo", "SandboxMetrics",
+    "SandboxNotFoundException", "SandboxPaginator", "SandboxQuery", "SandboxState", "ServerUnreachableException",
+    "Template", "TemplateBase", "TemplateBuildStatus", "TemplateBuildStatusResponse", "TemplateBuilder",
+    "TemplateClass", "TemplateException", "TemplateFinal", "TemplateTag", "TemplateTagInfo", "TimeoutException",
+    "WatchHandle", "WriteEntry", "WriteInfo", "default_build_logger", "wait_for_file", "wait_for_port",
+    "wait_for_process", "wait_for_timeout", "wait_for_url",
 )
 
 __all__ = ["__version__", *_SDK_NAMES]

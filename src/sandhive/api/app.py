@@ -17,6 +17,8 @@ from .openapi import build_openapi
 from .routes import health_router, sandbox_router, template_router
 from .sandboxes import SandboxService
 from .settings import Settings
+from .template_builds import TemplateBuildService
+from .template_routes import template_build_router
 from .templates import TemplateResolver
 from .timers import run_expiry
 
@@ -31,10 +33,12 @@ def create_app(settings: Settings, node: Node | None, templates: TemplateResolve
     `app.state.resolve_sandbox(id)` answers a running sandbox's host address for the edge proxy.
     """
     service = SandboxService(settings, Store.open(settings.data_dir, settings.database_url), node, templates)
+    builds = TemplateBuildService(settings, service.store, templates)  # type: ignore[arg-type]
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await service.start()
+        await builds.start()
         timer = asyncio.create_task(run_expiry(service, settings.expiry_interval_seconds))
         try:
             yield
@@ -42,6 +46,7 @@ def create_app(settings: Settings, node: Node | None, templates: TemplateResolve
             timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await timer
+            await builds.close()
             await service.close()
 
     app = FastAPI(title="Sandhive", version=__version__, description=DESCRIPTION, docs_url=None, redoc_url=None,
@@ -51,6 +56,7 @@ def create_app(settings: Settings, node: Node | None, templates: TemplateResolve
     install_error_handlers(app)
     app.include_router(health_router(service))
     app.include_router(sandbox_router(service))
+    app.include_router(template_build_router(builds, service.store))
     app.include_router(template_router(service))
     app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]
     return app

@@ -5,7 +5,8 @@ The CLI drives Sandhive's SDK (`sandhive.Sandbox`) and uses only names it shares
 except the connected sandbox that `exec` and `shell` drive through `commands`/`pty`. Rows, not SDK models, are
 what `--json` prints, so the CLI's output does not change with the SDK underneath.
 
-Logs, templates and the key check are plain REST calls: neither SDK has them.
+Logs, template management and the key check are plain REST calls: neither SDK has them. Template builds use
+Sandhive's SDK (`sandhive.Template`), whose Dockerfile builds are Sandhive's extension of E2B's API.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from types import ModuleType
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -162,11 +164,17 @@ def pty_size(rows: int, cols: int) -> Any:
 
 def rest_get(target: Target, path: str, params: dict[str, Any] | None = None) -> Any:
     """GET an API path with the key; an error answer becomes `ApiAnswer` with the API's own message."""
+    return rest_call(target, "GET", path, params=params)
+
+
+def rest_call(target: Target, method: str, path: str, *, params: dict[str, Any] | None = None,
+              json: Any = None) -> Any:
+    """Call an API path with the key: the JSON answer (None for an empty one), or `ApiAnswer`."""
     headers = {"X-API-Key": target.api_key, "User-Agent": f"sandhive-cli/{__version__}"}
     with httpx.Client(base_url=target.url, headers=headers, timeout=REST_TIMEOUT, trust_env=False) as client:
-        response = client.get(path, params=params)
+        response = client.request(method, path, params=params, json=json)
     if response.is_success:
-        return response.json()
+        return response.json() if response.content else None
     try:
         message = str(response.json().get("message") or response.reason_phrase)
     except (ValueError, AttributeError):
@@ -186,3 +194,30 @@ def logs(target: Target, sandbox_id: str, limit: int) -> list[dict[str, str]]:
 
 def templates(target: Target) -> list[TemplateRow]:
     return [TemplateRow.of(t) for t in rest_get(target, "/templates")]
+
+
+def template_detail(target: Target, name: str) -> dict[str, Any]:
+    """`GET /templates/{name}`: the template (by id, alias or name), its defaults and builds, as the API says."""
+    return rest_get(target, f"/templates/{quote(name, safe='')}")
+
+
+def delete_template(target: Target, name: str) -> None:
+    rest_call(target, "DELETE", f"/templates/{quote(name, safe='')}")
+
+
+def set_template_aliases(target: Target, name: str, aliases: list[str]) -> list[str]:
+    """Replace the template's aliases (Sandhive's `PUT /templates/{id}/aliases`); the aliases it now has."""
+    answer = rest_call(target, "PUT", f"/templates/{quote(name, safe='')}/aliases", json={"aliases": aliases})
+    return list(answer["aliases"])
+
+
+def build_template(target: Target, template: Any, name: str | None, *, cpu_count: int | None,
+                   memory_mb: int | None, skip_cache: bool, build_args: dict[str, str],
+                   on_build_logs: Any) -> Any:
+    """Build a `sandhive.Template` (a Dockerfile and its context) and wait for it: Sandhive's SDK, whatever
+    `SDK_MODULE` says, because Dockerfile builds are Sandhive's extension of E2B's API."""
+    from ..sdk import Template
+
+    return Template.build(template, name, cpu_count=cpu_count, memory_mb=memory_mb, skip_cache=skip_cache,
+                          build_args=build_args or None, on_build_logs=on_build_logs, api_key=target.api_key,
+                          api_url=target.url, sandbox_url=target.url)

@@ -1,4 +1,4 @@
-"""The control plane's tables: teams, their API keys, sandboxes and idempotency records.
+"""The control plane's tables: teams, their API keys, sandboxes, idempotency records, and template builds.
 
 Times are stored as naive UTC and handed back timezone-aware (`UTCDateTime`), so SQLite and PostgreSQL
 compare and order them the same way and callers never see a naive datetime.
@@ -100,3 +100,43 @@ class IdempotencyRecord(Base):
     sandbox_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     response: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class TemplateOwner(Base):
+    """Which team registered a template through the API (`POST /v3/templates`), under which name.
+
+    Every team may start sandboxes from every template on a server, but only the owner may rebuild, rename or
+    delete it. Templates built on the host (`base`) have no row: the API manages neither of them.
+    """
+
+    __tablename__ = "template_owners"
+
+    template_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class TemplateBuildRecord(Base):
+    """One build of a template, from `POST /v3/templates` (waiting) to ready or error.
+
+    Log lines are not rows: they live in `<data_dir>/template-builds/<build_id>.jsonl` (see api/template_builds).
+    `reason` is `{"message", "step"?}` of a failed build.
+    """
+
+    __tablename__ = "template_builds"
+    __table_args__ = (Index("ix_template_builds_template_created", "template_id", "created_at"),)
+
+    build_id: Mapped[str] = mapped_column(String(36), primary_key=True)  # a UUID, as E2B's
+    template_id: Mapped[str] = mapped_column(String(64))
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id"))
+    status: Mapped[str] = mapped_column(String(16))  # waiting | building | ready | error
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    cpu_count: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    disk_mb: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -18,12 +18,12 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .engine import database_url, is_sqlite, make_engine, migrate
-from .models import ApiKey, IdempotencyRecord, SandboxRecord, Team
+from .models import ApiKey, IdempotencyRecord, SandboxRecord, Team, TemplateBuildRecord, TemplateOwner
 from .paging import SandboxQuery, decode_cursor, encode_cursor
 
 KEY_PREFIX = "e2b_"  # keys look like E2B's, so tools that check the shape accept them
@@ -33,6 +33,7 @@ LAST_USED_RESOLUTION = timedelta(seconds=60)  # write last_used_at at most once 
 IDEMPOTENCY_TTL = timedelta(hours=24)
 IDEMPOTENCY_STALE = timedelta(minutes=10)  # an unfinished claim this old belonged to a crashed server
 LIVE_STATES = ("running", "paused")
+UNFINISHED_BUILD_STATES = ("waiting", "building")
 
 
 def now_utc() -> datetime:
@@ -271,6 +272,80 @@ class Store:
             s.execute(delete(IdempotencyRecord).where(IdempotencyRecord.team_id == team_id,
                                                       IdempotencyRecord.key == key,
                                                       IdempotencyRecord.response.is_(None)))
+
+    def live_sandbox_count(self, template_id: str) -> int:
+        """How many running or paused sandboxes were created from the template."""
+        with self._read() as s:
+            return s.scalar(select(func.count()).select_from(SandboxRecord).where(
+                SandboxRecord.template_id == template_id, SandboxRecord.state.in_(LIVE_STATES))) or 0
+
+    # ---- templates and their builds -----------------------------------------------------------------
+
+    def claim_template(self, template_id: str, team_id: str, name: str) -> TemplateOwner:
+        """The template's owner row, created for `team_id` under `name` if the template has none yet.
+
+        The caller compares the returned team with its own: a template somebody else claimed first is theirs.
+        """
+        for _ in range(2):  # a concurrent claim may win the insert; then read the winner
+            try:
+                with self._write() as s:
+                    owner = s.get(TemplateOwner, template_id)
+                    if owner is None:
+                        owner = TemplateOwner(template_id=template_id, team_id=team_id, name=name,
+                                              created_at=now_utc())
+                        s.add(owner)
+                    return owner
+            except IntegrityError:
+                continue
+        raise RuntimeError(f"could not claim template {template_id!r}")
+
+    def template_owner(self, template_id: str) -> TemplateOwner | None:
+        with self._read() as s:
+            return s.get(TemplateOwner, template_id)
+
+    def template_named(self, name: str) -> TemplateOwner | None:
+        """The registered template called `name` (its id or the name it was registered under)."""
+        with self._read() as s:
+            return s.scalar(select(TemplateOwner).where(or_(TemplateOwner.template_id == name,
+                                                            TemplateOwner.name == name)))
+
+    def forget_template(self, template_id: str) -> None:
+        """Drop the owner row (the template was deleted): its name is free again. Build records stay."""
+        with self._write() as s:
+            s.execute(delete(TemplateOwner).where(TemplateOwner.template_id == template_id))
+
+    def add_build(self, record: TemplateBuildRecord) -> None:
+        with self._write() as s:
+            s.add(record)
+
+    def get_build(self, build_id: str) -> TemplateBuildRecord | None:
+        with self._read() as s:
+            return s.get(TemplateBuildRecord, build_id)
+
+    def update_build(self, build_id: str, **values: Any) -> None:
+        """Set fields of a build record (status, reason, started_at, finished_at, tags); `updated_at` is now."""
+        with self._write() as s:
+            s.execute(update(TemplateBuildRecord).where(TemplateBuildRecord.build_id == build_id)
+                      .values(updated_at=now_utc(), **values))
+
+    def template_builds(self, template_id: str) -> list[TemplateBuildRecord]:
+        """The template's builds, newest first."""
+        with self._read() as s:
+            return list(s.scalars(select(TemplateBuildRecord).where(TemplateBuildRecord.template_id == template_id)
+                                  .order_by(TemplateBuildRecord.created_at.desc(),
+                                            TemplateBuildRecord.build_id.desc())))
+
+    def fail_unfinished_builds(self, message: str) -> list[str]:
+        """Mark every waiting or building build failed with `message` (at a server start, none of them can still
+        run: builds run inside the server process). Returns their ids."""
+        now = now_utc()
+        with self._write() as s:
+            ids = list(s.scalars(select(TemplateBuildRecord.build_id)
+                                 .where(TemplateBuildRecord.status.in_(UNFINISHED_BUILD_STATES))))
+            if ids:
+                s.execute(update(TemplateBuildRecord).where(TemplateBuildRecord.build_id.in_(ids))
+                          .values(status="error", reason={"message": message}, updated_at=now, finished_at=now))
+            return ids
 
 
 def _expired(record: IdempotencyRecord, now: datetime) -> bool:

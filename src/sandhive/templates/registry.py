@@ -14,15 +14,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from ..node.runtime import TemplateImage
 from . import base, layout
-from .info import TemplateInfo
+from .info import TEMPLATE_JSON, TemplateInfo
 
 _logger = logging.getLogger("sandhive.templates")
+# An alias (a name sandboxes are created by) or a tag: lowercase, digits and `-_.`, optionally `namespace/name`.
+ALIAS_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}(/[a-z0-9][a-z0-9._-]{0,62})?")
+TAG_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+DEFAULT_TAG = "default"  # the tag of a build that was given none (E2B's)
 
 Log = Callable[[str], None]
 
@@ -58,6 +65,67 @@ class TemplateRegistry:
         """Built templates, oldest first (`base` appears once it has been built)."""
         return sorted(self._current_index().values(), key=lambda info: (info.created_at, info.id))
 
+    def get(self, name: str) -> TemplateInfo | None:
+        """The built template called `name` (id, alias, or `name:tag` with a tag of its build), or None."""
+        return self._lookup(name)
+
+    # ---- changing templates -------------------------------------------------------------------------
+    # Each takes the template's build lock, so it never races a build of the same template, and rewrites
+    # template.json in one rename. Sandboxes already running are not affected by any of them except
+    # `delete`, which takes their root filesystem away: the API refuses to delete a template that has
+    # running sandboxes.
+
+    def delete(self, template_id: str) -> TemplateInfo:
+        """Remove a built template (LookupError if there is none). Its directory is renamed out of sight
+        first, so a concurrent resolve sees the template or nothing, never half of it."""
+        with layout.build_lock(self.data_dir, template_id):
+            info = layout.read_built(self.data_dir, template_id)
+            if info is None:
+                raise LookupError(f"template '{template_id}' not found")
+            final = layout.template_dir(self.data_dir, template_id)
+            doomed = final.with_name(f".old-{template_id}-{os.getpid()}-{secrets.token_hex(4)}")
+            os.rename(final, doomed)
+            self._index_stamp = None
+            layout.remove_leftovers(self.data_dir, template_id)
+        return info
+
+    def set_aliases(self, template_id: str, aliases: Iterable[str]) -> TemplateInfo:
+        """Replace the template's aliases. ValueError for a malformed alias or one another template
+        answers to (as its id or an alias); LookupError if the template is not built."""
+        wanted = tuple(dict.fromkeys(aliases))
+        for alias in wanted:
+            if not ALIAS_PATTERN.fullmatch(alias):
+                raise ValueError(f"invalid alias {alias!r}: use lowercase letters, digits, '.', '-' and '_' "
+                                 "(optionally namespace/name), up to 63 characters each")
+        for other in self._current_index().values():
+            if other.id == template_id:
+                continue
+            taken = set(wanted) & set(other.names)
+            if taken:
+                raise ValueError(f"alias {sorted(taken)[0]!r} is already used by template {other.id!r}")
+        return self._rewrite(template_id, lambda info: replace(info, aliases=wanted))
+
+    def set_tags(self, template_id: str, tags: Iterable[str]) -> TemplateInfo:
+        """Replace the tags of the template's (one, current) build: `name:tag` resolves to it for each."""
+        wanted = list(dict.fromkeys(tags))
+        for tag in wanted:
+            if not TAG_PATTERN.fullmatch(tag):
+                raise ValueError(f"invalid tag {tag!r}: use lowercase letters, digits, '.', '-' and '_'")
+        return self._rewrite(template_id, lambda info: replace(info, build={**info.build, "tags": wanted}))
+
+    def _rewrite(self, template_id: str, change: Callable[[TemplateInfo], TemplateInfo]) -> TemplateInfo:
+        with layout.build_lock(self.data_dir, template_id):
+            info = layout.read_built(self.data_dir, template_id)
+            if info is None:
+                raise LookupError(f"template '{template_id}' not found")
+            updated = change(info)
+            directory = layout.template_dir(self.data_dir, template_id)
+            tmp = directory / f".{TEMPLATE_JSON}.{os.getpid()}.tmp"
+            tmp.write_text(updated.to_json())
+            os.replace(tmp, directory / TEMPLATE_JSON)
+        self._index_stamp = None  # template.json changed inside the directory: its mtime did not
+        return updated
+
     async def _build_base(self) -> TemplateInfo:
         async with self._build_lock:
             built = self._lookup(base.TEMPLATE_ID)
@@ -72,7 +140,13 @@ class TemplateRegistry:
         index = self._current_index()
         if name in index:
             return index[name]
-        return next((info for info in index.values() if name in info.aliases), None)
+        found = next((info for info in index.values() if name in info.aliases), None)
+        if found is None and ":" in name:
+            bare, _, tag = name.rpartition(":")
+            found = self._lookup(bare)
+            if found is not None and tag not in tags_of(found):
+                found = None
+        return found
 
     def _current_index(self) -> dict[str, TemplateInfo]:
         """id → info of every complete template, re-read when the templates directory changed.
@@ -103,3 +177,9 @@ class TemplateRegistry:
                 continue
             index[info.id] = info
         return index
+
+
+def tags_of(info: TemplateInfo) -> list[str]:
+    """The tags of a template's build (`default` when it was given none)."""
+    tags = info.build.get("tags")
+    return list(tags) if isinstance(tags, list) and tags else [DEFAULT_TAG]

@@ -1,0 +1,705 @@
+"""Template builds through the API: E2B's register → upload → start → poll flow (e2b-wire.md §2.6).
+
+`POST /v3/templates` registers a build of a template (the template is created on its first build and owned
+by the registering team; the same name again is a new build of the same template). COPY sources are uploaded
+per files hash (`template_files`). `POST /v2/templates/{id}/builds/{buildID}` turns the SDK's steps into a
+Dockerfile (`templates.steps`), or takes a Dockerfile directly (Sandhive's extension), checks it, and queues
+the build; the build itself (`templates.builder.build_template`, buildah) runs in a thread, one at a time per
+template and `MAX_PARALLEL_BUILDS` at once, while clients poll its status and log.
+
+Build records live in the store; log lines in `<data_dir>/template-builds/<buildID>.jsonl` (`build_logs`).
+Builds run inside the server process, so a server that stops ends them: a restart marks them failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import secrets
+import shutil
+import string
+import subprocess
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from ..envd import ENVD_VERSION
+from ..store import Store, TemplateBuildRecord, TemplateOwner
+from ..store.store import now_utc
+from ..templates.info import ID_PATTERN, TemplateInfo
+from .build_logs import BuildLog, BuildLogs, logs_dir
+from .build_steps import StepMap
+from .errors import ApiError
+from .settings import Settings
+from .template_files import UploadedFiles, check_hash
+from .template_schemas import (
+    AssignedTemplateTags,
+    BuildLogEntry,
+    BuildStatusReason,
+    TemplateAliasResponse,
+    TemplateBuild,
+    TemplateBuildFileUpload,
+    TemplateBuildInfo,
+    TemplateBuildRequestV3,
+    TemplateBuildStartV2,
+    TemplateRequestResponseV3,
+    TemplateTag,
+    TemplateWithBuilds,
+)
+from .tokens import load_seed
+
+log = logging.getLogger("sandhive.api.templates")
+T = TypeVar("T")
+
+MAX_PARALLEL_BUILDS = 2  # builds are CPU- and disk-heavy; more queue ("waiting")
+DEFAULT_CPU, DEFAULT_MEMORY_MB, DEFAULT_DISK_MB = 2, 1024, 4096  # E2B's template defaults (disk: Sandhive's)
+STALE_UPLOAD_SECONDS = 7 * 86400  # uploaded files no build used for a week are deleted at start
+REASON_TAIL = 12  # log lines a failed build's reason carries
+ENDED = "the server stopped while this build was running: start the build again"
+BASE_NAMES = ("base", "e2bdev/base", "e2bdev/code-interpreter")  # FROMs that need the built-in `base` template
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}(/[a-z0-9][a-z0-9._-]{0,62})?")
+TAG_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+DEFAULT_TAG = "default"
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+NO_REGISTRY = "This server has no template registry (it runs with --backend none): it cannot build templates"
+
+
+class Templates(Protocol):
+    """What builds need of the template registry (`templates.registry.TemplateRegistry`)."""
+
+    cache_dir: Path | None
+
+    async def resolve(self, name: str) -> Any: ...
+    def get(self, name: str) -> TemplateInfo | None: ...
+    def delete(self, template_id: str) -> TemplateInfo: ...
+    def set_aliases(self, template_id: str, aliases: Any) -> TemplateInfo: ...
+    def set_tags(self, template_id: str, tags: Any) -> TemplateInfo: ...
+
+
+def new_template_id() -> str:
+    """20 lowercase letters and digits, like E2B's template ids."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(20))
+
+
+def parse_name(full: str) -> tuple[str, str | None]:
+    """`name` or `name:tag` → (name, tag); 400 for anything else."""
+    name, sep, tag = full.strip().partition(":")
+    if not NAME_PATTERN.fullmatch(name):
+        raise ApiError(400, f"invalid template name {full!r}: use lowercase letters, digits, '.', '-' and '_' "
+                            "(optionally namespace/name), up to 63 characters, then optionally ':tag'")
+    if sep and not TAG_PATTERN.fullmatch(tag):
+        raise ApiError(400, f"invalid tag {tag!r} in {full!r}: use lowercase letters, digits, '.', '-' and '_'")
+    return name, (tag if sep else None)
+
+
+def check_tags(tags: list[str]) -> list[str]:
+    for tag in tags:
+        if not TAG_PATTERN.fullmatch(tag):
+            raise ApiError(400, f"invalid tag {tag!r}: use lowercase letters, digits, '.', '-' and '_'")
+    return list(dict.fromkeys(tags))
+
+
+@dataclass(frozen=True)
+class Found:
+    """A template as management sees it: built (`info`), registered through the API (`owner`), or both."""
+
+    template_id: str
+    info: TemplateInfo | None
+    owner: TemplateOwner | None
+
+
+@dataclass
+class _Plan:
+    """A started build: the Dockerfile, the uploads its context is made of, and how to read its steps."""
+
+    record: TemplateBuildRecord
+    dockerfile: str
+    contexts: list[Path]
+    aliases: tuple[str, ...]
+    start_cmd: str | None
+    ready_cmd: str | None
+    build_args: dict[str, str]
+    no_cache: bool
+    steps: StepMap | None  # v2 (SDK steps) builds; None for Dockerfile builds
+    descriptions: list[str]  # of the SDK steps, in order
+
+
+class TemplateBuildService:
+    """Template builds of every team on this server."""
+
+    def __init__(self, settings: Settings, store: Store, templates: Templates | None) -> None:
+        self.settings = settings
+        self.data_dir = Path(settings.data_dir)
+        self.store = store
+        self.templates = templates
+        self.logs = BuildLogs(self.data_dir)
+        self._files: UploadedFiles | None = None
+        self._template_locks: dict[str, asyncio.Lock] = {}
+        self._slots: asyncio.Semaphore | None = None
+        self._active: dict[str, str] = {}  # build id → template id, from start until done
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def files(self) -> UploadedFiles:
+        if self._files is None:  # before start() (tests building the app without a lifespan)
+            self._files = UploadedFiles(self.data_dir, load_seed(self.data_dir))
+        return self._files
+
+    async def start(self) -> None:
+        """At server start: builds the last server left unfinished cannot be running any more."""
+        self._slots = asyncio.Semaphore(MAX_PARALLEL_BUILDS)
+        self._files = UploadedFiles(self.data_dir, await asyncio.to_thread(load_seed, self.data_dir))
+        failed = await asyncio.to_thread(self.store.fail_unfinished_builds, ENDED)
+        for build_id in failed:
+            log.warning("template build %s was interrupted by a server stop; marked failed", build_id)
+        await asyncio.to_thread(self._files.remove_stale, STALE_UPLOAD_SECONDS)
+        with contextlib.suppress(FileNotFoundError):
+            for leftover in logs_dir(self.data_dir).glob("*.context"):
+                await asyncio.to_thread(shutil.rmtree, leftover, True)
+
+    async def close(self) -> None:
+        """At server stop: running builds are abandoned (their threads die with the process) and say so."""
+        for task in list(self._tasks):
+            task.cancel()
+        for build_id in list(self._active):
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.store.update_build, build_id, status="error",
+                                        reason={"message": ENDED}, finished_at=now_utc())
+        self.logs.close()
+
+    # ---- finding templates ----------------------------------------------------------------------------
+
+    async def find(self, name: str) -> Found | None:
+        """The template called `name` (id, alias, name it was registered under, or `name:tag`)."""
+        info = self.templates.get(name) if self.templates is not None else None
+        owner = await asyncio.to_thread(self.store.template_named, info.id if info else name)
+        if info is None and owner is None:
+            return None
+        if info is None and owner is not None and self.templates is not None:
+            info = self.templates.get(owner.template_id)
+        return Found(info.id if info else owner.template_id, info, owner)  # type: ignore[union-attr]
+
+    async def _owned(self, team_id: str, name: str, action: str) -> Found:
+        """The team's own template called `name`: 404 if there is none, 403 if it is not the team's."""
+        found = await self.find(name)
+        if found is None:
+            raise ApiError(404, f"template '{name}' not found")
+        if found.owner is None:
+            raise ApiError(403, f"cannot {action} template '{found.template_id}': it is built on the server's host "
+                                "(not through the API), so no team manages it")
+        if found.owner.team_id != team_id:
+            raise ApiError(403, f"cannot {action} template '{found.template_id}': it belongs to another team")
+        return found
+
+    def _registry(self) -> Templates:
+        if self.templates is None:
+            raise ApiError(500, NO_REGISTRY)
+        return self.templates
+
+    # ---- register -------------------------------------------------------------------------------------
+
+    async def register(self, team_id: str, body: TemplateBuildRequestV3) -> TemplateRequestResponseV3:
+        full = body.name or body.alias
+        name, tag = parse_name(full) if full else (None, None)
+        tags = check_tags([*(body.tags or []), *([tag] if tag else [])]) or [DEFAULT_TAG]
+        found = await self.find(name) if name else None
+        if found is not None:
+            if found.owner is None:
+                raise ApiError(409, f"template '{name}' is built on the server's host, not through the API: "
+                                    "choose another name")
+            if found.owner.team_id != team_id:
+                raise ApiError(403, f"the template name '{name}' is taken by another team: choose another name")
+            template_id = found.template_id
+        else:
+            template_id = name if name and ID_PATTERN.fullmatch(name) else new_template_id()
+            try:
+                owner = await asyncio.to_thread(self.store.claim_template, template_id, team_id, name or template_id)
+            except RuntimeError:
+                raise ApiError(409, f"template '{name}' is being registered by another request: retry") from None
+            if owner.team_id != team_id:
+                raise ApiError(403, f"the template name '{name}' is taken by another team: choose another name")
+        info = found.info if found else None
+        now = now_utc()
+        record = TemplateBuildRecord(
+            build_id=str(uuid.uuid4()), template_id=template_id, team_id=team_id, status="waiting", tags=tags,
+            cpu_count=body.cpuCount or (info.cpu_count if info else DEFAULT_CPU),
+            memory_mb=body.memoryMB or (info.memory_mb if info else DEFAULT_MEMORY_MB),
+            disk_mb=max(DEFAULT_DISK_MB, body.minFreeDiskMb or 0, info.disk_mb if info else 0),
+            created_at=now, updated_at=now)
+        await asyncio.to_thread(self.store.add_build, record)
+        aliases = list(dict.fromkeys([*(info.aliases if info else ()), *([name] if name else [])]))
+        return TemplateRequestResponseV3(templateID=template_id, buildID=record.build_id, public=True,
+                                         names=aliases or [template_id], tags=tags, aliases=aliases)
+
+    # ---- files ----------------------------------------------------------------------------------------
+
+    async def file_status(self, team_id: str, template_id: str, files_hash: str,
+                          base_url: str) -> TemplateBuildFileUpload:
+        check_hash(files_hash)
+        found = await self._owned(team_id, template_id, "upload files for")
+        path = self.files.path(team_id, files_hash)
+        if path.is_dir():
+            with contextlib.suppress(OSError):
+                os.utime(path)  # in use: keep it past the stale-upload cleanup
+            return TemplateBuildFileUpload(present=True)
+        return TemplateBuildFileUpload(present=False,
+                                       url=self.files.upload_url(base_url, found.template_id, files_hash))
+
+    async def receive_files(self, template_id: str, files_hash: str, expires: int, signature: str,
+                            body: AsyncIterator[bytes]) -> None:
+        check_hash(files_hash)
+        self.files.check_signature(template_id, files_hash, expires, signature)
+        owner = await asyncio.to_thread(self.store.template_owner, template_id)
+        if owner is None:
+            raise ApiError(404, f"template '{template_id}' not found (deleted since the URL was issued?)")
+        spool = await self.files.receive(body)
+        await asyncio.to_thread(self.files.unpack, spool, owner.team_id, files_hash)
+
+    # ---- start ----------------------------------------------------------------------------------------
+
+    async def _build_record(self, team_id: str, template_id: str, build_id: str) -> TemplateBuildRecord:
+        record = await asyncio.to_thread(self.store.get_build, build_id) if _is_uuid(build_id) else None
+        if record is None or record.team_id != team_id:
+            raise ApiError(404, f"build '{build_id}' not found: register one with POST /v3/templates")
+        if template_id != record.template_id:
+            found = await self.find(template_id)
+            if found is None or found.template_id != record.template_id:
+                raise ApiError(404, f"build '{build_id}' is not a build of template '{template_id}'")
+        return record
+
+    async def start_build(self, team_id: str, template_id: str, build_id: str, body: TemplateBuildStartV2) -> None:
+        record = await self._build_record(team_id, template_id, build_id)
+        if record.status != "waiting" or build_id in self._active:
+            raise ApiError(409, f"build '{build_id}' was already started (it is {record.status}): register a new "
+                                "build with POST /v3/templates")
+        registry = self._registry()
+        try:
+            plan = await self._plan(team_id, record, body, registry)
+        except ApiError as exc:  # a refused start ends the build: its status says why, as a failed build's does
+            if exc.status == 400:
+                await self._update(build_id, status="error", finished_at=now_utc(), reason={"message": exc.message})
+            raise
+        self._active[build_id] = record.template_id
+        task = asyncio.create_task(self._run(plan), name=f"template-build-{build_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _plan(self, team_id: str, record: TemplateBuildRecord, body: TemplateBuildStartV2,
+                    registry: Templates) -> _Plan:
+        """Check a start request and decide what to build; every refusal is a 400 that says why."""
+        from ..templates import dockerfile as dockerfile_mod
+        from ..templates.steps import StepsError, dockerfile_from_steps
+
+        if body.fromImageRegistry:
+            raise ApiError(400, "fromImageRegistry (registry credentials) is not supported: use an image from a "
+                                "registry that needs no login, e.g. one you run next to the server")
+        hashes: list[str] = []
+        step_map: StepMap | None = None
+        if body.dockerfile is not None:
+            if body.steps or body.fromImage or body.fromTemplate:
+                raise ApiError(400, "a dockerfile build takes no fromImage, fromTemplate or steps: write them in "
+                                    "the Dockerfile")
+            text = body.dockerfile
+            if body.contextHash:
+                hashes.append(check_hash(body.contextHash))
+        else:
+            base_named = (body.fromTemplate or "").removesuffix(":latest") in BASE_NAMES
+            if body.fromTemplate and not base_named and registry.get(body.fromTemplate) is None:
+                raise ApiError(400, f"fromTemplate '{body.fromTemplate}': no such template on this server")
+            steps = [step.model_dump(exclude_none=True) for step in body.steps]
+            for number, step in enumerate(body.steps, start=1):
+                if step.type.upper() == "COPY":
+                    if not step.filesHash:
+                        raise ApiError(400, f"step {number} (COPY): filesHash is missing")
+                    hashes.append(check_hash(step.filesHash))
+
+            def render(some: list[dict]) -> str:
+                return dockerfile_from_steps(body.fromImage, body.fromTemplate, some)
+
+            try:
+                text = render(steps)
+            except StepsError as exc:
+                raise ApiError(400, f"cannot build these steps: {exc}") from None
+            step_map = StepMap.for_steps(render, steps)
+        contexts = []
+        for files_hash in dict.fromkeys(hashes):
+            path = self.files.path(team_id, files_hash)
+            if not path.is_dir():
+                raise ApiError(400, f"the files with hash {files_hash} were not uploaded: ask GET /templates/"
+                                    f"{record.template_id}/files/{files_hash} for an upload URL and PUT them first")
+            contexts.append(path)
+        try:
+            parsed = dockerfile_mod.parse(text, body.buildArgs or {})
+        except dockerfile_mod.DockerfileError as exc:
+            raise ApiError(400, f"the Dockerfile cannot be built: {exc}") from None
+        if any(ref.removesuffix(":latest") in BASE_NAMES for ref, _ in parsed.external_bases()):
+            try:
+                await registry.resolve("base")  # built on first use: make sure it exists before the build
+            except Exception as exc:
+                raise ApiError(500, f"the base template could not be built: {exc}") from exc
+        info = registry.get(record.template_id)
+        owner = await asyncio.to_thread(self.store.template_owner, record.template_id)
+        # a rebuild keeps the aliases the template has; a first build gets the name it was registered under
+        aliases = info.aliases if info else ((owner.name,) if owner else ())
+        no_cache = body.force or any(step.force for step in body.steps)
+        return _Plan(record=record, dockerfile=text, contexts=contexts, aliases=tuple(aliases),
+                     start_cmd=body.startCmd or None, ready_cmd=body.readyCmd or None,
+                     build_args=dict(body.buildArgs or {}), no_cache=no_cache, steps=step_map,
+                     descriptions=[describe_step(step.model_dump()) for step in body.steps])
+
+    # ---- the build ------------------------------------------------------------------------------------
+
+    async def _run(self, plan: _Plan) -> None:
+        record = plan.record
+        build_log = self.logs.open(record.build_id)
+        lock = self._template_locks.setdefault(record.template_id, asyncio.Lock())
+        try:
+            if lock.locked():
+                build_log.add(f"waiting for the running build of template {record.template_id} to finish")
+            async with lock:
+                assert self._slots is not None
+                if self._slots.locked():
+                    build_log.add(f"waiting for a build slot ({MAX_PARALLEL_BUILDS} builds run at once)")
+                async with self._slots:
+                    await self._update(record.build_id, status="building", started_at=now_utc())
+                    await self._build(plan, build_log)
+        except asyncio.CancelledError:
+            build_log.add(ENDED, "error")
+            raise
+        except Exception as exc:  # a bug here must still end the build visibly
+            log.exception("template build %s failed unexpectedly", record.build_id)
+            build_log.add(f"internal error: {exc}", "error")
+            await self._update(record.build_id, status="error", finished_at=now_utc(),
+                               reason={"message": f"internal error of the build service: {exc}"})
+        finally:
+            self._active.pop(record.build_id, None)
+            self.logs.finish(record.build_id)
+
+    async def _build(self, plan: _Plan, build_log: BuildLog) -> None:
+        from ..templates.builder import TemplateBuildError
+
+        record = plan.record
+        build_log.add(f"building template {record.template_id} (build {record.build_id})")
+        try:
+            info = await _in_thread(self._build_blocking, plan, build_log)
+        except TemplateBuildError as exc:
+            step = plan.steps.current if plan.steps else exc.step
+            reason = _reason(exc, step, plan, build_log)
+            build_log.add(reason["message"].splitlines()[0], "error", step if plan.steps else None)
+            await self._update(record.build_id, status="error", finished_at=now_utc(), reason=reason)
+            return
+        registry = self._registry()
+        try:
+            await asyncio.to_thread(registry.set_tags, record.template_id, record.tags or [DEFAULT_TAG])
+        except (LookupError, ValueError) as exc:
+            log.warning("could not record the tags of template %s: %s", record.template_id, exc)
+        build_log.add(f"template {info.id} is ready ({_describe(info)})")
+        await self._update(record.build_id, status="ready", finished_at=now_utc(), cpu_count=info.cpu_count,
+                           memory_mb=info.memory_mb, disk_mb=info.disk_mb)
+
+    def _build_blocking(self, plan: _Plan, build_log: BuildLog) -> TemplateInfo:
+        """In the build's thread: lay out the context, run the engine, clean up."""
+        from ..templates.builder import BuildRequest, build_template
+
+        record = plan.record
+        context = logs_dir(self.data_dir) / f"{record.build_id}.context"
+        try:
+            _merge_contexts(plan.contexts, context)
+            request = BuildRequest(template_id=record.template_id, dockerfile=plan.dockerfile, context=context,
+                                   aliases=plan.aliases, cpu_count=record.cpu_count, memory_mb=record.memory_mb,
+                                   disk_mb=record.disk_mb, start_cmd=plan.start_cmd, ready_cmd=plan.ready_cmd,
+                                   build_args=plan.build_args, no_cache=plan.no_cache,
+                                   trust_host_ca=self.settings.trust_host_ca)
+
+            def line(text: str) -> None:
+                step = plan.steps.line(text) if plan.steps else None
+                if not _noise(text):
+                    build_log.add(text, "warn" if text.startswith("warning:") else "info", step)
+
+            cache_dir = getattr(self.templates, "cache_dir", None)
+            return build_template(self.data_dir, request, cache_dir=cache_dir, log=line)
+        finally:
+            shutil.rmtree(context, ignore_errors=True)
+
+    async def _update(self, build_id: str, **values: Any) -> None:
+        await asyncio.to_thread(self.store.update_build, build_id, **values)
+
+    # ---- status ---------------------------------------------------------------------------------------
+
+    async def status(self, team_id: str, template_id: str, build_id: str, offset: int, limit: int,
+                     level: str | None) -> TemplateBuildInfo:
+        record = await self._build_record(team_id, template_id, build_id)
+        entries = self.logs.get(build_id).entries(offset, limit, level)
+        reason = None
+        if record.status == "error":
+            data = record.reason or {"message": "the build failed"}
+            reason = BuildStatusReason(message=data.get("message", "the build failed"), step=data.get("step"),
+                                       logEntries=[BuildLogEntry(**e) for e in data.get("logEntries", [])] or None)
+        return TemplateBuildInfo(templateID=record.template_id, buildID=build_id, status=record.status,
+                                 logEntries=[BuildLogEntry(**e) for e in entries], reason=reason)
+
+    # ---- templates ------------------------------------------------------------------------------------
+
+    async def alias_info(self, team_id: str, alias: str) -> TemplateAliasResponse:
+        found = await self.find(alias)
+        if found is None:
+            raise ApiError(404, f"template '{alias}' not found")
+        if found.owner is not None and found.owner.team_id != team_id:
+            raise ApiError(403, f"template '{alias}' belongs to another team")
+        return TemplateAliasResponse(templateID=found.template_id, public=True)
+
+    async def detail(self, team_id: str, name: str) -> TemplateWithBuilds:
+        found = await self.find(name)
+        if found is None:
+            raise ApiError(404, f"template '{name}' not found")
+        records = await asyncio.to_thread(self.store.template_builds, found.template_id)
+        info = found.info
+        builds = [_build_view(r) for r in records]
+        if info is not None and not any(r.status == "ready" for r in records):
+            builds.append(_host_build(info))  # built on the host: no record, but it was built
+        current = next((b for b in builds if b.status == "ready"), builds[0] if builds else None)
+        created = found.owner.created_at if found.owner else _when(info.created_at)  # type: ignore[union-attr]
+        updated = _when(info.created_at) if info else (records[0].updated_at if records else created)
+        tags = _tags_of(info) if info else []
+        latest = records[0] if records else None
+        return TemplateWithBuilds(
+            templateID=found.template_id, buildID=current.buildID if current else "",
+            cpuCount=info.cpu_count if info else (latest.cpu_count if latest else DEFAULT_CPU),
+            memoryMB=info.memory_mb if info else (latest.memory_mb if latest else DEFAULT_MEMORY_MB),
+            diskSizeMB=info.disk_mb if info else (latest.disk_mb if latest else DEFAULT_DISK_MB),
+            public=True, aliases=list(info.aliases) if info else [], names=list(info.names) if info else [],
+            createdAt=created, updatedAt=updated, buildCount=len(builds),
+            envdVersion=str((info.envd or {}).get("version") or ENVD_VERSION) if info else ENVD_VERSION,
+            buildStatus=latest.status if latest else "ready", builds=builds, tags=tags,
+            defaultUser=info.default_user if info else None, defaultWorkdir=info.default_workdir if info else None,
+            startCmd=info.start_cmd if info else None, readyCmd=info.ready_cmd if info else None,
+            owned=found.owner is not None and found.owner.team_id == team_id)
+
+    async def delete(self, team_id: str, name: str) -> None:
+        found = await self._owned(team_id, name, "delete")
+        template_id = found.template_id
+        if template_id in self._active.values():
+            raise ApiError(409, f"a build of template '{template_id}' is running: wait for it to end, then delete")
+        running = await asyncio.to_thread(self.store.live_sandbox_count, template_id)
+        if running:
+            raise ApiError(409, f"{running} sandbox{'es' if running > 1 else ''} of template '{template_id}' "
+                                f"{'are' if running > 1 else 'is'} running: kill them first (`sandhive sandbox "
+                                "list`), then delete the template")
+        if found.info is not None:
+            registry = self._registry()
+            with contextlib.suppress(LookupError):  # deleted by a concurrent request
+                await asyncio.to_thread(registry.delete, template_id)
+            await asyncio.to_thread(_forget_image, self.data_dir, template_id, registry.cache_dir)
+        await asyncio.to_thread(self.store.forget_template, template_id)
+
+    async def set_aliases(self, team_id: str, name: str, aliases: list[str]) -> list[str]:
+        found = await self._owned(team_id, name, "rename")
+        if found.info is None:
+            raise ApiError(409, f"template '{found.template_id}' has no finished build yet: alias it once it is "
+                                "built")
+        for alias in aliases:
+            other = await asyncio.to_thread(self.store.template_named, alias)
+            if other is not None and other.template_id != found.template_id:
+                raise ApiError(400, f"alias {alias!r} is already the name of template '{other.template_id}'")
+        try:
+            info = await asyncio.to_thread(self._registry().set_aliases, found.template_id, aliases)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        except LookupError:
+            raise ApiError(404, f"template '{name}' not found") from None
+        return list(info.aliases)
+
+    # ---- tags -----------------------------------------------------------------------------------------
+
+    async def tags(self, team_id: str, name: str) -> list[TemplateTag]:
+        found = await self.find(name)
+        if found is None:
+            raise ApiError(404, f"template '{name}' not found")
+        if found.owner is not None and found.owner.team_id != team_id:
+            raise ApiError(403, f"template '{name}' belongs to another team")
+        if found.info is None:
+            return []
+        build = await self._current_build(found)
+        return [TemplateTag(tag=tag, buildID=build.buildID, createdAt=build.createdAt) for tag in _tags_of(found.info)]
+
+    async def assign_tags(self, team_id: str, target: str, tags: list[str]) -> AssignedTemplateTags:
+        name, tag = parse_name(target)
+        found = await self._owned(team_id, target if tag else name, "tag")
+        if found.info is None:
+            raise ApiError(404, f"template '{target}' has no finished build to tag")
+        wanted = check_tags(tags)
+        if not wanted:
+            raise ApiError(400, "no tags given")
+        info = await asyncio.to_thread(self._registry().set_tags, found.template_id,
+                                       [*_tags_of(found.info), *wanted])
+        build = await self._current_build(found)
+        if _is_uuid(build.buildID):
+            await self._update(build.buildID, tags=_tags_of(info))
+        return AssignedTemplateTags(tags=wanted, buildID=build.buildID)
+
+    async def remove_tags(self, team_id: str, name: str, tags: list[str]) -> None:
+        bare, _ = parse_name(name)
+        found = await self._owned(team_id, bare, "untag")
+        current = _tags_of(found.info) if found.info else []
+        missing = [t for t in tags if t not in current]
+        if missing:
+            raise ApiError(404, f"template '{bare}' has no tag {missing[0]!r} (its tags: {', '.join(current) or '-'})")
+        remaining = [t for t in current if t not in tags]
+        info = await asyncio.to_thread(self._registry().set_tags, found.template_id, remaining)
+        build = await self._current_build(found)
+        if _is_uuid(build.buildID):
+            await self._update(build.buildID, tags=_tags_of(info) if remaining else [])
+
+    async def _current_build(self, found: Found) -> TemplateBuild:
+        records = await asyncio.to_thread(self.store.template_builds, found.template_id)
+        ready = next((r for r in records if r.status == "ready"), None)
+        if ready is not None:
+            return _build_view(ready)
+        assert found.info is not None
+        return _host_build(found.info)
+
+
+# ---- helpers ----------------------------------------------------------------------------------------------
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _when(iso: str) -> datetime:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
+
+
+def _tags_of(info: TemplateInfo) -> list[str]:
+    from ..templates.registry import tags_of
+
+    return tags_of(info)
+
+
+def _describe(info: TemplateInfo) -> str:
+    parts = [f"user {info.default_user}", f"workdir {info.default_workdir}"]
+    if info.start_cmd:
+        parts.append(f"start command {info.start_cmd!r}")
+    if info.build.get("seconds") is not None:
+        parts.append(f"{info.build['seconds']}s")
+    return ", ".join(parts)
+
+
+def _build_view(record: TemplateBuildRecord) -> TemplateBuild:
+    return TemplateBuild(buildID=record.build_id, status=record.status, createdAt=record.created_at,
+                         updatedAt=record.updated_at, finishedAt=record.finished_at, cpuCount=record.cpu_count,
+                         memoryMB=record.memory_mb, diskSizeMB=record.disk_mb, tags=list(record.tags or []))
+
+
+def _host_build(info: TemplateInfo) -> TemplateBuild:
+    """A template built on the host has no build record: describe its one build from template.json (with a
+    stable id, so it reads the same every time)."""
+    when = _when(info.created_at)
+    build_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"sandhive-template:{info.id}:{info.created_at}"))
+    return TemplateBuild(buildID=build_id, status="ready", createdAt=when, updatedAt=when, finishedAt=when,
+                         cpuCount=info.cpu_count, memoryMB=info.memory_mb, diskSizeMB=info.disk_mb,
+                         envdVersion=str((info.envd or {}).get("version") or ENVD_VERSION), tags=_tags_of(info))
+
+
+def _reason(exc: Any, step: str | None, plan: _Plan, build_log: BuildLog) -> dict[str, Any]:
+    """What a failed build reports: the engine's message, where it failed, and the last lines of its log."""
+    where = exc.step
+    if plan.steps is not None and step and step.isdigit():
+        described = plan.descriptions[int(step) - 1] if int(step) <= len(plan.descriptions) else None
+        where = f"step {step}" + (f" ({described})" if described else "")
+    lines = [line for line in (exc.log_tail or [e["message"] for e in build_log.tail(REASON_TAIL)])
+             if line.strip() and not _noise(line) and not line.startswith("--> ")]
+    tail = lines[-REASON_TAIL:]
+    message = f"{where}: {exc.message}" if where else exc.message
+    if tail:
+        message += "\nlast lines of the build log:\n" + "\n".join(f"  {line}" for line in tail)
+    stamp = now_utc().isoformat()
+    reason: dict[str, Any] = {"message": message,
+                              "logEntries": [{"timestamp": stamp, "message": line, "level": "error"} for line in tail]}
+    if step:
+        reason["step"] = step
+    return reason
+
+
+def _noise(line: str) -> bool:
+    """Build log lines that say nothing to the user: the engine's own `ARG` steps that hand RUN steps the host's
+    CA bundle (the same in every build)."""
+    return _CA_ARG.match(line) is not None
+
+
+_CA_ARG = re.compile(r"^STEP \d+/\d+: ARG \w+=/run/sandhive-build/")
+
+
+def describe_step(step: dict[str, Any]) -> str:
+    """One SDK step as a person reads it, e.g. `RUN pip install x (as root)` or `COPY app.py -> /app/`."""
+    kind, args = str(step.get("type", "")).upper(), [str(a) for a in step.get("args") or []]
+    if kind == "RUN" and args:
+        text = args[0] if len(args[0]) <= 80 else args[0][:77] + "..."
+        return f"RUN {text}" + (f" (as {args[1]})" if len(args) > 1 and args[1] else "")
+    if kind == "COPY" and len(args) >= 2:
+        return f"COPY {args[0]} -> {args[1]}"
+    if kind == "ENV":
+        return "ENV " + " ".join(f"{args[i]}={args[i + 1]}" for i in range(0, len(args) - 1, 2))
+    return f"{kind} {' '.join(args)}".strip()
+
+
+def _merge_contexts(sources: list[Path], context: Path) -> None:
+    """One build context from the unpacked uploads, hard-linked (same file system, no copies); the build
+    only reads them. A file two uploads both hold is the later one's."""
+    shutil.rmtree(context, ignore_errors=True)
+    context.mkdir(mode=0o700, parents=True)
+    for source in sources:
+        os.utime(source)  # in use: keep it past the stale-upload cleanup
+        proc = subprocess.run(["cp", "-a", "-l", "-f", "--", f"{source}/.", str(context)],
+                              stderr=subprocess.PIPE, text=True)
+        if proc.returncode != 0:  # another file system: copy instead
+            proc = subprocess.run(["cp", "-a", "-f", "--", f"{source}/.", str(context)],
+                                  stderr=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            raise OSError(f"cannot lay out the build context: {proc.stderr.strip()[-300:]}")
+
+
+def _forget_image(data_dir: Path, template_id: str, cache_dir: Path | None) -> None:
+    """Drop a deleted template's image from the build storage (its shared layers stay cached)."""
+    try:
+        from ..templates.builder import remove_image
+
+        remove_image(data_dir, template_id, cache_dir)
+    except Exception as exc:  # the template is gone either way; a stale image only costs disk
+        log.warning("could not remove the build image of template %s: %s", template_id, exc)
+
+
+async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Run a long blocking call in a daemon thread of its own, so a stopping server does not wait for a build
+    (asyncio's default executor would join it at exit)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        try:
+            result, error = fn(*args), None
+        except BaseException as exc:
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the server is gone
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name=f"sandhive-{getattr(fn, '__name__', 'build')}", daemon=True).start()
+    return await future

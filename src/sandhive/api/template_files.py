@@ -1,0 +1,169 @@
+"""Files uploaded for template builds: COPY sources of SDK-defined templates and Dockerfile build contexts.
+
+The flow is E2B's (e2b-wire.md §2.6): the client asks `GET /templates/{id}/files/{hash}` whether the server has
+the files of a COPY step; if not, it gets a URL on this server, signed with the data dir's secret, and PUTs a
+tar (gzipped or not) there. The URL carries no API key, so the signature is what authorises the upload: it
+names the template, the hash and an expiry.
+
+An upload is unpacked into `<data_dir>/template-files/<team_id>/<hash>/` (one directory per hash, per team:
+a team cannot plant files under a hash another team's build will use). Unpacking goes through tarfile's
+`data` filter, so nothing lands outside that directory: absolute paths, `..`, links pointing out, device
+files refuse the whole upload with 400, naming the member. The directory appears complete or not at all
+(unpacked beside it, then renamed into place).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import shutil
+import tarfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+from .errors import ApiError
+
+FILES_DIR = "template-files"
+HASH_PATTERN = re.compile(r"[0-9a-f]{64}")
+URL_TTL_SECONDS = 3600  # the e2b SDK allows an upload an hour
+MAX_UPLOAD_BYTES = 4 * 2**30  # what a PUT may carry (compressed)
+MAX_UNPACKED_BYTES = 16 * 2**30  # what its files may add up to (a gzip bomb stops here)
+
+
+def check_hash(files_hash: str) -> str:
+    if not HASH_PATTERN.fullmatch(files_hash or ""):
+        raise ApiError(400, f"invalid files hash {files_hash!r}: expected 64 lowercase hex digits (sha256)")
+    return files_hash
+
+
+class UploadedFiles:
+    """The unpacked uploads of a data dir, and the signed URLs that let clients add to them."""
+
+    def __init__(self, data_dir: Path, seed: bytes) -> None:
+        self.root = Path(data_dir) / FILES_DIR
+        self._seed = seed
+
+    def path(self, team_id: str, files_hash: str) -> Path:
+        return self.root / team_id / check_hash(files_hash)
+
+    def present(self, team_id: str, files_hash: str) -> bool:
+        return self.path(team_id, files_hash).is_dir()
+
+    # ---- signed URLs --------------------------------------------------------------------------------
+
+    def _signature(self, template_id: str, files_hash: str, expires: int) -> str:
+        message = f"upload\n{template_id}\n{files_hash}\n{expires}".encode()
+        return hmac.new(self._seed, message, hashlib.sha256).hexdigest()
+
+    def upload_url(self, base_url: str, template_id: str, files_hash: str) -> str:
+        """An absolute URL on this server the files' tar may be PUT to within the next hour."""
+        expires = int(time.time()) + URL_TTL_SECONDS
+        query = urlencode({"expires": expires, "signature": self._signature(template_id, files_hash, expires)})
+        return f"{base_url.rstrip('/')}/templates/{template_id}/files/{files_hash}/upload?{query}"
+
+    def check_signature(self, template_id: str, files_hash: str, expires: int, signature: str) -> None:
+        """403 unless the URL was signed here for this template and hash, and has not expired."""
+        expected = self._signature(template_id, files_hash, expires)
+        if not hmac.compare_digest(expected, signature or ""):
+            raise ApiError(403, "invalid upload signature: ask GET /templates/{templateID}/files/{hash} for a URL")
+        if expires < time.time():
+            raise ApiError(403, "the upload URL has expired: ask GET /templates/{templateID}/files/{hash} again")
+
+    # ---- receiving ----------------------------------------------------------------------------------
+
+    async def receive(self, body: AsyncIterator[bytes]) -> Path:
+        """Write a request body to a private temp file (413 past MAX_UPLOAD_BYTES); the caller unpacks it."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        spool = self.root / f".upload-{secrets.token_hex(8)}"
+        size = 0
+        try:
+            with open(spool, "xb") as out:
+                async for chunk in body:
+                    size += len(chunk)
+                    if size > MAX_UPLOAD_BYTES:
+                        raise ApiError(413, f"the upload is larger than {MAX_UPLOAD_BYTES // 2**30} GiB")
+                    out.write(chunk)
+        except BaseException:
+            spool.unlink(missing_ok=True)
+            raise
+        return spool
+
+    def unpack(self, spool: Path, team_id: str, files_hash: str) -> Path:
+        """Unpack the tar in `spool` as the files of `files_hash` (blocking; `spool` is removed).
+
+        A second upload of the same hash replaces nothing: the files of a hash are the same files.
+        """
+        final = self.path(team_id, files_hash)
+        tmp = final.parent / f".tmp-{files_hash}-{secrets.token_hex(4)}"
+        try:
+            final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tmp.mkdir(mode=0o700)
+            _extract(spool, tmp)
+            if final.exists():
+                return final
+            os.rename(tmp, final)
+            return final
+        finally:
+            spool.unlink(missing_ok=True)
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def remove_stale(self, max_age_seconds: float) -> int:
+        """Delete unpacked uploads unused (by mtime) for `max_age_seconds`, and leftovers of interrupted
+        uploads. A build touches the files it uses, so what builds keep using stays."""
+        if not self.root.is_dir():
+            return 0
+        removed = 0
+        cutoff = time.time() - max_age_seconds
+        for path in self.root.glob(".upload-*"):
+            path.unlink(missing_ok=True)
+        for team in self.root.iterdir():
+            if not team.is_dir():
+                continue
+            for entry in team.iterdir():
+                if entry.name.startswith(".tmp-") or entry.stat().st_mtime < cutoff:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed += 1
+        return removed
+
+
+def _extract(spool: Path, into: Path) -> None:
+    """Unpack a tar (any compression tarfile knows) into `into`, refusing anything that would escape it."""
+    try:
+        with tarfile.open(spool, mode="r:*") as tar:
+            members = tar.getmembers()
+            total = sum(m.size for m in members if m.isfile())
+            if total > MAX_UNPACKED_BYTES:
+                raise ApiError(413, f"the upload unpacks to {total / 2**30:.1f} GiB, more than "
+                                    f"{MAX_UNPACKED_BYTES // 2**30} GiB")
+            for member in members:
+                if member.name.startswith("/"):  # the filter would strip the slash; refuse it instead
+                    raise ApiError(400, f"refusing the upload: member {member.name!r}: absolute paths are not "
+                                        "allowed (name members relative to the context)")
+                try:
+                    tarfile.data_filter(member, str(into))
+                except tarfile.FilterError as exc:
+                    raise ApiError(400, f"refusing the upload: member {member.name!r}: {_filter_reason(exc)}") \
+                        from None
+            tar.extractall(into, filter="data")
+    except tarfile.TarError as exc:
+        raise ApiError(400, f"the upload is not a tar archive (optionally gzipped): {exc}") from None
+    except EOFError:
+        raise ApiError(400, "the upload is a truncated tar archive") from None
+
+
+def _filter_reason(exc: tarfile.FilterError) -> str:
+    if isinstance(exc, tarfile.AbsolutePathError):
+        return "absolute paths are not allowed"
+    if isinstance(exc, tarfile.OutsideDestinationError):
+        return "the path leads outside the upload (..)"
+    if isinstance(exc, tarfile.AbsoluteLinkError | tarfile.LinkOutsideDestinationError):
+        return "the link points outside the upload"
+    if isinstance(exc, tarfile.SpecialFileError):
+        return "device files and pipes are not allowed"
+    return str(exc)

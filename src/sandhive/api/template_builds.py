@@ -165,7 +165,15 @@ class TemplateBuildService:
                 await asyncio.to_thread(shutil.rmtree, leftover, True)
 
     async def close(self) -> None:
-        """At server stop: running builds are abandoned (their threads die with the process) and say so."""
+        """At server stop: running builds are stopped (their buildah processes get SIGTERM, so each build
+        cleans up its containers and build network in its thread) and marked failed."""
+        from ..templates.buildah import stop_all
+
+        if stop_all():
+            for _ in range(100):  # up to 10 s for the build threads to clean up
+                if not self._active:
+                    break
+                await asyncio.sleep(0.1)
         for task in list(self._tasks):
             task.cancel()
         for build_id in list(self._active):

@@ -14,9 +14,12 @@ Docker's build isolation; it is not a user namespace (see docs/templates.md).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +28,19 @@ from ..images.debian import BuildError
 
 Log = Callable[[str], None]
 RUNTIME = "runc"
+_running: set[subprocess.Popen] = set()  # buildah commands in flight, for `stop_all` at server stop
+_running_lock = threading.Lock()
+
+
+def stop_all() -> int:
+    """Stop every buildah command this process is running (at server stop). Each build then fails in its
+    own thread and cleans up after itself (working containers, build network). Returns how many."""
+    with _running_lock:
+        procs = list(_running)
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)  # buildah runs in its own session: its children go too
+    return len(procs)
 
 
 class BuildahError(BuildError):
@@ -65,6 +81,8 @@ class Buildah:
                                     stderr=subprocess.STDOUT, env=self._env(), text=True, errors="replace",
                                     start_new_session=True)
             assert proc.stdout is not None
+            with _running_lock:
+                _running.add(proc)
             for raw in proc.stdout:
                 line = raw.rstrip("\n")
                 lines.append(line)
@@ -73,6 +91,8 @@ class Buildah:
                     on_line(line)
             code = proc.wait()
         finally:
+            with _running_lock:
+                _running.discard(proc)
             if input_path:
                 stdin.close()
         if code != 0:

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..envd import ENVD_VERSION
 from ..store import Store, TemplateBuildRecord, TemplateOwner
@@ -54,6 +54,9 @@ from .template_schemas import (
     TemplateWithBuilds,
 )
 from .tokens import load_seed
+
+if TYPE_CHECKING:
+    from ..node.node import Node
 
 log = logging.getLogger("sandhive.api.templates")
 T = TypeVar("T")
@@ -134,8 +137,10 @@ class _Plan:
 class TemplateBuildService:
     """Template builds of every team on this server."""
 
-    def __init__(self, settings: Settings, store: Store, templates: Templates | None) -> None:
+    def __init__(self, settings: Settings, store: Store, templates: Templates | None,
+                 node: Node | None = None) -> None:
         self.settings = settings
+        self.node = node  # checks a start command at build time, in a real sandbox
         self.data_dir = Path(settings.data_dir)
         self.store = store
         self.templates = templates
@@ -404,6 +409,15 @@ class TemplateBuildService:
             await self._update(record.build_id, status="error", finished_at=now_utc(), reason=reason)
             return
         registry = self._registry()
+        if info.start_cmd and self.node is not None:
+            problem = await self._check_start(info, build_log)
+            if problem is not None:
+                with contextlib.suppress(LookupError):
+                    await asyncio.to_thread(registry.delete, record.template_id)
+                build_log.add(problem, "error")
+                await self._update(record.build_id, status="error", finished_at=now_utc(),
+                                   reason={"message": problem})
+                return
         try:
             await asyncio.to_thread(registry.set_tags, record.template_id, record.tags or [DEFAULT_TAG])
         except (LookupError, ValueError) as exc:
@@ -411,6 +425,24 @@ class TemplateBuildService:
         build_log.add(f"template {info.id} is ready ({_describe(info)})")
         await self._update(record.build_id, status="ready", finished_at=now_utc(), cpu_count=info.cpu_count,
                            memory_mb=info.memory_mb, disk_mb=info.disk_mb)
+
+    async def _check_start(self, info: TemplateInfo, build_log: BuildLog) -> str | None:
+        """Start the new template once, as a sandbox would, and wait for its ready command: a start command
+        that fails or never gets ready fails the build rather than every sandbox. Returns the problem."""
+        from ..node.request import CreateRequest, Identity
+
+        assert self.node is not None and self.templates is not None
+        ready = f", ready when `{info.ready_cmd}` exits 0" if info.ready_cmd else ""
+        build_log.add(f"checking the start command `{info.start_cmd}` in a sandbox{ready}")
+        try:
+            image = await self.templates.resolve(info.id)
+            handle = await self.node.create(CreateRequest.of(image), Identity())
+        except Exception as exc:  # the node says why in words (StartCommandFailed, admission, runtime)
+            return f"the template's start command did not get ready: {exc}"
+        with contextlib.suppress(Exception):
+            await self.node.kill(handle)
+        build_log.add("the start command runs and the template is ready")
+        return None
 
     def _build_blocking(self, plan: _Plan, build_log: BuildLog) -> TemplateInfo:
         """In the build's thread: lay out the context, run the engine, clean up."""

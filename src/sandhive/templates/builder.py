@@ -24,6 +24,7 @@ import ipaddress
 import os
 import re
 import secrets
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..envd import ENVD_VERSION
+from ..images import system_image
 from ..images.apt_sources import host_sources
 from ..images.debian import BuildError, remove_tree
 from ..images.system_image import MOUNTPOINT, SUITES, default_cache_dir
@@ -371,8 +373,9 @@ def _info(parsed: dockerfile_mod.Dockerfile, request: BuildRequest, config: dict
 
 
 def _port_open_cmd(port: int) -> str:
-    """A ready check for an EXPOSEd port that needs nothing in the template (envd's image has bash)."""
-    return f"{MOUNTPOINT}/bin/bash -c '</dev/tcp/127.0.0.1/{port}'"
+    """A ready check for an EXPOSEd port that needs nothing in the template: the system image's bash (run
+    with the image's own loader, like envd) opens a TCP connection to the port."""
+    return shlex.join([*system_image.system_bash_command(MOUNTPOINT), "-c", f"</dev/tcp/127.0.0.1/{port}"])
 
 
 def _copy_tree(src: Path, dst: Path) -> None:

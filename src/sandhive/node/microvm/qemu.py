@@ -1,0 +1,248 @@
+"""One QEMU `microvm` process: its command line, its start (daemonized, in a network namespace), QMP.
+
+The same function builds the command line for a template's boot and for its clones, so the devices
+(and their order, which migration relies on) are the same. A clone differs only in that its RAM maps
+the snapshot's RAM file privately (`share=off`: pages are the file's, shared with every other clone,
+until the guest writes them) and in `-incoming defer`: QEMU starts with no guest, and the node then
+restores the template's device state into it over QMP (`migrate-incoming`). With `x-ignore-shared` the
+saved state holds no RAM at all, which is why a restore takes milliseconds.
+
+QEMU daemonizes in its own session with a pidfile, so it outlives a restart of the server, which then
+finds it again by the pidfile in the sandbox's directory and drives it through the QMP socket beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp import QMPClient
+
+from .. import network
+
+SLIM_BINARY = "qemu-system-x86_64-microvm"  # Debian's KVM-only build for the microvm machine
+FULL_BINARY = "qemu-system-x86_64"  # has TCG as well
+KERNEL_CMDLINE = "console=ttyS0 quiet panic=-1 pci=off 8250.nr_uarts=1 i8042.noaux"
+
+
+class QemuError(RuntimeError):
+    """QEMU refused to start, or a QMP command failed."""
+
+
+def host_tsc_khz() -> int | None:
+    """The host's TSC rate, which is the guest's under TCG (QEMU reads the host's TSC for RDTSC).
+
+    A TCG guest cannot calibrate its TSC reliably: it measures it against the emulated PIT, and on a
+    busy host the vCPU thread is descheduled mid-measurement, the kernel gives up on the TSC and boot
+    stalls. Telling it the rate (`tsc_early_khz=`) skips the calibration.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read(8192)
+    except OSError:
+        return None
+    flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
+    mhz = next((line.split(":")[1] for line in info.splitlines() if line.startswith("cpu MHz")), None)
+    if mhz is None or "constant_tsc" not in flags.split():
+        return None
+    return round(float(mhz) * 1000)
+
+
+def kernel_cmdline(accel: str, extra: str = "") -> str:
+    """The guest kernel's command line for an accelerator."""
+    cmdline = KERNEL_CMDLINE
+    khz = host_tsc_khz() if accel == "tcg" else None
+    if khz:
+        cmdline += f" tsc=reliable tsc_early_khz={khz}"
+    return f"{cmdline} {extra}".strip()
+
+
+def cpu_model(accel: str) -> str:
+    # Plain `-cpu host` aborts on hosts whose KVM cannot set IA32_ARCH_CAPABILITIES (seen under PVM).
+    return "host,-arch-capabilities" if accel == "kvm" else "max"
+
+
+def binary(accel: str) -> str:
+    """The QEMU binary for an accelerator: the slim microvm build when it can (KVM), else the full one."""
+    for name in ((SLIM_BINARY, FULL_BINARY) if accel == "kvm" else (FULL_BINARY,)):
+        path = shutil.which(name)
+        if path:
+            return path
+    raise QemuError(f"{FULL_BINARY} is not installed: apt-get install qemu-system-x86")
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Everything that must be equal between a template's boot and its clones, plus the per-VM files."""
+
+    accel: str  # "kvm" or "tcg"
+    cpus: int
+    memory_mb: int
+    ram_file: Path
+    root_disk: Path  # qcow2: this VM's copy-on-write layer
+    system_disk: Path  # erofs: the system image, read-only
+    directory: Path  # console.log, qmp.sock, qemu.pid
+    netns: str | None = None  # path of the network namespace holding the TAP (None: no NIC, e.g. the probe)
+    kernel: Path | None = None  # vmlinux + initramfs + cmdline for a boot; None for a restore
+    initramfs: Path | None = None
+    cmdline: str = ""
+    clone: bool = False  # map ram_file privately and wait for `migrate-incoming`
+
+    @property
+    def console(self) -> Path:
+        return self.directory / "console.log"
+
+    @property
+    def qmp_socket(self) -> Path:
+        return self.directory / "qmp.sock"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.directory / "qemu.pid"
+
+
+def command(m: Machine) -> list[str]:
+    accel = "kvm" if m.accel == "kvm" else "tcg,thread=multi"
+    cpu = cpu_model(m.accel)
+    argv = [
+        binary(m.accel), "-name", "sandhive-vm,process=sandhive-vm",
+        "-M", "microvm,x-option-roms=off,rtc=on,isa-serial=on,memory-backend=ram", "-accel", accel,
+        "-cpu", cpu, "-smp", str(m.cpus), "-m", f"{m.memory_mb}M",
+        "-object", f"memory-backend-file,id=ram,size={m.memory_mb}M,mem-path={m.ram_file},"
+                   f"share={'off' if m.clone else 'on'}",
+        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        "-chardev", f"file,id=console,path={m.console},append=on", "-serial", "chardev:console",
+        "-qmp", f"unix:{m.qmp_socket},server=on,wait=off",
+        "-daemonize", "-pidfile", str(m.pidfile),
+        # QEMU's seccomp filter: no obsolete system calls, no scheduler/affinity changes. Spawning stays
+        # allowed (migration to and from files runs `cat`), and so do set*id (`-daemonize` needs them).
+        "-sandbox", "on,obsolete=deny,resourcecontrol=deny",
+        "-drive", f"if=none,id=root,file={m.root_disk},format=qcow2,cache=unsafe,discard=unmap",
+        "-device", "virtio-blk-device,drive=root,serial=sandhive-root",
+        "-drive", f"if=none,id=system,file={m.system_disk},format=raw,readonly=on",
+        "-device", "virtio-blk-device,drive=system,serial=sandhive-system",
+    ]
+    if m.netns is not None:
+        argv += ["-netdev", f"tap,id=net,ifname={network.VM_TAP},script=no,downscript=no,vhost=off",
+                 "-device", f"virtio-net-device,netdev=net,mac={network.VM_GUEST_MAC}"]
+    if m.kernel is not None:
+        argv += ["-kernel", str(m.kernel), "-append", m.cmdline]
+        if m.initramfs is not None:
+            argv += ["-initrd", str(m.initramfs)]
+    if m.clone:
+        argv += ["-incoming", "defer"]
+    return argv
+
+
+async def spawn(m: Machine) -> int:
+    """Start QEMU; return its pid once it is initialised (QMP listening). Raises QemuError with its words."""
+    argv = command(m)
+    if m.netns is not None:  # the TAP lives in the sandbox's namespace: QEMU must open it from there
+        argv = ["nsenter", f"--net={m.netns}", "--", *argv]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        start_new_session=True)  # signals to the server's process group never reach a VM
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise QemuError(f"QEMU did not start ({proc.returncode}): {(err or out).decode(errors='replace').strip()}")
+    pid = read_pid(m.pidfile)
+    if pid is None:
+        raise QemuError(f"QEMU started but wrote no pidfile {m.pidfile}")
+    return pid
+
+
+def read_pid(pidfile: Path) -> int | None:
+    try:
+        return int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def alive(pid: int | None, directory: Path) -> bool:
+    """Whether `pid` is still the QEMU of the VM in `directory` (not a recycled pid)."""
+    if pid is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z" and str(directory).encode() + b"/" in cmdline
+
+
+async def kill(pid: int | None, directory: Path, timeout: float = 5.0) -> None:
+    """SIGKILL the VM's QEMU (its guest has nothing to save) and wait until it is gone."""
+    if not alive(pid, directory):
+        return
+    assert pid is not None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while alive(pid, directory) and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+
+
+class Monitor:
+    """A QMP session with one QEMU."""
+
+    def __init__(self, socket: Path) -> None:
+        self.socket = socket
+        self.client = QMPClient("sandhive")
+
+    async def __aenter__(self) -> Monitor:
+        try:
+            await self.client.connect(str(self.socket))
+        except Exception as exc:
+            raise QemuError(f"cannot reach QEMU's monitor at {self.socket}: {exc}") from exc
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        with contextlib.suppress(Exception):
+            await self.client.disconnect()
+
+    async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        try:
+            return await self.client.execute(command, arguments)
+        except Exception as exc:
+            raise QemuError(f"QMP {command} failed: {exc}") from exc
+
+    async def _ignore_shared(self) -> None:
+        await self.execute("migrate-set-capabilities",
+                           {"capabilities": [{"capability": "x-ignore-shared", "state": True}]})
+
+    async def save(self, state_file: Path, timeout: float = 120.0) -> None:
+        """Stop the guest and write its device state (not its RAM: that is the shared RAM file)."""
+        await self.execute("stop")
+        await self._ignore_shared()
+        await self.execute("migrate", {"uri": f"exec:cat > '{state_file}'"})
+        await self._wait_migration(timeout)
+
+    async def restore(self, state_file: Path, timeout: float = 60.0) -> None:
+        """Load a saved device state into this `-incoming defer` QEMU and run the guest.
+
+        The template was saved stopped, so the clone arrives paused and needs a `cont`.
+        """
+        await self._ignore_shared()
+        await self.execute("migrate-incoming", {"uri": f"exec:cat '{state_file}'"})
+        await self._wait_migration(timeout, poll=0.001)
+        await self.execute("cont")
+
+    async def _wait_migration(self, timeout: float, poll: float = 0.01) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            info = await self.execute("query-migrate")
+            status = info.get("status")
+            if status == "completed":
+                return
+            if status in ("failed", "cancelled") or time.monotonic() > deadline:
+                raise QemuError(f"migration {status or 'timed out'}: {info.get('error-desc', '')}")
+            await asyncio.sleep(poll)

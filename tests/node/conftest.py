@@ -1,7 +1,9 @@
-"""The container backend on this host, with a busybox template built by the test (seconds, no network).
+"""The OCI backends on this host — `container` (runc) and `gvisor` (runsc) — with a busybox template built by
+the test (seconds, no network). Every test here runs once per backend ([container] and [gvisor]).
 
-Sandboxes are real: runc, user namespaces, network namespaces, overlay on tmpfs, cgroups. Everything a
-test starts is stopped by the runtime, and the session checks nothing is left behind.
+Sandboxes are real: runc or runsc, user namespaces, network namespaces, overlay on tmpfs, cgroups. Everything
+a test starts is stopped by the runtime, and each backend's session checks nothing is left behind. A backend
+that cannot run here (runsc not installed, no gVisor platform works) is skipped with the reason printed.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -22,8 +23,11 @@ from packaging.version import Version
 from sandhive.envd import ENVD_VERSION
 from sandhive.node import userns
 from sandhive.node.container import ContainerRuntime
-from sandhive.node.node import EnvdInit, Node
-from sandhive.node.runtime import SandboxHandle, SandboxSpec, TemplateImage
+from sandhive.node.gvisor import GVisorRuntime
+from sandhive.node.node import Node
+from sandhive.node.oci_runtime import OciRuntime
+from sandhive.node.request import CreateRequest, Identity
+from sandhive.node.runtime import SandboxHandle, TemplateImage
 
 
 def make_busybox_rootfs(root: Path) -> None:
@@ -65,21 +69,42 @@ def data_dir() -> Iterator[Path]:
     if reason:
         pytest.skip(reason)
     path = Path(tempfile.mkdtemp(prefix="sandhive-node-", dir="/var/tmp"))
+    path.chmod(0o711)  # each backend's data dir is below it
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def runtime(data_dir: Path) -> Iterator[ContainerRuntime]:
-    rt = ContainerRuntime(data_dir)
-    asyncio.run(rt.prepare())
+BACKENDS = {"container": ContainerRuntime, "gvisor": GVisorRuntime}
+
+
+@pytest.fixture(scope="session", params=list(BACKENDS))
+def runtime(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[OciRuntime]:
+    """One prepared runtime per backend, each in a data dir of its own."""
+    name = request.param
+    if name == "gvisor" and shutil.which("runsc") is None:
+        reason = "runsc (gVisor) is not installed (make debian-packages)"
+        print(f"skipping the gvisor node tests: {reason}")
+        pytest.skip(reason)
+    rt = BACKENDS[name](data_dir / name)
+    try:
+        asyncio.run(rt.prepare())
+    except RuntimeError as exc:
+        if name == "container":
+            raise
+        print(f"skipping the {name} node tests: {exc}")
+        pytest.skip(f"{name} cannot run here: {exc}")
     yield rt
     leftovers = asyncio.run(rt.running_ids())
-    assert not leftovers, f"sandboxes left behind: {leftovers}"
+    assert not leftovers, f"{name} sandboxes left behind: {leftovers}"
 
 
 @pytest.fixture
-async def node(runtime: ContainerRuntime) -> AsyncIterator[Node]:
+def backend(runtime: OciRuntime) -> str:
+    return runtime.name
+
+
+@pytest.fixture
+async def node(runtime: OciRuntime) -> AsyncIterator[Node]:
     n = Node(runtime)
     yield n
     await n.close()
@@ -93,11 +118,9 @@ class Started:
 
     async def start(self, *, memory_mb: int = 256, disk_mb: int = 64, cpu_count: int = 1,
                     internet: bool = True) -> SandboxHandle:
-        sandbox_id = "i" + uuid.uuid4().hex[:20]
-        spec = SandboxSpec(sandbox_id, self.template, cpu_count=cpu_count, memory_mb=memory_mb, disk_mb=disk_mb,
-                           allow_internet_access=internet)
-        handle = await self.node.create(spec, EnvdInit(sandbox_id, self.template.template_id, access_token=None,
-                                                       default_user="root"))
+        request = CreateRequest(self.template, cpu_count=cpu_count, memory_mb=memory_mb, disk_mb=disk_mb,
+                                allow_internet_access=internet)
+        handle = await self.node.create(request, Identity(default_user="root"))
         self.handles.append(handle)
         return handle
 

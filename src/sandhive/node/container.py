@@ -3,195 +3,28 @@
 Isolation: a user namespace (root inside is host uid 100000), pid/mount/ipc/uts/cgroup namespaces, its
 own network namespace behind the node's firewall, Docker's default capabilities, no_new_privs, a seccomp
 profile and cgroup limits. It shares the host kernel: the tier for trusted code and CI. See
-docs/security.md.
+docs/security.md. Everything but the binary lives in `oci_runtime.py`, shared with the gvisor backend.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-import logging
 import os
-import shutil
-import time
 from pathlib import Path
 
-import httpx
+from .oci_runtime import ENVD_OOM_SCORE_ADJ, START_DEADLINE, SYSTEM_IMAGE_MOUNT, OciRuntime
 
-from ..images import system_image
-from . import network, oci
-from .cgroups import CgroupReader
-from .hostcmd import run
-from .network import Slot, SlotAllocator
-from .runtime import ENVD_PORT, ResourceUsage, SandboxHandle, SandboxSpec
-from .storage import SandboxDisk
-
-log = logging.getLogger("sandhive.node.container")
-
-START_DEADLINE = 60.0  # seconds for envd to answer /health in a new sandbox
-SYSTEM_IMAGE_MOUNT = "/.sandhive"
-ENVD_OOM_SCORE_ADJ = -998
+__all__ = ["ENVD_OOM_SCORE_ADJ", "START_DEADLINE", "SYSTEM_IMAGE_MOUNT", "ContainerRuntime"]
 
 
-def _ensure_traversable(data_dir: Path, directory: Path) -> None:
-    """A sandbox's root is a mount under `directory`; the sandbox's unprivileged host uid must be able to
-    walk down to it. Our own directories are opened up (x only); anything above must already be."""
-    data_dir.chmod(0o711)
-    directory.chmod(0o711)
-    for parent in data_dir.resolve().parents:
-        if not parent.stat().st_mode & 0o001:
-            raise RuntimeError(f"{parent} is not traversable by other users (mode o+x), so sandboxes cannot "
-                               f"reach their root filesystem under {directory}; choose a --data-dir elsewhere "
-                               f"or chmod o+x {parent}")
-        if parent == Path("/"):
-            break
-
-
-def _low_oom_score() -> None:
-    """Runs in the OCI runtime's child before exec: envd inherits a low OOM score and outlives its
-    sandbox's OOM kills (a user namespace cannot lower its own score, and the host cannot lower it
-    afterwards). envd also raises the score of the processes it starts, which needs no privilege."""
-    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
-        f.write(str(ENVD_OOM_SCORE_ADJ))  # needs CAP_SYS_RESOURCE, which some hosts (nested VMs) withhold
-
-
-class ContainerRuntime:
-    """Runs sandboxes as OCI containers. `prepare()` once before use."""
+class ContainerRuntime(OciRuntime):
+    """Runs sandboxes as OCI containers with runc (or `oci_runtime` / $SANDHIVE_OCI_RUNTIME). `prepare()` once."""
 
     name = "container"
 
     def __init__(self, data_dir: Path, oci_runtime: str | None = None) -> None:
-        self.data_dir = Path(data_dir)
-        self.sandboxes_dir = self.data_dir / "sandboxes"
-        self.oci_runtime = oci_runtime or os.environ.get("SANDHIVE_OCI_RUNTIME") or "runc"
-        self.runtime_root = self.data_dir / self.oci_runtime
-        self.slots = SlotAllocator()
-        self.cgroups = CgroupReader()
-        self.system_image: Path | None = None
-        self._http = httpx.AsyncClient(timeout=2.0)
+        self.binary = oci_runtime or os.environ.get("SANDHIVE_OCI_RUNTIME") or "runc"
+        super().__init__(data_dir)
 
-    async def prepare(self) -> None:
-        """Host setup: the runtime binary, forwarding and firewall, the system image."""
-        if shutil.which(self.oci_runtime) is None:
-            raise RuntimeError(f"{self.oci_runtime} is not installed: apt-get install {self.oci_runtime}")
-        self.sandboxes_dir.mkdir(parents=True, exist_ok=True)
-        self.runtime_root.mkdir(parents=True, exist_ok=True)
-        _ensure_traversable(self.data_dir, self.sandboxes_dir)
-        await network.prepare_host()
-        self.system_image = await asyncio.to_thread(system_image.build)
-
-    def _oci(self, *args: str) -> list[str]:
-        return [self.oci_runtime, "--root", str(self.runtime_root), *args]
-
-    # ---- start ----------------------------------------------------------------------------
-    async def start(self, spec: SandboxSpec) -> SandboxHandle:
-        if self.system_image is None:
-            await self.prepare()
-        sandbox_dir = self.sandboxes_dir / spec.sandbox_id
-        sandbox_dir.mkdir(parents=True)
-        slot = self.slots.claim(spec.sandbox_id)
-        handle = SandboxHandle(spec.sandbox_id, self.name, slot.sandbox_ip,
-                               {"slot": slot.index, "cpu_count": spec.cpu_count, "memory_mb": spec.memory_mb})
-        try:
-            await network.create(spec.sandbox_id, slot, spec.allow_internet_access)
-            disk = SandboxDisk(sandbox_dir)
-            await asyncio.to_thread(disk.create, spec.template.rootfs, spec.disk_mb)
-            self._write_bundle(spec, sandbox_dir, disk)
-            with open(sandbox_dir / "envd.log", "ab") as out:
-                await self._run_detached(spec.sandbox_id, sandbox_dir, out)
-            await self._wait_healthy(handle)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await self.stop(handle)
-            raise
-        return handle
-
-    def _write_bundle(self, spec: SandboxSpec, sandbox_dir: Path, disk: SandboxDisk) -> None:
-        etc = sandbox_dir / "etc"
-        etc.mkdir()
-        servers = network.host_nameservers()
-        (etc / "resolv.conf").write_text("".join(f"nameserver {s}\n" for s in servers) or "")
-        (etc / "hosts").write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost\n169.254.0.21\t{spec.sandbox_id}\n")
-        (etc / "hostname").write_text(spec.sandbox_id + "\n")
-        argv, env = system_image.envd_command(SYSTEM_IMAGE_MOUNT, ENVD_PORT)
-        config = oci.bundle_config(
-            sandbox_id=spec.sandbox_id, rootfs=str(disk.rootfs), netns=network.netns_path(spec.sandbox_id),
-            hostname=spec.sandbox_id, argv=argv, env=env, system_image=str(self.system_image),
-            etc_files={f"/etc/{name}": str(etc / name) for name in ("resolv.conf", "hosts", "hostname")},
-            cpu_count=spec.cpu_count, memory_mb=spec.memory_mb)
-        (sandbox_dir / "config.json").write_text(json.dumps(config))
-
-    async def _run_detached(self, sandbox_id: str, bundle: Path, out) -> None:
-        """`run --detach` hands its own stdio to the container, so both go to the sandbox's log file
-        (a pipe would stay open for the container's whole life); runc's own errors land there too."""
-        proc = await asyncio.create_subprocess_exec(
-            *self._oci("run", "--detach", "--bundle", str(bundle), "--pid-file", str(bundle / "pid"), sandbox_id),
-            stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, preexec_fn=_low_oom_score,
-            # Its own session: signals to the server's process group or terminal never reach sandboxes.
-            start_new_session=True)
-        if await proc.wait() != 0:
-            tail = (bundle / "envd.log").read_text(errors="replace").strip().splitlines()[-5:]
-            raise RuntimeError(f"{self.oci_runtime} could not start sandbox {sandbox_id}: {' '.join(tail)}")
-
-    async def _wait_healthy(self, handle: SandboxHandle) -> None:
-        deadline = time.monotonic() + START_DEADLINE
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if (await self._http.get(f"{handle.envd_url}/health", timeout=1.0)).status_code == 204:
-                    return
-            if not await self.is_running(handle):
-                logs = "\n".join((await self.logs(handle))[-20:])
-                raise RuntimeError(f"sandbox {handle.sandbox_id} stopped while starting envd:\n{logs}")
-            await asyncio.sleep(0.01)
-        raise RuntimeError(f"envd in sandbox {handle.sandbox_id} did not answer within {START_DEADLINE:.0f}s")
-
-    # ---- stop and state -------------------------------------------------------------------
-    async def stop(self, handle: SandboxHandle) -> None:
-        sandbox_id = handle.sandbox_id
-        await run(*self._oci("kill", sandbox_id, "KILL"), check=False)
-        await run(*self._oci("delete", "--force", sandbox_id), check=False)
-        slot = Slot(handle.state["slot"]) if "slot" in handle.state else self.slots.owned_by(sandbox_id)
-        await network.destroy(sandbox_id, slot)
-        await asyncio.to_thread(SandboxDisk(self.sandboxes_dir / sandbox_id).destroy)
-        self.cgroups.remove_leftovers(sandbox_id)
-        self.cgroups.forget(sandbox_id)
-        if slot is not None:
-            self.slots.release(slot)
-
-    async def _state(self, sandbox_id: str) -> str | None:
-        out = await run(*self._oci("state", sandbox_id), check=False)
-        with contextlib.suppress(ValueError):
-            return json.loads(out).get("status")
-        return None
-
-    async def is_running(self, handle: SandboxHandle) -> bool:
-        return await self._state(handle.sandbox_id) == "running"
-
-    async def running_ids(self) -> set[str]:
-        """This runtime's sandboxes: a directory in its data dir (made first, removed last) or a container
-        in its runc root. Network namespaces are host-wide and may belong to another server: not counted."""
-        ids = {p.name for p in self.sandboxes_dir.iterdir()} if self.sandboxes_dir.is_dir() else set()
-        out = await run(*self._oci("list", "--format", "json"), check=False)
-        with contextlib.suppress(ValueError):
-            ids |= {c["id"] for c in json.loads(out) or []}
-        return ids
-
-    async def usage(self, handle: SandboxHandle) -> ResourceUsage:
-        cpus = int(handle.state.get("cpu_count", 1))
-        used, limit, cache = self.cgroups.memory(handle.sandbox_id)
-        limit = limit or int(handle.state.get("memory_mb", 0)) * 1024 * 1024
-        disk_used, disk_total = await asyncio.to_thread(SandboxDisk(self.sandboxes_dir / handle.sandbox_id).usage)
-        return ResourceUsage(cpu_count=cpus, cpu_used_pct=self.cgroups.cpu_percent(handle.sandbox_id, cpus),
-                             mem_used=used, mem_total=limit, mem_cache=cache, disk_used=disk_used,
-                             disk_total=disk_total)
-
-    async def logs(self, handle: SandboxHandle) -> list[str]:
-        path = self.sandboxes_dir / handle.sandbox_id / "envd.log"
-        try:
-            return (await asyncio.to_thread(path.read_text, errors="replace")).splitlines()
-        except OSError:
-            return []
-
-    async def close(self) -> None:
-        await self._http.aclose()
+    @property
+    def oci_runtime(self) -> str:
+        return self.binary

@@ -7,6 +7,8 @@ from the template or the request, the system image read-only at /.sandhive and e
 
 from __future__ import annotations
 
+import json
+
 from . import seccomp, userns
 
 CAPABILITIES = [
@@ -76,3 +78,36 @@ def bundle_config(*, sandbox_id: str, rootfs: str, netns: str, hostname: str, ar
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
         },
     }
+
+
+def for_gvisor(config: dict, tmp_mb: int | None) -> dict:
+    """The same bundle as runsc needs it. gVisor is the sandbox's kernel, so the parts of the bundle that
+    steer the host kernel from inside the sandbox change meaning:
+
+    - seccomp: runsc applies a bundle's filter only with `--oci-seccomp`, and then inside its own kernel,
+      where its treatment of `errnoRet` (EPERM for the clone3 rule that must answer ENOSYS) breaks libc's
+      fallback to clone. The sandbox's syscalls never reach the host: the sentry serves them, itself
+      under runsc's own strict host filter. So the bundle carries none.
+    - /sys: gVisor's own synthetic sysfs instead of a read-only bind of the host's (which runsc would
+      serve from the host through its gofer).
+    - /dev/mqueue: not a filesystem gVisor has; dropped (it would only be ignored with a warning).
+    - /tmp: runsc mounts an unbounded in-memory tmpfs over an empty /tmp. With `tmp_mb`, /tmp is a tmpfs
+      capped at that size instead (the disk size: a /tmp filler gets ENOSPC, as in the container backend,
+      and its pages are charged to the sandbox's memory as the container's writable layer is). A bind of
+      the root's own /tmp would share the root's quota exactly, but gVisor would serve it as a 9p mount,
+      where envd (rightly) refuses to watch files. Without `tmp_mb` (a template with files in /tmp), /tmp
+      stays on the root, which runsc leaves alone when it is not empty.
+
+    The user namespace mapping stays: runsc then runs its sentry and gofer as host uid 100000, not root.
+    """
+    config = json.loads(json.dumps(config))  # a deep copy
+    config["linux"].pop("seccomp", None)
+    mounts = [m for m in config["mounts"] if m["destination"] not in ("/sys", "/dev/mqueue", "/tmp")]
+    at = next(i for i, m in enumerate(mounts) if m["destination"] == "/sys/fs/cgroup")
+    mounts.insert(at, {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+                       "options": ["nosuid", "noexec", "nodev", "ro"]})
+    if tmp_mb is not None:
+        mounts.append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+                       "options": ["nosuid", "nodev", "mode=1777", f"size={tmp_mb}m"]})
+    config["mounts"] = mounts
+    return config

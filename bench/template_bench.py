@@ -64,9 +64,9 @@ def main() -> int:
         (context / "plain.Dockerfile").write_text(plain)
         bud = ["bud", "--layers", "--pull=never", "--isolation", "oci", "--runtime", "runc", "--network", "host",
                "-v", f"{builder.HOST_CA_BUNDLE}:/etc/ssl/certs/ca-certificates.crt:ro",
-               "-f", str(context / "plain.Dockerfile"), "-t", "bench-plain", str(context)]
-        raw_cold = _timed(lambda: buildah.run(*bud, "--no-cache"))
-        raw_cached = _timed(lambda: buildah.run(*bud))
+               "-f", str(context / "plain.Dockerfile"), "-t", "bench-plain"]
+        raw_cold = _timed(lambda: buildah.run(*bud, "--no-cache", str(context)))
+        raw_cached = _timed(lambda: buildah.run(*bud, str(context)))
     finally:
         subprocess.run(["rm", "-rf", "--one-file-system", str(work), str(builder.storage(cache).runroot)],
                        check=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import os
@@ -49,6 +50,7 @@ class Server:
     proc: subprocess.Popen
     log: Path
     database_url: str | None = None
+    backend: str = "none"
     _store: Store | None = field(default=None, repr=False)
 
     def client(self, key: str | None = None, **kwargs: object) -> httpx.Client:
@@ -86,7 +88,7 @@ def start_server(data_dir: Path, *args: str, backend: str = "none", database_url
         cmd += ["--database-url", database_url]
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    server = Server(f"http://127.0.0.1:{port}", data_dir, proc, log, database_url)
+    server = Server(f"http://127.0.0.1:{port}", data_dir, proc, log, database_url, backend)
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
@@ -118,35 +120,53 @@ def insert_sandbox(store: Store, team_id: str, **fields: object) -> SandboxRecor
     return record
 
 
-def container_backend_missing() -> str | None:
-    """Why sandboxes cannot run here (then tests that need them skip, saying so), or None."""
-    for module in ("sandhive.node.container", "sandhive.templates.registry"):
+BACKENDS = ("container", "gvisor")  # every live-server suite runs once on each ([container], [gvisor])
+_backend_missing: dict[str, str | None] = {}
+
+
+def container_backend_missing(backend: str = "container") -> str | None:
+    """Why sandboxes of `backend` cannot run here (then tests that need them skip, saying so), or None.
+    For gvisor that includes runsc finding no platform (`runsc do /bin/true`), probed once per test run."""
+    if backend in _backend_missing:
+        return _backend_missing[backend]
+    reason = None
+    for module in (f"sandhive.node.{'gvisor' if backend == 'gvisor' else 'container'}", "sandhive.templates.registry"):
         try:
             importlib.import_module(module)
         except ImportError as exc:
-            return f"{module} cannot be imported ({exc})"
-    if os.geteuid() != 0:
-        return "the container backend needs root"
-    return None
+            reason = f"{module} cannot be imported ({exc})"
+    if reason is None and os.geteuid() != 0:
+        reason = f"the {backend} backend needs root"
+    if reason is None and backend == "gvisor":
+        from sandhive.node.gvisor import probe_platform
+
+        if shutil.which("runsc") is None:
+            reason = "runsc (gVisor) is not installed (make debian-packages)"
+        else:
+            probe = asyncio.run(probe_platform())
+            reason = None if probe.platform else f"runsc runs on no platform here ({probe.why_not()})"
+    _backend_missing[backend] = reason
+    return reason
 
 
 @contextlib.contextmanager
-def container_server(prefix: str, team: str) -> Iterator[Server]:
-    """A server with the container backend in a fresh data dir; at the end every sandbox of `team` is killed,
-    the server stopped and the data dir removed (unless something is still mounted in it, which is reported).
+def container_server(prefix: str, team: str, *args: str, backend: str = "container") -> Iterator[Server]:
+    """A server with `backend` (an OCI backend: container or gvisor; and `sandhive serve ARGS`) in a fresh data
+    dir; at the end every sandbox of `team` is killed, the server stopped and the data dir removed (unless
+    something is still mounted in it, which is reported).
 
     The data dir is not under pytest's private (0700) temp dir: sandboxes' unprivileged host uids must be
     able to walk down to their root filesystems. Where sandboxes cannot run, the caller's tests are skipped
     with the reason printed.
     """
-    reason = container_backend_missing()
+    reason = container_backend_missing(backend)
     if reason:
-        print(f"skipping tests that need a live server with sandboxes ({prefix}): {reason}")
+        print(f"skipping tests that need a live server with {backend} sandboxes ({prefix}): {reason}")
         pytest.skip(reason)
-    root = Path(tempfile.mkdtemp(prefix=f"sandhive-{prefix}-", dir="/tmp"))
+    root = Path(tempfile.mkdtemp(prefix=f"sandhive-{prefix}-{backend}-", dir="/tmp"))
     root.chmod(0o711)
     try:
-        server = start_server(root / "data", backend="container", timeout=900)
+        server = start_server(root / "data", *args, backend=backend, timeout=900)
         try:
             yield server
         finally:

@@ -1,4 +1,4 @@
-"""End to end: the released e2b SDK, unchanged, against `sandhive serve` with the container backend.
+"""End to end: the released e2b SDK, unchanged, against `sandhive serve` with each OCI backend (container, gvisor).
 
 E2B_API_URL and E2B_SANDBOX_URL both point at the server: the API answers the control-plane calls and
 its edge proxy carries envd traffic to the sandboxes. Skipped (with the reason printed) where the
@@ -18,16 +18,16 @@ import pytest
 from e2b import Sandbox, SandboxQuery
 from e2b.exceptions import SandboxException, SandboxNotFoundException
 
-from tests.api.rig import Server, container_server, start_server
+from tests.api.rig import BACKENDS, Server, container_server, start_server
 
 # The first test also waits for the server to build the system image and the `base` template if needed.
 pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900)]
 TEAM = "e2e"
 
 
-@pytest.fixture(scope="module")
-def live() -> Iterator[Server]:
-    with container_server("e2e", TEAM) as server:
+@pytest.fixture(scope="module", params=BACKENDS)
+def live(request: pytest.FixtureRequest) -> Iterator[Server]:
+    with container_server("e2e", TEAM, backend=request.param) as server:
         yield server
 
 
@@ -158,11 +158,11 @@ def test_sandboxes_survive_a_server_restart(live: Server) -> None:
     sandbox = Sandbox.create(timeout=300)
     try:
         live.stop()
-        restarted = start_server(live.data_dir, backend="container", port=int(live.url.rsplit(":", 1)[1]),
+        restarted = start_server(live.data_dir, backend=live.backend, port=int(live.url.rsplit(":", 1)[1]),
                                  timeout=900)
         live.proc, live.log = restarted.proc, restarted.log
         again = Sandbox.connect(sandbox.sandbox_id)
         assert again.commands.run("echo still here").stdout == "still here\n"
-        assert httpx.get(f"{live.url}/health", trust_env=False).json()["backend"] == "container"
+        assert httpx.get(f"{live.url}/health", trust_env=False).json()["backend"] == live.backend
     finally:
         Sandbox.kill(sandbox.sandbox_id)

@@ -24,7 +24,7 @@ def assert_error(r: httpx.Response, status: int, contains: str = "") -> dict:
 def test_health_needs_no_key(server: Server) -> None:
     r = httpx.get(f"{server.url}/health", trust_env=False)
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "version": "0.1.0", "backend": "none"}
+    assert r.json() == {"status": "ok", "version": "0.1.0", "backend": "none", "platform": None, "accelerator": None}
 
 
 @pytest.mark.parametrize(("method", "path"), [

@@ -15,15 +15,15 @@ import pytest
 from e2b import Sandbox
 
 from sandhive.node import network
-from tests.api.rig import Server, container_server, start_server
+from tests.api.rig import BACKENDS, Server, container_server, start_server
 
 pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900)]
 TEAM = "restart"
 
 
-@pytest.fixture(scope="module")
-def live() -> Iterator[Server]:
-    with container_server("restart", TEAM) as server:
+@pytest.fixture(scope="module", params=BACKENDS)
+def live(request: pytest.FixtureRequest) -> Iterator[Server]:
+    with container_server("restart", TEAM, backend=request.param) as server:
         yield server
 
 
@@ -41,11 +41,14 @@ def sigkill_and_restart(live: Server) -> None:
     os.kill(live.proc.pid, signal.SIGKILL)
     live.proc.wait(10)
     port = int(live.url.rsplit(":", 1)[1])
-    restarted = start_server(live.data_dir, backend="container", port=port, timeout=300)
+    restarted = start_server(live.data_dir, backend=live.backend, port=port, timeout=300)
     live.proc, live.log = restarted.proc, restarted.log
 
 
-def host_traces(sandbox_id: str, data_dir: Path) -> list[str]:
+OCI_BINARY = {"container": "runc", "gvisor": "runsc"}
+
+
+def host_traces(sandbox_id: str, data_dir: Path, backend: str = "container") -> list[str]:
     """Everything of a sandbox that could outlive it on the host; empty when it is fully gone."""
     traces = []
     if Path(f"/run/netns/sandhive-{sandbox_id}").exists():
@@ -55,10 +58,11 @@ def host_traces(sandbox_id: str, data_dir: Path) -> list[str]:
     traces += [f"cgroup {p}" for p in Path("/sys/fs/cgroup").glob(f"*/sandhive/{sandbox_id}")]
     if (data_dir / "sandboxes" / sandbox_id).exists():
         traces.append("sandbox dir")
-    listed = subprocess.run(["runc", "--root", str(data_dir / "runc"), "list", "-q"], capture_output=True,
+    binary = OCI_BINARY[backend]
+    listed = subprocess.run([binary, "--root", str(data_dir / binary), "list", "--quiet"], capture_output=True,
                             text=True).stdout.split()
     if sandbox_id in listed:
-        traces.append("runc container")
+        traces.append(f"{binary} container")
     for slot in network.HOST_SLOTS_DIR.glob("*"):
         if slot.read_text() == sandbox_id:
             traces.append(f"network slot {slot.name}")
@@ -85,9 +89,9 @@ def test_restart_removes_sandboxes_the_store_does_not_know(live: Server) -> None
     live.proc.wait(10)
     _delete_row(live, orphan.sandbox_id)  # as if the store had lost it
     port = int(live.url.rsplit(":", 1)[1])
-    restarted = start_server(live.data_dir, backend="container", port=port, timeout=300)
+    restarted = start_server(live.data_dir, backend=live.backend, port=port, timeout=300)
     live.proc, live.log = restarted.proc, restarted.log
-    assert host_traces(orphan.sandbox_id, live.data_dir) == []
+    assert host_traces(orphan.sandbox_id, live.data_dir, live.backend) == []
 
 
 def _delete_row(live: Server, sandbox_id: str) -> None:
@@ -101,12 +105,12 @@ def test_kill_and_expiry_leave_nothing_behind(live: Server) -> None:
     killed = Sandbox.create(timeout=300)
     expiring = Sandbox.create(timeout=2)
     killed_id, expiring_id = killed.sandbox_id, expiring.sandbox_id
-    assert host_traces(killed_id, live.data_dir)  # it really was there
+    assert host_traces(killed_id, live.data_dir, live.backend)  # it really was there
     killed.kill()
-    assert host_traces(killed_id, live.data_dir) == []
+    assert host_traces(killed_id, live.data_dir, live.backend) == []
     deadline = time.monotonic() + 20
-    while host_traces(expiring_id, live.data_dir) and time.monotonic() < deadline:
+    while host_traces(expiring_id, live.data_dir, live.backend) and time.monotonic() < deadline:
         time.sleep(0.25)
-    assert host_traces(expiring_id, live.data_dir) == []
+    assert host_traces(expiring_id, live.data_dir, live.backend) == []
     with httpx.Client(base_url=live.url, headers={"X-API-Key": live.key(TEAM)}, trust_env=False) as c:
         assert c.get(f"/sandboxes/{expiring_id}").status_code == 404

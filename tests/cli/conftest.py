@@ -1,5 +1,6 @@
 """The CLI as a user runs it: the `sandhive` console script in a subprocess, against a live `sandhive serve` with
-the container backend (one server for the whole `tests/cli` session).
+each OCI backend (one server per backend for the whole `tests/cli` session: every test runs as [container] and
+[gvisor]).
 
 Every run gets an environment of its own: no SANDHIVE_* or E2B_* variable from the outside, and HOME and
 XDG_CONFIG_HOME in a temp dir, so neither the developer's config file nor their exported key can leak in.
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.rig import SANDHIVE, Server, container_server
+from tests.api.rig import BACKENDS, SANDHIVE, Server, container_server
 
 TEAM = "cli"
 CLEARED = ("SANDHIVE_", "E2B_")  # prefixes of variables a run never inherits
@@ -70,9 +71,9 @@ class Cli:
                 c.delete(f"/sandboxes/{sandbox_id}")
 
 
-@pytest.fixture(scope="session")
-def live() -> Iterator[Server]:
-    with container_server("cli", TEAM) as server:
+@pytest.fixture(scope="session", params=BACKENDS)
+def live(request: pytest.FixtureRequest) -> Iterator[Server]:
+    with container_server("cli", TEAM, backend=request.param) as server:
         yield server
 
 

@@ -1,4 +1,5 @@
-"""Sandhive's own SDK against a live `sandhive serve` with the container backend (one server per module).
+"""Sandhive's own SDK against a live `sandhive serve` (one server per backend for the whole `tests/sdk` session:
+every test runs on the container backend and on gvisor, as [container] and [gvisor]).
 
 The server comes from `tests.api.rig.container_server`: a data dir under /tmp (mode 0711, so sandboxes'
 unprivileged host uids can reach their root filesystems), every sandbox of the team killed at the end, the
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.api.rig import Server, container_server
+from tests.api.rig import BACKENDS, Server, container_server
 
 TEAM = "sdk"
 
@@ -34,9 +35,9 @@ class Live:
         return {"SANDHIVE_API_URL": self.url, "SANDHIVE_API_KEY": self.key}
 
 
-@pytest.fixture(scope="module")
-def live() -> Iterator[Live]:
-    with container_server("sdk", TEAM) as server:
+@pytest.fixture(scope="session", params=BACKENDS)
+def live(request: pytest.FixtureRequest) -> Iterator[Live]:
+    with container_server("sdk", TEAM, backend=request.param) as server:
         yield Live(server, server.key(TEAM))
 
 

@@ -14,7 +14,7 @@ from ..node.node import Node
 from ..store import Store
 from .errors import install_error_handlers
 from .openapi import build_openapi
-from .routes import health_router, sandbox_router, template_router
+from .routes import health_router, node_router, sandbox_router, template_router
 from .sandboxes import SandboxService
 from .settings import Settings
 from .template_builds import TemplateBuildService
@@ -33,7 +33,7 @@ def create_app(settings: Settings, node: Node | None, templates: TemplateResolve
     `app.state.resolve_sandbox(id)` answers a running sandbox's host address for the edge proxy.
     """
     service = SandboxService(settings, Store.open(settings.data_dir, settings.database_url), node, templates)
-    builds = TemplateBuildService(settings, service.store, templates)  # type: ignore[arg-type]
+    builds = TemplateBuildService(settings, service.store, templates, node)  # type: ignore[arg-type]
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -58,5 +58,6 @@ def create_app(settings: Settings, node: Node | None, templates: TemplateResolve
     app.include_router(sandbox_router(service))
     app.include_router(template_build_router(builds, service.store))
     app.include_router(template_router(service))
+    app.include_router(node_router(service))
     app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]
     return app

@@ -22,11 +22,13 @@ log = logging.getLogger("sandhive.api")
 class ApiError(Exception):
     """An answer other than success, with the status, a message a user can act on, and E2B's error_code."""
 
-    def __init__(self, status: int, message: str, error_code: str | None = None) -> None:
+    def __init__(self, status: int, message: str, error_code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.error_code = error_code
+        self.headers = headers  # e.g. Retry-After on 429 and 503
 
 
 def not_found(sandbox_id: str) -> ApiError:
@@ -60,7 +62,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.message, exc.error_code)
+        return error_response(exc.status, exc.message, exc.error_code, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

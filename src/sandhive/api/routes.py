@@ -20,6 +20,7 @@ from .schemas import (
     ListedSandbox,
     NewSandbox,
     NewSandboxV2,
+    NodeStatus,
     RefreshBody,
     Sandbox,
     SandboxDetail,
@@ -27,11 +28,13 @@ from .schemas import (
     SandboxMetric,
     TemplateListing,
     TimeoutBody,
+    WarmPool,
 )
 from .templates import template_listing
 
 ERROR_TEXT = {400: "Bad request", 401: "Missing or invalid API key", 404: "Not found", 409: "Conflict",
-              500: "Server error"}
+              429: "The team's sandbox limit is reached (Retry-After)",
+              500: "Server error", 503: "The host's memory or CPU budget is spent (Retry-After)"}
 IDEMPOTENCY_KEY = Header(alias="Idempotency-Key", pattern=r"^[a-z0-9-]{1,255}$",
                          description="Retries with the same key and body get the first answer again")
 NEXT_TOKEN_HEADER = {"X-Next-Token": {"description": "Cursor of the next page (absent on the last)",
@@ -48,13 +51,13 @@ def sandbox_router(service: SandboxService) -> APIRouter:
     router = APIRouter(tags=["sandboxes"])
     Team = Annotated[str, Depends(team_of_key(service.store))]  # noqa: N806 — a type alias, read as one
 
-    @router.post("/v2/sandboxes", status_code=201, responses=errors(400, 401, 404, 409, 500))
+    @router.post("/v2/sandboxes", status_code=201, responses=errors(400, 401, 404, 409, 429, 500, 503))
     async def create_sandbox_v2(body: NewSandboxV2, team: Team,
                                 idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None) -> Sandbox:
         """Create a sandbox from a template (the 2.x SDKs)."""
         return await service.create(team, body, "v2", idempotency_key)
 
-    @router.post("/sandboxes", status_code=201, responses=errors(400, 401, 404, 409, 500))
+    @router.post("/sandboxes", status_code=201, responses=errors(400, 401, 404, 409, 429, 500, 503))
     async def create_sandbox(body: NewSandbox, team: Team,
                              idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None) -> Sandbox:
         """Create a sandbox (v1, older SDKs)."""
@@ -149,12 +152,38 @@ def template_router(service: SandboxService) -> APIRouter:
     return router
 
 
+def node_router(service: SandboxService) -> APIRouter:
+    router = APIRouter(tags=["sandhive"])
+    Team = Annotated[str, Depends(team_of_key(service.store))]  # noqa: N806 — a type alias, read as one
+
+    @router.get("/sandhive/node", responses=errors(401))
+    async def node_status(team: Team) -> NodeStatus:
+        """This server's host budget, what sandboxes reserve of it, and its warm pools (Sandhive's own route)."""
+        if service.node is None:
+            return NodeStatus(backend="none", memoryBudgetMB=0, cpuBudget=0, reservedMemoryMB=0, reservedCpus=0,
+                              pooledMemoryMB=0, pooledCpus=0, pools=[])
+        status = service.node.status()
+        return NodeStatus(
+            backend=status.backend, memoryBudgetMB=status.budget.memory_mb, cpuBudget=status.budget.cpus,
+            reservedMemoryMB=status.reserved.memory_mb, reservedCpus=status.reserved.cpu_count,
+            pooledMemoryMB=status.pooled.memory_mb, pooledCpus=status.pooled.cpu_count,
+            pools=[WarmPool(templateID=p.template_id, backend=p.backend, cpuCount=p.cpu_count, memoryMB=p.memory_mb,
+                            diskSizeMB=p.disk_mb, allow_internet_access=p.internet, ready=p.ready,
+                            starting=p.starting, target=p.target, hits=p.hits, misses=p.misses, fillMs=p.fill_ms,
+                            pinned=p.pinned)
+                   for p in status.pools])
+
+    return router
+
+
 def health_router(service: SandboxService) -> APIRouter:
     router = APIRouter(tags=["health"])
 
     @router.get("/health")
     async def health() -> Health:
         """Liveness, the server's version and the sandbox backend it runs (no API key needed)."""
-        return Health(status="ok", version=__version__, backend=service.backend)
+        runtime = service.node.runtime if service.node else None
+        return Health(status="ok", version=__version__, backend=service.backend,
+                      platform=getattr(runtime, "platform", None), accelerator=getattr(runtime, "accelerator", None))
 
     return router

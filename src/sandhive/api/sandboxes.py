@@ -16,13 +16,17 @@ import time
 from datetime import datetime
 
 from ..envd import ENVD_VERSION
-from ..node.node import EnvdInit, Node, host_ca_bundle
-from ..node.runtime import SandboxSpec, TemplateImage
+from ..node.admission import HostFull, Resources
+from ..node.backends import BackendMismatch, check_template
+from ..node.node import Node, host_ca_bundle
+from ..node.request import CreateRequest, Identity
+from ..node.runtime import TemplateImage
 from ..store import ClaimOutcome, SandboxQuery, SandboxRecord, Store
 from ..store.store import now_utc
 from .directory import SandboxDirectory
 from .errors import ApiError, not_found
 from .lifetime import Lifetime
+from .quota import TeamQuota
 from .schemas import (
     ConnectSandbox,
     ListedSandbox,
@@ -36,7 +40,7 @@ from .schemas import (
 )
 from .settings import Settings
 from .templates import TemplateResolver
-from .tokens import access_token, load_seed, new_sandbox_id
+from .tokens import access_token, load_seed
 from .views import detail_view, handle_of, listed_view, sandbox_view
 
 log = logging.getLogger("sandhive.api")
@@ -80,6 +84,7 @@ class SandboxService:
         self.templates = templates
         self.lifetime = Lifetime(settings.max_lifetime_seconds)
         self.directory = SandboxDirectory()
+        self.quota = TeamQuota(settings.max_sandboxes_per_team)
         self._seed = b""
         self._ca_bundle: str | None = None
 
@@ -93,6 +98,23 @@ class SandboxService:
         self._seed = await asyncio.to_thread(load_seed, self.settings.data_dir)
         self._ca_bundle = await asyncio.to_thread(host_ca_bundle, self.settings.trust_host_ca)
         await self.reconcile()
+        if self.node is not None:  # pools start after reconcile removed an old server's pooled sandboxes
+            await self.node.start(ca_bundle=self._ca_bundle, prewarm=await self._prewarm())
+
+    async def _prewarm(self) -> list[CreateRequest]:
+        """Pools kept warm from the start: `base` (the SDKs' default) and every template given its own pool
+        size, if built (a template built on first use gets its pool on first use)."""
+        if self.templates is None or self.node is None:
+            return []
+        wanted = {"base"} | {t for t, size in self.node.pools.settings.sizes.items() if size > 0}
+        built = {info.id for info in await asyncio.to_thread(self.templates.list)}
+        requests = []
+        for name in sorted(wanted & built):
+            try:
+                requests.append(CreateRequest.of(await self.templates.resolve(name)))
+            except Exception as exc:
+                log.warning("not warming a pool for template %s: %s", name, exc)
+        return requests
 
     async def reconcile(self) -> None:
         live = await asyncio.to_thread(self.store.live_sandboxes)
@@ -101,10 +123,12 @@ class SandboxService:
                 self.directory.add(record.sandbox_id, record.address)
             return
         mine = [r for r in live if r.backend == self.node.backend]
-        alive = await self.node.reconcile([handle_of(r) for r in mine])
+        alive = await self.node.reconcile([handle_of(r) for r in mine],
+                                          {r.sandbox_id: Resources(r.memory_mb, r.cpu_count) for r in mine})
         for record in live:
             if record.sandbox_id in alive:
                 self.directory.add(record.sandbox_id, record.address)
+                self.quota.add(record.team_id, record.sandbox_id)
                 continue
             if record.backend == self.node.backend:
                 log.warning("sandbox %s did not survive the restart; marking it killed", record.sandbox_id)
@@ -153,37 +177,48 @@ class SandboxService:
         if self.node is None:
             raise ApiError(500, NO_BACKEND, "sandbox_no_compatible_node")
         template = await self._template(body.templateID)
-        sandbox_id = new_sandbox_id()
-        token = access_token(self._seed, sandbox_id)
+        try:
+            check_template(template, self.node.backend)
+        except BackendMismatch as exc:
+            raise ApiError(400, str(exc), "template_backend_mismatch") from None
         allow_internet = True if body.allow_internet_access is None else body.allow_internet_access
         env = {**template.env, **(body.envVars or {})}
-        spec = SandboxSpec(sandbox_id=sandbox_id, template=template, cpu_count=template.cpu_count,
-                           memory_mb=template.memory_mb, disk_mb=template.disk_mb, allow_internet_access=allow_internet)
-        init = EnvdInit(sandbox_id=sandbox_id, template_id=template.template_id, access_token=token, env_vars=env,
-                        default_user=template.default_user, default_workdir=template.default_workdir,
-                        ca_bundle=self._ca_bundle)
-        try:
-            handle = await self.node.create(spec, init)
-        except Exception as exc:
-            log.exception("creating sandbox %s of %s failed", sandbox_id, template.template_id)
-            raise ApiError(500, f"Failed to create sandbox: {exc}", "sandbox_create_failed") from exc
+        request = CreateRequest.of(template, allow_internet)
+        identity = Identity(env_vars=env, default_user=template.default_user,
+                            default_workdir=template.default_workdir, token_for=self._token)
+        with self.quota.slot(team_id):
+            try:
+                handle = await self.node.create(request, identity)
+            except HostFull as exc:
+                raise ApiError(503, str(exc), "host_full", headers={"Retry-After": str(exc.retry_after)}) from None
+            except Exception as exc:
+                log.exception("creating a sandbox of %s failed", template.template_id)
+                raise ApiError(500, f"Failed to create sandbox: {exc}", "sandbox_create_failed") from exc
+            sandbox_id = handle.sandbox_id
+            self.quota.add(team_id, sandbox_id)
+        token = self._token(sandbox_id)
         now = now_utc()
         record = SandboxRecord(
             sandbox_id=sandbox_id, team_id=team_id, template_id=template.template_id,
             alias=body.templateID if body.templateID != template.template_id else None,
             client_id=self.settings.client_id, state="running", started_at=now,
             end_at=self.lifetime.deadline(now, now, timeout), meta=dict(body.metadata or {}), env_vars=env,
-            cpu_count=spec.cpu_count, memory_mb=spec.memory_mb, disk_mb=spec.disk_mb, envd_version=ENVD_VERSION,
+            cpu_count=request.cpu_count, memory_mb=request.memory_mb, disk_mb=request.disk_mb,
+            envd_version=ENVD_VERSION,
             envd_access_token=token, allow_internet_access=allow_internet, backend=handle.backend,
             address=handle.address, runtime_state=dict(handle.state))
         try:
             await asyncio.to_thread(self.store.add_sandbox, record)
         except BaseException:
+            self.quota.remove(team_id, sandbox_id)
             with contextlib.suppress(Exception):
                 await self.node.kill(handle)
             raise
         self.directory.add(sandbox_id, handle.address)
         return record
+
+    def _token(self, sandbox_id: str) -> str:
+        return access_token(self._seed, sandbox_id)
 
     async def _template(self, name: str) -> TemplateImage:
         if self.templates is None:
@@ -305,6 +340,7 @@ class SandboxService:
 
     async def _forget(self, record: SandboxRecord) -> None:
         self.directory.remove(record.sandbox_id)
+        self.quota.remove(record.team_id, record.sandbox_id)
         await asyncio.to_thread(self.store.mark_killed, record.sandbox_id)
 
     async def close(self) -> None:

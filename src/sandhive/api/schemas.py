@@ -137,6 +137,8 @@ class Health(BaseModel):
     status: str
     version: str
     backend: str
+    platform: str | None = Field(None, description="gvisor: the runsc platform in use (systrap or ptrace)")
+    accelerator: str | None = Field(None, description="microvm: kvm, or tcg (emulation) where KVM cannot run")
 
 
 class TemplateListing(BaseModel):
@@ -151,3 +153,34 @@ class TemplateListing(BaseModel):
     buildStatus: Literal["ready"]
     createdAt: datetime
     updatedAt: datetime
+
+
+class WarmPool(BaseModel):
+    """One warm pool: sandboxes of one template and size, started ahead (Sandhive's own, not E2B's)."""
+
+    templateID: str
+    backend: str
+    cpuCount: int
+    memoryMB: int
+    diskSizeMB: int
+    allow_internet_access: bool
+    ready: int = Field(description="sandboxes waiting to be handed out")
+    starting: int = Field(description="sandboxes being started for the pool")
+    target: int = Field(description="ready + starting the pool aims at (base size, grown by recent demand)")
+    hits: int
+    misses: int
+    fillMs: float = Field(description="how long starting one takes (moving average)")
+    pinned: bool = Field(description="kept warm without demand")
+
+
+class NodeStatus(BaseModel):
+    """`GET /sandhive/node`: the host budget, what is reserved from it, and the warm pools."""
+
+    backend: str
+    memoryBudgetMB: int
+    cpuBudget: float
+    reservedMemoryMB: int
+    reservedCpus: int
+    pooledMemoryMB: int
+    pooledCpus: int
+    pools: list[WarmPool]

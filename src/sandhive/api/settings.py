@@ -15,3 +15,4 @@ class Settings:
     trust_host_ca: bool = True  # hand the host's CA bundle to every sandbox (TLS through intercepting proxies)
     client_id: str = "sandhive"  # E2B's `clientID`: which node runs the sandbox
     expiry_interval_seconds: float = 1.0  # how often expired sandboxes are looked for
+    max_sandboxes_per_team: int | None = None  # running sandboxes a team may have on this server (429 beyond)

@@ -1,4 +1,4 @@
-"""Sandbox ids and envd access tokens.
+"""envd access tokens (sandbox ids are the node's: `sandhive.node.request.new_sandbox_id`).
 
 A token is HMAC-SHA256(seed, sandbox_id): nothing per sandbox needs keeping secret in the database,
 and the seed, a random secret in `<data_dir>/secret` (mode 0600), is created once per data dir.
@@ -10,15 +10,7 @@ import hashlib
 import hmac
 import os
 import secrets
-import string
 from pathlib import Path
-
-ID_ALPHABET = string.ascii_lowercase + string.digits
-ID_LENGTH = 20  # after the leading "i", like E2B's ids; no dashes, the proxy splits <port>-<id> on them
-
-
-def new_sandbox_id() -> str:
-    return "i" + "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
 
 
 def access_token(seed: bytes, sandbox_id: str) -> str:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from .common import DEFAULT_DATA_DIR, DatabaseUrl, DataDir, err, fail, prepare_data_dir
+from .node_options import CpuOvercommit, MaxPerTeam, MemoryBudget, PoolSize, TemplatePoolSizes, configure_node
 from .stores import open_store
 
 if TYPE_CHECKING:
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
 
 
 class Backend(StrEnum):
+    auto = "auto"  # the strongest backend that works here (node/backends.py), logged and shown in /health
+    microvm = "microvm"
+    gvisor = "gvisor"
     container = "container"
     none = "none"  # control plane only: keys, lists and records, but no sandbox can be created
 
@@ -31,13 +35,19 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port for the API and the sandbox proxy.", min=1, max=65535)] = 3000,
     data_dir: DataDir = DEFAULT_DATA_DIR,
-    backend: Annotated[Backend, typer.Option(help="Sandbox backend; `none` runs the control plane only.")] = (
-        Backend.container),
+    backend: Annotated[Backend, typer.Option(
+        help="Sandbox backend: `auto` picks the strongest that works here (microvm, gvisor, container); "
+             "`none` runs the control plane only.")] = Backend.auto,
     database_url: DatabaseUrl = None,
     max_lifetime: Annotated[int | None, typer.Option(
         "--max-lifetime", min=1, help="Longest a sandbox may live, in seconds (default: no limit).")] = None,
     host_ca: Annotated[bool, typer.Option(help="Give sandboxes the host's CA bundle.")] = True,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    pool_size: PoolSize = 2,
+    template_pool_size: TemplatePoolSizes = None,
+    memory_budget: MemoryBudget = None,
+    cpu_overcommit: CpuOvercommit = 32.0,
+    max_sandboxes_per_team: MaxPerTeam = None,
 ) -> None:
     """Run the Sandhive server: E2B's REST API and sandbox traffic on one port."""
     import uvicorn  # the server's imports are paid only by `serve`, not by every `keys` call
@@ -53,11 +63,13 @@ def serve(
         fail(f"cannot read or create the secret in {data_dir}: {exc}")
     _log_to_stderr(log_level)
     settings = Settings(data_dir=data_dir, database_url=database_url, max_lifetime_seconds=max_lifetime,
-                        trust_host_ca=host_ca)
+                        trust_host_ca=host_ca, max_sandboxes_per_team=max_sandboxes_per_team)
     node = _node(backend, data_dir)
+    configure_node(node, pool_size, template_pool_size, memory_budget, cpu_overcommit)
     templates = _templates(data_dir) if node is not None else None
     api = create_app(settings, node, templates)
-    err.print(f"sandhive: serving on http://{host}:{port} (backend {backend.value}, data dir {data_dir})")
+    chosen = node.backend if node is not None else Backend.none.value
+    err.print(f"sandhive: serving on http://{host}:{port} (backend {chosen}, data dir {data_dir})")
     # The proxy forwards sandboxes' own Server and Date headers, so uvicorn must not add its own.
     uvicorn.run(_with_proxy(api), host=host, port=port, log_level=log_level, lifespan="on",
                 server_header=False, date_header=False)
@@ -73,23 +85,20 @@ def _log_to_stderr(level: str) -> None:
 
 
 def _node(backend: Backend, data_dir: Path) -> Node | None:
+    """The node with the backend asked for (or the one `auto` picks), prepared now so that a backend that
+    cannot run here is a message at start, not a failure at the first create."""
     if backend is Backend.none:
         return None
+    from ..node.backends import BackendUnavailable, select
     from ..node.node import Node
 
     try:
-        from ..node.container import ContainerRuntime
-    except ImportError as exc:
-        fail(f"the container backend is not available in this installation ({exc}). "
-             "Run `sandhive serve --backend none` for the control plane alone.")
-    try:
-        runtime = ContainerRuntime(data_dir=data_dir)
-        prepare = getattr(runtime, "prepare", None)  # host setup, done now so that its failure is a message
-        if prepare is not None:
-            asyncio.run(prepare())
-    except Exception as exc:
-        fail(f"the container backend cannot run on this host: {exc}")
-    return Node(runtime)
+        selection = asyncio.run(select(backend.value, data_dir))
+    except BackendUnavailable as exc:
+        fail(f"{exc}. Run `sandhive serve --backend none` for the control plane alone.")
+    for reason in selection.reasons:
+        err.print(f"sandhive: backend {reason}")
+    return Node(selection.runtime)
 
 
 def _templates(data_dir: Path) -> TemplateResolver:

@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 
 from . import ENVD_VERSION
 from .auth import ACCESS_TOKEN_HEADER, UNAUTHORIZED_MESSAGE
+from .entropy import reseed
 from .metrics import CpuSampler, snapshot
 from .state import SandboxState
 from .users import UnknownUserError, lookup
@@ -66,7 +67,10 @@ async def init(request: Request, state: SandboxState, set_clock: bool = False) -
     state.default_workdir = body.get("defaultWorkdir") or state.default_workdir
     state.sandbox_id = body.get("sandboxId") or state.sandbox_id
     state.template_id = body.get("templateId") or state.template_id
-    await asyncio.to_thread(_apply_host_facts, body, state, set_clock)
+    if body.get("caBundle") or body.get("entropy"):
+        await asyncio.to_thread(_apply_host_facts, body, state, set_clock)
+    else:  # a few bytes into /run/e2b: cheaper than a thread hop, which a warm-pool hand-over would wait for
+        _apply_host_facts(body, state, set_clock)
     return Response(status_code=204)
 
 
@@ -84,8 +88,8 @@ def _apply_host_facts(body: dict, state: SandboxState, set_clock: bool) -> None:
                 time.clock_settime(time.CLOCK_REALTIME, wanted)
     entropy = body.get("entropy")
     if isinstance(entropy, str):
-        with contextlib.suppress(binascii.Error, OSError), open("/dev/urandom", "wb") as pool:
-            pool.write(base64.b64decode(entropy))  # mixes a fresh seed into a cloned VM's pool
+        with contextlib.suppress(binascii.Error, ValueError, OSError):
+            reseed(base64.b64decode(entropy, validate=True))  # a cloned VM's RNG must not repeat its twin's
     bundle = body.get("caBundle")
     if isinstance(bundle, str) and bundle.strip():
         with contextlib.suppress(OSError):

@@ -193,3 +193,54 @@ def existing_sandbox_netns() -> set[str]:
         return set()
     prefix = netns_name("")
     return {p.name[len(prefix):] for p in NETNS_DIR.iterdir() if p.name.startswith(prefix)}
+
+
+# ---- a VM guest behind a TAP (the microvm backend) ------------------------------------------------
+# Inside the namespace the TAP plays the part the container's eth0 plays: the guest holds GUEST_ADDRESS
+# (every guest the same, so snapshot clones need no re-addressing) on a /30 whose other end is the TAP.
+# The namespace forwards what the host sends to the slot address on to the guest (DNAT, any port, so
+# envd and user ports work as for containers) and masquerades the guest's own traffic as the slot
+# address, so the host's firewall and NAT treat it like any sandbox's. The MACs are fixed for the same
+# reason as the address: a clone restores the guest's neighbour cache from the template's snapshot.
+VM_TAP = "tap0"
+VM_TAP_ADDRESS = "169.254.0.22"
+VM_PREFIX = 30
+VM_TAP_MAC = "02:53:48:00:00:01"
+VM_GUEST_MAC = "02:53:48:00:00:02"
+
+
+async def create_for_vm(sandbox_id: str, slot: Slot, internet: bool) -> None:
+    """Namespace, veth pair and internet switch as `create` makes them, plus the guest's TAP and NAT.
+    Undone by `destroy` (deleting the namespace deletes the TAP and its rules)."""
+    ns = netns_name(sandbox_id)
+    await run("ip", "netns", "add", ns)
+    await run("ip", "-batch", "-", input="\n".join([
+        f"link add {slot.veth} type veth peer name eth0 netns {ns}",
+        f"addr add {slot.host_ip}/30 dev {slot.veth}",
+        f"link set {slot.veth} up",
+    ]) + "\n")
+    await run("ip", "-n", ns, "-batch", "-", input="\n".join([
+        "link set lo up",
+        f"addr add {slot.sandbox_ip}/30 dev eth0",
+        "link set eth0 up",
+        f"route add default via {slot.host_ip}",
+        f"tuntap add dev {VM_TAP} mode tap",
+        f"link set {VM_TAP} address {VM_TAP_MAC}",
+        f"addr add {VM_TAP_ADDRESS}/{VM_PREFIX} dev {VM_TAP}",
+        f"link set {VM_TAP} up",
+    ]) + "\n")
+    rules = f"""table ip sandhive_vm {{
+  chain prerouting {{
+    type nat hook prerouting priority dstnat;
+    iifname "eth0" ip daddr {slot.sandbox_ip} dnat to {GUEST_ADDRESS};
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat;
+    oifname "eth0" ip saddr {GUEST_ADDRESS} masquerade;
+  }}
+}}
+"""
+    await run("ip", "netns", "exec", ns, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward && exec nft -f -",
+              input=rules)
+    if not internet:
+        await run("nft", "add", "element", "inet", TABLE, "no_internet", f"{{ {slot.veth} }}")

@@ -1,48 +1,34 @@
-"""A node: one runtime, the templates it runs, and envd's `/init` — "give me a sandbox" in one call.
+"""A node: one runtime, its warm pools and admission control — "give me a sandbox" in one call.
 
 The API holds the store and the timers; the node only runs things. `create` returns once the sandbox's
 envd has its identity (id, env vars, token, user, clock, CA bundle), so the caller can use it at once.
+It takes a warm sandbox from the pool when one matches (a hand-over: one `/init` round trip), and
+otherwise starts one (runtime start, the template's start command and ready check, `/init`). The node
+picks the sandbox id; the caller reads it from the returned handle.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from .runtime import ResourceUsage, Runtime, SandboxHandle, SandboxSpec
+from . import envd_client
+from .admission import Admission, Budget, HostFull, Kind, Resources
+from .pool import PoolSettings, PoolStatus, WarmPools
+from .request import CreateRequest, Identity, new_sandbox_id
+from .runtime import ResourceUsage, Runtime, SandboxHandle
+from .startup import ReadyPolicy, prepare
 
 log = logging.getLogger("sandhive.node")
 
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-INIT_ATTEMPTS = 50  # envd answers /health before /init, so /init is normally the first try
 
-
-@dataclass
-class EnvdInit:
-    """What `/init` gives a sandbox's envd: who it is now."""
-
-    sandbox_id: str
-    template_id: str
-    access_token: str | None
-    env_vars: dict[str, str] = field(default_factory=dict)
-    default_user: str | None = None
-    default_workdir: str | None = None
-    ca_bundle: str | None = None
-
-    def body(self) -> dict:
-        body: dict = {"sandboxId": self.sandbox_id, "templateId": self.template_id, "envVars": self.env_vars,
-                      "timestamp": datetime.now(UTC).isoformat()}
-        for key, value in (("accessToken", self.access_token), ("defaultUser", self.default_user),
-                           ("defaultWorkdir", self.default_workdir), ("caBundle", self.ca_bundle)):
-            if value:
-                body[key] = value
-        return body
+__all__ = ["CreateRequest", "HostFull", "Identity", "Node", "NodeStatus", "PoolSettings", "Resources"]
 
 
 def host_ca_bundle(enabled: bool = True) -> str | None:
@@ -55,43 +41,117 @@ def host_ca_bundle(enabled: bool = True) -> str | None:
         return None
 
 
-class Node:
-    """Runs sandboxes on this host with one runtime."""
+@dataclass(frozen=True)
+class NodeStatus:
+    backend: str
+    budget: Budget
+    reserved: Resources  # by every sandbox, pooled ones included
+    pooled: Resources  # by pooled sandboxes alone (given back first when a create needs room)
+    pools: list[PoolStatus]
 
-    def __init__(self, runtime: Runtime) -> None:
+
+class Node:
+    """Runs sandboxes on this host with one runtime.
+
+    `start()` begins warm pooling (after `reconcile`, so that leftovers of a previous server's pools are
+    already removed as orphans); without it the node starts every sandbox on demand.
+    """
+
+    def __init__(self, runtime: Runtime, *, pools: PoolSettings | None = None, budget: Budget | None = None,
+                 ready: ReadyPolicy | None = None) -> None:
         self.runtime = runtime
-        self._http = httpx.AsyncClient(timeout=10.0)
+        self.admission = Admission(budget or Budget.of_host())
+        self.ready_policy = ready or ReadyPolicy()
+        self.ca_bundle: str | None = None
+        # Connections to pooled sandboxes stay open while they wait (envd keeps them for 75 s), so a
+        # hand-over's /init needs no new connection.
+        self._http = httpx.AsyncClient(timeout=10.0, trust_env=False,
+                                       limits=httpx.Limits(max_keepalive_connections=256, keepalive_expiry=60.0))
+        self.pools = WarmPools(pools or PoolSettings(), self.admission, runtime.name, self._fill, self.runtime.stop)
 
     @property
     def backend(self) -> str:
         return self.runtime.name
 
-    async def create(self, spec: SandboxSpec, init: EnvdInit) -> SandboxHandle:
-        """Start a sandbox and give it its identity. On failure nothing is left running."""
-        handle = await self.runtime.start(spec)
+    def configure(self, *, pools: PoolSettings | None = None, budget: Budget | None = None) -> None:
+        """Replace the pool settings or the host budget; only before `start()` (the CLI builds the node
+        first and applies its options after)."""
+        if budget is not None:
+            self.admission = Admission(budget)
+        if pools is not None or budget is not None:
+            self.pools = WarmPools(pools or self.pools.settings, self.admission, self.runtime.name, self._fill,
+                                   self.runtime.stop)
+
+    async def start(self, *, ca_bundle: str | None = None, prewarm: Iterable[CreateRequest] = ()) -> None:
+        """Begin pooling. `ca_bundle` goes to every new sandbox; `prewarm` pools are kept warm from now on."""
+        self.ca_bundle = ca_bundle
+        for request in prewarm:
+            self.pools.pin(request)
+        self.pools.start()
+
+    # ---- create ---------------------------------------------------------------------------
+    async def create(self, request: CreateRequest, identity: Identity) -> SandboxHandle:
+        """A running sandbox of `request` that has become `identity`. Raises `HostFull` when the host's budget
+        is spent even after the pools gave theirs back. On failure nothing is left running."""
+        handle = self.pools.take(request)
+        while handle is not None:  # a hit: hand it over
+            self.admission.hand_out(handle.sandbox_id)
+            try:
+                await self._init(handle, request, identity)
+            except Exception as exc:  # e.g. it died while pooled: never hand out a broken one
+                log.warning("pooled sandbox %s failed /init (%s); stopping it", handle.sandbox_id, exc)
+                await self._discard(handle)
+                handle = self.pools.take(request, count=False)
+                continue
+            except BaseException:  # cancelled: nobody will own it
+                await self._discard(handle)
+                raise
+            return handle
+        sandbox_id = new_sandbox_id()
+        need = request.resources
+        if not self.admission.try_reserve(sandbox_id, need, Kind.SANDBOX):
+            self.pools.evict(need)
+            self.admission.reserve(sandbox_id, need, Kind.SANDBOX)  # raises HostFull
         try:
-            await self._init(handle, init)
+            with self.pools.user_start():
+                handle = await self._boot(request, sandbox_id)
+        except BaseException:
+            self.admission.release(sandbox_id)
+            raise
+        try:
+            await self._init(handle, request, identity)
+        except BaseException:
+            await self._discard(handle)
+            raise
+        return handle
+
+    async def _boot(self, request: CreateRequest, sandbox_id: str, pooled: bool = False) -> SandboxHandle:
+        """Start a sandbox up to where envd waits for its owner's `/init`, its start command running and ready."""
+        handle = await self.runtime.start(request.spec(sandbox_id))
+        try:
+            await prepare(self._http, handle, request.template, self.ca_bundle, self.ready_policy, warm_up=pooled)
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.runtime.stop(handle)
             raise
         return handle
 
-    async def _init(self, handle: SandboxHandle, init: EnvdInit) -> None:
-        last: Exception | None = None
-        for _ in range(INIT_ATTEMPTS):
-            try:
-                r = await self._http.post(f"{handle.envd_url}/init", json=init.body())
-                if r.status_code == 204:
-                    return
-                raise RuntimeError(f"envd refused /init: {r.status_code} {r.text}")
-            except httpx.TransportError as exc:
-                last = exc
-                await asyncio.sleep(0.02)
-        raise RuntimeError(f"envd of {handle.sandbox_id} did not answer /init: {last}")
+    async def _fill(self, request: CreateRequest, sandbox_id: str) -> SandboxHandle:
+        return await self._boot(request, sandbox_id, pooled=True)
 
+    async def _init(self, handle: SandboxHandle, request: CreateRequest, identity: Identity) -> None:
+        body = identity.init_body(handle.sandbox_id, request.template.template_id)
+        await envd_client.init(self._http, handle.envd_url, body)
+
+    async def _discard(self, handle: SandboxHandle) -> None:
+        with contextlib.suppress(Exception):
+            await self.runtime.stop(handle)
+        self.admission.release(handle.sandbox_id)
+
+    # ---- running sandboxes ----------------------------------------------------------------
     async def kill(self, handle: SandboxHandle) -> None:
         await self.runtime.stop(handle)
+        self.admission.release(handle.sandbox_id)
 
     async def is_running(self, handle: SandboxHandle) -> bool:
         return await self.runtime.is_running(handle)
@@ -102,8 +162,14 @@ class Node:
     async def logs(self, handle: SandboxHandle) -> list[str]:
         return await self.runtime.logs(handle)
 
-    async def reconcile(self, known: list[SandboxHandle]) -> set[str]:
-        """After a restart: adopt what still runs, stop what the store does not know.
+    def status(self) -> NodeStatus:
+        return NodeStatus(self.backend, self.admission.budget, self.admission.used(),
+                          self.admission.used(Kind.POOL), self.pools.status())
+
+    async def reconcile(self, known: Sequence[SandboxHandle],
+                        resources: Mapping[str, Resources] | None = None) -> set[str]:
+        """After a restart: adopt what still runs (with its `resources` reserved), stop what the store does
+        not know — among them any warm-pool sandbox a previous server left behind.
 
         Returns the ids of `known` sandboxes that are alive; the caller marks the others gone.
         """
@@ -112,6 +178,8 @@ class Node:
             if handle.sandbox_id not in alive:
                 with contextlib.suppress(Exception):
                     await self.runtime.stop(handle)  # free what a half-dead sandbox still holds
+            elif resources and handle.sandbox_id in resources:
+                self.admission.adopt(handle.sandbox_id, resources[handle.sandbox_id])
         orphans = await self.runtime.running_ids() - {h.sandbox_id for h in known}
         for orphan in orphans:
             log.warning("removing orphan sandbox %s that the store does not know", orphan)
@@ -120,4 +188,6 @@ class Node:
         return alive
 
     async def close(self) -> None:
+        """Server shutdown: the pools' sandboxes are stopped; handed-out sandboxes keep running."""
+        await self.pools.close()
         await self._http.aclose()

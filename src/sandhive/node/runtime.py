@@ -31,6 +31,7 @@ class TemplateImage:
     cpu_count: int = 2
     memory_mb: int = 512
     disk_mb: int = 1024
+    backend: str | None = None  # the backend the template asks for (None: whichever the server runs)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ class TemplateInfo:
     cpu_count: int = 2
     memory_mb: int = 512
     disk_mb: int = 1024
+    backend: str | None = None  # a backend the template must run on (None: the server's)
     created_at: str = field(default_factory=lambda: now_iso())
     envd: dict[str, Any] = field(default_factory=dict)
     build: dict[str, Any] = field(default_factory=dict)
@@ -55,7 +56,8 @@ class TemplateInfo:
         return TemplateImage(template_id=self.id, rootfs=template_dir / ROOTFS, default_user=self.default_user,
                              default_workdir=self.default_workdir, env=dict(self.env), start_cmd=self.start_cmd,
                              ready_cmd=self.ready_cmd,
-                             cpu_count=self.cpu_count, memory_mb=self.memory_mb, disk_mb=self.disk_mb)
+                             cpu_count=self.cpu_count, memory_mb=self.memory_mb, disk_mb=self.disk_mb,
+                             backend=self.backend)
 
     def to_json(self) -> str:
         data = asdict(self)

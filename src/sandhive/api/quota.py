@@ -1,0 +1,43 @@
+"""A per-team limit on running sandboxes: E2B's "concurrent sandboxes" quota, answered 429 as E2B does.
+
+Counted in this server's memory (rebuilt from the store at start), creates in flight included, so a
+burst of creates cannot overshoot the limit. 429 means "your team's share is used up"; a host whose
+memory or CPU budget is spent answers 503 instead (see `node/admission.py`): the first is about the
+caller, the second about the server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from collections.abc import Iterator
+
+from .errors import ApiError
+
+RETRY_AFTER_SECONDS = 10  # sandboxes end on their own timers; nothing frees a team's slot sooner
+
+
+class TeamQuota:
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self._live: defaultdict[str, set[str]] = defaultdict(set)
+        self._creating: defaultdict[str, int] = defaultdict(int)
+
+    def add(self, team_id: str, sandbox_id: str) -> None:
+        self._live[team_id].add(sandbox_id)
+
+    def remove(self, team_id: str, sandbox_id: str) -> None:
+        self._live[team_id].discard(sandbox_id)
+
+    @contextlib.contextmanager
+    def slot(self, team_id: str) -> Iterator[None]:
+        """Hold one of the team's places while its sandbox is created; 429 when none is left."""
+        if self.limit is not None and len(self._live[team_id]) + self._creating[team_id] >= self.limit:
+            raise ApiError(429, f"Your team has reached its limit of {self.limit} running sandboxes on this "
+                                "server; kill one or retry later", "team_sandbox_limit",
+                           headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        self._creating[team_id] += 1
+        try:
+            yield
+        finally:
+            self._creating[team_id] -= 1

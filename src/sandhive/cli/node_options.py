@@ -1,0 +1,51 @@
+"""`sandhive serve`'s options for warm pools and admission control, and how they configure the node."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from .common import fail
+
+if TYPE_CHECKING:
+    from ..node.node import Node
+
+PoolSize = Annotated[int, typer.Option(
+    "--pool-size", min=0, envvar="SANDHIVE_POOL_SIZE",
+    help="Warm sandboxes kept per template (grows with demand); 0 disables warm pools.")]
+TemplatePoolSizes = Annotated[list[str] | None, typer.Option(
+    "--template-pool-size", metavar="TEMPLATE=N",
+    help="Pool size of one template (repeatable); such templates are also warmed at start.")]
+MemoryBudget = Annotated[int | None, typer.Option(
+    "--memory-budget", min=1, envvar="SANDHIVE_MEMORY_BUDGET_MB",
+    help="MB of memory sandboxes (pooled ones included) may reserve; default: host RAM minus max(1 GiB, 10%).")]
+CpuOvercommit = Annotated[float, typer.Option(
+    "--cpu-overcommit", min=0.01, envvar="SANDHIVE_CPU_OVERCOMMIT",
+    help="vCPUs sandboxes may reserve per host core.")]
+MaxPerTeam = Annotated[int | None, typer.Option(
+    "--max-sandboxes-per-team", min=1, help="Running sandboxes one team may have (429 beyond; default: no limit).")]
+
+
+def parse_template_sizes(values: list[str] | None) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for value in values or []:
+        name, sep, size = value.partition("=")
+        if not sep or not name or not size.isdigit():
+            fail(f"--template-pool-size wants TEMPLATE=N (N ≥ 0), got {value!r}")
+        sizes[name] = int(size)
+    return sizes
+
+
+def configure_node(node: Node | None, pool_size: int, template_sizes: list[str] | None, memory_budget: int | None,
+                   cpu_overcommit: float) -> None:
+    if node is None:
+        return
+    from ..node.admission import Budget
+    from ..node.pool import PoolSettings
+
+    try:
+        budget = Budget.of_host(memory_budget, cpu_overcommit)
+    except (OSError, ValueError, RuntimeError) as exc:
+        fail(f"cannot size the host budget: {exc}")
+    node.configure(pools=PoolSettings(size=pool_size, sizes=parse_template_sizes(template_sizes)), budget=budget)

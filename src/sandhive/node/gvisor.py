@@ -155,10 +155,10 @@ class GVisorRuntime(OciRuntime):
         await asyncio.to_thread(reap_orphans)
 
     async def is_running(self, handle: SandboxHandle) -> bool:
-        if await super().is_running(handle):
-            return True
-        await asyncio.to_thread(reap_orphans)  # one that ended by itself (e.g. out of memory) is reaped here
-        return False
+        # A sandbox that ended by itself (e.g. out of memory) leaves its sentry as a zombie of ours, which runsc
+        # still counts as running: reap first, then ask.
+        await asyncio.to_thread(reap_orphans)
+        return await super().is_running(handle)
 
     def bundle(self, config: dict, spec: SandboxSpec, disk: SandboxDisk) -> dict:
         tmp = spec.template.rootfs / "tmp"

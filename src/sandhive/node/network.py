@@ -147,6 +147,15 @@ async def _no_internet_members() -> list[str]:
 
 async def create(sandbox_id: str, slot: Slot, internet: bool) -> None:
     """Namespace, veth pair, addresses, routes, and the internet switch. Undone by `destroy`."""
+    await _create_namespace(sandbox_id, slot, [f"addr add {GUEST_ADDRESS}/32 dev eth0"])
+    if not internet:
+        await _cut_internet(slot)
+
+
+async def _create_namespace(sandbox_id: str, slot: Slot, inside: list[str]) -> None:
+    """The sandbox's namespace behind its veth pair (the host end at the slot's host address, `eth0` inside
+    at its sandbox address, the default route through the host), plus `inside`: more `ip` commands run in
+    the namespace once `eth0` is up (the guest address, or a VM's TAP)."""
     ns = netns_name(sandbox_id)
     await run("ip", "netns", "add", ns)
     await run("ip", "-batch", "-", input="\n".join([
@@ -157,12 +166,14 @@ async def create(sandbox_id: str, slot: Slot, internet: bool) -> None:
     await run("ip", "-n", ns, "-batch", "-", input="\n".join([
         "link set lo up",
         f"addr add {slot.sandbox_ip}/30 dev eth0",
-        f"addr add {GUEST_ADDRESS}/32 dev eth0",
         "link set eth0 up",
         f"route add default via {slot.host_ip}",
+        *inside,
     ]) + "\n")
-    if not internet:
-        await run("nft", "add", "element", "inet", TABLE, "no_internet", f"{{ {slot.veth} }}")
+
+
+async def _cut_internet(slot: Slot) -> None:
+    await run("nft", "add", "element", "inet", TABLE, "no_internet", f"{{ {slot.veth} }}")
 
 
 async def destroy(sandbox_id: str, slot: Slot | None) -> None:
@@ -213,22 +224,12 @@ async def create_for_vm(sandbox_id: str, slot: Slot, internet: bool) -> None:
     """Namespace, veth pair and internet switch as `create` makes them, plus the guest's TAP and NAT.
     Undone by `destroy` (deleting the namespace deletes the TAP and its rules)."""
     ns = netns_name(sandbox_id)
-    await run("ip", "netns", "add", ns)
-    await run("ip", "-batch", "-", input="\n".join([
-        f"link add {slot.veth} type veth peer name eth0 netns {ns}",
-        f"addr add {slot.host_ip}/30 dev {slot.veth}",
-        f"link set {slot.veth} up",
-    ]) + "\n")
-    await run("ip", "-n", ns, "-batch", "-", input="\n".join([
-        "link set lo up",
-        f"addr add {slot.sandbox_ip}/30 dev eth0",
-        "link set eth0 up",
-        f"route add default via {slot.host_ip}",
+    await _create_namespace(sandbox_id, slot, [
         f"tuntap add dev {VM_TAP} mode tap",
         f"link set {VM_TAP} address {VM_TAP_MAC}",
         f"addr add {VM_TAP_ADDRESS}/{VM_PREFIX} dev {VM_TAP}",
         f"link set {VM_TAP} up",
-    ]) + "\n")
+    ])
     rules = f"""table ip sandhive_vm {{
   chain prerouting {{
     type nat hook prerouting priority dstnat;
@@ -243,4 +244,4 @@ async def create_for_vm(sandbox_id: str, slot: Slot, internet: bool) -> None:
     await run("ip", "netns", "exec", ns, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward && exec nft -f -",
               input=rules)
     if not internet:
-        await run("nft", "add", "element", "inet", TABLE, "no_internet", f"{{ {slot.veth} }}")
+        await _cut_internet(slot)

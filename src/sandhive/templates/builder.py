@@ -36,7 +36,7 @@ from pathlib import Path
 from ..envd import ENVD_VERSION
 from ..images import system_image
 from ..images.apt_sources import host_sources
-from ..images.debian import BuildError, remove_tree
+from ..images.debian import BuildError
 from ..images.system_image import MOUNTPOINT, SUITES, default_cache_dir
 from ..node import userns
 from . import dockerfile as dockerfile_mod
@@ -504,5 +504,4 @@ def remove_image(data_dir: Path, template_id: str, cache_dir: Path | None = None
     storage(cache_dir).remove_image(image_name(data_dir, template_id))
 
 
-__all__ = ["BuildRequest", "TemplateBuildError", "build_template", "remove_image", "storage", "image_name",
-           "remove_tree"]
+__all__ = ["BuildRequest", "TemplateBuildError", "build_template", "remove_image", "storage", "image_name"]

@@ -8,6 +8,7 @@ PACKAGES=(
   util-linux                          # unshare, mount
   iproute2                            # ip netns
   mmdebstrap                          # system image and base templates from Debian's repository
+  gcc libc6-dev                       # envd's static spawn helper, compiled into the system image
   busybox-static                      # the busybox-only rootfs used to test envd without Python
   ca-certificates curl
   runc                                # the OCI runtime of the container backend

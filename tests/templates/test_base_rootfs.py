@@ -7,6 +7,8 @@ import stat
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from sandhive.images.apt_sources import host_sources
 from sandhive.images.system_image import SUITES
 from sandhive.node import userns
@@ -108,6 +110,26 @@ def test_apt_sources_and_etc_files(base_built: BuiltBase) -> None:
     assert not any((root / "usr/share/doc").glob("*/changelog*"))
     assert not (root / "usr/share/man/man1").exists() or not any((root / "usr/share/man/man1").iterdir())
     assert list((root / "dev").iterdir()) == []
+
+
+@pytest.mark.parametrize("uid", [0, 1000])
+def test_login_shell_starts_no_process(base_built: BuiltBase, uid: int) -> None:
+    """`bash -l -c` (every SDK command) runs no program of its own: each costs ~20 ms in gVisor.
+
+    In the fresh PID namespace run_in_rootfs gives, PIDs are handed out in order, so the first
+    process the command starts gets the login shell's PID + 1 only if /etc/profile and ~/.profile
+    started none. The login PATH is still the one Debian's /etc/profile picks for the uid."""
+    home = "/root" if uid == 0 else "/home/user"
+    result = run_in_rootfs(base_built, """set -e
+        bash -l -c 'echo "login $$ $PATH"; sh -c "echo child \\$\\$"; :'
+    """, userns=True, user=uid, env={"HOME": home})
+    assert result.returncode == 0, result.stdout
+    login, child = result.stdout.split("\n")[:2]
+    assert child.split()[0] == "child" and login.split()[0] == "login", result.stdout
+    assert int(child.split()[1]) == int(login.split()[1]) + 1, f"the login profile started a process: {result.stdout}"
+    expected_path = ("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" if uid == 0
+                     else "/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/games")
+    assert login.split()[2] == expected_path, result.stdout
 
 
 def _tiny_wheel(directory: Path) -> Path:

@@ -22,6 +22,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from .reaper import Reaper, describe_status
+from .system_shell import find_spawn_helper
+from .users import Credentials
 
 CHUNK = 32 * 1024  # E2B's envd sends output in data events of at most 32 KiB
 BACKLOG_LIMIT = 4 * 1024 * 1024  # bytes of output held per process
@@ -310,8 +312,73 @@ def _deprioritise_for_oom(pid: int) -> None:
 
 
 def _make_controlling_tty() -> None:
-    """Runs in the child (PTY only): the new session takes the PTY as its controlling terminal."""
+    """Runs in the child (PTY only, no spawn helper): the new session takes the PTY as its controlling terminal."""
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def _spawn(argv: list[str], env: dict[str, str], cwd: str, stdio: dict[str, int],
+           credentials: Credentials | None, pty: bool, helper: str | None) -> subprocess.Popen[bytes]:
+    """Start `argv` as a new session's leader, as `credentials`' user, with a PTY as controlling terminal.
+
+    CPython spawns with vfork only when the child changes no credentials and runs no preexec_fn;
+    otherwise it forks envd's whole address space, and the copy-on-write faults that follow cost tens of
+    milliseconds per command in gVisor. So when either is needed and the system image's spawn helper is
+    there, envd vforks the helper, which does both and execs the command. Without the helper (envd
+    outside a system image) CPython does it itself.
+    """
+    base = dict(env=env, cwd=cwd, start_new_session=True, close_fds=True, **stdio)
+    if credentials is None and not pty:
+        return subprocess.Popen(argv, **base)  # type: ignore[call-overload]
+    if helper is None:
+        extra: dict[str, object] = {"preexec_fn": _make_controlling_tty} if pty else {}
+        if credentials is not None:
+            extra.update(credentials.popen_kwargs())
+        return subprocess.Popen(argv, **base, **extra)  # type: ignore[call-overload]
+    options = ["--ctty"] if pty else []
+    if credentials is not None:
+        options += credentials.helper_options()
+    status_r, status_w = os.pipe()
+    try:
+        try:
+            popen = subprocess.Popen([helper, f"--status-fd={status_w}", *options, "--", *argv],
+                                     pass_fds=(status_w,), **base)  # type: ignore[call-overload]
+        finally:
+            os.close(status_w)
+        report = _read_to_end(status_r)
+    finally:
+        os.close(status_r)
+    if report:
+        popen.wait()  # it exited 127 right after reporting; reaped here, envd's reaper never learns of it
+        raise _helper_error(report, argv[0], cwd)
+    return popen
+
+
+def _read_to_end(fd: int) -> bytes:
+    """The helper's report: EOF with nothing read means its exec of the command succeeded.
+
+    Blocking, like CPython's own wait for its child's exec (the helper's steps take well under a
+    millisecond of its own).
+    """
+    chunks = []
+    while chunk := os.read(fd, 256):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _helper_error(report: bytes, program: str, cwd: str) -> OSError:
+    """The error CPython would have raised for the same failure in its own child.
+
+    A failed exec names the program (`[Errno 2] No such file or directory: 'nope'`); a failure before
+    it (the credential switch, TIOCSCTTY) names the cwd, as CPython 3.11 reports any failure before exec.
+    """
+    stage, _, number = report.decode(errors="replace").strip().partition(" ")
+    try:
+        err = int(number)
+    except ValueError:
+        return OSError(f"the spawn helper failed: {report.decode(errors='replace').strip()}")
+    if stage == "exec":
+        return OSError(err, os.strerror(err), program)
+    return OSError(err, os.strerror(err), cwd)
 
 
 @dataclass
@@ -320,9 +387,11 @@ class ProcessTable:
 
     reaper: Reaper
     by_pid: dict[int, ManagedProcess] = field(default_factory=dict)
+    # The system image's `sandhive-spawn` (None outside one): spawns with credentials or a PTY stay vforks.
+    spawn_helper: str | None = field(default_factory=find_spawn_helper)
 
     def spawn(self, spec: Spec, argv: list[str], env: dict[str, str], cwd: str,
-              credentials: dict[str, object]) -> ManagedProcess:
+              credentials: Credentials | None) -> ManagedProcess:
         """Run `argv` for `spec` as a new session (its own process group), with pipes or a PTY envd owns."""
         if spec.tag is not None and self.find_tag(spec.tag) is not None:
             raise FileExistsError(f"a running process already has tag {spec.tag!r}")
@@ -335,7 +404,7 @@ class ProcessTable:
                 child_fds.append(slave_fd)
                 set_winsize(slave_fd, *spec.pty_size)
                 stdio = {"stdin": slave_fd, "stdout": slave_fd, "stderr": slave_fd}
-                readers, stdin_fd, extra = {master_fd: "pty"}, master_fd, {"preexec_fn": _make_controlling_tty}
+                readers, stdin_fd = {master_fd: "pty"}, master_fd
             else:
                 out_r, out_w = os.pipe()
                 err_r, err_w = os.pipe()
@@ -349,11 +418,10 @@ class ProcessTable:
                     child_fds.append(in_r)
                     stdin = in_r
                 stdio = {"stdin": stdin, "stdout": out_w, "stderr": err_w}
-                readers, master_fd, extra = {out_r: "stdout", err_r: "stderr"}, None, {}
+                readers, master_fd = {out_r: "stdout", err_r: "stderr"}, None
             for fd in parent_fds:
                 os.set_inheritable(fd, False)
-            popen = subprocess.Popen(argv, env=env, cwd=cwd, start_new_session=True, close_fds=True,
-                                     **stdio, **extra, **credentials)  # type: ignore[call-overload]
+            popen = _spawn(argv, env, cwd, stdio, credentials, spec.pty_size is not None, self.spawn_helper)
         except BaseException:
             for fd in parent_fds:
                 os.close(fd)

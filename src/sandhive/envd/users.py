@@ -34,14 +34,31 @@ class User:
         except OSError:
             return [self.gid]
 
-    def spawn_credentials(self) -> dict[str, object]:
-        """`subprocess.Popen` keyword arguments that make a child run as this user.
+    def spawn_credentials(self) -> Credentials | None:
+        """The credentials a child must switch to to run as this user.
 
-        Empty when envd already is this user (e.g. envd run unprivileged in development).
+        None when envd already is this user (e.g. envd run unprivileged in development).
         """
         if os.geteuid() == self.uid:
-            return {}
-        return {"user": self.uid, "group": self.gid, "extra_groups": self.groups()}
+            return None
+        return Credentials(self.uid, self.gid, tuple(self.groups()))
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """uid, gid and supplementary groups a child process switches to before it runs its command."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+
+    def popen_kwargs(self) -> dict[str, object]:
+        """`subprocess.Popen` arguments doing the switch (CPython then forks instead of vforking)."""
+        return {"user": self.uid, "group": self.gid, "extra_groups": list(self.groups)}
+
+    def helper_options(self) -> list[str]:
+        """The spawn helper's options doing the same switch, in the same order: groups, gid, uid."""
+        return [f"--groups={','.join(map(str, self.groups))}", f"--gid={self.gid}", f"--uid={self.uid}"]
 
 
 def lookup(name: str) -> User:

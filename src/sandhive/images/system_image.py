@@ -11,7 +11,8 @@ The image is built in two cached layers so that editing sandhive's source redoes
 - `base-<key>`: Debian's python3.11, its stdlib and bash, extracted by mmdebstrap from the host's
   mirror (about 10 s; downloaded .debs are kept). Key: package list, options, apt sources.
 - `image-<key>`: a hard-linked copy of the base plus the sandhive wheel and its dependencies in
-  `/opt/sandhive/site-packages` (seconds). Key: base key, source tree, pinned dependency versions.
+  `/opt/sandhive/site-packages`, and envd's spawn helper compiled statically from `spawn_helper.c`
+  (seconds). Key: base key, source tree, pinned dependency versions, the helper's source and flags.
 
 Usage: `python -m sandhive.images.system_image build [--force] [--cache-dir DIR]` or `... path`.
 """
@@ -34,6 +35,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..envd.system_shell import SPAWN_HELPER
 from .apt_sources import host_sources
 from .debian import BuildError, make_symlinks_relative, mmdebstrap, remove_tree, run
 
@@ -61,6 +63,9 @@ ENVD_SOURCES = ("sandhive/__init__.py", "sandhive/envd", "sandhive/rpc")
 # envd's third-party dependencies (versions pinned to the host's by constraint).
 ENVD_REQUIREMENTS = ("connectrpc", "protobuf-py", "starlette", "uvicorn", "httptools", "python-multipart",
                      "asyncinotify")
+# envd's privilege-dropping exec helper (see spawn_helper.c): static, so exec'ing it maps no loader or libc.
+SPAWN_HELPER_SOURCE = Path(__file__).with_name("spawn_helper.c")
+SPAWN_HELPER_CFLAGS = ("-static", "-Os", "-s", "-Wall", "-Wextra", "-Werror")
 KEEP_GENERATIONS = 3  # older layers are pruned; a sandbox may still have a recent one mounted
 
 Log = Callable[[str], None]
@@ -149,7 +154,8 @@ def host_pins() -> str:
 def image_key(base: str, root: Path, pins: str) -> str:
     """Key of the Python layer: the base it sits on, envd's source files, its requirements and the pins."""
     files = [part for f in _source_files(root) for part in (str(f.relative_to(root)), f.read_bytes())]
-    return _digest(str(LAYOUT_VERSION), base, pins, *ENVD_REQUIREMENTS, *files)
+    helper = [SPAWN_HELPER, *SPAWN_HELPER_CFLAGS, SPAWN_HELPER_SOURCE.read_bytes()]
+    return _digest(str(LAYOUT_VERSION), base, pins, *ENVD_REQUIREMENTS, *files, *helper)
 
 
 class _Plan:
@@ -245,11 +251,31 @@ def _build_image(plan: _Plan, log: Log) -> None:
              *ENVD_REQUIREMENTS])
         shutil.rmtree(site / "bin", ignore_errors=True)  # console scripts pointing at the host's python
         _copy_envd_sources(source_root() / "src", site)
+        compile_spawn_helper(tmp / SPAWN_HELPER)
         (tmp / DIST_PACKAGES).mkdir(parents=True)
         (tmp / DIST_PACKAGES / "sandhive.pth").write_text(os.path.relpath(site, tmp / DIST_PACKAGES) + "\n")
         _compile(tmp, [site])
         _check_envd(tmp)
         _install(tmp, plan.image)
+
+
+def compile_spawn_helper(target: Path) -> None:
+    """Compile `spawn_helper.c` into a static binary at `target` (mode 0755), and check that it runs.
+
+    The host's gcc and static glibc (Debian's gcc and libc6-dev) build it: a static binary needs
+    nothing from the image or the rootfs it later runs in.
+    """
+    compiler = shutil.which("gcc")
+    if compiler is None:
+        raise BuildError("the system image needs a C compiler for envd's spawn helper: gcc is not installed "
+                         "(run `make debian-packages`, or apt-get install gcc libc6-dev)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        run([compiler, *SPAWN_HELPER_CFLAGS, "-o", str(target), str(SPAWN_HELPER_SOURCE)])
+    except BuildError as exc:
+        raise BuildError(f"compiling envd's spawn helper failed (static linking needs libc6-dev): {exc}") from None
+    target.chmod(0o755)
+    run([str(target), "--", "/bin/sh", "-c", "exit 0"])
 
 
 def _copy_envd_sources(src: Path, site: Path) -> None:

@@ -36,7 +36,7 @@ from .tree_cache import TreeCache
 
 TEMPLATE_ID = "base"
 ALIASES = ("base",)  # E2B's default template name: the SDKs ask for "base" when none is given
-RECIPE_VERSION = 1  # bump when a step below changes what ends up in the rootfs
+RECIPE_VERSION = 2  # bump when a step below changes what ends up in the rootfs
 VARIANT = "apt"  # essential packages + apt; everything else is named here
 PACKAGES = (
     "python3", "python3-pip", "python3-venv", "nodejs", "git", "curl", "ca-certificates", "sudo", "bash",
@@ -151,7 +151,7 @@ def _build_from_mirror(tree: Path, cache_dir: Path, sources: list[str], steps: l
         with steps.step(f"mmdebstrap {VARIANT} + {len(PACKAGES)} packages"):
             mmdebstrap(tree, SUITES[0], sources, list(PACKAGES), apt_cache=cache_dir / "apt-archives",
                        dpkg_excludes=list(DPKG_EXCLUDES), variant=VARIANT, on_line=_mmdebstrap_progress(steps))
-        with steps.step("configure: user, sudo, apt sources, pip, /etc files, npm"):
+        with steps.step("configure: user, sudo, apt sources, pip, /etc files, npm, login profile"):
             rootfs.add_user(tree, USER, USER_ID)
             rootfs.allow_sudo(tree, USER)
             rootfs.write_apt_sources(tree, sources)
@@ -159,6 +159,7 @@ def _build_from_mirror(tree: Path, cache_dir: Path, sources: list[str], steps: l
             rootfs.allow_pip_install(tree)
             npm.install(tree, npm_archive)
             rootfs.add_mountpoint(tree, MOUNTPOINT)
+            make_login_fork_free(tree)
         with steps.step("smoke test: python3, node, npm, git, curl, sudo"):
             rootfs.smoke_test(tree, SMOKE_TEST)
         rootfs.clear_transient(tree)
@@ -166,6 +167,26 @@ def _build_from_mirror(tree: Path, cache_dir: Path, sources: list[str], steps: l
             userns.shift_tree(tree)
     finally:
         os.umask(old_umask)
+
+
+# Debian's login files start a process each login shell: /etc/profile runs `$(id -u)`, root's ~/.profile
+# `mesg n`. The SDK runs every command as `bash -l -c`, and in gVisor each fork+exec costs ~20 ms, so
+# a `commands.run('true')` paid for two more programs than it ran. bash knows its uid ($EUID); sh
+# (no $EUID) still asks `id`. `mesg` only acts on a terminal, so it runs only when stdin is one.
+LOGIN_EDITS = {
+    "etc/profile": ('"$(id -u)"', '"${EUID:-$(id -u)}"'),
+    "root/.profile": ("\nmesg n 2> /dev/null || true\n", "\nif [ -t 0 ]; then mesg n 2> /dev/null || true; fi\n"),
+}
+
+
+def make_login_fork_free(tree: Path) -> None:
+    """Rewrite the login files of LOGIN_EDITS; fail the build if Debian's text changed under us."""
+    for name, (old, new) in LOGIN_EDITS.items():
+        path = tree / name
+        text = path.read_text()
+        if old not in text:
+            raise BuildError(f"base: {name} no longer contains {old.strip()!r}: revisit LOGIN_EDITS")
+        path.write_text(text.replace(old, new))
 
 
 def _mmdebstrap_progress(steps: layout.Steps) -> layout.Log:

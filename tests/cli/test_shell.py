@@ -81,6 +81,20 @@ def pty_pids(cli: Cli, sandbox_id: str) -> set[int]:
     return {p.pid for p in sandbox.commands.list() if p.cmd == "/bin/bash" and list(p.args) == PTY_ARGS}
 
 
+def pty_size(cli: Cli, sandbox_id: str) -> str:
+    """`ROWS COLS` of the sandbox's one PTY as its kernel has them, read beside the shell: its terminal's path
+    as the shell's own user (who may look at its fds), the size as root (the device is envd's, who opened it)."""
+    (pid,) = pty_pids(cli, sandbox_id)
+    sandbox = client.connect(Target(cli.server.url, cli.key), sandbox_id)
+    device = sandbox.commands.run(f"readlink /proc/{pid}/fd/0").stdout.strip()
+    return sandbox.commands.run(f"stty -F {shlex.quote(device)} size", user="root").stdout.strip()
+
+
+def prompt_after(screen: list[str], line: str) -> bool:
+    """The shell printed its prompt again after `line` (it waits for the next line of input)."""
+    return line in screen and any(later.endswith(("$", "#")) for later in screen[screen.index(line) + 1:])
+
+
 def shell_command(cli: Cli, sandbox_id: str, status: Path) -> str:
     """The pane's command: the shell, then its exit status into `status` (tmux 3.3's own #{pane_dead_status} is
     lost when it sees the terminal close before it reaps the process)."""
@@ -103,9 +117,13 @@ def test_shell_types_resizes_and_exits(cli: Cli, sandbox_id: str, tmux: Tmux, tm
     assert len(pty_pids(cli, sandbox_id)) == 1
 
     tmux("send-keys", "-t", tmux.session, "stty size", "Enter")
-    wait_for("30 100", lambda: "30 100" in tmux.screen(), show=tmux.screen)
+    # Resize only once the prompt is back: while readline prepares the terminal for a line it reads the window
+    # size and writes it straight back (rltty.c's `set_winsize`), undoing a resize that lands in between.
+    wait_for("the prompt after 30 100", lambda: prompt_after(tmux.screen(), "30 100"), show=tmux.screen)
     tmux("resize-window", "-t", tmux.session, "-x", "132", "-y", "43")
-    time.sleep(0.5)  # SIGWINCH → resize RPC; `stty size` must not overtake it
+    # The new size travels on its own path (tmux resizes the pane, the CLI gets SIGWINCH and sends a resize),
+    # not with the keys: type `stty size` only once the sandbox's PTY has it.
+    wait_for("the sandbox's PTY to be resized", lambda: pty_size(cli, sandbox_id) == "43 132", show=tmux.screen)
     tmux("send-keys", "-t", tmux.session, "clear; stty size", "Enter")
     wait_for("43 132", lambda: "43 132" in tmux.screen(), show=tmux.screen)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -208,9 +209,24 @@ async def test_kill_disconnect_and_connect(sbx: AsyncSandbox) -> None:
 # ---- pty ---------------------------------------------------------------------------------------------------
 
 
+# The end of bash's prompt: the last thing an interactive shell prints before it waits for a line.
+PROMPT = re.compile(rb"[$#] \Z")
+
+
 async def test_pty_create_resize_input_and_kill(sbx: AsyncSandbox) -> None:
     output: list[bytes] = []
-    terminal = await sbx.pty.create(PtySize(rows=24, cols=80), on_data=output.append)
+    prompt = asyncio.Event()
+
+    def on_data(data: bytes) -> None:
+        output.append(data)
+        if PROMPT.search(b"".join(output)):
+            prompt.set()
+
+    terminal = await sbx.pty.create(PtySize(rows=24, cols=80), on_data=on_data)
+    # Resize only once the shell waits at its prompt: while readline prepares the terminal for a line it reads
+    # the window size and writes it straight back (rltty.c's `set_winsize`), undoing a resize that lands in
+    # between, so `stty size` would print the old size (see test_sync.until_prompt).
+    await asyncio.wait_for(prompt.wait(), 60)
     await sbx.pty.resize(terminal.pid, PtySize(rows=40, cols=120))
     await sbx.pty.send_stdin(terminal.pid, b"stty size; exit\n")
     assert (await terminal.wait()).exit_code == 0 and b"40 120" in b"".join(output)

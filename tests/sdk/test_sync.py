@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import io
 import os
+import re
 import threading
 import time
 import uuid
@@ -16,6 +17,7 @@ import pytest
 
 from sandhive import (
     CommandExitException,
+    CommandHandle,
     FilesystemEventType,
     FileType,
     PtySize,
@@ -232,8 +234,29 @@ def test_commands_list_describes_processes(sbx: Sandbox) -> None:
 # ---- pty ---------------------------------------------------------------------------------------------------
 
 
+# The end of bash's prompt: the last thing an interactive shell prints before it waits for a line.
+PROMPT = re.compile(rb"[$#] \Z")
+
+
+def until_prompt(terminal: CommandHandle) -> bytes:
+    """Read a terminal's output up to its shell's first prompt (the handle's own timeout bounds the wait).
+
+    Why a resize must wait for it: each time readline prepares the terminal for a line (before it prints the
+    prompt) it reads the window size and writes it straight back (TIOCGWINSZ then TIOCSWINSZ, rltty.c's
+    `set_winsize`). envd applies a resize at once, but one that lands between those two calls is undone by the
+    shell, and `stty size` then prints the old size. Once the prompt is out, readline waits for input and
+    writes no size until the next line."""
+    seen = b""
+    for _, _, data in terminal:
+        seen += data or b""
+        if PROMPT.search(seen):
+            return seen
+    raise AssertionError(f"the terminal ended before its shell printed a prompt: {seen!r}")
+
+
 def test_pty_create_resize_input_and_kill(sbx: Sandbox) -> None:
     terminal = sbx.pty.create(PtySize(rows=24, cols=80))
+    until_prompt(terminal)
     sbx.pty.resize(terminal.pid, PtySize(rows=30, cols=100))
     sbx.pty.send_stdin(terminal.pid, b"stty size; exit\n")
     output: list[bytes] = []

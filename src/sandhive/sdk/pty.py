@@ -36,6 +36,11 @@ class Pty:
                                       timeout=self._ref.config.timeout(request_timeout)))
 
     def resize(self, pid: int, size: PtySize, request_timeout: float | None = None) -> None:
+        """Give the terminal a new size (its foreground programs get SIGWINCH); applied before this returns.
+
+        A shell may still undo it: each time readline prepares to read a line (as bash starts, and after every
+        command) it reads the size and writes it straight back, so a resize landing in between is lost. To be sure
+        a resize sticks, send it while the shell waits at its prompt."""
         self._io.rpc(calls.resize(self._ref, pid, size, timeout=self._ref.config.timeout(request_timeout)))
 
     def kill(self, pid: int, request_timeout: float | None = None) -> bool:
@@ -63,6 +68,7 @@ class AsyncPty:
                                             timeout=self._ref.config.timeout(request_timeout)))
 
     async def resize(self, pid: int, size: PtySize, request_timeout: float | None = None) -> None:
+        """As `Pty.resize` (a resize that lands while bash's readline prepares for a line is undone)."""
         await self._io.rpc(calls.resize(self._ref, pid, size, timeout=self._ref.config.timeout(request_timeout)))
 
     async def kill(self, pid: int, request_timeout: float | None = None) -> bool:

@@ -23,7 +23,6 @@ class Reaper:
 
     def __init__(self) -> None:
         self._callbacks: dict[int, ExitCallback] = {}
-        self._early: dict[int, int] = {}
 
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
@@ -35,11 +34,14 @@ class Reaper:
         self.reap()
 
     def watch(self, pid: int, callback: ExitCallback) -> None:
-        """Call `callback(status)` once `pid` exits (at once if it already did)."""
-        if pid in self._early:
-            callback(self._early.pop(pid))
-        else:
-            self._callbacks[pid] = callback
+        """Call `callback(status)` once `pid` exits.
+
+        Must be called in the same turn of the event loop as the spawn that made `pid`: `reap` runs only
+        from the loop's SIGCHLD handler, so a child cannot be reaped before it is watched. That is why no
+        status is kept for unknown pids: an orphan's status kept by pid would be handed to a later command
+        that happens to get the same pid once pids wrap, which would then look ended at once.
+        """
+        self._callbacks[pid] = callback
 
     def reap(self) -> None:
         while True:
@@ -50,13 +52,8 @@ class Reaper:
             if pid == 0:
                 return
             callback = self._callbacks.pop(pid, None)
-            if callback is not None:
+            if callback is not None:  # else an orphan re-parented to envd: reaped, nobody waits for it
                 callback(status)
-            else:
-                # A child that exited before `watch` was called, or an orphan; keep a bounded record.
-                self._early[pid] = status
-                if len(self._early) > 4096:
-                    self._early.pop(next(iter(self._early)))
 
 
 def describe_status(status: int) -> tuple[int, bool, str]:

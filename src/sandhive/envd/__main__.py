@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> None:
     app = EnvdApp(system_root=os.environ.get("SANDHIVE_SYSTEM_ROOT"), set_clock=args.set_clock)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                 lifespan="on", loop="asyncio", timeout_keep_alive=75, server_header=False, date_header=False,
+                # Named, not "auto": envd speaks HTTP/1.1 through httptools and serves no WebSocket, and "auto"
+                # would probe for the websockets and wsproto packages (absent) at every start.
+                http="httptools", ws="none",
                 # Open streams (a watch, a command) never end by themselves: don't wait for them to stop.
                 timeout_graceful_shutdown=2)
 

@@ -11,6 +11,8 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
@@ -24,7 +26,22 @@ from .requests import keepalive_interval, request_user
 from .state import SandboxState
 from .streams import with_keepalive
 from .users import User
-from .watcher import NETWORK_FS, DirWatcher, PolledWatcher, filesystem_type
+
+if TYPE_CHECKING:
+    from .watcher import DirWatcher, PolledWatcher
+
+
+def _watching() -> ModuleType:
+    """`sandhive.envd.watcher`, imported on the first watch rather than at envd's start.
+
+    It imports asyncinotify, which looks libc up with `ctypes.util.find_library` at import time: that
+    runs `ldconfig`/`ld` subprocesses and costs ~3 ms on the host and ~20 ms under gVisor. Few
+    sandboxes ever watch a directory, and none on the way to their first command, so the first
+    WatchDir/CreateWatcher pays it (in a thread, like other disk work) instead of every sandbox start.
+    """
+    from . import watcher
+
+    return watcher
 
 
 def _os_error(exc: OSError, path: str) -> ConnectError:
@@ -133,18 +150,19 @@ class FilesystemService:
     async def _open_watcher(self, raw_path: str, recursive: bool, include_entry: bool,
                             allow_network_mounts: bool, ctx: RequestContext) -> DirWatcher:
         path, _ = self._path(raw_path, ctx)
+        watching = await asyncio.to_thread(_watching)
         if not os.path.isdir(path):
             if not os.path.lexists(path):
                 raise ConnectError(Code.NOT_FOUND, f"path '{path}' does not exist")
             raise ConnectError(Code.INVALID_ARGUMENT, f"path '{path}' is not a directory")
         if not allow_network_mounts:
-            fstype = await asyncio.to_thread(filesystem_type, path)
-            if fstype in NETWORK_FS:
+            fstype = await asyncio.to_thread(watching.filesystem_type, path)
+            if fstype in watching.NETWORK_FS:
                 raise ConnectError(Code.FAILED_PRECONDITION,
                                    f"'{path}' is on a network filesystem ({fstype}); "
                                    "pass allow_network_mounts to watch it")
         try:
-            return await asyncio.to_thread(DirWatcher, path, recursive, include_entry)
+            return await asyncio.to_thread(watching.DirWatcher, path, recursive, include_entry)
         except OSError as exc:
             raise _os_error(exc, path) from None
 
@@ -164,7 +182,7 @@ class FilesystemService:
         watcher = await self._open_watcher(request.path, request.recursive, request.include_entry,
                                            request.allow_network_mounts, ctx)
         watcher_id = uuid.uuid4().hex
-        self.watchers[watcher_id] = PolledWatcher(watcher)
+        self.watchers[watcher_id] = _watching().PolledWatcher(watcher)
         return pb.CreateWatcherResponse(watcher_id=watcher_id)
 
     async def get_watcher_events(self, request: pb.GetWatcherEventsRequest,

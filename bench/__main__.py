@@ -4,7 +4,10 @@ baseline from the same run.
     python -m bench [--runs 20] [--concurrent 20] [--idle 10] [--fit-budget 4096] [--backends container,gvisor]
 
 Rows: create → first command (p50/p99) on a pool hit and a pool miss, per backend, against the raw OCI
-runtime's start (`runc run` of /bin/true with a sandbox's isolation; `runsc do /bin/true` for gvisor);
+runtime's start (`runc run` of /bin/true with a sandbox's isolation; `runsc do /bin/true` for gvisor); a
+pool miss also against the same sandbox bundle started by the raw runtime until its envd answers (Sandhive's
+own overhead), and a hit next to its floor, `bash -l -c true` timed by a shell inside an idle sandbox (the
+SDK runs every command through a login bash);
 the exec round trip and a 10 MB file write + read against `subprocess.run` and the local disk; the wall
 time of 20 concurrent creates against 20 concurrent raw `runc run`s; idle memory per sandbox against an
 idle raw runc container; and how many idle sandboxes a configured budget admits before the server
@@ -24,7 +27,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import baselines, live
+from bench import baselines, breakdown, live
 from bench.common import machine, pct
 
 
@@ -73,7 +76,7 @@ def main() -> None:
             runc_idle = baselines.raw_runc_idle_memory(bundle)
         platform = baselines.runsc_platform()
         runsc = baselines.runsc_do(platform, args.runs) if platform else []
-        results, skipped = [], {}
+        results, skipped, same_bundle = [], {}, {}
         for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
             if backend == "gvisor" and not Path(__file__).resolve().parents[1].joinpath(
                     "src/sandhive/node/gvisor.py").exists():
@@ -85,6 +88,7 @@ def main() -> None:
                 continue
             results.append(live.run_backend(data_dir, backend, args.runs, args.concurrent, args.idle,
                                             args.fit_budget))
+            same_bundle[backend] = breakdown.same_bundle_start(data_dir, backend, max(5, args.runs // 2))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     minutes = (time.monotonic() - started) / 60
@@ -111,8 +115,13 @@ def main() -> None:
         lines += [
             timing_row(f"create → first command, pool hit ({f.hits_counted}/{len(f.hit)} counted as hits)",
                        f.backend, f.hit, base_name, base, verdict(hit_p50 <= 30, "p50 ≤ 30 ms")),
+            timing_row("floor: `bash -l -c true` timed by a shell inside an idle sandbox (no envd, no API)",
+                       f.backend, f.floor, "subprocess.run", true_local),
             timing_row("create → first command, pool miss (`--pool-size 0`)", f.backend, f.miss, base_name, base,
                        verdict(miss_ratio <= 1.3, "p50 ≤ 1.3× raw start")),
+            timing_row("same pool miss against the same bundle's raw start (runtime + envd until /health, no "
+                       "network, /init, API)", f.backend, f.miss, "raw runtime start of the sandbox bundle",
+                       same_bundle.get(f.backend, [])),
             timing_row("exec round trip: commands.run('true') through the proxy", f.backend, f.exec_rt,
                        "subprocess.run", true_local),
             timing_row("10 MB files.write + files.read", f.backend, f.files, "local 10 MB write + read",

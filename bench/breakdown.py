@@ -116,6 +116,17 @@ async def measure(data_dir: Path, backend: str, runs: int) -> tuple[list[float],
             await closer()
 
 
+RUNTIME_STEPS = ("OCI runtime `run --detach`", "envd start until GET /health answers")
+
+
+def same_bundle_start(data_dir: Path, backend: str, runs: int) -> list[float]:
+    """Milliseconds per start of a sandbox's own bundle by the OCI runtime until its envd answers: what running
+    the same sandbox with runc/runsc directly would cost, without Sandhive's network, overlay, /init, API or
+    proxy. The baseline that isolates Sandhive's own overhead on a pool miss."""
+    totals, steps = asyncio.run(measure(data_dir, backend, runs))
+    return [sum(steps[name][i] for name in RUNTIME_STEPS) for i in range(len(totals))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10)

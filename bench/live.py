@@ -29,6 +29,7 @@ TEAM = "bench"
 class BackendFigures:
     backend: str
     hit: list[float] = field(default_factory=list)
+    floor: list[float] = field(default_factory=list)  # `bash -l -c true` timed by a shell inside a sandbox
     hits_counted: int = 0
     miss: list[float] = field(default_factory=list)
     exec_rt: list[float] = field(default_factory=list)
@@ -67,6 +68,18 @@ def create_and_run() -> float:
         sandbox.kill()
 
 
+def login_shell_floor(sandbox: Sandbox, runs: int) -> list[float]:
+    """Milliseconds of `bash -l -c true` started and waited for by a shell inside the sandbox, as its user.
+
+    This is the first command's own cost on the backend (fork, exec, the login profile), without envd, the
+    proxy or the network: the floor under "create → first command", since the SDK runs every command
+    through `bash -l -c`.
+    """
+    script = f"TIMEFORMAT=%3R; for i in $(seq {runs}); do {{ time bash -l -c true; }} 2>&1; done"
+    out = sandbox.commands.run(script, timeout=120).stdout
+    return [float(line) * 1000 for line in out.split()]
+
+
 def mem_available_mb() -> float:
     with open("/proc/meminfo") as f:
         for line in f:
@@ -89,6 +102,7 @@ def pooled(data_dir: Path, figures: BackendFigures, runs: int, concurrent: int) 
 
         sandbox = Sandbox.create(timeout=300)
         try:
+            figures.floor = login_shell_floor(sandbox, runs)
             figures.exec_rt = measure(lambda: sandbox.commands.run("true"), runs * 5)
 
             def files() -> None:

@@ -10,6 +10,7 @@ PACKAGES=(
   mmdebstrap                          # system image and base templates from Debian's repository
   gcc libc6-dev                       # envd's static spawn helper, compiled into the system image
   busybox-static                      # the busybox-only rootfs used to test envd without Python
+  strace                              # tests check that envd's spawns are vforks
   ca-certificates curl
   runc                                # the OCI runtime of the container backend
   nftables conntrack                  # the node's firewall and NAT; cutting a sandbox's open connections

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
-import os
+from .module_bundle import install
 
-import uvicorn
+install()  # before the imports below: under gVisor, importing them file by file is most of envd's start
 
-from .app import EnvdApp
+import argparse  # noqa: E402
+import os  # noqa: E402
+
+import uvicorn  # noqa: E402
+
+from .app import EnvdApp  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,8 +11,9 @@ The image is built in two cached layers so that editing sandhive's source redoes
 - `base-<key>`: Debian's python3.11, its stdlib and bash, extracted by mmdebstrap from the host's
   mirror (about 10 s; downloaded .debs are kept). Key: package list, options, apt sources.
 - `image-<key>`: a hard-linked copy of the base plus the sandhive wheel and its dependencies in
-  `/opt/sandhive/site-packages`, and envd's spawn helper compiled statically from `spawn_helper.c`
-  (seconds). Key: base key, source tree, pinned dependency versions, the helper's source and flags.
+  `/opt/sandhive/site-packages`, envd's spawn helper compiled statically from `spawn_helper.c`, and
+  the one-file bundle of envd's compiled modules that makes its start cheap under gVisor (seconds).
+  Key: base key, source tree, pinned dependency versions, the helper's source and flags.
 
 Usage: `python -m sandhive.images.system_image build [--force] [--cache-dir DIR]` or `... path`.
 """
@@ -35,6 +36,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..envd.module_bundle import MODULE_BUNDLE
 from ..envd.system_shell import SPAWN_HELPER
 from .apt_sources import host_sources
 from .debian import BuildError, make_symlinks_relative, mmdebstrap, remove_tree, run
@@ -256,6 +258,7 @@ def _build_image(plan: _Plan, log: Log) -> None:
         (tmp / DIST_PACKAGES / "sandhive.pth").write_text(os.path.relpath(site, tmp / DIST_PACKAGES) + "\n")
         _compile(tmp, [site])
         _check_envd(tmp)
+        _write_module_bundle(tmp, plan.image.name.removeprefix("image-"))
         _install(tmp, plan.image)
 
 
@@ -303,6 +306,17 @@ def _check_envd(tree: Path) -> None:
     python = [*loader_command(str(tree)), str(tree / PYTHON), "-I", "-B"]
     run([*python, "-c", "import ssl, sqlite3, ctypes, uvicorn, starlette, connectrpc"])
     run([*python, "-m", "sandhive.envd", "--help"])
+
+
+def _write_module_bundle(tree: Path, key: str) -> None:
+    """Write MODULE_BUNDLE: the code of the modules envd imports before its first /health, in one file.
+
+    Under gVisor each file's first open costs milliseconds, and envd imports hundreds of modules as it starts;
+    from the bundle it reads one file (see sandhive.envd.module_bundle). The image's own Python writes it, as
+    marshal's format is its own, by starting envd from this tree (module_bundle_writer).
+    """
+    run([*loader_command(str(tree)), str(tree / PYTHON), "-I", "-B", "-m", "sandhive.envd.module_bundle_writer",
+         str(tree / MODULE_BUNDLE), "--image-key", key])
 
 
 # ---- helpers ------------------------------------------------------------------------------------

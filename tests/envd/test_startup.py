@@ -19,7 +19,7 @@ LAZY_MODULES = (
 )
 
 PROBE = r"""
-import importlib.util, json, os, socket, sys, threading, time
+import gc, importlib.util, json, os, socket, sys, threading, time
 
 from sandhive.envd.__main__ import main
 
@@ -40,7 +40,8 @@ def report():
     status = conn.recv(4096).split(b"\r\n", 1)[0].decode()
     loaded = sorted(name for name in names if name in sys.modules)
     missing = sorted(name for name in names if importlib.util.find_spec(name) is None)
-    print(json.dumps({"status": status, "loaded": loaded, "missing": missing}), flush=True)
+    gc_state = {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}
+    print(json.dumps({"status": status, "loaded": loaded, "missing": missing, "gc": gc_state}), flush=True)
     os._exit(0)
 
 
@@ -61,3 +62,18 @@ def test_start_and_first_health_load_nothing_only_rare_routes_use() -> None:
     assert report["status"] == "HTTP/1.1 204 No Content"
     assert report["missing"] == []
     assert report["loaded"] == [], f"envd's start loaded {report['loaded']}"
+
+
+def test_garbage_collection_is_back_on_once_envd_serves() -> None:
+    """envd turns the collector off while it imports (nothing to collect there) and must turn it back on:
+    a long-lived envd that never collected would keep every reference cycle its requests leave."""
+    proc = subprocess.Popen([sys.executable, "-c", PROBE, str(free_port())],
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        stop_process_group(proc)
+    assert proc.returncode == 0, f"the probe failed (exit {proc.returncode}): {out}"
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["gc"]["enabled"] is True
+    assert report["gc"]["frozen"] > 10_000, "start-up objects should be frozen out of later collections"

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import gc
+
 from .module_bundle import install
 
+# Start-up creates ~65k objects that all live as long as envd: the collections their allocation triggers
+# find nothing and cost ~10 % of the import time. Collect again once they are in, frozen out of every later
+# collection's traversal.
+gc.disable()
 install()  # before the imports below: under gVisor, importing them file by file is most of envd's start
 
 import argparse  # noqa: E402
@@ -12,6 +18,9 @@ import os  # noqa: E402
 import uvicorn  # noqa: E402
 
 from .app import EnvdApp  # noqa: E402
+
+gc.freeze()
+gc.enable()
 
 
 def main(argv: list[str] | None = None) -> None:

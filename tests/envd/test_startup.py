@@ -50,15 +50,20 @@ main(["--host", "127.0.0.1", "--port", str(port)])
 """
 
 
-def test_start_and_first_health_load_nothing_only_rare_routes_use() -> None:
-    proc = subprocess.Popen([sys.executable, "-c", PROBE, str(free_port()), *LAZY_MODULES],
+def probe(*modules: str) -> dict:
+    """The report of a real envd started in a subprocess, taken once it answered its first /health."""
+    proc = subprocess.Popen([sys.executable, "-c", PROBE, str(free_port()), *modules],
                             stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=60)
     finally:
         stop_process_group(proc)
     assert proc.returncode == 0, f"the probe failed (exit {proc.returncode}): {out}"
-    report = json.loads(out.strip().splitlines()[-1])
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_start_and_first_health_load_nothing_only_rare_routes_use() -> None:
+    report = probe(*LAZY_MODULES)
     assert report["status"] == "HTTP/1.1 204 No Content"
     assert report["missing"] == []
     assert report["loaded"] == [], f"envd's start loaded {report['loaded']}"
@@ -67,13 +72,6 @@ def test_start_and_first_health_load_nothing_only_rare_routes_use() -> None:
 def test_garbage_collection_is_back_on_once_envd_serves() -> None:
     """envd turns the collector off while it imports (nothing to collect there) and must turn it back on:
     a long-lived envd that never collected would keep every reference cycle its requests leave."""
-    proc = subprocess.Popen([sys.executable, "-c", PROBE, str(free_port())],
-                            stdout=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        stop_process_group(proc)
-    assert proc.returncode == 0, f"the probe failed (exit {proc.returncode}): {out}"
-    report = json.loads(out.strip().splitlines()[-1])
+    report = probe()
     assert report["gc"]["enabled"] is True
     assert report["gc"]["frozen"] > 10_000, "start-up objects should be frozen out of later collections"

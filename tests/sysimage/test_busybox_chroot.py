@@ -90,25 +90,34 @@ def rootfs(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def envd_url(image: Path, rootfs: Path, tmp_path: Path) -> Iterator[str]:
-    """envd from the image, chrooted into `rootfs`, on a free loopback port; everything gone afterwards."""
-    port = free_port()
-    argv, env = system_image.envd_command(system_image.MOUNTPOINT, port, host="127.0.0.1")
-    log_path = tmp_path / "envd.log"
-    started = time.monotonic()
+def start_envd_in_chroot(image: Path, rootfs: Path, argv: list[str], env: dict[str, str], url: str,
+                         log_path: Path) -> subprocess.Popen:
+    """Run `argv` (envd's command from the image) chrooted into `rootfs` with the image mounted, in its own
+    mount and pid namespaces, output to `log_path`; return once `url` answers /health (fail with the log
+    otherwise). The caller stops the process group."""
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             ["unshare", "--mount", "--pid", "--fork", "--kill-child", "sh", "-c", LAUNCH, "sh",
              str(image), str(rootfs), system_image.MOUNTPOINT, *argv],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-    url = f"http://127.0.0.1:{port}"
     try:
-        try:
-            wait_for_health(url, proc)
-        except (RuntimeError, TimeoutError) as exc:
-            pytest.fail(f"envd did not become healthy: {exc}\n--- envd output ---\n{log_path.read_text()}")
+        wait_for_health(url, proc)
+    except (RuntimeError, TimeoutError) as exc:
+        stop_process_group(proc)
+        pytest.fail(f"envd did not become healthy: {exc}\n--- envd output ---\n{log_path.read_text()}")
+    return proc
+
+
+@pytest.fixture
+def envd_url(image: Path, rootfs: Path, tmp_path: Path) -> Iterator[str]:
+    """envd from the image, chrooted into `rootfs`, on a free loopback port; everything gone afterwards."""
+    port = free_port()
+    argv, env = system_image.envd_command(system_image.MOUNTPOINT, port, host="127.0.0.1")
+    url = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    proc = start_envd_in_chroot(image, rootfs, argv, env, url, tmp_path / "envd.log")
+    try:
         print(f"envd in the busybox chroot: /health answered 204 after {time.monotonic() - started:.2f}s")
         yield url
     finally:

@@ -22,8 +22,8 @@ from e2b import Sandbox
 
 from sandhive.envd.module_bundle import FORMAT, MODULE_BUNDLE, SIGNATURE
 from sandhive.images import system_image
-from tests.helpers import free_port, stop_process_group, wait_for_health
-from tests.sysimage.test_busybox_chroot import LAUNCH, _assert_nothing_left, make_busybox_rootfs
+from tests.helpers import free_port, stop_process_group
+from tests.sysimage.test_busybox_chroot import _assert_nothing_left, make_busybox_rootfs, start_envd_in_chroot
 
 pytestmark = pytest.mark.sysimage
 
@@ -103,18 +103,10 @@ def run_envd(image: Path, rootfs: Path, tmp_path: Path) -> tuple[dict, str]:
     assert argv[-6:-4] == ["-m", "sandhive.envd"], argv
     argv[-6:-4] = ["-c", WRAPPER]
     log_path = tmp_path / "envd.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            ["unshare", "--mount", "--pid", "--fork", "--kill-child", "sh", "-c", LAUNCH, "sh",
-             str(image), str(rootfs), system_image.MOUNTPOINT, *argv],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
     url = f"http://127.0.0.1:{port}"
+    proc: subprocess.Popen | None = None
     try:
-        try:
-            wait_for_health(url, proc)
-        except (RuntimeError, TimeoutError) as exc:
-            pytest.fail(f"envd did not become healthy: {exc}\n--- envd output ---\n{log_path.read_text()}")
+        proc = start_envd_in_chroot(image, rootfs, argv, env, url, log_path)
         sbx = Sandbox.create(debug=True, sandbox_url=url)
         assert sbx.commands.run("echo hi").stdout == "hi\n"
         (rootfs / "tmp/report-now").touch()
@@ -125,7 +117,8 @@ def run_envd(image: Path, rootfs: Path, tmp_path: Path) -> tuple[dict, str]:
             time.sleep(0.05)
         return json.loads(report.read_text()), log_path.read_text()
     finally:
-        stop_process_group(proc)
+        if proc is not None:
+            stop_process_group(proc)
         _assert_nothing_left(rootfs)
 
 

@@ -1,0 +1,40 @@
+"""Attacks on a live `sandhive serve`, each tried as an API key holder (or a stranger) would, each checked from the
+host side: no file written, no secret read, memory bounded, no other team's template used.
+
+Every test here failed against the code before its fix (issue 12) and names the promise it enforces in
+docs/security.md. Sandbox-facing attacks run once per backend ([container] and [gvisor]). Modules that need a
+server with other flags start their own with `tests.api.rig.container_server`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from tests.api.rig import BACKENDS, Server, container_server
+
+TEAM = "hostile"
+
+
+@dataclass
+class Live:
+    """A running server and an API key of the attacking team."""
+
+    server: Server
+    key: str
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def e2b_env(self) -> dict[str, str]:
+        return {"E2B_API_URL": self.url, "E2B_SANDBOX_URL": self.url, "E2B_API_KEY": self.key}
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def live(request: pytest.FixtureRequest) -> Iterator[Live]:
+    """One server per backend for the whole hostile session (sandboxes of the team are killed at the end)."""
+    with container_server("hostile", TEAM, backend=request.param) as server:
+        yield Live(server, server.key(TEAM))

@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sandhive.api.template_files import UploadedFiles
 from sandhive.api.tokens import load_seed
+from sandhive.templates.uploads import UploadedFiles
 from tests.api.rig import Server, container_server
 
 H1 = hashlib.sha256(b"one").hexdigest()

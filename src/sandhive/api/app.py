@@ -12,12 +12,12 @@ from fastapi import FastAPI
 from .. import __version__
 from ..node.node import Node
 from ..store import Store
+from ..templates.build_service import TemplateBuildService
 from .errors import install_error_handlers
 from .openapi import build_openapi
 from .routes import health_router, node_router, sandbox_router, template_router
 from .sandboxes import SandboxService
 from .settings import Settings
-from .template_builds import TemplateBuildService
 from .template_routes import template_build_router
 from .templates import TemplateResolver
 from .timers import run_expiry

@@ -16,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..templates.errors import UserError
+
 log = logging.getLogger("sandhive.api")
 
 
@@ -62,6 +64,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.message, exc.error_code, exc.headers)
+
+    @app.exception_handler(UserError)
+    async def _user_error(_: Request, exc: UserError) -> JSONResponse:
         return error_response(exc.status, exc.message, exc.error_code, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)

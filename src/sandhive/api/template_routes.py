@@ -9,9 +9,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from ..store import Store
+from ..templates.build_service import TemplateBuildService
 from .auth import team_of_key
 from .schemas import ErrorBody
-from .template_builds import TemplateBuildService
 from .template_schemas import (
     AssignedTemplateTags,
     AssignTemplateTagsRequest,

@@ -120,7 +120,7 @@ class TemplateOwner(Base):
 class TemplateBuildRecord(Base):
     """One build of a template, from `POST /v3/templates` (waiting) to ready or error.
 
-    Log lines are not rows: they live in `<data_dir>/template-builds/<build_id>.jsonl` (see api/template_builds).
+    Log lines are not rows: they live in `<data_dir>/template-builds/<build_id>.jsonl` (see templates/build_service).
     `reason` is `{"message", "step"?}` of a failed build.
     """
 

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlencode
 
-from .errors import ApiError
+from .errors import UserError as ApiError  # the name `_extract` uses (kept byte-for-byte for part server)
 
 FILES_DIR = "template-files"
 HASH_PATTERN = re.compile(r"[0-9a-f]{64}")

@@ -30,16 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from ..envd import ENVD_VERSION
-from ..store import Store, TemplateBuildRecord, TemplateOwner
-from ..store.store import now_utc
-from ..templates.info import ID_PATTERN, TemplateInfo
-from .build_logs import BuildLog, BuildLogs, logs_dir
-from .build_steps import StepMap
-from .errors import ApiError
-from .settings import Settings
-from .template_files import UploadedFiles, check_hash
-from .template_schemas import (
+from ..api.template_schemas import (
     AssignedTemplateTags,
     BuildLogEntry,
     BuildStatusReason,
@@ -53,9 +44,18 @@ from .template_schemas import (
     TemplateTag,
     TemplateWithBuilds,
 )
-from .tokens import load_seed
+from ..api.tokens import load_seed
+from ..envd import ENVD_VERSION
+from ..store import Store, TemplateBuildRecord, TemplateOwner
+from ..store.store import now_utc
+from .build_logs import BuildLog, BuildLogs, logs_dir
+from .build_steps import StepMap
+from .errors import UserError as ApiError
+from .info import ID_PATTERN, TemplateInfo
+from .uploads import UploadedFiles, check_hash
 
 if TYPE_CHECKING:
+    from ..api.settings import Settings
     from ..node.node import Node
 
 log = logging.getLogger("sandhive.api.templates")
@@ -172,7 +172,7 @@ class TemplateBuildService:
     async def close(self) -> None:
         """At server stop: running builds are stopped (their buildah processes get SIGTERM, so each build
         cleans up its containers and build network in its thread) and marked failed."""
-        from ..templates.buildah import stop_all
+        from .buildah import stop_all
 
         if stop_all():
             for _ in range(100):  # up to 10 s for the build threads to clean up
@@ -308,7 +308,7 @@ class TemplateBuildService:
                     registry: Templates) -> _Plan:
         """Check a start request and decide what to build; every refusal is a 400 that says why."""
         from ..templates import dockerfile as dockerfile_mod
-        from ..templates.steps import StepsError, dockerfile_from_steps
+        from .steps import StepsError, dockerfile_from_steps
 
         if body.fromImageRegistry:
             raise ApiError(400, "fromImageRegistry (registry credentials) is not supported: use an image from a "
@@ -396,7 +396,7 @@ class TemplateBuildService:
             self.logs.finish(record.build_id)
 
     async def _build(self, plan: _Plan, build_log: BuildLog) -> None:
-        from ..templates.builder import TemplateBuildError
+        from .builder import TemplateBuildError
 
         record = plan.record
         build_log.add(f"building template {record.template_id} (build {record.build_id})")
@@ -446,7 +446,7 @@ class TemplateBuildService:
 
     def _build_blocking(self, plan: _Plan, build_log: BuildLog) -> TemplateInfo:
         """In the build's thread: lay out the context, run the engine, clean up."""
-        from ..templates.builder import BuildRequest, build_template
+        from .builder import BuildRequest, build_template
 
         record = plan.record
         context = logs_dir(self.data_dir) / f"{record.build_id}.context"
@@ -621,7 +621,7 @@ def _when(iso: str) -> datetime:
 
 
 def _tags_of(info: TemplateInfo) -> list[str]:
-    from ..templates.registry import tags_of
+    from .registry import tags_of
 
     return tags_of(info)
 
@@ -712,7 +712,7 @@ def _merge_contexts(sources: list[Path], context: Path) -> None:
 def _forget_image(data_dir: Path, template_id: str, cache_dir: Path | None) -> None:
     """Drop a deleted template's image from the build storage (its shared layers stay cached)."""
     try:
-        from ..templates.builder import remove_image
+        from .builder import remove_image
 
         remove_image(data_dir, template_id, cache_dir)
     except Exception as exc:  # the template is gone either way; a stale image only costs disk

@@ -15,7 +15,7 @@ from sandhive.store import ClaimOutcome, SandboxQuery, Store
 from sandhive.store.models import Base
 from tests.api.rig import insert_sandbox
 
-TABLES = {"teams", "api_keys", "sandboxes", "idempotency_records", "template_owners", "template_builds",
+TABLES = {"teams", "api_keys", "sandboxes", "idempotency_records", "team_templates", "template_builds",
           "alembic_version"}
 
 
@@ -31,7 +31,7 @@ def check_schema(url: str) -> None:
     try:
         assert set(inspect(engine).get_table_names()) >= TABLES
         with engine.connect() as conn:
-            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002"
+            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0003"
             diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         assert diff == [], f"models and migrations differ: {diff}"
     finally:

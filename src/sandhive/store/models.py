@@ -9,7 +9,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -41,6 +52,8 @@ class Team(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
+    # the team's namespace in template names (`slug/name`, as E2B's `team-slug/name`): derived from the name
+    slug: Mapped[str | None] = mapped_column(String(64), unique=True, index=True, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
@@ -56,6 +69,8 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # an operator's key: sees the whole node (every team's pools), not just its own team's share
+    admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class SandboxRecord(Base):
@@ -103,17 +118,21 @@ class IdempotencyRecord(Base):
 
 
 class TemplateOwner(Base):
-    """Which team registered a template through the API (`POST /v3/templates`), under which name.
+    """A template a team built through the API (`POST /v3/templates`): its random id, and the name it has in
+    the team's namespace (unique per team: two teams may each have `my-app`).
 
-    Every team may start sandboxes from every template on a server, but only the owner may rebuild, rename or
-    delete it. Templates built on the host (`base`) have no row: the API manages neither of them.
+    Only the owner sees or uses it, unless it is `public`: then every team may start it by `team-slug/name`
+    or id. Templates built on the host (`base`) have no row: they are the server's built-ins, usable by all
+    and managed by no team.
     """
 
-    __tablename__ = "template_owners"
+    __tablename__ = "team_templates"
+    __table_args__ = (UniqueConstraint("team_id", "name", name="uq_team_templates_team_name"),)
 
     template_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     team_id: Mapped[str] = mapped_column(ForeignKey("teams.id"), index=True)
-    name: Mapped[str] = mapped_column(String(255), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    public: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

@@ -8,6 +8,7 @@ so a slow disk never stalls the event loop, and the CLI calls them directly. Row
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -53,6 +54,20 @@ class KeyInfo:
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    admin: bool = False
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request: the team of its key, and whether the key is an operator's (`keys create --admin`)."""
+
+    team_id: str
+    admin: bool = False
+
+
+def team_slug(name: str) -> str:
+    """A team's namespace in template names (`slug/name`): its name in lowercase letters, digits and '-'."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "team"
 
 
 class ClaimOutcome(Enum):
@@ -109,28 +124,31 @@ class Store:
                 with self._write() as s:
                     team = s.scalar(select(Team).where(Team.name == name))
                     if team is None:
-                        team = Team(id=uuid.uuid4().hex, name=name, created_at=now_utc())
+                        team = Team(id=uuid.uuid4().hex, name=name, slug=_free_slug(s, team_slug(name)),
+                                    created_at=now_utc())
                         s.add(team)
                     return team
             except IntegrityError:
                 continue
         raise RuntimeError(f"could not create team {name!r}")
 
-    def create_api_key(self, team_name: str) -> tuple[str, KeyInfo]:
-        """Mint a key for `team_name` (creating the team); the key is returned once and stored hashed."""
+    def create_api_key(self, team_name: str, admin: bool = False) -> tuple[str, KeyInfo]:
+        """Mint a key for `team_name` (creating the team); the key is returned once and stored hashed.
+        An `admin` key is also the operator's: it sees the whole node, every team's pools included."""
         team = self.ensure_team(team_name)
         key = KEY_PREFIX + secrets.token_hex(KEY_HEX_CHARS // 2)
         row = ApiKey(id=uuid.uuid4().hex, team_id=team.id, prefix=key[:DISPLAY_PREFIX_LEN], hash=hash_key(key),
-                     created_at=now_utc())
+                     created_at=now_utc(), admin=admin)
         with self._write() as s:
             s.add(row)
-        return key, KeyInfo(row.prefix, team.name, row.created_at, None, None)
+        return key, KeyInfo(row.prefix, team.name, row.created_at, None, None, admin)
 
     def list_api_keys(self) -> list[KeyInfo]:
         with self._read() as s:
             rows = s.execute(select(ApiKey, Team.name).join(Team, Team.id == ApiKey.team_id)
                              .order_by(ApiKey.created_at)).all()
-        return [KeyInfo(k.prefix, name, k.created_at, k.last_used_at, k.revoked_at) for k, name in rows]
+        return [KeyInfo(k.prefix, name, k.created_at, k.last_used_at, k.revoked_at, bool(k.admin))
+                for k, name in rows]
 
     def revoke_api_key(self, prefix_or_key: str) -> KeyInfo:
         """Revoke the one live key whose display prefix starts with `prefix_or_key` (or that is this key).
@@ -152,6 +170,11 @@ class Store:
 
     def authenticate(self, key: str) -> str | None:
         """The team id of a live key, or None. Marks the key used (coarsely, to keep writes rare)."""
+        caller = self.caller(key)
+        return caller.team_id if caller else None
+
+    def caller(self, key: str) -> Caller | None:
+        """The team of a live key and whether it is an admin key, or None. Marks the key used."""
         digest = hash_key(key)
         with self._read() as s:
             row = s.scalar(select(ApiKey).where(ApiKey.hash == digest))
@@ -161,7 +184,7 @@ class Store:
         if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
             with self._write() as s:
                 s.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
-        return row.team_id
+        return Caller(row.team_id, bool(row.admin))
 
     # ---- sandboxes ----------------------------------------------------------------------------------
 
@@ -282,32 +305,80 @@ class Store:
     # ---- templates and their builds -----------------------------------------------------------------
 
     def claim_template(self, template_id: str, team_id: str, name: str) -> TemplateOwner:
-        """The template's owner row, created for `team_id` under `name` if the template has none yet.
+        """The team's template called `name`, created with id `template_id` if the team has none by that name.
 
-        The caller compares the returned team with its own: a template somebody else claimed first is theirs.
+        Names are unique per team, not per server: another team's `name` is another template.
         """
         for _ in range(2):  # a concurrent claim may win the insert; then read the winner
             try:
                 with self._write() as s:
-                    owner = s.get(TemplateOwner, template_id)
+                    owner = s.scalar(select(TemplateOwner).where(TemplateOwner.team_id == team_id,
+                                                                 TemplateOwner.name == name))
                     if owner is None:
-                        owner = TemplateOwner(template_id=template_id, team_id=team_id, name=name,
+                        owner = TemplateOwner(template_id=template_id, team_id=team_id, name=name, public=False,
                                               created_at=now_utc())
                         s.add(owner)
                     return owner
             except IntegrityError:
                 continue
-        raise RuntimeError(f"could not claim template {template_id!r}")
+        raise RuntimeError(f"could not claim template {name!r}")
 
     def template_owner(self, template_id: str) -> TemplateOwner | None:
         with self._read() as s:
             return s.get(TemplateOwner, template_id)
 
-    def template_named(self, name: str) -> TemplateOwner | None:
-        """The registered template called `name` (its id or the name it was registered under)."""
+    def team_template(self, team_id: str, name: str) -> TemplateOwner | None:
+        """The team's own template called `name` (its id or its name in the team's namespace)."""
         with self._read() as s:
-            return s.scalar(select(TemplateOwner).where(or_(TemplateOwner.template_id == name,
+            return s.scalar(select(TemplateOwner).where(TemplateOwner.team_id == team_id,
+                                                        or_(TemplateOwner.template_id == name,
                                                             TemplateOwner.name == name)))
+
+    def public_template(self, slug: str, name: str) -> TemplateOwner | None:
+        """The public template `slug/name`: the template `name` of the team with that slug, if it is public."""
+        with self._read() as s:
+            return s.scalar(select(TemplateOwner).join(Team, Team.id == TemplateOwner.team_id)
+                            .where(Team.slug == slug, TemplateOwner.name == name, TemplateOwner.public.is_(True)))
+
+    def team_templates(self, team_id: str) -> list[TemplateOwner]:
+        with self._read() as s:
+            return list(s.scalars(select(TemplateOwner).where(TemplateOwner.team_id == team_id)
+                                  .order_by(TemplateOwner.created_at, TemplateOwner.template_id)))
+
+    def owned_template_ids(self) -> set[str]:
+        """Ids of every team's templates: a built template not among them is one of the server's built-ins."""
+        with self._read() as s:
+            return set(s.scalars(select(TemplateOwner.template_id)))
+
+    def set_template_public(self, template_id: str, public: bool) -> None:
+        with self._write() as s:
+            s.execute(update(TemplateOwner).where(TemplateOwner.template_id == template_id).values(public=public))
+
+    def team_slug_of(self, team_id: str) -> str:
+        with self._read() as s:
+            team = s.get(Team, team_id)
+        return (team.slug or team_slug(team.name)) if team else "team"
+
+    def team_template_count(self, team_id: str) -> int:
+        with self._read() as s:
+            return s.scalar(select(func.count()).select_from(TemplateOwner)
+                            .where(TemplateOwner.team_id == team_id)) or 0
+
+    def build_seconds_since(self, team_id: str, since: datetime) -> float:
+        """Seconds the team's builds ran since `since` (finished ones, and running ones up to now)."""
+        now = now_utc()
+        with self._read() as s:
+            rows = s.execute(select(TemplateBuildRecord.started_at, TemplateBuildRecord.finished_at)
+                             .where(TemplateBuildRecord.team_id == team_id, TemplateBuildRecord.started_at.is_not(None),
+                                    or_(TemplateBuildRecord.finished_at.is_(None),
+                                        TemplateBuildRecord.finished_at >= since))).all()
+        total = 0.0
+        for started, finished in rows:
+            begin = max(started, since)
+            end = finished or now
+            if end > begin:
+                total += (end - begin).total_seconds()
+        return total
 
     def forget_template(self, template_id: str) -> None:
         """Drop the owner row (the template was deleted): its name is free again. Build records stay."""
@@ -346,6 +417,15 @@ class Store:
                 s.execute(update(TemplateBuildRecord).where(TemplateBuildRecord.build_id.in_(ids))
                           .values(status="error", reason={"message": message}, updated_at=now, finished_at=now))
             return ids
+
+
+def _free_slug(s: Session, slug: str) -> str:
+    """`slug`, or `slug-2`, `slug-3`... if another team has it."""
+    candidate, n = slug, 1
+    while s.scalar(select(Team.id).where(Team.slug == candidate)) is not None:
+        n += 1
+        candidate = f"{slug[:36]}-{n}"
+    return candidate
 
 
 def _expired(record: IdempotencyRecord, now: datetime) -> bool:

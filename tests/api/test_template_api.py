@@ -50,16 +50,21 @@ def test_register_answers_e2b_shape_and_reuses_the_template(server: Server, api_
         first = register(c, "reg-tpl:v1", cpuCount=1, memoryMB=512)
         again = register(c, "reg-tpl")
     assert set(first) == {"templateID", "buildID", "public", "names", "tags", "aliases"}
-    assert first["templateID"] == "reg-tpl" and first["tags"] == ["v1"] and first["aliases"] == ["reg-tpl"]
+    assert len(first["templateID"]) == 20 and first["templateID"].isalnum()  # random, as E2B's
+    assert first["tags"] == ["v1"] and first["aliases"] == ["reg-tpl"] and first["public"] is False
+    assert first["names"] == ["default/reg-tpl"]  # E2B's team-slug/name
     assert uuid.UUID(first["buildID"])
-    assert again["templateID"] == "reg-tpl" and again["buildID"] != first["buildID"] and again["tags"] == ["default"]
+    assert again["templateID"] == first["templateID"] and again["buildID"] != first["buildID"]
+    assert again["tags"] == ["default"]
 
 
-def test_a_name_that_is_no_id_gets_a_generated_id(server: Server, api_key: str) -> None:
+def test_a_namespaced_name_is_in_the_teams_own_namespace(server: Server, api_key: str) -> None:
     with server.client(api_key) as c:
-        answer = register(c, "acme/thing.v2")
-    assert answer["templateID"] != "acme/thing.v2" and len(answer["templateID"]) == 20
-    assert answer["templateID"].isalnum() and answer["aliases"] == ["acme/thing.v2"]
+        answer = register(c, "default/thing.v2")
+        assert len(answer["templateID"]) == 20 and answer["templateID"].isalnum()
+        assert answer["aliases"] == ["thing.v2"] and answer["names"] == ["default/thing.v2"]
+        r = c.post("/v3/templates", json={"name": "acme/thing.v2"})  # another namespace is another team's
+        assert r.status_code == 400 and "default/name" in r.json()["message"]
 
 
 @pytest.mark.parametrize("name", ["Bad Name!", "UPPER", "-dash-first", "a:b:c", "x:Tag", "a" * 80, "../up"])
@@ -79,15 +84,38 @@ def test_bad_sizes_are_400(server: Server, api_key: str) -> None:
 def test_names_belong_to_the_team_that_registered_them(server: Server, api_key: str) -> None:
     other = server.key("other-team")
     with server.client(api_key) as mine, server.client(other) as theirs:
-        register(mine, "owned-tpl")
-        assert mine.get("/templates/aliases/owned-tpl").json() == {"templateID": "owned-tpl", "public": True}
-        r = theirs.get("/templates/aliases/owned-tpl")
-        assert r.status_code == 403 and "another team" in r.json()["message"]
-        r = theirs.post("/v3/templates", json={"name": "owned-tpl"})
-        assert r.status_code == 403 and "taken by another team" in r.json()["message"]
-        r = theirs.delete("/templates/owned-tpl")
-        assert r.status_code == 403
+        template_id = register(mine, "owned-tpl")["templateID"]
+        assert mine.get("/templates/aliases/owned-tpl").json() == {"templateID": template_id, "public": False}
+        for name, path in [("owned-tpl", "/templates/aliases/owned-tpl"), (template_id, "/templates/aliases/{}"),
+                           ("owned-tpl", "/templates/owned-tpl"), (template_id, "/templates/{}"),
+                           (template_id, "/templates/{}/tags")]:
+            r = theirs.get(path.format(template_id))  # another team's private template looks like a missing one
+            assert r.status_code == 404 and r.json()["message"] == f"template '{name}' not found", r.text
+        assert theirs.delete("/templates/owned-tpl").status_code == 404
+        assert theirs.delete(f"/templates/{template_id}").status_code == 404
+        assert theirs.patch(f"/templates/{template_id}", json={"public": True}).status_code == 404
+        # names are per team: the other team's `owned-tpl` is another template
+        assert register(theirs, "owned-tpl")["templateID"] != template_id
+        assert mine.get("/templates/aliases/owned-tpl").json()["templateID"] == template_id
         assert mine.get("/templates/aliases/never-made").status_code == 404
+        # public: the other team sees it by its full name, but cannot change it
+        r = mine.patch(f"/templates/{template_id}", json={"public": True})
+        assert r.status_code == 200 and r.json() == {"templateID": template_id, "public": True,
+                                                     "names": ["default/owned-tpl"]}
+        r = theirs.get("/templates/aliases/default/owned-tpl")
+        assert r.status_code == 403 and r.json()["message"] == ("template 'default/owned-tpl' is another "
+                                                                "team's public template")
+        assert theirs.get(f"/templates/{template_id}").json()["owned"] is False
+        assert theirs.delete(f"/templates/{template_id}").status_code == 403
+        assert mine.patch(f"/templates/{template_id}", json={"public": False}).json()["public"] is False
+        assert theirs.get(f"/templates/{template_id}").status_code == 404
+
+
+@pytest.mark.parametrize("name", ["base", "code-interpreter-v1", "base:v2"])
+def test_built_in_names_cannot_be_taken(server: Server, api_key: str, name: str) -> None:
+    with server.client(api_key) as c:
+        r = c.post("/v3/templates", json={"name": name})
+    assert r.status_code == 409 and "built-in" in r.json()["message"], r.text
 
 
 def test_needs_an_api_key(server: Server) -> None:
@@ -169,7 +197,7 @@ def test_build_status_and_unknown_builds(server: Server, api_key: str) -> None:
         answer = register(c, "status-tpl")
         r = c.get(f"/templates/status-tpl/builds/{answer['buildID']}/status", params={"logsOffset": 0})
         assert r.status_code == 200
-        assert r.json() == {"templateID": "status-tpl", "buildID": answer["buildID"], "status": "waiting",
+        assert r.json() == {"templateID": answer["templateID"], "buildID": answer["buildID"], "status": "waiting",
                             "logs": [], "logEntries": []}
         r = c.get(f"/templates/status-tpl/builds/{uuid.uuid4()}/status")
         assert r.status_code == 404 and "not found" in r.json()["message"]
@@ -183,9 +211,9 @@ def test_build_status_and_unknown_builds(server: Server, api_key: str) -> None:
 
 def test_get_and_delete_a_registered_template(server: Server, api_key: str) -> None:
     with server.client(api_key) as c:
-        register(c, "detail-tpl", cpuCount=1, memoryMB=256)
+        template_id = register(c, "detail-tpl", cpuCount=1, memoryMB=256)["templateID"]
         detail = c.get("/templates/detail-tpl").json()
-        assert detail["templateID"] == "detail-tpl" and detail["buildStatus"] == "waiting"
+        assert detail["templateID"] == template_id and detail["buildStatus"] == "waiting"
         assert detail["createdBy"] is None and detail["lastSpawnedAt"] is None and detail["owned"] is True
         assert [b["status"] for b in detail["builds"]] == ["waiting"] and detail["cpuCount"] == 1
         assert c.delete("/templates/detail-tpl").status_code == 204

@@ -34,6 +34,7 @@ def create_app(settings: Settings, node: Node | None, templates: TemplateResolve
     """
     service = SandboxService(settings, Store.open(settings.data_dir, settings.database_url), node, templates)
     builds = TemplateBuildService(settings, service.store, templates, node)  # type: ignore[arg-type]
+    service.catalog = builds.catalog  # sandbox creates resolve names as the team sees them
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import Security
 from fastapi.security import APIKeyHeader
 
-from ..store import Store
+from ..store import Caller, Store
 from .errors import ApiError
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
@@ -27,3 +27,17 @@ def team_of_key(store: Store) -> Callable[..., Awaitable[str]]:
         return team_id
 
     return current_team
+
+
+def caller_of_key(store: Store) -> Callable[..., Awaitable[Caller]]:
+    """Like `team_of_key`, but also says whether the key is an operator's (`sandhive keys create --admin`)."""
+
+    async def current_caller(key: str | None = Security(api_key_header)) -> Caller:
+        if not key:
+            raise ApiError(401, "Missing API key: send it in the X-API-Key header")
+        caller = await asyncio.to_thread(store.caller, key)
+        if caller is None:
+            raise ApiError(401, "Invalid API key")
+        return caller
+
+    return current_caller

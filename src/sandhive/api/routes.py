@@ -9,8 +9,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 
 from .. import __version__
+from ..store import Caller as StoreCaller
 from ..store import SandboxQuery
-from .auth import team_of_key
+from .auth import caller_of_key, team_of_key
 from .listing import build_query, parse_metadata
 from .sandboxes import SandboxService
 from .schemas import (
@@ -144,25 +145,33 @@ def template_router(service: SandboxService) -> APIRouter:
 
     @router.get("/templates", responses=errors(401))
     async def list_templates(team: Team) -> list[TemplateListing]:
-        """The templates the team can create sandboxes from: every built template on this server, oldest first."""
-        if service.templates is None:  # --backend none: nothing can be created, so nothing is usable
+        """The team's own built templates and the server's built-ins, oldest first; never another team's."""
+        if service.templates is None or service.catalog is None:  # --backend none: nothing is usable
             return []
-        return [template_listing(info) for info in await asyncio.to_thread(service.templates.list)]
+        visible = await asyncio.to_thread(service.catalog.visible_blocking, team)
+        return [template_listing(info, owner is None or owner.public) for info, owner in visible]
 
     return router
 
 
 def node_router(service: SandboxService) -> APIRouter:
     router = APIRouter(tags=["sandhive"])
-    Team = Annotated[str, Depends(team_of_key(service.store))]  # noqa: N806 — a type alias, read as one
+    Caller = Annotated[StoreCaller, Depends(caller_of_key(service.store))]  # noqa: N806 — a type alias
 
     @router.get("/sandhive/node", responses=errors(401))
-    async def node_status(team: Team) -> NodeStatus:
-        """This server's host budget, what sandboxes reserve of it, and its warm pools (Sandhive's own route)."""
+    async def node_status(caller: Caller) -> NodeStatus:
+        """This server's host budget, what sandboxes reserve of it, and its warm pools (Sandhive's own route).
+        A team sees the pools of its own templates and of the built-ins; an admin key sees every pool."""
         if service.node is None:
             return NodeStatus(backend="none", memoryBudgetMB=0, cpuBudget=0, reservedMemoryMB=0, reservedCpus=0,
                               pooledMemoryMB=0, pooledCpus=0, pools=[])
         status = service.node.status()
+        shown = {p.template_id for p in status.pools}
+        if not caller.admin and service.catalog is not None:
+            visible = await asyncio.to_thread(service.catalog.visible_blocking, caller.team_id)
+            shown &= {info.id for info, _ in visible}
+        elif not caller.admin:
+            shown = set()
         return NodeStatus(
             backend=status.backend, memoryBudgetMB=status.budget.memory_mb, cpuBudget=status.budget.cpus,
             reservedMemoryMB=status.reserved.memory_mb, reservedCpus=status.reserved.cpu_count,
@@ -171,7 +180,7 @@ def node_router(service: SandboxService) -> APIRouter:
                             diskSizeMB=p.disk_mb, allow_internet_access=p.internet, ready=p.ready,
                             starting=p.starting, target=p.target, hits=p.hits, misses=p.misses, fillMs=p.fill_ms,
                             pinned=p.pinned)
-                   for p in status.pools])
+                   for p in status.pools if p.template_id in shown])
 
     return router
 

@@ -23,6 +23,7 @@ from ..node.request import CreateRequest, Identity
 from ..node.runtime import TemplateImage
 from ..store import ClaimOutcome, SandboxQuery, SandboxRecord, Store
 from ..store.store import now_utc
+from ..templates.catalog import TemplateCatalog
 from .directory import SandboxDirectory
 from .errors import ApiError, not_found
 from .lifetime import Lifetime
@@ -82,6 +83,7 @@ class SandboxService:
         self.store = store
         self.node = node
         self.templates = templates
+        self.catalog: TemplateCatalog | None = None  # team-scoped names; set by create_app
         self.lifetime = Lifetime(settings.max_lifetime_seconds)
         self.directory = SandboxDirectory()
         self.quota = TeamQuota(settings.max_sandboxes_per_team)
@@ -176,7 +178,7 @@ class SandboxService:
         self.lifetime.check_timeout(timeout)
         if self.node is None:
             raise ApiError(500, NO_BACKEND, "sandbox_no_compatible_node")
-        template = await self._template(body.templateID)
+        template = await self._template(team_id, body.templateID)
         try:
             check_template(template, self.node.backend)
         except BackendMismatch as exc:
@@ -220,10 +222,14 @@ class SandboxService:
     def _token(self, sandbox_id: str) -> str:
         return access_token(self._seed, sandbox_id)
 
-    async def _template(self, name: str) -> TemplateImage:
+    async def _template(self, team_id: str, name: str) -> TemplateImage:
+        """The template `name` means to the team (its own, a built-in, or a public one: `templates.catalog`);
+        another team's private template is "not found", exactly as a name nobody has."""
         if self.templates is None:
             raise ApiError(500, "This server has no template registry", "sandbox_create_failed")
         try:
+            if self.catalog is not None:
+                return await self.catalog.resolve(team_id, name)
             return await self.templates.resolve(name)
         except LookupError:
             raise ApiError(404, f"template '{name}' not found") from None

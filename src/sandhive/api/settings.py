@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..templates.quotas import TemplateQuotas
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -16,3 +18,4 @@ class Settings:
     client_id: str = "sandhive"  # E2B's `clientID`: which node runs the sandbox
     expiry_interval_seconds: float = 1.0  # how often expired sandboxes are looked for
     max_sandboxes_per_team: int | None = None  # running sandboxes a team may have on this server (429 beyond)
+    template_quotas: TemplateQuotas = TemplateQuotas()  # per team: templates, builds, build minutes, upload bytes

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from ..store import Store
 from ..templates.build_service import TemplateBuildService
 from .auth import team_of_key
+from .errors import ApiError
 from .schemas import ErrorBody
 from .template_schemas import (
     AssignedTemplateTags,
@@ -24,6 +25,8 @@ from .template_schemas import (
     TemplateBuildStartV2,
     TemplateRequestResponseV3,
     TemplateTag,
+    TemplateUpdateRequest,
+    TemplateUpdateResponse,
     TemplateWithBuilds,
 )
 
@@ -82,7 +85,7 @@ def template_build_router(service: TemplateBuildService, store: Store) -> APIRou
         """The build's status and its log entries from `logsOffset` (at most `limit`, at `level` or above)."""
         return await service.status(team, template_id, build_id, logs_offset, limit, level)
 
-    @router.get("/templates/aliases/{alias}", responses=errors(400, 401, 403, 404))
+    @router.get("/templates/aliases/{alias:path}", responses=errors(400, 401, 403, 404))  # team-slug/name too
     async def template_alias(alias: Annotated[str, Path()], team: Team) -> TemplateAliasResponse:
         """Whether a template answers to `alias`: 200 (yours, or built in), 403 (another team's), 404 (none)."""
         return await service.alias_info(team, alias)
@@ -116,6 +119,23 @@ def template_build_router(service: TemplateBuildService, store: Store) -> APIRou
         """Delete one of the team's templates (refused while sandboxes of it run or it is being built)."""
         await service.delete(team, template_id)
         return Response(status_code=204)
+
+    async def update_template(template_id: TemplateID, body: TemplateUpdateRequest,
+                              team: Team) -> TemplateUpdateResponse:
+        """Mark one of the team's templates public (every team may start it by `team-slug/name` or id) or
+        private again (E2B's `public` flag). Built-ins and other teams' templates cannot be changed."""
+        if body.public is None:
+            detail = await service.detail(team, template_id)
+            if not detail.owned:
+                raise ApiError(404, f"template '{template_id}' not found")
+        else:
+            detail = await service.set_public(team, template_id, body.public)
+        return TemplateUpdateResponse(templateID=detail.templateID, public=detail.public,
+                                      names=await service.full_names(team, detail.templateID))
+
+    for path in ("/templates/{templateID}", "/v2/templates/{templateID}"):
+        router.add_api_route(path, update_template, methods=["PATCH"], responses=errors(400, 401, 403, 404, 500),
+                             operation_id=f"update_template{'_v2' if path.startswith('/v2') else ''}")
 
     @router.put("/templates/{templateID}/aliases", responses=errors(400, 401, 403, 404, 409, 500))
     async def set_template_aliases(template_id: TemplateID, body: TemplateAliases, team: Team) -> TemplateAliases:

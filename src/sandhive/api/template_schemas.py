@@ -117,6 +117,19 @@ class TemplateBuildInfo(_Omitting):
 
 # ---- templates --------------------------------------------------------------------------------------------
 
+class TemplateUpdateRequest(_Request):
+    """E2B's `PATCH /templates/{templateID}`: `public` lets every team start the template (by
+    `team-slug/name` or id); false makes it the owner's alone again."""
+
+    public: bool | None = None
+
+
+class TemplateUpdateResponse(BaseModel):
+    templateID: str
+    public: bool
+    names: list[str]
+
+
 class TemplateAliasResponse(BaseModel):
     templateID: str
     public: bool

@@ -35,11 +35,11 @@ class TemplateResolver(Protocol):
         ...
 
 
-def template_listing(info: TemplateSummary) -> TemplateListing:
-    """One template as E2B's `GET /templates` shows it. Every template on this server is usable by every team
-    (`public`), and only complete builds are listed (`ready`); a template never changes after its build, so
-    it was last updated when it was created."""
+def template_listing(info: TemplateSummary, public: bool = True) -> TemplateListing:
+    """One template as E2B's `GET /templates` shows it: one of the team's own (`public` as its owner set it) or
+    a built-in (public). Only complete builds are listed (`ready`); a template never changes after its build,
+    so it was last updated when it was created."""
     created = datetime.fromisoformat(info.created_at)
     return TemplateListing(templateID=info.id, aliases=list(info.aliases), cpuCount=info.cpu_count,
-                           memoryMB=info.memory_mb, diskSizeMB=info.disk_mb, public=True, buildStatus="ready",
+                           memoryMB=info.memory_mb, diskSizeMB=info.disk_mb, public=public, buildStatus="ready",
                            createdAt=created, updatedAt=created)

@@ -1,11 +1,12 @@
 """Template builds through the API: E2B's register → upload → start → poll flow (e2b-wire.md §2.6).
 
-`POST /v3/templates` registers a build of a template (the template is created on its first build and owned
-by the registering team; the same name again is a new build of the same template). COPY sources are uploaded
-per files hash (`template_files`). `POST /v2/templates/{id}/builds/{buildID}` turns the SDK's steps into a
-Dockerfile (`templates.steps`), or takes a Dockerfile directly (Sandhive's extension), checks it, and queues
-the build; the build itself (`templates.builder.build_template`, buildah) runs in a thread, one at a time per
-template and `MAX_PARALLEL_BUILDS` at once, while clients poll its status and log.
+`POST /v3/templates` registers a build of a template (the template is created on its first build, gets a
+random id, and belongs to the registering team under that name; the same name again is a new build of it).
+Names are per team (`catalog.TemplateCatalog` says what a name means to a team); quotas are `quotas`.
+COPY sources are uploaded per files hash (`uploads`). `POST /v2/templates/{id}/builds/{buildID}` turns the
+SDK's steps into a Dockerfile (`templates.steps`), or takes a Dockerfile directly (Sandhive's extension),
+checks it, and queues the build; the build itself (`templates.builder.build_template`, buildah) runs in a
+thread, one at a time per template and `MAX_PARALLEL_BUILDS` at once, while clients poll its status and log.
 
 Build records live in the store; log lines in `<data_dir>/template-builds/<buildID>.jsonl` (`build_logs`).
 Builds run inside the server process, so a server that stops ends them: a restart marks them failed.
@@ -46,12 +47,14 @@ from ..api.template_schemas import (
 )
 from ..api.tokens import load_seed
 from ..envd import ENVD_VERSION
-from ..store import Store, TemplateBuildRecord, TemplateOwner
+from ..store import Store, TemplateBuildRecord
 from ..store.store import now_utc
 from .build_logs import BuildLog, BuildLogs, logs_dir
 from .build_steps import StepMap
+from .catalog import Found, TemplateCatalog
 from .errors import UserError as ApiError
-from .info import ID_PATTERN, TemplateInfo
+from .info import TemplateInfo
+from .quotas import TeamTemplateQuota, TemplateQuotas
 from .uploads import UploadedFiles, check_hash
 
 if TYPE_CHECKING:
@@ -81,8 +84,10 @@ class Templates(Protocol):
 
     async def resolve(self, name: str) -> Any: ...
     def get(self, name: str) -> TemplateInfo | None: ...
+    def matching(self, name: str) -> list[TemplateInfo]: ...
+    def list(self) -> Any: ...
     def delete(self, template_id: str) -> TemplateInfo: ...
-    def set_aliases(self, template_id: str, aliases: Any) -> TemplateInfo: ...
+    def set_aliases(self, template_id: str, aliases: Any, among: Any = None) -> TemplateInfo: ...
     def set_tags(self, template_id: str, tags: Any) -> TemplateInfo: ...
 
 
@@ -107,15 +112,6 @@ def check_tags(tags: list[str]) -> list[str]:
         if not TAG_PATTERN.fullmatch(tag):
             raise ApiError(400, f"invalid tag {tag!r}: use lowercase letters, digits, '.', '-' and '_'")
     return list(dict.fromkeys(tags))
-
-
-@dataclass(frozen=True)
-class Found:
-    """A template as management sees it: built (`info`), registered through the API (`owner`), or both."""
-
-    template_id: str
-    info: TemplateInfo | None
-    owner: TemplateOwner | None
 
 
 @dataclass
@@ -144,11 +140,14 @@ class TemplateBuildService:
         self.data_dir = Path(settings.data_dir)
         self.store = store
         self.templates = templates
+        self.catalog = TemplateCatalog(store, templates)  # type: ignore[arg-type]
+        self.quota = TeamTemplateQuota(getattr(settings, "template_quotas", None) or TemplateQuotas(), store)
         self.logs = BuildLogs(self.data_dir)
         self._files: UploadedFiles | None = None
         self._template_locks: dict[str, asyncio.Lock] = {}
         self._slots: asyncio.Semaphore | None = None
         self._active: dict[str, str] = {}  # build id → template id, from start until done
+        self._active_teams: dict[str, str] = {}  # build id → team id, from start until done
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -189,26 +188,21 @@ class TemplateBuildService:
 
     # ---- finding templates ----------------------------------------------------------------------------
 
-    async def find(self, name: str) -> Found | None:
-        """The template called `name` (id, alias, name it was registered under, or `name:tag`)."""
-        info = self.templates.get(name) if self.templates is not None else None
-        owner = await asyncio.to_thread(self.store.template_named, info.id if info else name)
-        if info is None and owner is None:
-            return None
-        if info is None and owner is not None and self.templates is not None:
-            info = self.templates.get(owner.template_id)
-        return Found(info.id if info else owner.template_id, info, owner)  # type: ignore[union-attr]
+    async def find(self, team_id: str, name: str) -> Found | None:
+        """The template `name` means to the team: its own, a built-in, or a public one (`catalog`)."""
+        return await self.catalog.find(team_id, name)
 
     async def _owned(self, team_id: str, name: str, action: str) -> Found:
-        """The team's own template called `name`: 404 if there is none, 403 if it is not the team's."""
-        found = await self.find(name)
+        """The team's own template called `name`: 404 if it sees none, 403 for a built-in or another team's
+        public template (both are visible, so saying so gives nothing away)."""
+        found = await self.find(team_id, name)
         if found is None:
             raise ApiError(404, f"template '{name}' not found")
         if found.owner is None:
-            raise ApiError(403, f"cannot {action} template '{found.template_id}': it is built on the server's host "
-                                "(not through the API), so no team manages it")
+            raise ApiError(403, f"cannot {action} template '{found.template_id}': it is a built-in template of this "
+                                "server, which no team manages")
         if found.owner.team_id != team_id:
-            raise ApiError(403, f"cannot {action} template '{found.template_id}': it belongs to another team")
+            raise ApiError(403, f"cannot {action} template '{name}': it is another team's public template")
         return found
 
     def _registry(self) -> Templates:
@@ -222,23 +216,24 @@ class TemplateBuildService:
         full = body.name or body.alias
         name, tag = parse_name(full) if full else (None, None)
         tags = check_tags([*(body.tags or []), *([tag] if tag else [])]) or [DEFAULT_TAG]
-        found = await self.find(name) if name else None
-        if found is not None:
-            if found.owner is None:
-                raise ApiError(409, f"template '{name}' is built on the server's host, not through the API: "
-                                    "choose another name")
-            if found.owner.team_id != team_id:
-                raise ApiError(403, f"the template name '{name}' is taken by another team: choose another name")
-            template_id = found.template_id
-        else:
-            template_id = name if name and ID_PATTERN.fullmatch(name) else new_template_id()
+        slug = await asyncio.to_thread(self.store.team_slug_of, team_id)
+        if name and "/" in name:
+            namespace, _, name = name.partition("/")
+            if namespace != slug:
+                raise ApiError(400, f"invalid template name {full!r}: a namespaced name is your team's "
+                                    f"'{slug}/name' (or just 'name'); other teams' namespaces are theirs")
+        owner = await asyncio.to_thread(self.store.team_template, team_id, name) if name else None
+        if name:
+            await asyncio.to_thread(self._check_name_free, name, owner.template_id if owner else None)
+        if owner is None:
+            await asyncio.to_thread(self.quota.check_new_template, team_id)
+            template_id = new_template_id()
             try:
                 owner = await asyncio.to_thread(self.store.claim_template, template_id, team_id, name or template_id)
             except RuntimeError:
                 raise ApiError(409, f"template '{name}' is being registered by another request: retry") from None
-            if owner.team_id != team_id:
-                raise ApiError(403, f"the template name '{name}' is taken by another team: choose another name")
-        info = found.info if found else None
+        template_id = owner.template_id
+        info = self.templates.get(template_id) if self.templates is not None else None
         now = now_utc()
         record = TemplateBuildRecord(
             build_id=str(uuid.uuid4()), template_id=template_id, team_id=team_id, status="waiting", tags=tags,
@@ -248,8 +243,19 @@ class TemplateBuildService:
             created_at=now, updated_at=now)
         await asyncio.to_thread(self.store.add_build, record)
         aliases = list(dict.fromkeys([*(info.aliases if info else ()), *([name] if name else [])]))
-        return TemplateRequestResponseV3(templateID=template_id, buildID=record.build_id, public=True,
-                                         names=aliases or [template_id], tags=tags, aliases=aliases)
+        return TemplateRequestResponseV3(templateID=template_id, buildID=record.build_id, public=owner.public,
+                                         names=[f"{slug}/{a}" for a in aliases] or [template_id], tags=tags,
+                                         aliases=aliases)
+
+    def _check_name_free(self, name: str, own_id: str | None = None) -> None:
+        """409 for a name a team may not take: a built-in's (no shadowing: `base` is always the server's), or a
+        template id (ids are names too: an alias equal to one would hijack `FROM <id>`)."""
+        if name in self.catalog.builtin_names():
+            raise ApiError(409, f"'{name}' is the name of a built-in template of this server: a team cannot take "
+                                "it; choose another name")
+        if name != own_id and self.templates is not None and \
+                any(info.id == name for info in self.templates.matching(name)):
+            raise ApiError(409, f"'{name}' is a template id: choose another name")
 
     # ---- files ----------------------------------------------------------------------------------------
 
@@ -272,8 +278,22 @@ class TemplateBuildService:
         owner = await asyncio.to_thread(self.store.template_owner, template_id)
         if owner is None:
             raise ApiError(404, f"template '{template_id}' not found (deleted since the URL was issued?)")
-        spool = await self.files.receive(body)
-        await asyncio.to_thread(self.files.unpack, spool, owner.team_id, files_hash)
+        team_root = self.files.team_root(owner.team_id)
+        allowance = await asyncio.to_thread(self.quota.upload_allowance, team_root)
+        spool = await self.files.receive(body, allowance,
+                                         lambda size: self.quota.upload_refused(size + self._stored(allowance)))
+        unpacked = await asyncio.to_thread(self.files.unpack, spool, owner.team_id, files_hash)
+        if allowance is not None:  # what it unpacked to counts, not what it was sent as
+            from .quotas import stored_bytes
+
+            size = await asyncio.to_thread(stored_bytes, unpacked)
+            if size > allowance:
+                await asyncio.to_thread(shutil.rmtree, unpacked, True)
+                raise self.quota.upload_refused(size + self._stored(allowance))
+
+    def _stored(self, allowance: int | None) -> int:
+        limit = self.quota.limits.max_upload_bytes
+        return (limit - allowance) if limit is not None and allowance is not None else 0
 
     # ---- start ----------------------------------------------------------------------------------------
 
@@ -282,7 +302,7 @@ class TemplateBuildService:
         if record is None or record.team_id != team_id:
             raise ApiError(404, f"build '{build_id}' not found: register one with POST /v3/templates")
         if template_id != record.template_id:
-            found = await self.find(template_id)
+            found = await self.find(team_id, template_id)
             if found is None or found.template_id != record.template_id:
                 raise ApiError(404, f"build '{build_id}' is not a build of template '{template_id}'")
         return record
@@ -293,6 +313,8 @@ class TemplateBuildService:
             raise ApiError(409, f"build '{build_id}' was already started (it is {record.status}): register a new "
                                 "build with POST /v3/templates")
         registry = self._registry()
+        running = sum(1 for team in self._active_teams.values() if team == team_id)
+        await asyncio.to_thread(self.quota.check_build_start, team_id, running)
         try:
             plan = await self._plan(team_id, record, body, registry)
         except ApiError as exc:  # a refused start ends the build: its status says why, as a failed build's does
@@ -300,6 +322,7 @@ class TemplateBuildService:
                 await self._update(build_id, status="error", finished_at=now_utc(), reason={"message": exc.message})
             raise
         self._active[build_id] = record.template_id
+        self._active_teams[build_id] = team_id
         task = asyncio.create_task(self._run(plan), name=f"template-build-{build_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -323,9 +346,13 @@ class TemplateBuildService:
             if body.contextHash:
                 hashes.append(check_hash(body.contextHash))
         else:
-            base_named = (body.fromTemplate or "").removesuffix(":latest") in BASE_NAMES
-            if body.fromTemplate and not base_named and registry.get(body.fromTemplate) is None:
-                raise ApiError(400, f"fromTemplate '{body.fromTemplate}': no such template on this server")
+            from_template = body.fromTemplate
+            base_named = (from_template or "").removesuffix(":latest") in BASE_NAMES
+            if from_template and not base_named:
+                seen = await self.find(team_id, from_template)
+                if seen is None or seen.info is None:
+                    raise ApiError(400, f"fromTemplate '{from_template}': template '{from_template}' not found")
+                from_template = seen.template_id  # the builder finds it by its (unique) id
             steps = [step.model_dump(exclude_none=True) for step in body.steps]
             for number, step in enumerate(body.steps, start=1):
                 if step.type.upper() == "COPY":
@@ -334,7 +361,7 @@ class TemplateBuildService:
                     hashes.append(check_hash(step.filesHash))
 
             def render(some: list[dict]) -> str:
-                return dockerfile_from_steps(body.fromImage, body.fromTemplate, some)
+                return dockerfile_from_steps(body.fromImage, from_template, some)
 
             try:
                 text = render(steps)
@@ -352,6 +379,7 @@ class TemplateBuildService:
             parsed = dockerfile_mod.parse(text, body.buildArgs or {})
         except dockerfile_mod.DockerfileError as exc:
             raise ApiError(400, f"the Dockerfile cannot be built: {exc}") from None
+        text, parsed = await self._team_bases(team_id, text, parsed, body.buildArgs or {})
         if any(ref.removesuffix(":latest") in BASE_NAMES for ref, _ in parsed.external_bases()):
             try:
                 await registry.resolve("base")  # built on first use: make sure it exists before the build
@@ -366,6 +394,28 @@ class TemplateBuildService:
                      start_cmd=body.startCmd or None, ready_cmd=body.readyCmd or None,
                      build_args=dict(body.buildArgs or {}), no_cache=no_cache, steps=step_map,
                      descriptions=[describe_step(step.model_dump()) for step in body.steps])
+
+    async def _team_bases(self, team_id: str, text: str, parsed: Any, build_args: dict[str, str]) -> tuple[str, Any]:
+        """`FROM name` of a template means the template the team sees by that name: rewritten to its id, so the
+        builder (which knows no teams) cannot pick another team's template. A name the team sees no template
+        by is "not found", whether or not another team has one."""
+        from . import dockerfile as dockerfile_mod
+        from . import local_bases
+
+        rewrites: dict[str, str] = {}
+        for ref, line in parsed.external_bases():
+            if ref.startswith(_TRANSPORTS) or local_bases.canonical(ref) is not None or _has_registry(ref) or \
+                    ref.removesuffix(":latest") in BASE_NAMES:
+                continue
+            found = await self.find(team_id, ref.removesuffix(":latest") if ref.endswith(":latest") else ref)
+            if found is None or found.info is None:
+                raise ApiError(400, f"the Dockerfile cannot be built: line {line}: FROM {ref}: template '{ref}' not "
+                                    "found (name one of your templates, a built-in, or a public 'team-slug/name')")
+            rewrites[ref] = found.template_id
+        if not rewrites:
+            return text, parsed
+        text = parsed.with_bases(rewrites)
+        return text, dockerfile_mod.parse(text, build_args)
 
     # ---- the build ------------------------------------------------------------------------------------
 
@@ -393,6 +443,7 @@ class TemplateBuildService:
                                reason={"message": f"internal error of the build service: {exc}"})
         finally:
             self._active.pop(record.build_id, None)
+            self._active_teams.pop(record.build_id, None)
             self.logs.finish(record.build_id)
 
     async def _build(self, plan: _Plan, build_log: BuildLog) -> None:
@@ -488,15 +539,30 @@ class TemplateBuildService:
     # ---- templates ------------------------------------------------------------------------------------
 
     async def alias_info(self, team_id: str, alias: str) -> TemplateAliasResponse:
-        found = await self.find(alias)
+        found = await self.find(team_id, alias)
         if found is None:
             raise ApiError(404, f"template '{alias}' not found")
-        if found.owner is not None and found.owner.team_id != team_id:
-            raise ApiError(403, f"template '{alias}' belongs to another team")
-        return TemplateAliasResponse(templateID=found.template_id, public=True)
+        if found.owner is not None and found.owner.team_id != team_id:  # public: visible, but not the caller's
+            raise ApiError(403, f"template '{alias}' is another team's public template")
+        return TemplateAliasResponse(templateID=found.template_id, public=found.owner is None or found.owner.public)
+
+    async def set_public(self, team_id: str, name: str, public: bool) -> TemplateWithBuilds:
+        """The owner marks its template public (every team may start it by `team-slug/name` or id) or private."""
+        found = await self._owned(team_id, name, "publish" if public else "unpublish")
+        await asyncio.to_thread(self.store.set_template_public, found.template_id, public)
+        return await self.detail(team_id, found.template_id)
+
+    async def full_names(self, team_id: str, template_id: str) -> list[str]:
+        """`team-slug/name` for each name of the team's template: how other teams reach it once public."""
+        owner = await asyncio.to_thread(self.store.template_owner, template_id)
+        if owner is None or owner.team_id != team_id:
+            return []
+        slug = await asyncio.to_thread(self.store.team_slug_of, team_id)
+        info = self.templates.get(template_id) if self.templates is not None else None
+        return [f"{slug}/{name}" for name in dict.fromkeys([owner.name, *(info.aliases if info else ())])]
 
     async def detail(self, team_id: str, name: str) -> TemplateWithBuilds:
-        found = await self.find(name)
+        found = await self.find(team_id, name)
         if found is None:
             raise ApiError(404, f"template '{name}' not found")
         records = await asyncio.to_thread(self.store.template_builds, found.template_id)
@@ -514,7 +580,8 @@ class TemplateBuildService:
             cpuCount=info.cpu_count if info else (latest.cpu_count if latest else DEFAULT_CPU),
             memoryMB=info.memory_mb if info else (latest.memory_mb if latest else DEFAULT_MEMORY_MB),
             diskSizeMB=info.disk_mb if info else (latest.disk_mb if latest else DEFAULT_DISK_MB),
-            public=True, aliases=list(info.aliases) if info else [], names=list(info.names) if info else [],
+            public=found.owner is None or found.owner.public, aliases=list(info.aliases) if info else [],
+            names=list(info.names) if info else [],
             createdAt=created, updatedAt=updated, buildCount=len(builds),
             envdVersion=str((info.envd or {}).get("version") or ENVD_VERSION) if info else ENVD_VERSION,
             buildStatus=latest.status if latest else "ready", builds=builds, tags=tags,
@@ -545,11 +612,16 @@ class TemplateBuildService:
             raise ApiError(409, f"template '{found.template_id}' has no finished build yet: alias it once it is "
                                 "built")
         for alias in aliases:
-            other = await asyncio.to_thread(self.store.template_named, alias)
+            if "/" in alias:  # `host/x` would also read as a registry image in another team's FROM
+                raise ApiError(400, f"invalid alias {alias!r}: aliases are plain names in your team's namespace "
+                                    "(no '/')")
+            await asyncio.to_thread(self._check_name_free, alias)
+            other = await asyncio.to_thread(self.store.team_template, team_id, alias)
             if other is not None and other.template_id != found.template_id:
                 raise ApiError(400, f"alias {alias!r} is already the name of template '{other.template_id}'")
+        mine = [o.template_id for o in await asyncio.to_thread(self.store.team_templates, team_id)]
         try:
-            info = await asyncio.to_thread(self._registry().set_aliases, found.template_id, aliases)
+            info = await asyncio.to_thread(self._registry().set_aliases, found.template_id, aliases, mine)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         except LookupError:
@@ -559,11 +631,9 @@ class TemplateBuildService:
     # ---- tags -----------------------------------------------------------------------------------------
 
     async def tags(self, team_id: str, name: str) -> list[TemplateTag]:
-        found = await self.find(name)
+        found = await self.find(team_id, name)
         if found is None:
             raise ApiError(404, f"template '{name}' not found")
-        if found.owner is not None and found.owner.team_id != team_id:
-            raise ApiError(403, f"template '{name}' belongs to another team")
         if found.info is None:
             return []
         build = await self._current_build(found)
@@ -607,6 +677,15 @@ class TemplateBuildService:
 
 
 # ---- helpers ----------------------------------------------------------------------------------------------
+
+_TRANSPORTS = ("docker-archive:", "oci-archive:", "oci:", "dir:", "docker://")
+
+
+def _has_registry(ref: str) -> bool:
+    """A reference whose first part names a registry host (`host:port/...`, `a.b/...`, `localhost/...`)."""
+    first, sep, _ = ref.partition("/")
+    return bool(sep) and ("." in first or ":" in first or first == "localhost")
+
 
 def _is_uuid(value: str) -> bool:
     try:

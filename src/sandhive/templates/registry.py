@@ -66,8 +66,20 @@ class TemplateRegistry:
         return sorted(self._current_index().values(), key=lambda info: (info.created_at, info.id))
 
     def get(self, name: str) -> TemplateInfo | None:
-        """The built template called `name` (id, alias, or `name:tag` with a tag of its build), or None."""
+        """The built template called `name` (id, alias, or `name:tag` with a tag of its build), or None.
+
+        Aliases are per team, so two templates may share one: the API never looks a team's name up here but
+        through `catalog.TemplateCatalog`, which knows the owners. Ids are unique.
+        """
         return self._lookup(name)
+
+    def matching(self, name: str) -> list[TemplateInfo]:
+        """Every built template answering to `name` (id, alias, or `name:tag`), the one with that id first."""
+        index = self._current_index()
+        bare, sep, tag = name.partition(":")
+        found = [index[bare]] if bare in index else []
+        found += [info for info in index.values() if bare in info.aliases and info.id != bare]
+        return [info for info in found if not sep or tag in tags_of(info)]
 
     # ---- changing templates -------------------------------------------------------------------------
     # Each takes the template's build lock, so it never races a build of the same template, and rewrites
@@ -89,16 +101,19 @@ class TemplateRegistry:
             layout.remove_leftovers(self.data_dir, template_id)
         return info
 
-    def set_aliases(self, template_id: str, aliases: Iterable[str]) -> TemplateInfo:
+    def set_aliases(self, template_id: str, aliases: Iterable[str],
+                    among: Iterable[str] | None = None) -> TemplateInfo:
         """Replace the template's aliases. ValueError for a malformed alias or one another template
-        answers to (as its id or an alias); LookupError if the template is not built."""
+        answers to (as its id or an alias; only the templates `among` are compared when given, since names
+        are per team); LookupError if the template is not built."""
         wanted = tuple(dict.fromkeys(aliases))
         for alias in wanted:
             if not ALIAS_PATTERN.fullmatch(alias):
                 raise ValueError(f"invalid alias {alias!r}: use lowercase letters, digits, '.', '-' and '_' "
                                  "(optionally namespace/name), up to 63 characters each")
+        compared = None if among is None else set(among)
         for other in self._current_index().values():
-            if other.id == template_id:
+            if other.id == template_id or (compared is not None and other.id not in compared):
                 continue
             taken = set(wanted) & set(other.names)
             if taken:

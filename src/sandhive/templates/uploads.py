@@ -22,7 +22,7 @@ import secrets
 import shutil
 import tarfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -47,6 +47,9 @@ class UploadedFiles:
     def __init__(self, data_dir: Path, seed: bytes) -> None:
         self.root = Path(data_dir) / FILES_DIR
         self._seed = seed
+
+    def team_root(self, team_id: str) -> Path:
+        return self.root / team_id
 
     def path(self, team_id: str, files_hash: str) -> Path:
         return self.root / team_id / check_hash(files_hash)
@@ -76,8 +79,10 @@ class UploadedFiles:
 
     # ---- receiving ----------------------------------------------------------------------------------
 
-    async def receive(self, body: AsyncIterator[bytes]) -> Path:
-        """Write a request body to a private temp file (413 past MAX_UPLOAD_BYTES); the caller unpacks it."""
+    async def receive(self, body: AsyncIterator[bytes], allowance: int | None = None,
+                      over_quota: Callable[[int], Exception] | None = None) -> Path:
+        """Write a request body to a private temp file (413 past MAX_UPLOAD_BYTES); the caller unpacks it.
+        Past `allowance` bytes (what the team's upload quota has left) it stops reading: `over_quota(size)`."""
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         spool = self.root / f".upload-{secrets.token_hex(8)}"
         size = 0
@@ -87,6 +92,8 @@ class UploadedFiles:
                     size += len(chunk)
                     if size > MAX_UPLOAD_BYTES:
                         raise ApiError(413, f"the upload is larger than {MAX_UPLOAD_BYTES // 2**30} GiB")
+                    if allowance is not None and size > allowance and over_quota is not None:
+                        raise over_quota(size)
                     out.write(chunk)
         except BaseException:
             spool.unlink(missing_ok=True)

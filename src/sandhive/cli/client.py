@@ -205,6 +205,11 @@ def delete_template(target: Target, name: str) -> None:
     rest_call(target, "DELETE", f"/templates/{quote(name, safe='')}")
 
 
+def set_template_public(target: Target, name: str, public: bool) -> dict[str, Any]:
+    """E2B's `PATCH /templates/{id}` `{"public": ...}`: whether every team may start the template."""
+    return rest_call(target, "PATCH", f"/templates/{quote(name, safe='')}", json={"public": public})
+
+
 def set_template_aliases(target: Target, name: str, aliases: list[str]) -> list[str]:
     """Replace the template's aliases (Sandhive's `PUT /templates/{id}/aliases`); the aliases it now has."""
     answer = rest_call(target, "PUT", f"/templates/{quote(name, safe='')}/aliases", json={"aliases": aliases})

@@ -18,6 +18,8 @@ app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True
 def create(
     team: Annotated[str, typer.Option(help="Team the key belongs to (created if new).")] = "default",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the key.")] = False,
+    admin: Annotated[bool, typer.Option(
+        "--admin", help="An operator's key: also sees the whole node (every team's warm pools).")] = False,
     data_dir: DataDir = DEFAULT_DATA_DIR,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -26,13 +28,14 @@ def create(
         fail("--team must not be empty", 2)
     store = open_store(data_dir, database_url)
     try:
-        key, info = store.create_api_key(team.strip())
+        key, info = store.create_api_key(team.strip(), admin=admin)
     finally:
         store.close()
     if quiet:
         print(key)
         return
-    out.print(f"Created an API key for team [bold]{info.team}[/]:\n\n  {key}\n")
+    kind = "an admin API key" if admin else "an API key"
+    out.print(f"Created {kind} for team [bold]{info.team}[/]:\n\n  {key}\n")
     out.print("It is not shown again. Use it as E2B_API_KEY (the X-API-Key header).")
 
 
@@ -47,9 +50,9 @@ def list_keys(data_dir: DataDir = DEFAULT_DATA_DIR, database_url: DatabaseUrl = 
     if not keys:
         out.print("No API keys yet. Create one with: sandhive keys create")
         return
-    table = Table("prefix", "team", "created", "last used", "status")
+    table = Table("prefix", "team", "admin", "created", "last used", "status")
     for k in keys:
-        table.add_row(k.prefix, k.team, _when(k.created_at), _when(k.last_used_at),
+        table.add_row(k.prefix, k.team, "yes" if k.admin else "-", _when(k.created_at), _when(k.last_used_at),
                       f"revoked {_when(k.revoked_at)}" if k.revoked_at else "active")
     out.print(table)
 

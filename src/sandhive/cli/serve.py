@@ -48,12 +48,22 @@ def serve(
     memory_budget: MemoryBudget = None,
     cpu_overcommit: CpuOvercommit = 32.0,
     max_sandboxes_per_team: MaxPerTeam = None,
+    # ---- template quotas per team (part tplapi); 0 means no limit; over a limit the API answers 429 ----
+    max_templates_per_team: Annotated[int, typer.Option(
+        min=0, help="Templates a team may own (0: no limit).")] = 50,
+    max_builds_per_team: Annotated[int, typer.Option(
+        min=0, help="Template builds a team may run at once (0: no limit).")] = 2,
+    build_minutes_per_day: Annotated[int, typer.Option(
+        min=0, help="Build minutes a team may use in any 24 hours (0: no limit).")] = 120,
+    max_upload_mb_per_team: Annotated[int, typer.Option(
+        min=0, help="MiB of uploaded template files a team may store (0: no limit).")] = 10240,
 ) -> None:
     """Run the Sandhive server: E2B's REST API and sandbox traffic on one port."""
     import uvicorn  # the server's imports are paid only by `serve`, not by every `keys` call
 
     from ..api import Settings, create_app
     from ..api.tokens import load_seed
+    from ..templates.quotas import TemplateQuotas
 
     data_dir = prepare_data_dir(data_dir)
     open_store(data_dir, database_url).close()  # migrate now, so a bad database is a message, not a traceback
@@ -63,7 +73,12 @@ def serve(
         fail(f"cannot read or create the secret in {data_dir}: {exc}")
     _log_to_stderr(log_level)
     settings = Settings(data_dir=data_dir, database_url=database_url, max_lifetime_seconds=max_lifetime,
-                        trust_host_ca=host_ca, max_sandboxes_per_team=max_sandboxes_per_team)
+                        trust_host_ca=host_ca, max_sandboxes_per_team=max_sandboxes_per_team,
+                        template_quotas=TemplateQuotas(
+                            max_templates=max_templates_per_team or None,
+                            max_concurrent_builds=max_builds_per_team or None,
+                            build_minutes_per_day=build_minutes_per_day or None,
+                            max_upload_bytes=max_upload_mb_per_team * 2**20 or None))
     node = _node(backend, data_dir)
     configure_node(node, pool_size, template_pool_size, memory_budget, cpu_overcommit)
     templates = _templates(data_dir) if node is not None else None

@@ -1,4 +1,5 @@
-"""`sandhive template build|list|info|delete|alias`: templates from Dockerfiles, and the templates your team has."""
+"""`sandhive template build|list|info|delete|alias|publish|unpublish`: templates from Dockerfiles, and the templates
+your team has (its own, private unless published, and the server's built-ins)."""
 
 from __future__ import annotations
 
@@ -198,7 +199,7 @@ def _build_failed(label: str, exc: Any, display: BuildDisplay) -> None:
 
 @app.command("list")
 def list_templates(as_json: Json = False, url: ApiUrl = None, api_key: ApiKey = None) -> None:
-    """List the built templates: id, aliases, default size."""
+    """List the templates your team can use: its own built templates and the server's built-ins."""
     target = resolve(url, api_key)
     with reporting(target.url, "cannot list templates"):
         rows = client.templates(target)
@@ -209,10 +210,10 @@ def list_templates(as_json: Json = False, url: ApiUrl = None, api_key: ApiKey = 
         out.print("No templates built yet. `base` is built on first use (`sandhive sandbox create`), or ahead "
                   "of time by `sudo make up`; build your own with `sandhive template build`.")
         return
-    listing = table(Column("TEMPLATE ID", no_wrap=True), "ALIASES", "CPU", "MEMORY", "DISK", "CREATED")
+    listing = table(Column("TEMPLATE ID", no_wrap=True), "ALIASES", "PUBLIC", "CPU", "MEMORY", "DISK", "CREATED")
     for t in rows:
-        listing.add_row(t.template_id, ", ".join(t.aliases) or "-", str(t.cpu_count), size(t.memory_mb * 2**20),
-                        size(t.disk_size_mb * 2**20), when(t.created_at))
+        listing.add_row(t.template_id, ", ".join(t.aliases) or "-", "yes" if t.public else "no", str(t.cpu_count),
+                        size(t.memory_mb * 2**20), size(t.disk_size_mb * 2**20), when(t.created_at))
     show(listing)
 
 
@@ -269,6 +270,31 @@ def delete(
         with reporting(target.url, f"cannot delete template {name}"):
             client.delete_template(target, name)
         out.print(f"Deleted template {name}")
+
+
+def _set_public(name: str, public: bool, as_json: bool, url: str | None, api_key: str | None) -> None:
+    target = resolve(url, api_key)
+    with reporting(target.url, f"cannot {'publish' if public else 'unpublish'} template {name}"):
+        result = client.set_template_public(target, name, public)
+    if as_json:
+        print_json(result)
+    elif public:
+        out.print(f"Template {name} is public: every team on this server can start it as "
+                  f"{' or '.join(result.get('names') or [])} (or by id {result['templateID']})")
+    else:
+        out.print(f"Template {name} is private again: only your team can see and start it")
+
+
+@app.command()
+def publish(name: TemplateName, as_json: Json = False, url: ApiUrl = None, api_key: ApiKey = None) -> None:
+    """Make one of your templates public: other teams may start it by `your-team-slug/name` (not change it)."""
+    _set_public(name, True, as_json, url, api_key)
+
+
+@app.command()
+def unpublish(name: TemplateName, as_json: Json = False, url: ApiUrl = None, api_key: ApiKey = None) -> None:
+    """Make one of your templates private again: only your team can see and start it."""
+    _set_public(name, False, as_json, url, api_key)
 
 
 @app.command()

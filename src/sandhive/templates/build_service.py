@@ -312,9 +312,9 @@ class TemplateBuildService:
         if record.status != "waiting" or build_id in self._active:
             raise ApiError(409, f"build '{build_id}' was already started (it is {record.status}): register a new "
                                 "build with POST /v3/templates")
-        registry = self._registry()
         running = sum(1 for team in self._active_teams.values() if team == team_id)
         await asyncio.to_thread(self.quota.check_build_start, team_id, running)
+        registry = self._registry()
         try:
             plan = await self._plan(team_id, record, body, registry)
         except ApiError as exc:  # a refused start ends the build: its status says why, as a failed build's does

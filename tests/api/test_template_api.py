@@ -261,7 +261,7 @@ def test_e2b_template_builder_builds_and_a_sandbox_starts_from_it(e2b_env: str, 
     started = time.monotonic()
     info = Template.build(template, "e2b-built:v1", cpu_count=1, memory_mb=512, on_build_logs=logs.append)
     print(f"e2b SDK build took {time.monotonic() - started:.1f}s")
-    assert info.template_id == "e2b-built" and info.tags == ["v1"]
+    assert len(info.template_id) == 20 and info.template_id.isalnum() and info.tags == ["v1"]
     messages = [entry.message for entry in logs]
     assert any("Uploaded 'data/'" in m for m in messages), messages
     assert any(m.startswith("STEP ") for m in messages) and any("is ready" in m for m in messages)
@@ -281,7 +281,7 @@ def test_e2b_template_builder_builds_and_a_sandbox_starts_from_it(e2b_env: str, 
         assert detail["buildStatus"] == "ready" and detail["builds"][0]["buildID"] == info.build_id
         assert detail["defaultWorkdir"] == "/work" and detail["tags"] == ["v1"]
         listed = {t["templateID"] for t in c.get("/templates").json()}
-        assert "e2b-built" in listed
+        assert info.template_id in listed
         status = c.get(f"/templates/e2b-built/builds/{info.build_id}/status", params={"logsOffset": 2, "limit": 3})
         assert status.json()["status"] == "ready" and len(status.json()["logEntries"]) == 3
 
@@ -302,7 +302,9 @@ def test_a_failing_run_step_fails_the_build_with_its_exit_code_and_last_lines(e2
         status = c.get(f"/templates/e2b-fails/builds/{build['buildID']}/status").json()
     assert status["status"] == "error" and status["reason"]["step"] == "1"
     assert any("about-to-fail" in e["message"] for e in status["reason"]["logEntries"])
-    assert not (live.data_dir / "templates" / "e2b-fails").exists()  # no partial template
+    with live.client(e2b_env) as c:
+        template_id = c.get("/templates/aliases/e2b-fails").json()["templateID"]
+    assert not (live.data_dir / "templates" / template_id).exists()  # no partial template
     assert not [p for p in (live.data_dir / "templates").iterdir() if p.name.startswith(".tmp-")]
 
 
@@ -335,12 +337,12 @@ def test_unknown_base_and_bad_dockerfile(e2b_env: str, live: Server) -> None:
 def test_delete_waits_for_sandboxes_and_aliases_are_unique(e2b_env: str, live: Server) -> None:
     from e2b import Sandbox, Template
 
-    Template.build(Template().from_image("debian:bookworm-slim").run_cmd("touch /tmp/marker"), "e2b-del")
+    built = Template.build(Template().from_image("debian:bookworm-slim").run_cmd("touch /tmp/marker"), "e2b-del")
     with live.client(e2b_env) as c:
         r = c.put("/templates/e2b-del/aliases", json={"aliases": ["e2b-del", "del-alias"]})
         assert r.status_code == 200 and r.json() == {"aliases": ["e2b-del", "del-alias"]}
         assert c.put("/templates/e2b-del/aliases", json={"aliases": ["Bad Alias"]}).status_code == 400
-        if (live.data_dir / "templates" / "e2b-built").exists():
+        if c.get("/templates/aliases/e2b-built").status_code == 200:
             r = c.put("/templates/e2b-del/aliases", json={"aliases": ["e2b-built"]})
             assert r.status_code == 400 and "already" in r.json()["message"]
         sbx = Sandbox.create("del-alias", timeout=120)
@@ -353,5 +355,5 @@ def test_delete_waits_for_sandboxes_and_aliases_are_unique(e2b_env: str, live: S
         assert c.get("/templates/aliases/del-alias").status_code == 404
         r = c.post("/v2/sandboxes", json={"templateID": "e2b-del"})
         assert r.status_code == 404
-    assert not (live.data_dir / "templates" / "e2b-del").exists()
+    assert not (live.data_dir / "templates" / built.template_id).exists()
     assert os.path.isdir(live.data_dir / "templates")

@@ -31,11 +31,13 @@ def test_build_then_list_info_alias_delete(cli: Cli, tmp_path: Path) -> None:
     proc = cli("template", "build", "--path", str(ctx), "--start-cmd", start, "--ready-cmd", "test -f /tmp/up",
                timeout=600)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "cli-site"  # sandhive.toml's template_name; the id alone on stdout
-    assert "STEP" in proc.stderr and "Template cli-site is ready" in proc.stderr
+    template_id = proc.stdout.strip()  # the id alone on stdout: random, the name is sandhive.toml's template_name
+    assert len(template_id) == 20 and template_id.isalnum()
+    assert "STEP" in proc.stderr and f"Template {template_id} is ready" in proc.stderr
 
     listed = json.loads(cli.ok("template", "list", "--json"))
-    row = next(t for t in listed if t["template_id"] == "cli-site")
+    row = next(t for t in listed if t["template_id"] == template_id)
+    assert row["public"] is False
     assert row["cpu_count"] == 1 and row["memory_mb"] == 512 and row["aliases"] == ["cli-site"]  # from e2b.toml
 
     sandbox_id = cli.create("--template", "cli-site")
@@ -48,7 +50,11 @@ def test_build_then_list_info_alias_delete(cli: Cli, tmp_path: Path) -> None:
     assert "ready command  test -f /tmp/up" in cli.ok("template", "info", "cli-site")
 
     assert "aliases cli-site, cli-www" in cli.ok("template", "alias", "cli-site", "cli-www")
-    assert json.loads(cli.ok("template", "info", "cli-www", "--json"))["template_id"] == "cli-site"
+    assert json.loads(cli.ok("template", "info", "cli-www", "--json"))["template_id"] == template_id
+    assert "cli/cli-site" in cli.ok("template", "publish", "cli-site")
+    listed = json.loads(cli.ok("template", "list", "--json"))
+    assert next(t for t in listed if t["template_id"] == template_id)["public"] is True
+    assert "private again" in cli.ok("template", "unpublish", "cli-site")
 
     busy = cli("template", "delete", "cli-www")
     assert busy.returncode == 1 and "kill them first" in busy.stderr

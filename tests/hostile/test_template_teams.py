@@ -95,7 +95,7 @@ def test_another_teams_template_is_invisible_unusable_and_built_in_names_are_res
             assert r.status_code == 202
             start = b.post(f"/v2/templates/{r.json()['templateID']}/builds/{r.json()['buildID']}",
                            json={"dockerfile": f"FROM {a_id}\nENV X=1\n"})
-            assert start.status_code == 400 and f"template '{a_id}' not found" in start.json()["message"]
+            assert start.status_code == 400 and f"unknown base image '{a_id}'" in start.json()["message"]
             assert _b_sandboxes_of(live, team_b, a_id) == []  # host side: nothing of B ever ran A's rootfs
             # B cannot change or delete it either
             assert b.patch(f"/templates/{a_id}", json={"public": True}).status_code == 404

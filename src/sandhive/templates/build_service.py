@@ -409,8 +409,12 @@ class TemplateBuildService:
                 continue
             found = await self.find(team_id, ref.removesuffix(":latest") if ref.endswith(":latest") else ref)
             if found is None or found.info is None:
-                raise ApiError(400, f"the Dockerfile cannot be built: line {line}: FROM {ref}: template '{ref}' not "
-                                    "found (name one of your templates, a built-in, or a public 'team-slug/name')")
+                raise ApiError(400, f"the Dockerfile cannot be built: line {line}: FROM {ref}: unknown base image "
+                                    f"{ref!r}: no template of yours, built-in or public ('team-slug/name') has that "
+                                    "name. Sandhive does not pull from Docker Hub; it builds these locally from "
+                                    f"Debian: {', '.join(local_bases.known_names())}. Other images: push them to a "
+                                    "registry (`FROM registry.example:5000/name:tag`) or use `FROM "
+                                    "docker-archive:file.tar`.")
             rewrites[ref] = found.template_id
         if not rewrites:
             return text, parsed

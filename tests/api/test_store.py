@@ -149,3 +149,31 @@ def test_paging_is_exact_with_equal_start_times(tmp_path: Path) -> None:
         exercise_paging(store)
     finally:
         store.close()
+
+
+def test_migration_0003_keeps_existing_templates_with_their_teams(tmp_path: Path) -> None:
+    """Data of a 0002 database: its templates keep their ids and names, stay with their teams (private), and
+    teams get distinct slugs even when their names slug alike."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from sandhive.store.engine import MIGRATIONS
+
+    store = Store.open(tmp_path)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with store._write_engine.begin() as conn:  # noqa: SLF001 — the test drives the migrations itself
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0002")
+        conn.execute(text("INSERT INTO teams (id, name, created_at) VALUES ('t1', 'Team A', '2026-01-01'), "
+                          "('t2', 'team_a', '2026-01-02')"))
+        conn.execute(text("INSERT INTO template_owners (template_id, team_id, name, created_at) "
+                          "VALUES ('my-app', 't1', 'my-app', '2026-01-01')"))
+    store.migrate()
+    owner = store.team_template("t1", "my-app")
+    assert owner is not None and owner.template_id == "my-app" and owner.public is False
+    assert store.team_template("t2", "my-app") is None
+    assert (store.team_slug_of("t1"), store.team_slug_of("t2")) == ("team-a", "team-a-2")
+    assert store.claim_template("x" * 20, "t2", "my-app").template_id == "x" * 20  # names are per team now
+    store.close()

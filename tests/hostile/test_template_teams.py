@@ -109,6 +109,14 @@ def test_another_teams_template_is_invisible_unusable_and_built_in_names_are_res
             created.append(r.json()["sandboxID"])
             assert r.json()["templateID"] == a_id
             assert b.delete(f"/templates/{a_id}").status_code == 403
+            # node status: a team sees its own templates' pools and the built-ins', the operator's admin key all
+            admin = live.server.key(f"operator-{suffix}", "--admin")
+            with live.server.client(admin) as op:
+                every = {p["templateID"] for p in op.get("/sandhive/node").json()["pools"]}
+            b_pools = {p["templateID"] for p in b.get("/sandhive/node").json()["pools"]}
+            a_pools = {p["templateID"] for p in a.get("/sandhive/node").json()["pools"]}
+            print(f"pools: admin {sorted(every)}, team A {sorted(a_pools)}, team B {sorted(b_pools)}")
+            assert a_id in every and a_id in a_pools and a_id not in b_pools
             # a bare name still means B's own templates or built-ins first, never A's (public or not)
             r = b.post("/v2/sandboxes", json={"templateID": f"private-{suffix}", "timeout": 60})
             assert r.status_code == 404

@@ -19,6 +19,7 @@ import uuid
 import httpx
 import pytest
 
+from tests.api.rig import create_key
 from tests.hostile.conftest import Live
 
 DOCKERFILE = "FROM base\nENV SANDHIVE_TEMPLATE_OWNER=team-a\n"  # the cheapest real build: one layer on `base`
@@ -110,7 +111,7 @@ def test_another_teams_template_is_invisible_unusable_and_built_in_names_are_res
             assert r.json()["templateID"] == a_id
             assert b.delete(f"/templates/{a_id}").status_code == 403
             # node status: a team sees its own templates' pools and the built-ins', the operator's admin key all
-            admin = live.server.key(f"operator-{suffix}", "--admin")
+            admin = create_key(live.server.data_dir, f"operator-{suffix}", "--admin")
             with live.server.client(admin) as op:
                 every = {p["templateID"] for p in op.get("/sandhive/node").json()["pools"]}
             b_pools = {p["templateID"] for p in b.get("/sandhive/node").json()["pools"]}

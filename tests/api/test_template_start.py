@@ -70,5 +70,6 @@ def test_a_start_command_that_never_gets_ready_fails_the_build(live: Server, key
                        api_key=key, api_url=live.url)
     assert "start command" in str(failure.value) and "exited with code 4" in str(failure.value)
     with httpx.Client(base_url=live.url, headers={"X-API-Key": key}, trust_env=False) as client:
-        listed = [t["templateID"] for t in client.get("/templates").json()]
+        listed = [name for t in client.get("/templates").json() for name in [t["templateID"], *t["aliases"]]]
+        assert client.get("/templates/neverready").json()["buildStatus"] == "error"
     assert "neverready" not in listed  # no template is left of a failed build

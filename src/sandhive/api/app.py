@@ -21,6 +21,7 @@ from .settings import Settings
 from .template_routes import template_build_router
 from .templates import TemplateResolver
 from .timers import run_expiry
+from .tokens import load_seed
 
 DESCRIPTION = "Self-hosted sandboxes for AI agents. The REST API of E2B, so the official e2b SDKs work unchanged."
 
@@ -33,7 +34,8 @@ def create_app(settings: Settings, node: Node | None, templates: TemplateResolve
     `app.state.resolve_sandbox(id)` answers a running sandbox's host address for the edge proxy.
     """
     service = SandboxService(settings, Store.open(settings.data_dir, settings.database_url), node, templates)
-    builds = TemplateBuildService(settings, service.store, templates, node)  # type: ignore[arg-type]
+    builds = TemplateBuildService(settings, service.store, templates, node,  # type: ignore[arg-type]
+                                  load_seed=load_seed)
     service.catalog = builds.catalog  # sandbox creates resolve names as the team sees them
 
     @contextlib.asynccontextmanager

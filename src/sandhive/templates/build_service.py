@@ -282,8 +282,9 @@ class TemplateBuildService:
         allowance = await asyncio.to_thread(self.quota.upload_allowance, team_root)
         spool = await self.files.receive(body, allowance,
                                          lambda size: self.quota.upload_refused(size + self._stored(allowance)))
+        existed = self.files.path(owner.team_id, files_hash).is_dir()  # then it is counted already: keep it
         unpacked = await asyncio.to_thread(self.files.unpack, spool, owner.team_id, files_hash)
-        if allowance is not None:  # what it unpacked to counts, not what it was sent as
+        if allowance is not None and not existed:  # what it unpacked to counts, not what it was sent as
             from .quotas import stored_bytes
 
             size = await asyncio.to_thread(stored_bytes, unpacked)

@@ -55,13 +55,13 @@ def create_app(settings: Settings, node: Node | None, templates: TemplateResolve
     app.state.service = service
     app.state.resolve_sandbox = service.directory.resolve
     install_error_handlers(app)
-    routers = [health_router(service), sandbox_router(service), template_build_router(builds, service.store),
-               template_router(service), node_router(service)]
-    for router in routers:
-        app.include_router(router)
+    app.include_router(health_router(service))
+    app.include_router(sandbox_router(service))
+    app.include_router(template_build_router(builds, service.store))
+    app.include_router(template_router(service))
+    app.include_router(node_router(service))
     # Before any route reads a body: the key from the headers, and bounded body sizes (request_guard.py).
-    app.add_middleware(RequestGuard, routes=[route for router in routers for route in router.routes],
-                       store=service.store,  # type: ignore[arg-type]
+    app.add_middleware(RequestGuard, routes=app.router.routes, store=service.store,  # type: ignore[arg-type]
                        limits=BodyLimits(settings.max_json_body_bytes, settings.max_upload_body_bytes,
                                          settings.body_timeout_seconds))
     app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,7 @@ JSON_LIMIT = 2**20  # 1 MiB: the largest JSON body E2B's SDKs send is a few KiB 
 UPLOAD_LIMIT = 4 * 2**30  # a template-files tar, compressed (template_files.MAX_UPLOAD_BYTES)
 BODY_TIMEOUT = 30.0  # seconds for a whole JSON body, or between two chunks of an upload
 UPLOAD_ROUTES = frozenset({"upload_template_files"})  # streamed to disk, authorised by a signature
+UPLOAD_PATH_SUFFIX = "/upload"  # the same route, should it be renamed (PUT /templates/{id}/files/{hash}/upload)
 
 
 @dataclass(frozen=True)
@@ -58,16 +59,25 @@ class RequestGuard:
     def __init__(self, app: ASGIApp, *, routes: Sequence[BaseRoute], store: Store,
                  limits: BodyLimits = BodyLimits()) -> None:
         self.app = app
-        self.routes = routes
+        self._top_routes = routes
+        self._flat: list[BaseRoute] | None = None
         self.store = store
         self.limits = limits
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        """The app's routes, included routers flattened (read at the first request, when all are in place), so
+        a router added anywhere is guarded without a list to keep up to date."""
+        if self._flat is None:
+            self._flat = list(_flatten(self._top_routes))
+        return self._flat
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         route = self._route(scope)
-        upload = getattr(route, "name", None) in UPLOAD_ROUTES
+        upload = _is_upload(route)
         limit = self.limits.upload_bytes if upload else self.limits.json_bytes
         headers = _headers(scope)
         try:
@@ -172,6 +182,22 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
         return pending.pop(0) if pending else await receive()
 
     return replayed
+
+
+def _is_upload(route: Any) -> bool:
+    if route is None:
+        return False
+    return route.name in UPLOAD_ROUTES or (str(getattr(route, "path", "")).endswith(UPLOAD_PATH_SUFFIX)
+                                           and not _needs_key(route))
+
+
+def _flatten(routes: Iterable[Any]) -> Iterator[BaseRoute]:
+    for route in routes:
+        inner = getattr(route, "original_router", None)  # FastAPI's included router
+        if inner is not None:
+            yield from _flatten(inner.routes)
+        else:
+            yield route
 
 
 def _needs_key(route: Any) -> bool:

@@ -15,6 +15,7 @@ from ..store import Store
 from ..templates.build_service import TemplateBuildService
 from .errors import install_error_handlers
 from .openapi import build_openapi
+from .request_guard import BodyLimits, RequestGuard
 from .routes import health_router, node_router, sandbox_router, template_router
 from .sandboxes import SandboxService
 from .settings import Settings
@@ -62,5 +63,9 @@ def create_app(settings: Settings, node: Node | None, templates: TemplateResolve
     app.include_router(template_build_router(builds, service.store))
     app.include_router(template_router(service))
     app.include_router(node_router(service))
+    # Before any route reads a body: the key from the headers, and bounded body sizes (request_guard.py).
+    app.add_middleware(RequestGuard, routes=app.router.routes, store=service.store,  # type: ignore[arg-type]
+                       limits=BodyLimits(settings.max_json_body_bytes, settings.max_upload_body_bytes,
+                                         settings.body_timeout_seconds))
     app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]
     return app

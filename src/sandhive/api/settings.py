@@ -17,5 +17,11 @@ class Settings:
     trust_host_ca: bool = True  # hand the host's CA bundle to every sandbox (TLS through intercepting proxies)
     client_id: str = "sandhive"  # E2B's `clientID`: which node runs the sandbox
     expiry_interval_seconds: float = 1.0  # how often expired sandboxes are looked for
-    max_sandboxes_per_team: int | None = None  # running sandboxes a team may have on this server (429 beyond)
+    # ---- what one client may cost this server (part "server" of issue 12) ----
+    # Running sandboxes a team may have on this server (429 beyond); None: no limit. The default keeps one
+    # team from taking a whole host's budget: E2B's own default concurrent-sandbox quota is 20.
+    max_sandboxes_per_team: int | None = 20
+    max_json_body_bytes: int = 2**20  # JSON request bodies (413 beyond, checked before they are read)
+    max_upload_body_bytes: int = 4 * 2**30  # a template-files tar, streamed to disk
+    body_timeout_seconds: float = 30.0  # a whole JSON body, or a pause within an upload (408 beyond)
     template_quotas: TemplateQuotas = TemplateQuotas()  # per team: templates, builds, build minutes, upload bytes

@@ -23,8 +23,9 @@ MemoryBudget = Annotated[int | None, typer.Option(
 CpuOvercommit = Annotated[float, typer.Option(
     "--cpu-overcommit", min=0.01, envvar="SANDHIVE_CPU_OVERCOMMIT",
     help="vCPUs sandboxes may reserve per host core.")]
-MaxPerTeam = Annotated[int | None, typer.Option(
-    "--max-sandboxes-per-team", min=1, help="Running sandboxes one team may have (429 beyond; default: no limit).")]
+MaxPerTeam = Annotated[int, typer.Option(
+    "--max-sandboxes-per-team", min=0, envvar="SANDHIVE_MAX_SANDBOXES_PER_TEAM",
+    help="Running sandboxes one team may have (429 + Retry-After beyond; 0: no limit).")]
 
 
 def parse_template_sizes(values: list[str] | None) -> dict[str, int]:

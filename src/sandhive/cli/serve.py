@@ -47,7 +47,21 @@ def serve(
     template_pool_size: TemplatePoolSizes = None,
     memory_budget: MemoryBudget = None,
     cpu_overcommit: CpuOvercommit = 32.0,
-    max_sandboxes_per_team: MaxPerTeam = None,
+    # ---- what one client may cost the server (request_guard.py, slow_clients.py) ----
+    max_sandboxes_per_team: MaxPerTeam = 20,
+    max_json_body: Annotated[int, typer.Option(
+        "--max-json-body", min=1024, envvar="SANDHIVE_MAX_JSON_BODY",
+        help="Largest JSON request body in bytes (413 beyond, refused before it is read).")] = 2**20,
+    max_upload_body: Annotated[int, typer.Option(
+        "--max-upload-body", min=1024, envvar="SANDHIVE_MAX_UPLOAD_BODY",
+        help="Largest template-files upload in bytes (streamed to disk; 413 beyond).")] = 4 * 2**30,
+    body_timeout: Annotated[float, typer.Option(
+        "--body-timeout", min=0.1,
+        help="Seconds a JSON body may take to arrive, or an upload may pause (408).")] = 30.0,
+    header_timeout: Annotated[float, typer.Option(
+        "--header-timeout", min=0.1, help="Seconds a client may take to send a request's headers.")] = 10.0,
+    keep_alive_timeout: Annotated[int, typer.Option(
+        "--keep-alive-timeout", min=1, help="Seconds an idle keep-alive connection stays open.")] = 5,
     # ---- template quotas per team (part tplapi); 0 means no limit; over a limit the API answers 429 ----
     max_templates_per_team: Annotated[int, typer.Option(
         min=0, help="Templates a team may own (0: no limit).")] = 50,
@@ -62,6 +76,7 @@ def serve(
     import uvicorn  # the server's imports are paid only by `serve`, not by every `keys` call
 
     from ..api import Settings, create_app
+    from ..api.slow_clients import guarded_protocol
     from ..api.tokens import load_seed
     from ..templates.quotas import TemplateQuotas
 
@@ -73,7 +88,9 @@ def serve(
         fail(f"cannot read or create the secret in {data_dir}: {exc}")
     _log_to_stderr(log_level)
     settings = Settings(data_dir=data_dir, database_url=database_url, max_lifetime_seconds=max_lifetime,
-                        trust_host_ca=host_ca, max_sandboxes_per_team=max_sandboxes_per_team,
+                        trust_host_ca=host_ca, max_sandboxes_per_team=max_sandboxes_per_team or None,
+                        max_json_body_bytes=max_json_body, max_upload_body_bytes=max_upload_body,
+                        body_timeout_seconds=body_timeout,
                         template_quotas=TemplateQuotas(
                             max_templates=max_templates_per_team or None,
                             max_concurrent_builds=max_builds_per_team or None,
@@ -86,8 +103,11 @@ def serve(
     chosen = node.backend if node is not None else Backend.none.value
     err.print(f"sandhive: serving on http://{host}:{port} (backend {chosen}, data dir {data_dir})")
     # The proxy forwards sandboxes' own Server and Date headers, so uvicorn must not add its own.
+    # Slow clients: idle keep-alive connections close after `keep_alive_timeout`, headers must arrive within
+    # `header_timeout` (uvicorn has no such timeout: slow_clients.py adds it), headers are at most 64 KiB.
     uvicorn.run(_with_proxy(api), host=host, port=port, log_level=log_level, lifespan="on",
-                server_header=False, date_header=False)
+                server_header=False, date_header=False, http=guarded_protocol(header_timeout),
+                timeout_keep_alive=keep_alive_timeout, h11_max_incomplete_event_size=64 * 1024)
 
 
 def _log_to_stderr(level: str) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 BASE = 100_000
 SIZE = 65_536
+BUILD_BASE = 200_000  # template builds and upload unpacking run as this range (SIZE ids), never as host root
 
 
 def host_id(inner: int) -> int:

@@ -7,6 +7,7 @@ Run it with `server_header=False, date_header=False` in uvicorn so proxied respo
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
@@ -17,10 +18,18 @@ from . import errors, http, routing, websocket
 
 Resolver = Callable[[str], Awaitable[str | None]]
 
-# Connect streams (Start, WatchDir) stay open for minutes with sparse keepalives, so only connecting is
-# bounded. The pool is generous because every open stream holds a connection.
-TIMEOUT = httpx.Timeout(None, connect=5.0)
+# Connect streams (Start, WatchDir) stay open for minutes, but envd sends a keepalive event at least every
+# `Keepalive-Ping-Interval` seconds (E2B's SDK asks for 50). So the read timeout is between two chunks, not
+# for the whole response: an upstream silent for READ_TIMEOUT seconds is dropped, a streaming one never.
+# The pool is generous because every open stream holds a connection; MAX_CONNECTIONS_PER_SANDBOX bounds what
+# one sandbox's clients can hold of it.
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 600.0
+WRITE_TIMEOUT = 60.0  # a sandbox that stops reading a request body
+TIMEOUT = httpx.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT, write=WRITE_TIMEOUT, pool=10.0)
 LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=200, keepalive_expiry=60)
+MAX_CONNECTIONS_PER_SANDBOX = 256
+RETRY_AFTER_SECONDS = 1
 
 
 class EdgeProxy:
@@ -30,10 +39,15 @@ class EdgeProxy:
     `http://<address>:N`. With `domain`, Host-based routing only accepts `<port>-<id>.<domain>`.
     """
 
-    def __init__(self, app: ASGIApp, resolve: Resolver, domain: str | None = None) -> None:
+    def __init__(self, app: ASGIApp, resolve: Resolver, domain: str | None = None,
+                 max_connections_per_sandbox: int = MAX_CONNECTIONS_PER_SANDBOX,
+                 timeout: httpx.Timeout = TIMEOUT) -> None:
         self.app = app
         self.resolve = resolve
         self.domain = domain
+        self.max_connections_per_sandbox = max_connections_per_sandbox
+        self.timeout = timeout
+        self._open: Counter[str] = Counter()  # proxied requests and WebSocket sessions in flight, per sandbox
         self._client: httpx.AsyncClient | None = None
 
     @property
@@ -41,7 +55,7 @@ class EdgeProxy:
         """Created on first use, so it binds to the serving event loop; shared by every request."""
         if self._client is None:
             # trust_env=False: sandbox traffic must never go through an HTTP(S)_PROXY from the environment.
-            self._client = httpx.AsyncClient(timeout=TIMEOUT, limits=LIMITS, trust_env=False,
+            self._client = httpx.AsyncClient(timeout=self.timeout, limits=LIMITS, trust_env=False,
                                              follow_redirects=False)
         return self._client
 
@@ -74,6 +88,22 @@ class EdgeProxy:
         if address is None:
             await self._reject(scope, receive, send, errors.sandbox_not_found(sandbox_id))
             return
+        if self._open[sandbox_id] >= self.max_connections_per_sandbox:
+            await self._reject(scope, receive, send, errors.ProxyError(
+                429, f"Too many open connections to sandbox {sandbox_id}: at most "
+                     f"{self.max_connections_per_sandbox} at a time; close some and retry", sandbox_id,
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)}))
+            return
+        self._open[sandbox_id] += 1
+        try:
+            await self._forward(scope, receive, send, address, sandbox_id, port)
+        finally:
+            self._open[sandbox_id] -= 1
+            if not self._open[sandbox_id]:
+                del self._open[sandbox_id]
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send, address: str, sandbox_id: str,
+                       port: int) -> None:
         raw_path = scope.get("raw_path") or quote(scope["path"]).encode()
         query = scope.get("query_string", b"")
         target_path = raw_path + (b"?" + query if query else b"")

@@ -25,6 +25,7 @@ class ProxyError:
     message: str
     sandbox_id: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. Retry-After on 429
 
     def json_body(self) -> bytes:
         body: dict[str, object] = {}
@@ -69,6 +70,7 @@ async def send_error(scope: Scope, send: Send, error: ProxyError) -> None:
     """
     content_type, body = error.render(_accept(scope))
     headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()]
     if scope["type"] == "http":
         await send({"type": "http.response.start", "status": error.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

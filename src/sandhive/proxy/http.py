@@ -1,9 +1,10 @@
 """Relay one HTTP exchange to a sandbox port, streaming both bodies as they arrive.
 
 Connect streams ride on this: `StreamInput` is a chunked request body whose messages must reach envd one
-by one, and `Start`/`WatchDir` are responses that stay open for minutes. So nothing is buffered, there is
-no read timeout, bodies are relayed raw (never decompressed), and a client that goes away closes the
-upstream request at once — even while the upstream is idle — via a watcher on `http.disconnect`.
+by one, and `Start`/`WatchDir` are responses that stay open for minutes. So nothing is buffered, the read
+timeout is between chunks (envd's keepalives keep a quiet stream alive; asgi.READ_TIMEOUT), bodies are
+relayed raw (never decompressed), and a client that goes away closes the upstream request at once — even
+while the upstream is idle — via a watcher on `http.disconnect`.
 """
 
 from __future__ import annotations
@@ -121,6 +122,10 @@ async def _exchange(client: httpx.AsyncClient, scope: Scope, downstream: Downstr
         return
     except (httpx.ConnectError, httpx.ConnectTimeout):
         await errors.send_error(scope, send, errors.port_not_open(sandbox_id, port))
+        return
+    except httpx.ReadTimeout:
+        detail = f"The sandbox's port {port} sent no response within {client.timeout.read:g} s"
+        await errors.send_error(scope, send, errors.ProxyError(504, detail, sandbox_id, {"port": port}))
         return
     except httpx.TransportError as exc:
         detail = f"{errors.UPSTREAM_FAILED}: {type(exc).__name__}"

@@ -6,10 +6,11 @@ tar (gzipped or not) there. The URL carries no API key, so the signature is what
 names the template, the hash and an expiry.
 
 An upload is unpacked into `<data_dir>/template-files/<team_id>/<hash>/` (one directory per hash, per team:
-a team cannot plant files under a hash another team's build will use). Unpacking goes through tarfile's
-`data` filter, so nothing lands outside that directory: absolute paths, `..`, links pointing out, device
-files refuse the whole upload with 400, naming the member. The directory appears complete or not at all
-(unpacked beside it, then renamed into place).
+a team cannot plant files under a hash another team's build will use). Unpacking runs in a child process
+that is not host root: a user namespace mapped to the BUILD range, chrooted into the new directory
+(templates/unpack.py), so nothing lands outside it whatever the paths and links say. Absolute paths, `..`
+and device files refuse the whole upload with 400, naming the member; symlinks are kept as links. The
+directory appears complete or not at all (unpacked beside it, then renamed into place).
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ import os
 import re
 import secrets
 import shutil
-import tarfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import urlencode
 
-from .errors import UserError as ApiError  # the name `_extract` uses (kept byte-for-byte for part server)
+from .errors import UserError as ApiError
+from .unpack import UnpackError, unpack
 
 FILES_DIR = "template-files"
 HASH_PATTERN = re.compile(r"[0-9a-f]{64}")
@@ -140,37 +141,9 @@ class UploadedFiles:
 
 
 def _extract(spool: Path, into: Path) -> None:
-    """Unpack a tar (any compression tarfile knows) into `into`, refusing anything that would escape it."""
+    """Unpack a tar (gzipped or not) into `into`, as the BUILD range's root inside a chroot of `into`
+    (templates/unpack.py): never as host root, and no path or link chain can land outside."""
     try:
-        with tarfile.open(spool, mode="r:*") as tar:
-            members = tar.getmembers()
-            total = sum(m.size for m in members if m.isfile())
-            if total > MAX_UNPACKED_BYTES:
-                raise ApiError(413, f"the upload unpacks to {total / 2**30:.1f} GiB, more than "
-                                    f"{MAX_UNPACKED_BYTES // 2**30} GiB")
-            for member in members:
-                if member.name.startswith("/"):  # the filter would strip the slash; refuse it instead
-                    raise ApiError(400, f"refusing the upload: member {member.name!r}: absolute paths are not "
-                                        "allowed (name members relative to the context)")
-                try:
-                    tarfile.data_filter(member, str(into))
-                except tarfile.FilterError as exc:
-                    raise ApiError(400, f"refusing the upload: member {member.name!r}: {_filter_reason(exc)}") \
-                        from None
-            tar.extractall(into, filter="data")
-    except tarfile.TarError as exc:
-        raise ApiError(400, f"the upload is not a tar archive (optionally gzipped): {exc}") from None
-    except EOFError:
-        raise ApiError(400, "the upload is a truncated tar archive") from None
-
-
-def _filter_reason(exc: tarfile.FilterError) -> str:
-    if isinstance(exc, tarfile.AbsolutePathError):
-        return "absolute paths are not allowed"
-    if isinstance(exc, tarfile.OutsideDestinationError):
-        return "the path leads outside the upload (..)"
-    if isinstance(exc, tarfile.AbsoluteLinkError | tarfile.LinkOutsideDestinationError):
-        return "the link points outside the upload"
-    if isinstance(exc, tarfile.SpecialFileError):
-        return "device files and pipes are not allowed"
-    return str(exc)
+        unpack(spool, into, max_bytes=MAX_UNPACKED_BYTES)
+    except UnpackError as exc:
+        raise ApiError(exc.status, exc.message) from None

@@ -40,3 +40,5 @@ def shift_tree(root: Path) -> None:
             os.lchown(path, uid, gid)
             if not stat.S_ISLNK(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
                 os.chmod(path, stat.S_IMODE(st.st_mode))
+
+BUILD_BASE = 200_000  # template builds and upload unpacking run as this range (root inside = BUILD_BASE outside)

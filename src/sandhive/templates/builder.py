@@ -131,6 +131,7 @@ def _build_in(sandbox: build_sandbox.Sandbox, data_dir: Path, cache_dir: Path, p
             context = sandbox.receive(request.context, trusted=True, dest="context", keep_owners=False)
         except build_sandbox.CommandFailed as exc:
             raise TemplateBuildError(f"the build context cannot be read: {exc}", None, list(exc.lines)) from exc
+        _check_context_binds(parsed, request.context)
         resolved = _resolve_bases(parsed, buildah, data_dir, cache_dir, request.context, log)
         image = image_name(data_dir, request.template_id)
         _bud(buildah, parsed, resolved, request, context, image, log)
@@ -202,6 +203,25 @@ def _resolve_bases(parsed: dockerfile_mod.Dockerfile, buildah: Buildah, data_dir
         except BuildError as exc:
             raise TemplateBuildError(f"cannot build base image {ref!r}: {exc}", where) from exc
     return resolved
+
+
+def _check_context_binds(parsed: dockerfile_mod.Dockerfile, context: Path) -> None:
+    """A `RUN --mount=type=bind` from the context must not cross a symlink of the context: buildah 1.28
+    resolves it on the host side (CVE-2024-1753). Checked on names only (lstat), nothing is followed."""
+    for stage in parsed.stages:
+        for ins in stage.instructions:
+            if ins.keyword != "RUN":
+                continue
+            for mount in dockerfile_mod.run_mounts(ins):
+                if mount["type"] != "bind" or "from" in mount or "from_image" in mount:
+                    continue
+                source = mount.get("source") or mount.get("src") or "."
+                current = context
+                for part in Path(source.lstrip("/")).parts:
+                    current = current / part
+                    if part == ".." or current.is_symlink():
+                        raise TemplateBuildError(f"RUN --mount source {source!r} crosses a symlink or leaves "
+                                                 "the build context", ins.describe())
 
 
 def _archive_in_context(transport: str, path: str, context: Path, copied: Path, where: str) -> str:

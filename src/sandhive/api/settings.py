@@ -16,3 +16,8 @@ class Settings:
     client_id: str = "sandhive"  # E2B's `clientID`: which node runs the sandbox
     expiry_interval_seconds: float = 1.0  # how often expired sandboxes are looked for
     max_sandboxes_per_team: int | None = None  # running sandboxes a team may have on this server (429 beyond)
+    # Template builds (templates.build_sandbox.Limits): what one build may use before it fails as the user's error.
+    build_memory_mb: int = 4096
+    build_cpus: float = 2.0
+    build_pids: int = 4096
+    build_timeout_seconds: int = 1800

@@ -48,6 +48,12 @@ def serve(
     memory_budget: MemoryBudget = None,
     cpu_overcommit: CpuOvercommit = 32.0,
     max_sandboxes_per_team: MaxPerTeam = None,
+    build_memory_mb: Annotated[int, typer.Option(
+        min=256, help="Memory one template build may use (buildah and its RUN steps), in MB.")] = 4096,
+    build_cpus: Annotated[float, typer.Option(min=0.1, help="CPUs one template build may use.")] = 2.0,
+    build_pids: Annotated[int, typer.Option(min=64, help="Processes one template build may have at once.")] = 4096,
+    build_timeout: Annotated[int, typer.Option(
+        min=10, help="Longest a template build may take, in seconds (default 30 minutes).")] = 1800,
 ) -> None:
     """Run the Sandhive server: E2B's REST API and sandbox traffic on one port."""
     import uvicorn  # the server's imports are paid only by `serve`, not by every `keys` call
@@ -63,7 +69,9 @@ def serve(
         fail(f"cannot read or create the secret in {data_dir}: {exc}")
     _log_to_stderr(log_level)
     settings = Settings(data_dir=data_dir, database_url=database_url, max_lifetime_seconds=max_lifetime,
-                        trust_host_ca=host_ca, max_sandboxes_per_team=max_sandboxes_per_team)
+                        trust_host_ca=host_ca, max_sandboxes_per_team=max_sandboxes_per_team,
+                        build_memory_mb=build_memory_mb, build_cpus=build_cpus, build_pids=build_pids,
+                        build_timeout_seconds=build_timeout)
     node = _node(backend, data_dir)
     configure_node(node, pool_size, template_pool_size, memory_budget, cpu_overcommit)
     templates = _templates(data_dir) if node is not None else None

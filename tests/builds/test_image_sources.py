@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -81,7 +82,9 @@ def test_from_a_local_registry(data_dir: Path, registry: str, marked: str, tmp_p
 
 def test_from_a_docker_archive_in_the_context(data_dir: Path, marked: str, tmp_path: Path) -> None:
     context = write_context(tmp_path / "ctx", {})
-    builder.storage().run("push", marked, f"docker-archive:{context / 'image.tar'}")
+    with builder.storage_session() as buildah:  # written by the BUILD range in its scratch dir, copied out
+        buildah.run("push", marked, f"docker-archive:{buildah.sandbox.scratch / 'image.tar'}")
+        shutil.copyfile(buildah.sandbox.scratch / "image.tar", context / "image.tar")
     _build(data_dir, "from-archive", "FROM docker-archive:image.tar\nRUN cat /marker > /seen\n", context)
     assert (layout.template_dir(data_dir, "from-archive") / "rootfs/seen").read_text() == "marker\n"
 

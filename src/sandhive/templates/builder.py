@@ -26,7 +26,8 @@ import re
 import secrets
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -91,6 +92,14 @@ def storage(sandbox: build_sandbox.Sandbox) -> Buildah:
     It lives in `<cache>/buildah-userns/storage`, owned by the BUILD range. The storage of earlier versions,
     `<cache>/buildah` (owned by host root), is no longer read or written: delete it to get its space back."""
     return Buildah(sandbox)
+
+
+@contextmanager
+def storage_session(cache_dir: Path | None = None) -> Iterator[Buildah]:
+    """The storage for one-off commands outside a build (tests, tools): no cgroup or timeout, still the
+    BUILD range's user namespace."""
+    with build_sandbox.unlimited(Path(cache_dir or default_cache_dir())) as sandbox:
+        yield storage(sandbox)
 
 
 def image_name(data_dir: Path, template_id: str) -> str:
@@ -453,4 +462,5 @@ def remove_image(data_dir: Path, template_id: str, cache_dir: Path | None = None
         storage(sandbox).remove_image(image_name(data_dir, template_id))
 
 
-__all__ = ["BuildRequest", "TemplateBuildError", "build_template", "remove_image", "storage", "image_name"]
+__all__ = ["BuildRequest", "TemplateBuildError", "build_template", "remove_image", "storage", "storage_session",
+           "image_name"]

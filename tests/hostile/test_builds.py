@@ -50,17 +50,19 @@ def host_dir() -> Iterator[Path]:
 
 
 def build(server: Server, dockerfile_text: str, *, wait: float = 600) -> dict:
-    """Build through the API; the final status body with every log line."""
+    """Build through the API; the final status body (with the log's last lines)."""
     with server.client(server.key(TEAM)) as client:
         ids = client.post("/v3/templates", json={"name": f"hb-{secrets.token_hex(4)}"})
         assert ids.status_code == 202, ids.text
         template_id, build_id = ids.json()["templateID"], ids.json()["buildID"]
         started = client.post(f"/v2/templates/{template_id}/builds/{build_id}", json={"dockerfile": dockerfile_text})
+        if started.status_code == 400:  # refused before it starts (the Dockerfile check): E2B's error body
+            return {"status": "error", "reason": {"message": started.json()["message"]}}
         assert started.status_code == 202, started.text
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             status = client.get(f"/templates/{template_id}/builds/{build_id}/status",
-                                params={"limit": 1000}).json()
+                                params={"limit": 100}).json()
             if status["status"] not in ("waiting", "building"):
                 return status
             time.sleep(0.5)
@@ -69,7 +71,8 @@ def build(server: Server, dockerfile_text: str, *, wait: float = 600) -> dict:
 
 def reason_of(status: dict) -> str:
     reason = status.get("reason") or {}
-    return f"{reason.get('message')} ({reason.get('step')})"
+    message = str(reason.get("message")).split("\n")[0]  # the reason itself, not the log's last lines
+    return f"{message} ({reason.get('step')})"
 
 
 def text_of(status: dict) -> str:

@@ -252,7 +252,7 @@ def _archive_in_context(transport: str, path: str, context: Path, copied: Path, 
             raise TemplateBuildError(f"{transport}:{path}: the path crosses a symlink; archive bases must be "
                                      "plain files inside the build context", where)
     if not current.is_file():
-        raise TemplateBuildError(f"{transport}:{path} is not a file in the build context", where)
+        raise TemplateBuildError(f"{transport}:{path} does not exist in the build context (as a plain file)", where)
     return str(copied / name) + path[len(name):]
 
 

@@ -95,10 +95,10 @@ def test_cve_2024_1753_rw_bind_of_a_stage_symlink_is_refused(server: Server, hos
     secret = server.data_dir / "secret"
     target = host_dir / "pwned"
     status = build(server, CVE.format(mode="rw,", secret=secret, target=target))
-    assert status["status"] == "error", status
-    assert "line 4" in text_of(status) and "read-only" in text_of(status)
     assert not target.exists()
     assert_secret_not_in(text_of(status), secret)
+    assert status["status"] == "error", status
+    assert "line 4" in text_of(status) and "read-only" in text_of(status)
 
 
 def test_read_only_bind_of_a_stage_symlink_reaches_nothing_of_the_host(server: Server, host_dir: Path) -> None:
@@ -118,7 +118,7 @@ def test_rw_bind_without_the_dockerfile_check_still_holds(host_dir: Path, tmp_pa
     reason = container_backend_missing("container")
     if reason:
         pytest.skip(reason)
-    monkeypatch.setattr(dockerfile, "_check_run_flags", lambda *_args: None)
+    monkeypatch.setattr(dockerfile, "_check_run_flags", lambda *_args: None, raising=False)
     secret = host_dir / "secret"
     secret.write_bytes(secrets.token_hex(16).encode())
     secret.chmod(0o600)

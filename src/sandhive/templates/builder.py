@@ -189,7 +189,7 @@ def _resolve_bases(parsed: dockerfile_mod.Dockerfile, buildah: Buildah, data_dir
         try:
             if ref.startswith(_TRANSPORTS):
                 transport, _, path = ref.partition(":")
-                inside = _archive_in_context(transport, path, context, buildah.sandbox.work / "context", where)
+                inside = _archive_in_context(transport, path, context, buildah.sandbox.scratch / "context", where)
                 log(f"{where}: importing {transport} {path} from the build context")
                 resolved[ref] = buildah.pull(f"{transport}:{inside}")
             elif (name := local_bases.canonical(ref)) is not None:

@@ -20,6 +20,7 @@ The whole build, step by step:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
 import re
@@ -330,11 +331,34 @@ def _bud(buildah: Buildah, parsed: dockerfile_mod.Dockerfile, resolved: dict[str
     if (request.context / ".dockerignore").is_file():
         args += ["--ignorefile", str(context / ".dockerignore")]
     step = _StepTracker(parsed, log)
+    before = _containers(buildah)
     try:
         buildah.run(*args, str(context), on_line=step.line, network=True)
     except BuildahError as exc:
+        _remove_new_containers(buildah, before)
         buildah.sandbox.check_limits()
         raise TemplateBuildError(_failure(exc.lines), step.current, list(exc.lines)) from exc
+    except BaseException:
+        _remove_new_containers(buildah, before)
+        raise
+
+
+def _containers(buildah: Buildah) -> set[str]:
+    try:
+        return set(buildah.quiet("containers", "--quiet").split())
+    except BuildahError:
+        return set()
+
+
+def _remove_new_containers(buildah: Buildah, before: set[str]) -> None:
+    """A bud killed mid-step (timeout, OOM, server stop) leaves its working containers: remove the ones that
+    appeared during this build (outside the build's cgroup, which may be past its limit). A build running at
+    the same time on the same host could lose one of its own here and fail: builds are rare and retried."""
+    with build_sandbox.unlimited(buildah.sandbox.home.parent) as sandbox:
+        other = Buildah(sandbox)
+        for container in _containers(other) - before:
+            with contextlib.suppress(BuildahError):
+                other.quiet("rm", container)
 
 
 def _with_ca_args(text: str) -> str:

@@ -222,13 +222,15 @@ def test_docker_archive_is_no_host_path_oracle(server: Server) -> None:
     assert "relative path inside the build context" in first
 
 
-def _build_state() -> tuple[set[str], set[str], int]:
+def _build_state() -> tuple[set[str], set[str], int, set[str]]:
     cgroups = {str(p) for p in Path("/sys/fs/cgroup").glob("*/sandhive-builds/*") if p.is_dir()}
     netns = {line.split()[0] for line in subprocess.run(["ip", "netns", "list"], capture_output=True,
                                                            text=True).stdout.splitlines()
              if line.startswith("sandhive-b")}  # build networks (sandboxes of other servers come and go)
     mounts = sum("buildah-userns" in line for line in Path("/proc/self/mountinfo").read_text().splitlines())
-    return cgroups, netns, mounts
+    with builder.storage_session() as buildah:
+        containers = set(buildah.quiet("containers", "--quiet").split())
+    return cgroups, netns, mounts, containers
 
 
 @pytest.mark.parametrize(("limits", "step", "message"), [
@@ -244,7 +246,7 @@ def test_a_build_over_its_limit_fails_and_leaves_nothing(limits: dict, step: str
     from sandhive.templates.build_sandbox import Limits
 
     data_dir = Path(tempfile.mkdtemp(prefix="sandhive-hostile-limits-", dir="/var/tmp"))
-    cgroups, netns, mounts = _build_state()
+    cgroups, netns, mounts, containers = _build_state()
     started = time.monotonic()
     try:
         with pytest.raises(builder.TemplateBuildError) as caught:
@@ -259,5 +261,6 @@ def test_a_build_over_its_limit_fails_and_leaves_nothing(limits: dict, step: str
     assert after[0] - cgroups == set()
     assert after[1] - netns == set()
     assert after[2] <= mounts
+    assert after[3] - containers == set()  # buildah's working containers of the killed step
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert "sleep 300" not in ps and "head -c 1500m" not in ps

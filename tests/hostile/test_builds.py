@@ -9,6 +9,7 @@ leaves no process, cgroup, mount or network namespace. Promises: docs/templates.
 
 from __future__ import annotations
 
+import re
 import secrets
 import shutil
 import socket
@@ -226,7 +227,7 @@ def _build_state() -> tuple[set[str], set[str], int, set[str]]:
     cgroups = {str(p) for p in Path("/sys/fs/cgroup").glob("*/sandhive-builds/*") if p.is_dir()}
     netns = {line.split()[0] for line in subprocess.run(["ip", "netns", "list"], capture_output=True,
                                                            text=True).stdout.splitlines()
-             if line.startswith("sandhive-b")}  # build networks (sandboxes of other servers come and go)
+             if re.fullmatch(r"sandhive-b[0-9a-f]{16}", line.split()[0])}  # build networks only (others come and go)
     mounts = sum("buildah-userns" in line for line in Path("/proc/self/mountinfo").read_text().splitlines())
     with builder.storage_session() as buildah:
         containers = set(buildah.quiet("containers", "--quiet").split())

@@ -181,7 +181,6 @@ class Sandbox:
             for line in (memory / "memory.oom_control").read_text().splitlines():
                 if line.startswith("oom_kill ") and int(line.split()[1]) > 0:
                     return True
-            return int((memory / "memory.failcnt").read_text()) > 0 and False
         return False
 
     def check_limits(self) -> None:

@@ -16,6 +16,11 @@ from tests.api.rig import container_backend_missing, remove_unless_mounted, star
 pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(600)]
 
 
+def _containers() -> set[str]:
+    with builder.storage_session() as buildah:
+        return set(buildah.quiet("containers", "--quiet").split())
+
+
 def _build_netns() -> set[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     return {line.split()[0] for line in out.splitlines() if line.startswith("sandhive-b")}
@@ -26,7 +31,7 @@ def test_stopping_the_server_stops_its_builds() -> None:
     if reason:
         print(f"skipping: {reason}")
         pytest.skip(reason)
-    containers_before = set(builder.storage().quiet("containers", "--quiet").split())
+    containers_before = _containers()
     netns_before = _build_netns()
     root = Path(tempfile.mkdtemp(prefix="sandhive-buildstop-", dir="/tmp"))
     root.chmod(0o711)
@@ -41,7 +46,7 @@ def test_stopping_the_server_stops_its_builds() -> None:
             break
         time.sleep(0.2)
     assert _build_netns() - netns_before == set()
-    assert set(builder.storage().quiet("containers", "--quiet").split()) - containers_before == set()
+    assert _containers() - containers_before == set()
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert "sleep 300" not in ps
 

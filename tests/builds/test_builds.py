@@ -52,7 +52,8 @@ def _build(data_dir: Path, template_id: str, dockerfile: str, context: Path, **k
 
 
 def _containers() -> set[str]:
-    return set(builder.storage().quiet("containers", "--quiet").split())
+    with builder.storage_session() as buildah:
+        return set(buildah.quiet("containers", "--quiet").split())
 
 
 def _leftovers(data_dir: Path, containers_before: set[str]) -> list[str]:

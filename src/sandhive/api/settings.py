@@ -25,3 +25,8 @@ class Settings:
     max_upload_body_bytes: int = 4 * 2**30  # a template-files tar, streamed to disk
     body_timeout_seconds: float = 30.0  # a whole JSON body, or a pause within an upload (408 beyond)
     template_quotas: TemplateQuotas = TemplateQuotas()  # per team: templates, builds, build minutes, upload bytes
+    # Template builds (templates.build_sandbox.Limits): what one build may use before it fails as the user's error.
+    build_memory_mb: int = 4096
+    build_cpus: float = 2.0
+    build_pids: int = 4096
+    build_timeout_seconds: int = 1800

@@ -71,6 +71,12 @@ def serve(
         min=0, help="Build minutes a team may use in any 24 hours (0: no limit).")] = 120,
     max_upload_mb_per_team: Annotated[int, typer.Option(
         min=0, help="MiB of uploaded template files a team may store (0: no limit).")] = 10240,
+    build_memory_mb: Annotated[int, typer.Option(
+        min=256, help="Memory one template build may use (buildah and its RUN steps), in MB.")] = 4096,
+    build_cpus: Annotated[float, typer.Option(min=0.1, help="CPUs one template build may use.")] = 2.0,
+    build_pids: Annotated[int, typer.Option(min=64, help="Processes one template build may have at once.")] = 4096,
+    build_timeout: Annotated[int, typer.Option(
+        min=10, help="Longest a template build may take, in seconds (default 30 minutes).")] = 1800,
 ) -> None:
     """Run the Sandhive server: E2B's REST API and sandbox traffic on one port."""
     import uvicorn  # the server's imports are paid only by `serve`, not by every `keys` call
@@ -95,7 +101,9 @@ def serve(
                             max_templates=max_templates_per_team or None,
                             max_concurrent_builds=max_builds_per_team or None,
                             build_minutes_per_day=build_minutes_per_day or None,
-                            max_upload_bytes=max_upload_mb_per_team * 2**20 or None))
+                            max_upload_bytes=max_upload_mb_per_team * 2**20 or None),
+                        build_memory_mb=build_memory_mb, build_cpus=build_cpus, build_pids=build_pids,
+                        build_timeout_seconds=build_timeout)
     node = _node(backend, data_dir)
     configure_node(node, pool_size, template_pool_size, memory_budget, cpu_overcommit)
     templates = _templates(data_dir) if node is not None else None

@@ -502,6 +502,7 @@ class TemplateBuildService:
 
     def _build_blocking(self, plan: _Plan, build_log: BuildLog) -> TemplateInfo:
         """In the build's thread: lay out the context, run the engine, clean up."""
+        from .build_sandbox import Limits
         from .builder import BuildRequest, build_template
 
         record = plan.record
@@ -512,7 +513,10 @@ class TemplateBuildService:
                                    aliases=plan.aliases, cpu_count=record.cpu_count, memory_mb=record.memory_mb,
                                    disk_mb=record.disk_mb, start_cmd=plan.start_cmd, ready_cmd=plan.ready_cmd,
                                    build_args=plan.build_args, no_cache=plan.no_cache,
-                                   trust_host_ca=self.settings.trust_host_ca)
+                                   trust_host_ca=self.settings.trust_host_ca, limits=Limits(
+                                       memory_mb=self.settings.build_memory_mb, cpus=self.settings.build_cpus,
+                                       pids=self.settings.build_pids,
+                                       timeout_seconds=self.settings.build_timeout_seconds))
 
             def line(text: str) -> None:
                 step = plan.steps.line(text) if plan.steps else None

@@ -20,16 +20,15 @@ The whole build, step by step:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
 import re
 import secrets
 import shlex
-import shutil
-import subprocess
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -38,17 +37,16 @@ from ..images import system_image
 from ..images.apt_sources import host_sources
 from ..images.debian import BuildError
 from ..images.system_image import MOUNTPOINT, SUITES, default_cache_dir
-from ..node import userns
+from . import build_sandbox, layout, local_bases
 from . import dockerfile as dockerfile_mod
-from . import layout, local_bases, rootfs
 from .buildah import Buildah, BuildahError
+from .finalize import DEFAULT_USER
 from .info import ID_PATTERN, ROOTFS, TemplateInfo, now_iso
 
 Log = Callable[[str], None]
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 CA_INSIDE = "/run/sandhive-build/ca.crt"  # where RUN steps find the host's CA bundle (not in any layer)
 CA_ENV = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT", "NODE_EXTRA_CA_CERTS", "CURL_CA_BUNDLE")
-DEFAULT_USER, DEFAULT_UID = "user", 1000
 MIN_FREE_DISK_MB = 2048
 IMAGE_LABEL = "dev.sandhive.template"
 _TRANSPORTS = ("docker-archive:", "oci-archive:", "oci:", "dir:")
@@ -86,11 +84,23 @@ class BuildRequest:
     build_args: dict[str, str] = field(default_factory=dict)
     no_cache: bool = False
     trust_host_ca: bool = True
+    limits: build_sandbox.Limits = field(default_factory=build_sandbox.Limits)  # what the build itself may use
 
 
-def storage(cache_dir: Path | None = None) -> Buildah:
-    """The host's one buildah storage for template builds (shared by every data dir)."""
-    return Buildah((cache_dir or default_cache_dir()) / "buildah")
+def storage(sandbox: build_sandbox.Sandbox) -> Buildah:
+    """The host's one buildah storage for template builds (shared by every data dir), used through `sandbox`.
+
+    It lives in `<cache>/buildah-userns/storage`, owned by the BUILD range. The storage of earlier versions,
+    `<cache>/buildah` (owned by host root), is no longer read or written: delete it to get its space back."""
+    return Buildah(sandbox)
+
+
+@contextmanager
+def storage_session(cache_dir: Path | None = None) -> Iterator[Buildah]:
+    """The storage for one-off commands outside a build (tests, tools): no cgroup or timeout, still the
+    BUILD range's user namespace."""
+    with build_sandbox.unlimited(Path(cache_dir or default_cache_dir())) as sandbox:
+        yield storage(sandbox)
 
 
 def image_name(data_dir: Path, template_id: str) -> str:
@@ -114,12 +124,29 @@ def build_template(data_dir: Path, request: BuildRequest, *, cache_dir: Path | N
         raise TemplateBuildError(str(exc)) from exc
     for warning in parsed.warnings:
         log(f"warning: {warning}")
-    _check_free_disk(cache_dir)
-    buildah = storage(cache_dir)
-    resolved = _resolve_bases(parsed, buildah, data_dir, cache_dir, request.context, log)
-    image = image_name(data_dir, request.template_id)
-    image_id = _bud(buildah, parsed, resolved, request, image, log)
-    config = buildah.inspect(image)["config"]
+    _check_free_disk(cache_dir, request.limits.min_free_disk_mb)
+    try:
+        with build_sandbox.Sandbox(cache_dir, request.limits) as sandbox:
+            return _build_in(sandbox, data_dir, cache_dir, parsed, request, started, log)
+    except build_sandbox.LimitExceeded as exc:
+        raise TemplateBuildError(f"{exc}; the operator sets build limits with `sandhive serve --build-*`") from exc
+
+
+def _build_in(sandbox: build_sandbox.Sandbox, data_dir: Path, cache_dir: Path, parsed: dockerfile_mod.Dockerfile,
+              request: BuildRequest, started: float, log: Log) -> TemplateInfo:
+    buildah = storage(sandbox)
+    with _build_network() as netns:
+        sandbox.netns = netns  # pulls and RUN steps: behind the node's firewall, like a sandbox
+        try:
+            context = sandbox.receive(request.context, trusted=True, dest="context", keep_owners=False)
+        except build_sandbox.CommandFailed as exc:
+            raise TemplateBuildError(f"the build context cannot be read: {exc}", None, list(exc.lines)) from exc
+        _check_context_binds(parsed, request.context)
+        resolved = _resolve_bases(parsed, buildah, data_dir, cache_dir, request.context, log)
+        image = image_name(data_dir, request.template_id)
+        _bud(buildah, parsed, resolved, request, context, image, log)
+    inspected = buildah.inspect(image)
+    image_id, config = inspected["id"].removeprefix("sha256:"), inspected["config"]
     info = _info(parsed, request, config, image_id)
     current = layout.read_built(data_dir, request.template_id)
     if current is not None and current.build.get("image_id") == image_id and not request.no_cache:
@@ -132,9 +159,14 @@ def build_template(data_dir: Path, request: BuildRequest, *, cache_dir: Path | N
 
     def export(tmp: Path) -> TemplateInfo:
         log("exporting the image as a template rootfs")
-        with buildah.mounted(image) as tree:
-            _copy_tree(tree, tmp / ROOTFS)
-        user = _finalize(tmp / ROOTFS, info.default_user, info.default_workdir)
+        (tmp / ROOTFS).mkdir()
+        try:
+            buildah.export(image, tmp / ROOTFS)
+            user = sandbox.finalize(tmp / ROOTFS, info.default_user, info.default_workdir, MOUNTPOINT)
+        except (BuildahError, build_sandbox.CommandFailed) as exc:
+            sandbox.check_limits()
+            lines = getattr(exc, "lines", ())
+            raise TemplateBuildError(f"exporting the image failed: {exc}", None, list(lines)) from exc
         size = layout.tree_size(tmp / ROOTFS)
         return replace(info, default_user=user,
                        default_workdir=info.default_workdir or f"/home/{user}",
@@ -158,11 +190,9 @@ def _resolve_bases(parsed: dockerfile_mod.Dockerfile, buildah: Buildah, data_dir
         try:
             if ref.startswith(_TRANSPORTS):
                 transport, _, path = ref.partition(":")
-                full = path if os.path.isabs(path) else str((context / path).resolve())
-                if not Path(full.split(":")[0]).exists():
-                    raise TemplateBuildError(f"{transport} {path} does not exist", where)
-                log(f"{where}: importing {transport} {full}")
-                resolved[ref] = buildah.pull(f"{transport}:{full}")
+                inside = _archive_in_context(transport, path, context, buildah.sandbox.scratch / "context", where)
+                log(f"{where}: importing {transport} {path} from the build context")
+                resolved[ref] = buildah.pull(f"{transport}:{inside}")
             elif (name := local_bases.canonical(ref)) is not None:
                 if sources is None:
                     sources = _apt_sources()
@@ -183,6 +213,48 @@ def _resolve_bases(parsed: dockerfile_mod.Dockerfile, buildah: Buildah, data_dir
         except BuildError as exc:
             raise TemplateBuildError(f"cannot build base image {ref!r}: {exc}", where) from exc
     return resolved
+
+
+def _check_context_binds(parsed: dockerfile_mod.Dockerfile, context: Path) -> None:
+    """A `RUN --mount=type=bind` from the context must not cross a symlink of the context: buildah 1.28
+    resolves it on the host side (CVE-2024-1753). Checked on names only (lstat), nothing is followed."""
+    for stage in parsed.stages:
+        for ins in stage.instructions:
+            if ins.keyword != "RUN":
+                continue
+            for mount in dockerfile_mod.run_mounts(ins):
+                if mount["type"] != "bind" or "from" in mount or "from_image" in mount:
+                    continue
+                source = mount.get("source") or mount.get("src") or "."
+                current = context
+                for part in Path(source.lstrip("/")).parts:
+                    current = current / part
+                    if part == ".." or current.is_symlink():
+                        raise TemplateBuildError(f"RUN --mount source {source!r} crosses a symlink or leaves "
+                                                 "the build context", ins.describe())
+
+
+def _archive_in_context(transport: str, path: str, context: Path, copied: Path, where: str) -> str:
+    """Where the `docker-archive:`/`oci-archive:` file `path` is in the build's copy of the context.
+
+    The path must be relative, stay inside the context and cross no symlink: checked on the names alone
+    (lstat of each component inside the context), so an absolute or escaping path gets the same error
+    whether or not the host has such a file, and nothing outside the context is read."""
+    name = path.split(":")[0] if transport in ("oci", "oci-archive") else path  # oci-archive:file:tag
+    parts = Path(name).parts
+    if not name or os.path.isabs(name) or any(p == ".." for p in parts) or transport in ("oci", "dir"):
+        raise TemplateBuildError(f"{transport}:{path}: archive bases must be docker-archive: or oci-archive: "
+                                 "files given by a relative path inside the build context (no absolute path, "
+                                 "no `..`)", where)
+    current = context
+    for part in parts:
+        current = current / part
+        if current.is_symlink():
+            raise TemplateBuildError(f"{transport}:{path}: the path crosses a symlink; archive bases must be "
+                                     "plain files inside the build context", where)
+    if not current.is_file():
+        raise TemplateBuildError(f"{transport}:{path} does not exist in the build context (as a plain file)", where)
+    return str(copied / name) + path[len(name):]
 
 
 def _apt_sources() -> list[str]:
@@ -215,15 +287,12 @@ def _template_image(buildah: Buildah, data_dir: Path, template: TemplateInfo, lo
         return name  # imported before
     log(f"importing template {template.id} as a base image")
     tree = layout.template_dir(data_dir, template.id) / ROOTFS
-    with tempfile.TemporaryDirectory(prefix="sandhive-import-", dir=buildah.root.parent) as tmp:
-        copy = Path(tmp) / "rootfs"
-        _copy_tree(tree, copy)
-        _unshift_tree(copy)
-        env = [f"{k}={v}" for k, v in template.env.items()]
-        if not any(e.startswith("PATH=") for e in env):
-            env.insert(0, f"PATH={local_bases.PATH}")
-        buildah.commit_tree(copy, name, {"env": env, "workingdir": template.default_workdir,
-                                         "user": "root"}, {IMAGE_LABEL: stamp})
+    env = [f"{k}={v}" for k, v in template.env.items()]
+    if not any(e.startswith("PATH=") for e in env):
+        env.insert(0, f"PATH={local_bases.PATH}")
+    # Read by root of the template range, written by the BUILD range: host root never walks the tree.
+    buildah.commit_tree(tree, name, {"env": env, "workingdir": template.default_workdir, "user": "root"},
+                        {IMAGE_LABEL: stamp}, trusted=False)
     return name
 
 
@@ -245,33 +314,51 @@ def _is_loopback(ref: str) -> bool:
 # ---- the build --------------------------------------------------------------------------------------
 
 def _bud(buildah: Buildah, parsed: dockerfile_mod.Dockerfile, resolved: dict[str, str], request: BuildRequest,
-         image: str, log: Log) -> str:
+         context: Path, image: str, log: Log) -> None:
+    """`buildah bud` in the build's sandbox: buildah runs as the BUILD range's root in the build's network
+    namespace, RUN steps are chrooted children of it (`--isolation chroot`, `--network host` = that netns)."""
     text = _with_ca_args(parsed.with_bases(resolved)) if request.trust_host_ca else parsed.with_bases(resolved)
-    with tempfile.TemporaryDirectory(prefix="sandhive-bud-") as tmp, _build_network() as netns:
-        dockerfile = Path(tmp) / "Dockerfile"
-        dockerfile.write_text(text)
-        iidfile = Path(tmp) / "iid"
-        args = ["bud", "--layers", "--force-rm", "--pull=never", "--isolation", "oci", "--runtime", RUNTIME_BINARY,
-                "--network", f"ns:{netns}", "--iidfile", str(iidfile), "-f", str(dockerfile), "-t", image,
-                "--label", f"{IMAGE_LABEL}={request.template_id}"]
-        if request.no_cache:
-            args.append("--no-cache")
-        for key, value in request.build_args.items():
-            args += ["--build-arg", f"{key}={value}"]
-        if request.trust_host_ca and HOST_CA_BUNDLE.is_file():
-            args += ["-v", f"{HOST_CA_BUNDLE}:{CA_INSIDE}:ro"]
-        ignore = request.context / ".dockerignore"
-        if ignore.is_file():
-            args += ["--ignorefile", str(ignore)]
-        step = _StepTracker(parsed, log)
-        try:
-            buildah.run(*args, str(request.context), on_line=step.line)
-        except BuildahError as exc:
-            raise TemplateBuildError(_failure(exc.lines), step.current, list(exc.lines)) from exc
-        return iidfile.read_text().strip().removeprefix("sha256:")
+    dockerfile = buildah.sandbox.work / "Dockerfile"  # in a root-owned dir no build process can write
+    dockerfile.write_text(text)
+    args = ["bud", "--layers", "--force-rm", "--pull=never", "--isolation", "chroot", "--network", "host",
+            "-f", str(dockerfile), "-t", image, "--label", f"{IMAGE_LABEL}={request.template_id}"]
+    if request.no_cache:
+        args.append("--no-cache")
+    for key, value in request.build_args.items():
+        args += ["--build-arg", f"{key}={value}"]
+    if request.trust_host_ca and HOST_CA_BUNDLE.is_file():
+        args += ["-v", f"{HOST_CA_BUNDLE}:{CA_INSIDE}:ro"]
+    if (request.context / ".dockerignore").is_file():
+        args += ["--ignorefile", str(context / ".dockerignore")]
+    step = _StepTracker(parsed, log)
+    before = _containers(buildah)
+    try:
+        buildah.run(*args, str(context), on_line=step.line, network=True)
+    except BuildahError as exc:
+        _remove_new_containers(buildah, before)
+        buildah.sandbox.check_limits()
+        raise TemplateBuildError(_failure(exc.lines), step.current, list(exc.lines)) from exc
+    except BaseException:
+        _remove_new_containers(buildah, before)
+        raise
 
 
-RUNTIME_BINARY = "runc"
+def _containers(buildah: Buildah) -> set[str]:
+    try:
+        return set(buildah.quiet("containers", "--quiet").split())
+    except BuildahError:
+        return set()
+
+
+def _remove_new_containers(buildah: Buildah, before: set[str]) -> None:
+    """A bud killed mid-step (timeout, OOM, server stop) leaves its working containers: remove the ones that
+    appeared during this build (outside the build's cgroup, which may be past its limit). A build running at
+    the same time on the same host could lose one of its own here and fail: builds are rare and retried."""
+    with build_sandbox.unlimited(buildah.sandbox.home.parent) as sandbox:
+        other = Buildah(sandbox)
+        for container in _containers(other) - before:
+            with contextlib.suppress(BuildahError):
+                other.quiet("rm", container)
 
 
 def _with_ca_args(text: str) -> str:
@@ -378,118 +465,12 @@ def _port_open_cmd(port: int) -> str:
     return shlex.join([*system_image.system_bash_command(MOUNTPOINT), "-c", f"</dev/tcp/127.0.0.1/{port}"])
 
 
-def _copy_tree(src: Path, dst: Path) -> None:
-    proc = subprocess.run(["cp", "-a", "--", f"{src}/.", str(dst)] if dst.exists() else
-                          ["cp", "-a", "--", str(src), str(dst)], stderr=subprocess.PIPE, text=True)
-    if proc.returncode != 0:
-        raise TemplateBuildError(f"copying the image's files failed: {proc.stderr.strip()[-500:]}")
-
-
-def _finalize(tree: Path, user: str, workdir: str) -> str:
-    """What every template needs beyond the image: a login user, the mount points the runtime uses, plain
-    /etc network files, clean /dev and /tmp, and the sandbox uid range. Returns the default user.
-
-    A WORKDIR the Dockerfile created (root-owned, outside the system directories) is given to the default
-    user, so that the user commands run as by default can write where they start (as in E2B)."""
-    if user == DEFAULT_USER or not _user_exists(tree, user):
-        user = DEFAULT_USER
-        if not _user_exists(tree, user):
-            _add_user(tree, user)
-    inside = tree / workdir.lstrip("/") if workdir else None
-    owner = _uid_of(tree, user)
-    if inside is not None and not inside.exists() and not inside.is_symlink():
-        inside.mkdir(parents=True, mode=0o755)  # Docker creates a WORKDIR; buildah only when a step uses it
-    if inside is not None and inside.is_dir() and not inside.is_symlink() and owner is not None \
-            and workdir.rstrip("/") not in SYSTEM_DIRS and inside.stat().st_uid == 0:
-        os.chown(inside, owner, owner)
-    rootfs.add_mountpoint(tree, MOUNTPOINT)
-    rootfs.write_network_files(tree, "sandbox")
-    for name in ("dev", "proc", "sys", "tmp"):
-        (tree / name).mkdir(exist_ok=True)
-    (tree / "tmp").chmod(0o1777)
-    userns.shift_tree(tree)
-    return user
-
-
-SYSTEM_DIRS = ("", "/usr", "/etc", "/var", "/root", "/tmp", "/bin", "/sbin", "/lib", "/opt", "/srv", "/home",
-               "/usr/local", "/usr/local/bin", "/usr/bin", "/run", "/proc", "/sys", "/dev", "/boot", "/mnt")
-
-
-def _uid_of(tree: Path, user: str) -> int | None:
-    if user.isdigit():
-        return int(user)
-    return next((int(f[2]) for f in _entries(tree / "etc/passwd") if f[0] == user and f[2].isdigit()), None)
-
-
-def _user_exists(tree: Path, user: str) -> bool:
-    passwd = tree / "etc/passwd"
-    if user.isdigit():
-        return True  # a numeric USER needs no passwd entry
-    return passwd.is_file() and any(line.split(":")[0] == user for line in passwd.read_text().splitlines())
-
-
-def _add_user(tree: Path, user: str) -> None:
-    """`user` with uid/gid 1000 (or the next free), a home from /etc/skel, and passwordless sudo if the
-    image has sudo. Written directly, so images without useradd (busybox, distroless) get one too."""
-    etc = tree / "etc"
-    etc.mkdir(exist_ok=True)
-    passwd, group, shadow = etc / "passwd", etc / "group", etc / "shadow"
-    used_uids = {int(f[2]) for f in _entries(passwd) if len(f) > 2 and f[2].isdigit()}
-    used_gids = {int(f[2]) for f in _entries(group) if len(f) > 2 and f[2].isdigit()}
-    uid = next(i for i in range(DEFAULT_UID, 60000) if i not in used_uids and i not in used_gids)
-    shell = "/bin/bash" if (tree / "bin/bash").exists() or (tree / "usr/bin/bash").exists() else "/bin/sh"
-    with open(passwd, "a") as f:
-        f.write(f"{user}:x:{uid}:{uid}::/home/{user}:{shell}\n")
-    with open(group, "a") as f:
-        f.write(f"{user}:x:{uid}:\n")
-    if shadow.exists():
-        with open(shadow, "a") as f:
-            f.write(f"{user}:*:19000:0:99999:7:::\n")
-    home = tree / "home" / user
-    if not home.exists():
-        skel = tree / "etc/skel"
-        if skel.is_dir():
-            shutil.copytree(skel, home, symlinks=True)
-        else:
-            home.mkdir(parents=True)
-    for dirpath, dirnames, filenames in os.walk(home):
-        for name in [*dirnames, *filenames, None]:
-            os.lchown(os.path.join(dirpath, name) if name else dirpath, uid, uid)
-    home.chmod(0o755)
-    sudoers = tree / "etc/sudoers.d"
-    if sudoers.is_dir():
-        entry = sudoers / user
-        entry.write_text(f"{user} ALL=(ALL:ALL) NOPASSWD: ALL\n")
-        entry.chmod(0o440)
-
-
-def _entries(path: Path) -> list[list[str]]:
-    return [line.split(":") for line in path.read_text().splitlines() if line] if path.is_file() else []
-
-
-def _unshift_tree(root: Path) -> None:
-    """The inverse of `userns.shift_tree`: sandbox-range owners back to real ids (for re-import)."""
-    import stat
-
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in [*dirnames, *filenames, None]:
-            path = os.path.join(dirpath, name) if name is not None else dirpath
-            st = os.lstat(path)
-            uid = st.st_uid - userns.BASE if userns.BASE <= st.st_uid < userns.BASE + userns.SIZE else st.st_uid
-            gid = st.st_gid - userns.BASE if userns.BASE <= st.st_gid < userns.BASE + userns.SIZE else st.st_gid
-            if (uid, gid) != (st.st_uid, st.st_gid):
-                os.lchown(path, uid, gid)
-                if not stat.S_ISLNK(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
-                    os.chmod(path, stat.S_IMODE(st.st_mode))
-
-
-def _check_free_disk(path: Path) -> None:
+def _check_free_disk(path: Path, min_free_mb: int = MIN_FREE_DISK_MB) -> None:
     path.mkdir(parents=True, exist_ok=True)
-    st = os.statvfs(path)
-    free_mb = st.f_bavail * st.f_frsize // 2**20
-    if free_mb < MIN_FREE_DISK_MB:
+    free_mb = build_sandbox.free_disk_mb(path)
+    if free_mb < min_free_mb:
         raise TemplateBuildError(f"only {free_mb} MB free under {path}; a template build needs at least "
-                                 f"{MIN_FREE_DISK_MB} MB. Free space (e.g. `sandhive template delete` old "
+                                 f"{min_free_mb} MB. Free space (e.g. `sandhive template delete` old "
                                  "templates) and build again.")
 
 
@@ -501,7 +482,9 @@ def _hash(text: str) -> str:
 
 def remove_image(data_dir: Path, template_id: str, cache_dir: Path | None = None) -> None:
     """Forget a deleted template's image (its layers stay cached for other images that share them)."""
-    storage(cache_dir).remove_image(image_name(data_dir, template_id))
+    with build_sandbox.unlimited(Path(cache_dir or default_cache_dir())) as sandbox:
+        storage(sandbox).remove_image(image_name(data_dir, template_id))
 
 
-__all__ = ["BuildRequest", "TemplateBuildError", "build_template", "remove_image", "storage", "image_name"]
+__all__ = ["BuildRequest", "TemplateBuildError", "build_template", "remove_image", "storage", "storage_session",
+           "image_name"]

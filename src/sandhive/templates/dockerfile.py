@@ -24,6 +24,9 @@ SUPPORTED = frozenset({
 })
 IGNORED = frozenset({"HEALTHCHECK", "VOLUME", "ONBUILD"})  # accepted by buildah, meaningless for a sandbox
 _VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+_RUN_FLAG = re.compile(r"^\s*(--[\w-]+(?:=(?:\"[^\"]*\"|'[^']*'|\S)*)?)(?:\s+|$)")
+MOUNT_TYPES = frozenset({"bind", "cache", "tmpfs"})
+_RW = frozenset({"rw", "readwrite"})
 
 
 class DockerfileError(ValueError):
@@ -165,6 +168,8 @@ def parse(text: str, build_args: dict[str, str] | None = None) -> Dockerfile:
             continue
         if not ins.value and keyword not in ("CMD", "ENTRYPOINT"):
             raise DockerfileError(f"line {ins.line}: {keyword} needs arguments")
+        if keyword == "RUN":
+            _check_run_flags(ins, [s.name for s in stages if s.name], len(stages))
         body.append(ins)
     if current is None:
         raise DockerfileError("the Dockerfile has no FROM instruction (write e.g. `FROM python:3.11-slim`)")
@@ -186,3 +191,64 @@ def _from(ins: Instruction, args: dict[str, str]) -> tuple[str, str | None]:
     if not ref:
         raise DockerfileError(f"{ins.describe()}: the image name is empty after ARG substitution")
     return ref, name
+
+
+def run_mounts(ins: Instruction) -> list[dict[str, str]]:
+    """The `--mount=` options of a RUN instruction, each as its key=value pairs (`type` filled in)."""
+    return [_mount_options(flag[len("--mount="):]) for flag in _run_flags(ins.value) if flag.startswith("--mount=")]
+
+
+def _run_flags(value: str) -> list[str]:
+    flags = []
+    while match := _RUN_FLAG.match(value):
+        flags.append(match.group(1))
+        value = value[match.end():]
+    return flags
+
+
+def _mount_options(spec: str) -> dict[str, str]:
+    options: dict[str, str] = {}
+    for item in spec.strip("\"'").split(","):
+        key, sep, value = item.partition("=")
+        options[key.strip().lower()] = value.strip() if sep else "true"
+    options.setdefault("type", "bind")
+    return options
+
+
+def _check_run_flags(ins: Instruction, earlier_stages: list[str], stage_index: int) -> None:
+    """Refuse RUN flags that reach beyond the build (see docs/templates.md, "RUN --mount").
+
+    - `--mount=type=bind`: read-only, from the build context or an earlier stage only. Never `rw`: with
+      Debian's buildah 1.28 a writable bind of a stage's symlink binds the host's `/` (CVE-2024-1753).
+    - `--mount=type=cache`: allowed without `from=`; its directory is per build (the build's own TMPDIR),
+      so one team's cache can never be read or poisoned by another's build.
+    - `--mount=type=tmpfs`: allowed. `secret`, `ssh` and any other type: refused (nothing to hand in).
+    - `--network=none|default|host` (host = the build's own network namespace); `--security` and other flags:
+      refused."""
+    for flag in _run_flags(ins.value):
+        name, _, value = flag.partition("=")
+        if name == "--network":
+            if value not in ("none", "default", "host"):
+                raise DockerfileError(f"line {ins.line}: RUN --network={value} is not supported "
+                                      "(use none, default or host)")
+            continue
+        if name != "--mount":
+            raise DockerfileError(f"line {ins.line}: RUN {name} is not allowed in a template build "
+                                  "(RUN accepts --mount and --network)")
+        options = _mount_options(value)
+        kind = options["type"]
+        if kind not in MOUNT_TYPES:
+            raise DockerfileError(f"line {ins.line}: RUN --mount=type={kind} is not allowed in a template build "
+                                  "(allowed: bind read-only, cache, tmpfs)")
+        writable = [key for key in options if key in _RW and options[key].lower() not in ("false", "0")]
+        if kind == "bind" and writable:
+            raise DockerfileError(f"line {ins.line}: RUN --mount=type=bind,{writable[0]} is not allowed: bind "
+                                  "mounts are read-only in a template build (copy what you need to change)")
+        source = options.get("from") or options.get("from_image")
+        if source is not None and kind != "bind":
+            raise DockerfileError(f"line {ins.line}: RUN --mount=type={kind},from= is not allowed "
+                                  "(only read-only bind mounts may come from an earlier stage)")
+        if source is not None and source not in earlier_stages and not (
+                source.isdigit() and int(source) < stage_index):
+            raise DockerfileError(f"line {ins.line}: RUN --mount from={source!r} must name an earlier stage "
+                                  "of this Dockerfile (images are not mounted: use a stage `FROM image AS name`)")

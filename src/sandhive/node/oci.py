@@ -1,8 +1,13 @@
 """The OCI bundle (`config.json`) of a container sandbox.
 
-Namespaces: user (sandbox uid 0 = host uid 100000), pid, mount, ipc, uts, cgroup, and the network
-namespace the node made. Docker's default capabilities, no_new_privs, the seccomp profile, cgroup limits
-from the template or the request, the system image read-only at /.sandhive and envd as process 1.
+Namespaces: user (sandbox uid 0 = the first host uid of the sandbox's own range), pid, mount, ipc, uts,
+cgroup, and the network namespace the node made. Docker's default capabilities, the seccomp allowlist, cgroup
+limits from the template or the request, the system image read-only at /.sandhive and envd as process 1.
+
+no_new_privs is off, so `sudo` and other setuid programs work inside, as the base template promises. It
+protects nothing here: envd already runs as the sandbox's root and starts any command as root for whoever
+holds the sandbox's token, and that root is bounded by the user namespace (an unprivileged host uid range
+of its own), the capability set, the seccomp filter and the masked paths, none of which setuid can raise.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ CPU_PERIOD_US = 100_000
 
 def bundle_config(*, sandbox_id: str, rootfs: str, netns: str, hostname: str, argv: list[str],
                   env: dict[str, str], system_image: str, etc_files: dict[str, str], cpu_count: int,
-                  memory_mb: int) -> dict:
-    """`etc_files` maps paths inside the sandbox (e.g. /etc/resolv.conf) to host files bound over them."""
-    mapping = [{"containerID": 0, "hostID": userns.BASE, "size": userns.SIZE}]
+                  memory_mb: int, host_root: int = userns.BASE) -> dict:
+    """`etc_files` maps paths inside the sandbox (e.g. /etc/resolv.conf) to host files bound over them;
+    `host_root` is the first host uid/gid of the sandbox's range (`userns.sandbox_range`)."""
+    mapping = [{"containerID": 0, "hostID": host_root, "size": userns.SIZE}]
     memory = memory_mb * 1024 * 1024
     mounts = [
         {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
@@ -54,7 +60,7 @@ def bundle_config(*, sandbox_id: str, rootfs: str, netns: str, hostname: str, ar
             "env": [f"{k}={v}" for k, v in env.items()],
             "cwd": "/",
             "capabilities": {k: CAPABILITIES for k in ("bounding", "effective", "permitted")},
-            "noNewPrivileges": True,
+            "noNewPrivileges": False,  # sudo works; see the module's docstring
         },
         "root": {"path": rootfs, "readonly": False},
         "hostname": hostname,
@@ -98,7 +104,8 @@ def for_gvisor(config: dict, tmp_mb: int | None) -> dict:
       where envd (rightly) refuses to watch files. Without `tmp_mb` (a template with files in /tmp), /tmp
       stays on the root, which runsc leaves alone when it is not empty.
 
-    The user namespace mapping stays: runsc then runs its sentry and gofer as host uid 100000, not root.
+    The user namespace mapping stays: runsc then runs its sentry and gofer as the sandbox range's root, not
+    host root.
     """
     config = json.loads(json.dumps(config))  # a deep copy
     config["linux"].pop("seccomp", None)

@@ -19,9 +19,10 @@ from pathlib import Path
 import httpx
 
 from ..images import system_image
-from . import backends, network, oci
+from . import backends, network, oci, userns
 from .cgroups import CgroupReader
 from .hostcmd import run
+from .idmap import IdmapNamespaces
 from .network import Slot, SlotAllocator
 from .runtime import ENVD_PORT, ResourceUsage, SandboxHandle, SandboxSpec
 from .storage import SandboxDisk
@@ -70,6 +71,7 @@ class OciRuntime:
         self.slots = SlotAllocator()
         self.cgroups = CgroupReader()
         self.system_image: Path | None = None
+        self.idmaps = IdmapNamespaces()  # template range → each sandbox range, kept across the sandboxes of a slot
         self._http = httpx.AsyncClient(timeout=2.0, trust_env=False)
 
     async def prepare(self) -> None:
@@ -105,9 +107,10 @@ class OciRuntime:
                                {"slot": slot.index, "cpu_count": spec.cpu_count, "memory_mb": spec.memory_mb})
         try:
             await network.create(spec.sandbox_id, slot, spec.allow_internet_access)
+            host_root = userns.sandbox_range(slot.index)
             disk = SandboxDisk(sandbox_dir)
-            await asyncio.to_thread(disk.create, spec.template.rootfs, spec.disk_mb)
-            self._write_bundle(spec, sandbox_dir, disk)
+            await asyncio.to_thread(self._create_disk, disk, spec, host_root)
+            self._write_bundle(spec, sandbox_dir, disk, host_root)
             with open(sandbox_dir / "envd.log", "ab") as out:
                 await self._run_detached(spec.sandbox_id, sandbox_dir, out)
             await self._wait_healthy(handle)
@@ -117,7 +120,11 @@ class OciRuntime:
             raise
         return handle
 
-    def _write_bundle(self, spec: SandboxSpec, sandbox_dir: Path, disk: SandboxDisk) -> None:
+    def _create_disk(self, disk: SandboxDisk, spec: SandboxSpec, host_root: int) -> None:
+        """The sandbox's root: its template seen through an idmapped mount into its own range (`storage.py`)."""
+        disk.create(spec.template.rootfs, spec.disk_mb, host_root, self.idmaps.get(userns.BASE, host_root, userns.SIZE))
+
+    def _write_bundle(self, spec: SandboxSpec, sandbox_dir: Path, disk: SandboxDisk, host_root: int) -> None:
         etc = sandbox_dir / "etc"
         etc.mkdir()
         servers = network.host_nameservers()
@@ -129,7 +136,7 @@ class OciRuntime:
             sandbox_id=spec.sandbox_id, rootfs=str(disk.rootfs), netns=network.netns_path(spec.sandbox_id),
             hostname=spec.sandbox_id, argv=argv, env=env, system_image=str(self.system_image),
             etc_files={f"/etc/{name}": str(etc / name) for name in ("resolv.conf", "hosts", "hostname")},
-            cpu_count=spec.cpu_count, memory_mb=spec.memory_mb)
+            cpu_count=spec.cpu_count, memory_mb=spec.memory_mb, host_root=host_root)
         (sandbox_dir / "config.json").write_text(json.dumps(self.bundle(config, spec, disk)))
 
     async def _run_detached(self, sandbox_id: str, bundle: Path, out) -> None:
@@ -213,3 +220,4 @@ class OciRuntime:
 
     async def close(self) -> None:
         await self._http.aclose()
+        self.idmaps.close()

@@ -33,7 +33,9 @@ def run(sbx: Sandbox, cmd: str, user: str = "user") -> tuple[int, str]:
 
 def sandbox_dir(live: Live, sandbox_id: str) -> Path:
     """The sandbox's state directory in the server's data dir (its `pid`, `config.json`, `rw/` layer)."""
-    found = list(live.server.data_dir.glob(f"**/sandboxes/{sandbox_id}"))
+    # Not a recursive glob: it would walk into other sandboxes' root filesystems while they come and go.
+    data = live.server.data_dir
+    found = [p for p in (data / "sandboxes" / sandbox_id, *data.glob(f"*/sandboxes/{sandbox_id}")) if p.is_dir()]
     assert found, f"no state directory for sandbox {sandbox_id} under {live.server.data_dir}"
     return found[0]
 

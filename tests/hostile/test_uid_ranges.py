@@ -42,6 +42,19 @@ def _processes_in(first: int) -> list[int]:
     return pids
 
 
+def _owners(tree: Path) -> list[tuple[str, int]]:
+    """(path, host uid) of everything under `tree`; entries the running sandbox removes meanwhile are skipped."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(tree):
+        for name in [None, *dirnames, *filenames]:
+            path = dirpath if name is None else os.path.join(dirpath, name)
+            try:
+                found.append((path, os.lstat(path).st_uid))
+            except FileNotFoundError:
+                continue
+    return found
+
+
 def _gone(root: int, seconds: float = 15.0) -> bool:
     """No process runs in the range `root` starts (a kill answers before the runtime reaped everything)."""
     deadline = time.monotonic() + seconds
@@ -70,8 +83,7 @@ def test_each_sandbox_has_its_own_host_uid_range(live: Live) -> None:
             assert (written.stat().st_uid, written.stat().st_gid) == (root_a + 1000, root_a + 1000)
         else:  # gVisor keeps the root's writes in its own file store; the host sees only its file, if any
             print("gvisor: files written in the sandbox live in the sentry's file store, not as host files")
-        for path in [upper, *upper.rglob("*")] if upper.exists() else []:
-            owner = path.lstat().st_uid
+        for path, owner in _owners(upper):
             assert root_a <= owner < root_a + userns.SIZE or owner == 0, f"{path} is owned by {owner}"
         # The template tree itself stays in the canonical range, untouched by either sandbox.
         code, out = run(b, "stat -c %u /home/user/written-by-a 2>&1; stat -c %u /etc/passwd")

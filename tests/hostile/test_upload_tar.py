@@ -21,8 +21,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sandhive.api.template_files import FILES_DIR
 
+from sandhive.templates.uploads import FILES_DIR
 from tests.api.rig import Server, start_server
 
 STEPS = "abcdefghijklmnop"

@@ -64,11 +64,13 @@ async def test_start_runs_envd_as_root_of_a_user_namespace(sandboxes: Started, r
     uid, mapping, hostname, kernel, cmdline = out.split("\n", 4)
     assert code == 0 and uid == "0"
     assert hostname == h.sandbox_id and "sandhive.envd" in cmdline
-    # On the host, what runs the sandbox (envd itself, or gVisor's sentry) is the unprivileged uid 100000.
+    # On the host, what runs the sandbox (envd itself, or gVisor's sentry) is the unprivileged root of the
+    # sandbox's own uid range (derived from its network slot), not the canonical range its template is stored in.
     pid = int((runtime.sandboxes_dir / h.sandbox_id / "pid").read_text())
-    assert host_uid(pid) == userns.BASE
+    host_root = userns.sandbox_range(h.state["slot"])
+    assert host_uid(pid) == host_root != userns.BASE
     if backend == "container":
-        assert mapping.split() == ["0", "100000", "65536"] and kernel == os.uname().release
+        assert mapping.split() == ["0", str(host_root), "65536"] and kernel == os.uname().release
     else:  # gVisor's own kernel answers: its identity map, and not the host kernel's release
         assert kernel != os.uname().release, "the sandbox sees the host kernel"
 

@@ -1,8 +1,9 @@
 """The `container` backend: one OCI bundle per sandbox, run by runc (or crun) in a user namespace.
 
-Isolation: a user namespace (root inside is host uid 100000), pid/mount/ipc/uts/cgroup namespaces, its
-own network namespace behind the node's firewall, Docker's default capabilities, no_new_privs, a seccomp
-profile and cgroup limits. It shares the host kernel: the tier for trusted code and CI. See
+Isolation: a user namespace (root inside is the first host uid of the sandbox's own range), pid/mount/ipc/
+uts/cgroup namespaces, its own network namespace (made by runc inside the user namespace, so the sandbox has a
+sysfs of its own) behind the node's firewall, Docker's default capabilities less CAP_NET_RAW, Docker's seccomp
+allowlist without io_uring, and cgroup limits. It shares the host kernel: the tier for trusted code and CI. See
 docs/security.md. Everything but the binary lives in `oci_runtime.py`, shared with the gvisor backend.
 """
 

@@ -120,6 +120,7 @@ class GVisorRuntime(OciRuntime):
 
     name = "gvisor"
     binary = "runsc"
+    runtime_makes_netns = False  # runsc's host networking runs in the node's namespace; its sysfs is its own
 
     def __init__(self, data_dir: Path, platform: str | None = None) -> None:
         super().__init__(data_dir)

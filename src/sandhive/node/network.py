@@ -157,7 +157,8 @@ async def _create_namespace(sandbox_id: str, slot: Slot, inside: list[str]) -> N
     at its sandbox address, the default route through the host), plus `inside`: more `ip` commands run in
     the namespace once `eth0` is up (the guest address, or a VM's TAP)."""
     ns = netns_name(sandbox_id)
-    await run("ip", "netns", "add", ns)
+    if not (NETNS_DIR / ns).exists():  # else made by the OCI runtime and attached (`attach_namespace`)
+        await run("ip", "netns", "add", ns)
     await run("ip", "-batch", "-", input="\n".join([
         f"link add {slot.veth} type veth peer name eth0 netns {ns}",
         f"addr add {slot.host_ip}/30 dev {slot.veth}",
@@ -189,6 +190,15 @@ async def destroy(sandbox_id: str, slot: Slot | None) -> None:
         except HostCommandError:
             await asyncio.sleep(0.05)
             await run("ip", "netns", "del", netns_name(sandbox_id), check=False)
+
+
+async def attach_namespace(sandbox_id: str, pid: int) -> None:
+    """Name the network namespace of process `pid` as the sandbox's (a bind of /proc/PID/ns/net at
+    /run/netns/<name>), so `create` wires it and everything else (`destroy`, restarts) finds it by name.
+
+    For a namespace the OCI runtime made inside the sandbox's user namespace: that namespace owns it, so the
+    sandbox can mount a sysfs of its own (one that shows its own interfaces, not the host's)."""
+    await run("ip", "netns", "attach", netns_name(sandbox_id), str(pid))
 
 
 def _has_conntrack() -> bool:

@@ -1,30 +1,65 @@
 """The OCI bundle (`config.json`) of a container sandbox.
 
-Namespaces: user (sandbox uid 0 = host uid 100000), pid, mount, ipc, uts, cgroup, and the network
-namespace the node made. Docker's default capabilities, no_new_privs, the seccomp profile, cgroup limits
-from the template or the request, the system image read-only at /.sandhive and envd as process 1.
+Namespaces: user (sandbox uid 0 = the first host uid of the sandbox's own range), pid, mount, ipc, uts,
+cgroup, and the network namespace the node made. Docker's default capabilities, the seccomp allowlist, cgroup
+limits from the template or the request, the system image read-only at /.sandhive and envd as process 1.
+
+no_new_privs is off, so `sudo` and other setuid programs work inside, as the base template promises. It
+protects nothing here: envd already runs as the sandbox's root and starts any command as root for whoever
+holds the sandbox's token, and that root is bounded by the user namespace (an unprivileged host uid range
+of its own), the capability set, the seccomp filter and the masked paths, none of which setuid can raise.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 from . import seccomp, userns
 
 CAPABILITIES = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_SETGID",
     "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
     "CAP_AUDIT_WRITE",
 ]
+# Docker's default set but CAP_NET_RAW: the sandbox's user namespace owns its network namespace (so that it can
+# mount its own sysfs), where CAP_NET_RAW would mean raw sockets and forged source addresses. While the host
+# owned the namespace the capability granted nothing; leaving it out keeps it that way.
 PIDS_LIMIT = 4096  # a fork bomb stops here
 CPU_PERIOD_US = 100_000
+# Hidden in the sandbox's own sysfs (each an empty read-only tmpfs): firmware tables and RAPL energy counters (a
+# side channel), as Docker masks them, and every view of the host's block devices (sysfs shows those whatever
+# the namespace; host NICs it shows only to their own network namespace, so those are absent already).
+SYSFS_MASKS = ("/sys/firmware", "/sys/devices/virtual/powercap", "/sys/block", "/sys/class/block", "/sys/dev/block",
+               "/sys/devices/virtual/block", "/sys/fs/ext4", "/sys/fs/btrfs", "/sys/fs/xfs")
 
 
-def bundle_config(*, sandbox_id: str, rootfs: str, netns: str, hostname: str, argv: list[str],
+def host_block_device_dirs(sys_root: Path = Path("/sys")) -> list[str]:
+    """The `block` directories under /sys/devices that hold the host's disks (e.g. a virtio disk's
+    /sys/devices/pci0000:00/.../virtio1/block), as paths inside a sandbox's sysfs, to be masked there."""
+    found = set()
+    with os.scandir(sys_root / "class/block") as entries:
+        for entry in entries:
+            real = Path(os.path.realpath(entry.path))
+            block = next((p for p in real.parents if p.name == "block"), None)
+            if block is not None and block.is_relative_to(sys_root / "devices"):
+                found.add("/sys/" + str(block.relative_to(sys_root)))
+    return sorted(found)
+
+
+def bundle_config(*, sandbox_id: str, rootfs: str, netns: str | None, hostname: str, argv: list[str],
                   env: dict[str, str], system_image: str, etc_files: dict[str, str], cpu_count: int,
-                  memory_mb: int) -> dict:
-    """`etc_files` maps paths inside the sandbox (e.g. /etc/resolv.conf) to host files bound over them."""
-    mapping = [{"containerID": 0, "hostID": userns.BASE, "size": userns.SIZE}]
+                  memory_mb: int, host_root: int = userns.BASE) -> dict:
+    """`etc_files` maps paths inside the sandbox (e.g. /etc/resolv.conf) to host files bound over them;
+    `host_root` is the first host uid/gid of the sandbox's range (`userns.sandbox_range`).
+
+    `netns` None: the OCI runtime makes the network namespace, inside the sandbox's user namespace, which may
+    then mount a sysfs of its own (read-only, showing only its own interfaces; host block devices masked); the
+    node moves the veth in afterwards. A `netns` path joins a namespace the node made (gVisor's case: the
+    sentry's sysfs is its own anyway), which a user namespace cannot mount sysfs for: /sys is then a
+    read-only bind of the host's."""
+    mapping = [{"containerID": 0, "hostID": host_root, "size": userns.SIZE}]
     memory = memory_mb * 1024 * 1024
     mounts = [
         {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
@@ -35,7 +70,8 @@ def bundle_config(*, sandbox_id: str, rootfs: str, netns: str, hostname: str, ar
         {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
          "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
-        # sysfs cannot be mounted fresh from a user namespace that does not own the network namespace.
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}
+        if netns is None else
         {"destination": "/sys", "type": "none", "source": "/sys",
          "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]},
         {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
@@ -54,7 +90,7 @@ def bundle_config(*, sandbox_id: str, rootfs: str, netns: str, hostname: str, ar
             "env": [f"{k}={v}" for k, v in env.items()],
             "cwd": "/",
             "capabilities": {k: CAPABILITIES for k in ("bounding", "effective", "permitted")},
-            "noNewPrivileges": True,
+            "noNewPrivileges": False,  # sudo works; see the module's docstring
         },
         "root": {"path": rootfs, "readonly": False},
         "hostname": hostname,
@@ -63,7 +99,8 @@ def bundle_config(*, sandbox_id: str, rootfs: str, netns: str, hostname: str, ar
             "uidMappings": mapping,
             "gidMappings": mapping,
             "namespaces": [{"type": "user"}, {"type": "pid"}, {"type": "ipc"}, {"type": "uts"},
-                           {"type": "mount"}, {"type": "cgroup"}, {"type": "network", "path": netns}],
+                           {"type": "mount"}, {"type": "cgroup"},
+                           {"type": "network"} if netns is None else {"type": "network", "path": netns}],
             "cgroupsPath": f"/sandhive/{sandbox_id}",
             "resources": {
                 "devices": [{"allow": False, "access": "rwm"}],
@@ -73,8 +110,8 @@ def bundle_config(*, sandbox_id: str, rootfs: str, netns: str, hostname: str, ar
             },
             "seccomp": seccomp.profile(),
             "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                            "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
-                            "/proc/scsi"],
+                            "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+                            *SYSFS_MASKS, *host_block_device_dirs()],
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
         },
     }
@@ -89,7 +126,7 @@ def for_gvisor(config: dict, tmp_mb: int | None) -> dict:
       fallback to clone. The sandbox's syscalls never reach the host: the sentry serves them, itself
       under runsc's own strict host filter. So the bundle carries none.
     - /sys: gVisor's own synthetic sysfs instead of a read-only bind of the host's (which runsc would
-      serve from the host through its gofer).
+      serve from the host through its gofer). It shows no host device, so the host's sysfs masks go.
     - /dev/mqueue: not a filesystem gVisor has; dropped (it would only be ignored with a warning).
     - /tmp: runsc mounts an unbounded in-memory tmpfs over an empty /tmp. With `tmp_mb`, /tmp is a tmpfs
       capped at that size instead (the disk size: a /tmp filler gets ENOSPC, as in the container backend,
@@ -98,10 +135,13 @@ def for_gvisor(config: dict, tmp_mb: int | None) -> dict:
       where envd (rightly) refuses to watch files. Without `tmp_mb` (a template with files in /tmp), /tmp
       stays on the root, which runsc leaves alone when it is not empty.
 
-    The user namespace mapping stays: runsc then runs its sentry and gofer as host uid 100000, not root.
+    The user namespace mapping stays: runsc then runs its sentry and gofer as the sandbox range's root, not
+    host root.
     """
     config = json.loads(json.dumps(config))  # a deep copy
     config["linux"].pop("seccomp", None)
+    config["linux"]["maskedPaths"] = [p for p in config["linux"]["maskedPaths"]
+                                      if not p.startswith("/sys/") or p == "/sys/firmware"]
     mounts = [m for m in config["mounts"] if m["destination"] not in ("/sys", "/dev/mqueue", "/tmp")]
     at = next(i for i, m in enumerate(mounts) if m["destination"] == "/sys/fs/cgroup")
     mounts.insert(at, {"destination": "/sys", "type": "sysfs", "source": "sysfs",

@@ -19,9 +19,10 @@ from pathlib import Path
 import httpx
 
 from ..images import system_image
-from . import backends, network, oci
+from . import backends, network, oci, userns
 from .cgroups import CgroupReader
 from .hostcmd import run
+from .idmap import IdmapNamespaces
 from .network import Slot, SlotAllocator
 from .runtime import ENVD_PORT, ResourceUsage, SandboxHandle, SandboxSpec
 from .storage import SandboxDisk
@@ -70,6 +71,7 @@ class OciRuntime:
         self.slots = SlotAllocator()
         self.cgroups = CgroupReader()
         self.system_image: Path | None = None
+        self.idmaps = IdmapNamespaces()  # template range → each sandbox range, kept across the sandboxes of a slot
         self._http = httpx.AsyncClient(timeout=2.0, trust_env=False)
 
     async def prepare(self) -> None:
@@ -81,6 +83,11 @@ class OciRuntime:
         _ensure_traversable(self.data_dir, self.sandboxes_dir)
         await network.prepare_host()
         self.system_image = await asyncio.to_thread(system_image.build)
+
+    # The OCI runtime makes the sandbox's network namespace inside its user namespace (`runc create`), the
+    # node names it and wires the veth in, then `start` runs envd: the sandbox then owns its namespace and
+    # mounts a sysfs of its own. False: the node makes the namespace first and the bundle joins it.
+    runtime_makes_netns = True
 
     def global_args(self) -> list[str]:
         """Flags before the runtime's subcommand (its state root, and for runsc its platform and network)."""
@@ -104,12 +111,21 @@ class OciRuntime:
         handle = SandboxHandle(spec.sandbox_id, self.name, slot.sandbox_ip,
                                {"slot": slot.index, "cpu_count": spec.cpu_count, "memory_mb": spec.memory_mb})
         try:
-            await network.create(spec.sandbox_id, slot, spec.allow_internet_access)
+            if not self.runtime_makes_netns:
+                await network.create(spec.sandbox_id, slot, spec.allow_internet_access)
+            host_root = userns.sandbox_range(slot.index)
             disk = SandboxDisk(sandbox_dir)
-            await asyncio.to_thread(disk.create, spec.template.rootfs, spec.disk_mb)
-            self._write_bundle(spec, sandbox_dir, disk)
+            await asyncio.to_thread(self._create_disk, disk, spec, host_root)
+            self._write_bundle(spec, sandbox_dir, disk, host_root)
             with open(sandbox_dir / "envd.log", "ab") as out:
-                await self._run_detached(spec.sandbox_id, sandbox_dir, out)
+                if self.runtime_makes_netns:
+                    await self._run_detached(spec.sandbox_id, sandbox_dir, out, "create")
+                    pid = int((sandbox_dir / "pid").read_text())
+                    await network.attach_namespace(spec.sandbox_id, pid)
+                    await network.create(spec.sandbox_id, slot, spec.allow_internet_access)
+                    await run(*self._oci("start", spec.sandbox_id))
+                else:
+                    await self._run_detached(spec.sandbox_id, sandbox_dir, out, "run")
             await self._wait_healthy(handle)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -117,7 +133,11 @@ class OciRuntime:
             raise
         return handle
 
-    def _write_bundle(self, spec: SandboxSpec, sandbox_dir: Path, disk: SandboxDisk) -> None:
+    def _create_disk(self, disk: SandboxDisk, spec: SandboxSpec, host_root: int) -> None:
+        """The sandbox's root: its template seen through an idmapped mount into its own range (`storage.py`)."""
+        disk.create(spec.template.rootfs, spec.disk_mb, host_root, self.idmaps.get(userns.BASE, host_root, userns.SIZE))
+
+    def _write_bundle(self, spec: SandboxSpec, sandbox_dir: Path, disk: SandboxDisk, host_root: int) -> None:
         etc = sandbox_dir / "etc"
         etc.mkdir()
         servers = network.host_nameservers()
@@ -126,17 +146,19 @@ class OciRuntime:
         (etc / "hostname").write_text(spec.sandbox_id + "\n")
         argv, env = system_image.envd_command(SYSTEM_IMAGE_MOUNT, ENVD_PORT)
         config = oci.bundle_config(
-            sandbox_id=spec.sandbox_id, rootfs=str(disk.rootfs), netns=network.netns_path(spec.sandbox_id),
+            sandbox_id=spec.sandbox_id, rootfs=str(disk.rootfs),
+            netns=None if self.runtime_makes_netns else network.netns_path(spec.sandbox_id),
             hostname=spec.sandbox_id, argv=argv, env=env, system_image=str(self.system_image),
             etc_files={f"/etc/{name}": str(etc / name) for name in ("resolv.conf", "hosts", "hostname")},
-            cpu_count=spec.cpu_count, memory_mb=spec.memory_mb)
+            cpu_count=spec.cpu_count, memory_mb=spec.memory_mb, host_root=host_root)
         (sandbox_dir / "config.json").write_text(json.dumps(self.bundle(config, spec, disk)))
 
-    async def _run_detached(self, sandbox_id: str, bundle: Path, out) -> None:
-        """`run --detach` hands its own stdio to the container, so both go to the sandbox's log file
-        (a pipe would stay open for the container's whole life); the runtime's own errors land there too."""
+    async def _run_detached(self, sandbox_id: str, bundle: Path, out, command: str) -> None:
+        """`run --detach` (or `create`) hands its own stdio to the container, so both go to the sandbox's log
+        file (a pipe would stay open for the container's whole life); the runtime's own errors land there too."""
+        detach = ["--detach"] if command == "run" else []
         proc = await asyncio.create_subprocess_exec(
-            *self._oci("run", "--detach", "--bundle", str(bundle), "--pid-file", str(bundle / "pid"), sandbox_id),
+            *self._oci(command, *detach, "--bundle", str(bundle), "--pid-file", str(bundle / "pid"), sandbox_id),
             stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, preexec_fn=_low_oom_score,
             # Its own session: signals to the server's process group or terminal never reach sandboxes.
             start_new_session=True)
@@ -213,3 +235,4 @@ class OciRuntime:
 
     async def close(self) -> None:
         await self._http.aclose()
+        self.idmaps.close()

@@ -1,9 +1,11 @@
-"""The host uid/gid range that sandboxes' users map to.
+"""Host uid/gid ranges: the canonical range template trees are stored in, and one range per sandbox.
 
-Every sandbox runs in a user namespace where its uid 0..65535 is host uid BASE..BASE+65535, so root
-inside a sandbox is an unprivileged uid outside. Template rootfs trees are stored already shifted into
-this range (a file owned by uid 1000 in the image is owned by BASE+1000 on the host), so a sandbox
-sees its files with the right owners without an idmapped mount.
+Template rootfs trees are stored shifted into the canonical range: a file owned by uid 1000 in the image
+is owned by host uid BASE+1000. Every sandbox runs in a user namespace of its own range instead
+(`sandbox_range`, derived from its network slot), so root inside a sandbox is an unprivileged host uid that
+no other sandbox shares: a process that escapes one sandbox's namespaces cannot signal, ptrace or write the
+files of another, nor the template trees themselves. The sandbox sees its template through an idmapped
+mount (`idmap.py`) that shows BASE+n as its own range's +n.
 """
 
 from __future__ import annotations
@@ -15,6 +17,21 @@ from pathlib import Path
 BASE = 100_000
 SIZE = 65_536
 BUILD_BASE = 200_000  # template builds and upload unpacking run as this range (SIZE ids), never as host root
+# Per-sandbox ranges start here, one SIZE-wide range per network slot, far above BASE and the build range.
+SANDBOX_RANGES_START = 1_000_000
+
+
+def sandbox_range(slot_index: int) -> int:
+    """The first host uid (and gid) of the range of the sandbox holding network slot `slot_index`.
+
+    Allocated and freed with the slot (a slot file per sandbox, host-wide), so no two live sandboxes share a
+    range, and a restarted server finds a sandbox's range again from its slot."""
+    if slot_index < 0:
+        raise ValueError(f"slot {slot_index} is negative")
+    start = SANDBOX_RANGES_START + slot_index * SIZE
+    if start + SIZE > 2**32 - 1:  # (uid_t)-1 is "no uid"
+        raise ValueError(f"slot {slot_index} has no uid range below 2^32")
+    return start
 
 
 def host_id(inner: int) -> int:

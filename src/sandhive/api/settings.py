@@ -16,3 +16,5 @@ class Settings:
     client_id: str = "sandhive"  # E2B's `clientID`: which node runs the sandbox
     expiry_interval_seconds: float = 1.0  # how often expired sandboxes are looked for
     max_sandboxes_per_team: int | None = None  # running sandboxes a team may have on this server (429 beyond)
+    # -- sandbox egress (node/network.py) --
+    egress_allow: tuple[str, ...] = ()  # CIDRs sandboxes may reach despite the default drops (private ranges, ...)

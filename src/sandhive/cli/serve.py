@@ -48,6 +48,7 @@ def serve(
     memory_budget: MemoryBudget = None,
     cpu_overcommit: CpuOvercommit = 32.0,
     max_sandboxes_per_team: MaxPerTeam = None,
+    egress_allow: EgressAllow = None,
 ) -> None:
     """Run the Sandhive server: E2B's REST API and sandbox traffic on one port."""
     import uvicorn  # the server's imports are paid only by `serve`, not by every `keys` call
@@ -63,8 +64,11 @@ def serve(
         fail(f"cannot read or create the secret in {data_dir}: {exc}")
     _log_to_stderr(log_level)
     settings = Settings(data_dir=data_dir, database_url=database_url, max_lifetime_seconds=max_lifetime,
-                        trust_host_ca=host_ca, max_sandboxes_per_team=max_sandboxes_per_team)
+                        trust_host_ca=host_ca, max_sandboxes_per_team=max_sandboxes_per_team,
+                        egress_allow=_egress_allow(egress_allow))
     node = _node(backend, data_dir)
+    if node is not None:
+        _apply_egress(settings.egress_allow)
     configure_node(node, pool_size, template_pool_size, memory_budget, cpu_overcommit)
     templates = _templates(data_dir) if node is not None else None
     api = create_app(settings, node, templates)
@@ -73,6 +77,33 @@ def serve(
     # The proxy forwards sandboxes' own Server and Date headers, so uvicorn must not add its own.
     uvicorn.run(_with_proxy(api), host=host, port=port, log_level=log_level, lifespan="on",
                 server_header=False, date_header=False)
+
+
+# ---- sandbox egress --------------------------------------------------------------------------------
+EgressAllow = Annotated[list[str] | None, typer.Option(
+    "--egress-allow", metavar="CIDR",
+    help="A range sandboxes and template builds may reach although it is private, link-local or the host's LAN "
+         "(repeatable), e.g. a registry or package mirror on 10.1.2.0/24. Host-wide: the last server started "
+         "sets it.")]
+
+
+def _egress_allow(values: list[str] | None) -> tuple[str, ...]:
+    from ..node.network import parse_egress_allow
+
+    try:
+        return tuple(str(n) for n in parse_egress_allow(values or []))
+    except ValueError as exc:
+        fail(f"--egress-allow: {exc}")
+
+
+def _apply_egress(allow: tuple[str, ...]) -> None:
+    """The node loaded the default egress policy while it prepared; now the operator's allowed ranges replace
+    whatever an earlier server left (an empty list takes earlier allowances away)."""
+    from ..node import network
+
+    asyncio.run(network.prepare_host(egress_allow=list(allow)))
+    if allow:
+        err.print(f"sandhive: sandboxes may also reach {', '.join(allow)} (--egress-allow)")
 
 
 def _log_to_stderr(level: str) -> None:

@@ -51,11 +51,18 @@ class Lan:
     routes: list[str] = field(default_factory=list)
     servers: list[subprocess.Popen] = field(default_factory=list)
 
+    def spawn(self, argv: Sequence[str], **popen: object) -> subprocess.Popen:
+        """A process inside the namespace (its own session), stopped by PID when the namespace goes."""
+        popen.setdefault("stdout", subprocess.DEVNULL)
+        popen.setdefault("stderr", subprocess.DEVNULL)
+        proc = subprocess.Popen(["ip", "netns", "exec", self.netns, *argv], start_new_session=True,
+                                **popen)  # type: ignore[call-overload]
+        self.servers.append(proc)
+        return proc
+
     def serve(self, port: int) -> None:
         """A TCP server on `port` of every address in the namespace; waits until the host reaches it."""
-        proc = subprocess.Popen(["ip", "netns", "exec", self.netns, sys.executable, "-c", SERVE, str(port)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        self.servers.append(proc)
+        proc = self.spawn([sys.executable, "-c", SERVE, str(port)])
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if proc.poll() is not None:

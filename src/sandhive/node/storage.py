@@ -1,8 +1,9 @@
 """A sandbox's root filesystem: the template's read-only rootfs under a private writable layer.
 
-The writable layer is a tmpfs capped at the sandbox's disk size, so a disk filler stops at its quota
-and the layer vanishes with the sandbox; its pages count against the sandbox's memory cgroup (they are
-charged to the writer). The merged tree is an overlay mount that the OCI runtime uses as the root.
+The writable layer is an ext4 file system of exactly the sandbox's disk size in a sparse file on the
+host's disk (`scratch.py`), so a disk filler gets ENOSPC at its quota, its writes do not count as the
+sandbox's memory, and the layer vanishes with the sandbox. The merged tree is an overlay mount that the
+OCI runtime uses as the root.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import os
 import shutil
 from pathlib import Path
 
-from . import mounts, userns
+from . import mounts, scratch, userns
+
+TMP_PLACEHOLDER = ".sandhive"  # keeps /tmp non-empty under gVisor (see keep_tmp_on_disk)
 
 
 class SandboxDisk:
@@ -19,7 +22,8 @@ class SandboxDisk:
 
     def __init__(self, sandbox_dir: Path) -> None:
         self.dir = sandbox_dir
-        self.rw = sandbox_dir / "rw"  # tmpfs: upper/ and work/
+        self.rw = sandbox_dir / "rw"  # the writable layer's file system: upper/ and work/
+        self.image = sandbox_dir / "disk.ext4"  # its backing file (sparse)
         self.rootfs = sandbox_dir / "rootfs"  # the overlay mount point
 
     def create(self, lower: Path, disk_mb: int) -> None:
@@ -27,7 +31,7 @@ class SandboxDisk:
         try:
             self.rw.mkdir(parents=True, exist_ok=True)
             self.rootfs.mkdir(exist_ok=True)
-            mounts.mount("tmpfs", str(self.rw), "tmpfs", 0, f"size={disk_mb}m,mode=0700")
+            self._mount_writable(disk_mb)
             upper, work = self.rw / "upper", self.rw / "work"
             upper.mkdir()
             work.mkdir()
@@ -39,6 +43,29 @@ class SandboxDisk:
         except BaseException:
             self.destroy()
             raise
+
+    def _mount_writable(self, disk_mb: int) -> None:
+        """The writable layer's backing, mounted at `rw` (see scratch.py for why not a tmpfs)."""
+        scratch.make_image(self.image, disk_mb)
+        scratch.mount_image(self.image, self.rw)
+        self.rw.chmod(0o700)
+
+    def keep_tmp_on_disk(self, lower: Path) -> None:
+        """Make the sandbox's /tmp non-empty, so that runsc (gVisor) leaves it on the root — on this disk, where
+        a filler gets ENOSPC — instead of mounting its own in-memory tmpfs over an empty /tmp. The copy-up keeps
+        the template's /tmp mode (1777) and owner, as the sandbox's range maps it (relative to the upper dir,
+        which belongs to the sandbox's root); the placeholder is an empty hidden file of that owner."""
+        template_tmp = lower / "tmp"
+        if not template_tmp.is_dir() or next(template_tmp.iterdir(), None) is not None:
+            return  # no /tmp, or one with files: runsc leaves either alone
+        st, root = template_tmp.stat(), (self.rw / "upper").stat()
+        uid, gid = root.st_uid + st.st_uid - userns.BASE, root.st_gid + st.st_gid - userns.BASE
+        tmp = self.rw / "upper" / "tmp"
+        tmp.mkdir(exist_ok=True)
+        os.chown(tmp, uid, gid)
+        os.chmod(tmp, st.st_mode & 0o7777)
+        (tmp / TMP_PLACEHOLDER).touch()
+        os.chown(tmp / TMP_PLACEHOLDER, uid, gid)
 
     def usage(self) -> tuple[int, int]:
         """(used, total) bytes of the writable layer."""

@@ -68,10 +68,14 @@ class SandboxDisk:
         os.chown(tmp / TMP_PLACEHOLDER, uid, gid)
 
     def usage(self) -> tuple[int, int]:
-        """(used, total) bytes of the writable layer."""
+        """(used, total) bytes of the writable layer: total is the disk size the sandbox was given, used all of it
+        the sandbox can no longer write (its files and the file system's own few per cent)."""
         st = os.statvfs(self.rw)
-        total = st.f_blocks * st.f_frsize
-        return total - st.f_bfree * st.f_frsize, total
+        try:
+            total = self.image.stat().st_size
+        except FileNotFoundError:  # a tmpfs layer (a sandbox started before the ext4 layer)
+            total = st.f_blocks * st.f_frsize
+        return max(0, total - st.f_bavail * st.f_frsize), total
 
     def destroy(self) -> None:
         """Unmount and remove everything; safe to call at any stage and more than once."""

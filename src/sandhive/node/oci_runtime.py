@@ -49,6 +49,15 @@ def _ensure_traversable(data_dir: Path, directory: Path) -> None:
             break
 
 
+def _in_sandbox_cgroup(pid: int, sandbox_id: str) -> bool:
+    """Is `pid` a process of the sandbox (in its cgroup `/sandhive/<id>`, as the bundle's cgroupsPath names it)?"""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return any(line.rstrip("\n").endswith(f"/sandhive/{sandbox_id}") for line in f)
+    except OSError:
+        return False
+
+
 def _low_oom_score() -> None:
     """Runs in the OCI runtime's child before exec: envd inherits a low OOM score and outlives its
     sandbox's OOM kills (a user namespace cannot lower its own score, and the host cannot lower it
@@ -199,8 +208,10 @@ class OciRuntime:
             return "its first process is gone"
         try:
             # The PID was read from a file: make sure it is still the sandbox's (not a reused PID) before waiting.
-            if not await self.is_running(handle):
-                return f"its first process (pid {pid}) is not running"
+            # Held by the pidfd, the PID cannot be reused now; the sandbox's own process sits in its cgroup.
+            # (Not `runc state`: under load it answered "not running" for live sandboxes now and then.)
+            if not _in_sandbox_cgroup(pid, handle.sandbox_id):
+                return f"its first process (pid {pid}) is gone"
             loop = asyncio.get_running_loop()
             ended = loop.create_future()
             loop.add_reader(fd, lambda: ended.done() or ended.set_result(None))

@@ -1,7 +1,15 @@
-"""FROM beyond the local Debian bases: a registry the test runs itself, a docker-archive tarball, a template."""
+"""FROM beyond the local Debian bases: a registry the test runs itself, a docker-archive tarball, a template.
+
+The registry runs in a network namespace the test creates (tests/lan.py), on a private address the host routes
+to, as an operator's registry on the LAN would: a build reaches it through the host's forwarding whether its FROM
+pull runs on the host or in the build's own network namespace, where host loopback is out of reach and private
+ranges are dropped unless allowed. So the fixture allows that one address (as `--egress-allow` would) and marks
+the registry insecure (plain HTTP) in a registries.conf of its own.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import time
@@ -11,9 +19,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sandhive.node import network
 from sandhive.templates import builder, layout
 from sandhive.templates.builder import BuildRequest, build_template
-from tests.helpers import free_port, stop_process_group
+from tests.helpers import free_port
+from tests.lan import lan_namespace
 
 from .conftest import write_context
 
@@ -25,34 +35,41 @@ storage:
   filesystem:
     rootdirectory: {root}
 http:
-  addr: 127.0.0.1:{port}
+  addr: 0.0.0.0:{port}
 """
+REGISTRY_PORT = 5000  # the namespace is the test's own: nothing else listens there
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Debian's docker-registry on a loopback port (plain HTTP), storage in a temp dir."""
+    """Debian's docker-registry (plain HTTP) on a private address in a network namespace of the test's own."""
     if subprocess.run(["sh", "-c", "command -v docker-registry"], capture_output=True).returncode != 0:
         pytest.skip("docker-registry is not installed (make debian-packages)")
     root = tmp_path_factory.mktemp("registry")
-    port = free_port()
+    root.chmod(0o755)
     config = root / "config.yml"
-    config.write_text(REGISTRY_CONFIG.format(root=root / "data", port=port))
-    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
-                            stderr=(root / "registry.log").open("w"), start_new_session=True)
-    try:
+    config.write_text(REGISTRY_CONFIG.format(root=root / "data", port=REGISTRY_PORT))
+    with lan_namespace(extra=()) as lan, pytest.MonkeyPatch.context() as mp:
+        address = f"{lan.link_ip}:{REGISTRY_PORT}"
+        registries = root / "registries.conf"
+        registries.write_text(f'[[registry]]\nlocation = "{address}"\ninsecure = true\n')
+        mp.setenv("CONTAINERS_REGISTRIES_CONF", str(registries))
+        lan.spawn(["docker-registry", "serve", str(config)], stderr=(root / "registry.log").open("w"))
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
+                if httpx.get(f"http://{address}/v2/", timeout=1, trust_env=False).status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
         else:
             raise AssertionError(f"docker-registry did not start: {(root / 'registry.log').read_text()}")
-        yield f"127.0.0.1:{port}"
-    finally:
-        stop_process_group(proc)
+        asyncio.run(network.prepare_host())  # the egress table exists, the server's allowances kept
+        asyncio.run(network.allow_egress([f"{lan.link_ip}/32"]))
+        try:
+            yield address
+        finally:
+            asyncio.run(network.revoke_egress([f"{lan.link_ip}/32"]))
 
 
 def _build(data_dir: Path, template_id: str, dockerfile: str, context: Path):

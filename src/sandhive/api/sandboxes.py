@@ -20,7 +20,7 @@ from ..node.admission import HostFull, Resources
 from ..node.backends import BackendMismatch, check_template
 from ..node.node import Node, host_ca_bundle
 from ..node.request import CreateRequest, Identity
-from ..node.runtime import TemplateImage
+from ..node.runtime import SandboxHandle, TemplateImage
 from ..store import ClaimOutcome, SandboxQuery, SandboxRecord, Store
 from ..store.store import now_utc
 from ..templates.catalog import TemplateCatalog
@@ -131,6 +131,7 @@ class SandboxService:
             if record.sandbox_id in alive:
                 self.directory.add(record.sandbox_id, record.address)
                 self.quota.add(record.team_id, record.sandbox_id)
+                self.node.watch(handle_of(record), self._ended)
                 continue
             if record.backend == self.node.backend:
                 log.warning("sandbox %s did not survive the restart; marking it killed", record.sandbox_id)
@@ -217,6 +218,7 @@ class SandboxService:
                 await self.node.kill(handle)
             raise
         self.directory.add(sandbox_id, handle.address)
+        self.node.watch(handle, self._ended)
         return record
 
     def _token(self, sandbox_id: str) -> str:
@@ -338,6 +340,21 @@ class SandboxService:
         except Exception:
             log.exception("stopping expired sandbox %s failed; will retry", record.sandbox_id)
             return
+        await self._forget(record)
+
+    async def _ended(self, handle: SandboxHandle, reason: str) -> None:
+        """A sandbox died by itself (the node noticed within moments): free what it held and stop listing it,
+        as E2B does (killed: 404 on GET, gone from lists, the SDK's `is_running()` false)."""
+        record = await asyncio.to_thread(self.store.get_sandbox, handle.sandbox_id)
+        if record is None or record.state == "killed":
+            return
+        log.warning("sandbox %s of team %s died (%s); marking it killed and freeing its resources",
+                    record.sandbox_id, record.team_id, reason)
+        self.directory.remove(record.sandbox_id)  # no more traffic to it while it is torn down
+        try:
+            await self._stop(record)
+        except Exception:
+            log.exception("freeing dead sandbox %s failed", record.sandbox_id)
         await self._forget(record)
 
     async def _stop(self, record: SandboxRecord) -> None:

@@ -30,3 +30,5 @@ class Settings:
     build_cpus: float = 2.0
     build_pids: int = 4096
     build_timeout_seconds: int = 1800
+    # -- sandbox egress (node/network.py) --
+    egress_allow: tuple[str, ...] = ()  # CIDRs sandboxes may reach despite the default drops (private ranges, ...)

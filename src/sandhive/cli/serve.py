@@ -77,6 +77,7 @@ def serve(
     build_pids: Annotated[int, typer.Option(min=64, help="Processes one template build may have at once.")] = 4096,
     build_timeout: Annotated[int, typer.Option(
         min=10, help="Longest a template build may take, in seconds (default 30 minutes).")] = 1800,
+    egress_allow: EgressAllow = None,
 ) -> None:
     """Run the Sandhive server: E2B's REST API and sandbox traffic on one port."""
     import uvicorn  # the server's imports are paid only by `serve`, not by every `keys` call
@@ -103,8 +104,10 @@ def serve(
                             build_minutes_per_day=build_minutes_per_day or None,
                             max_upload_bytes=max_upload_mb_per_team * 2**20 or None),
                         build_memory_mb=build_memory_mb, build_cpus=build_cpus, build_pids=build_pids,
-                        build_timeout_seconds=build_timeout)
+                        build_timeout_seconds=build_timeout, egress_allow=_egress_allow(egress_allow))
     node = _node(backend, data_dir)
+    if node is not None:
+        _apply_egress(settings.egress_allow)
     configure_node(node, pool_size, template_pool_size, memory_budget, cpu_overcommit)
     templates = _templates(data_dir) if node is not None else None
     api = create_app(settings, node, templates)
@@ -116,6 +119,33 @@ def serve(
     uvicorn.run(_with_proxy(api), host=host, port=port, log_level=log_level, lifespan="on",
                 server_header=False, date_header=False, http=guarded_protocol(header_timeout),
                 timeout_keep_alive=keep_alive_timeout, h11_max_incomplete_event_size=64 * 1024)
+
+
+# ---- sandbox egress --------------------------------------------------------------------------------
+EgressAllow = Annotated[list[str] | None, typer.Option(
+    "--egress-allow", metavar="CIDR",
+    help="A range sandboxes and template builds may reach although it is private, link-local or the host's LAN "
+         "(repeatable), e.g. a registry or package mirror on 10.1.2.0/24. Host-wide: the last server started "
+         "sets it.")]
+
+
+def _egress_allow(values: list[str] | None) -> tuple[str, ...]:
+    from ..node.network import parse_egress_allow
+
+    try:
+        return tuple(str(n) for n in parse_egress_allow(values or []))
+    except ValueError as exc:
+        fail(f"--egress-allow: {exc}")
+
+
+def _apply_egress(allow: tuple[str, ...]) -> None:
+    """The node loaded the default egress policy while it prepared; now the operator's allowed ranges replace
+    whatever an earlier server left (an empty list takes earlier allowances away)."""
+    from ..node import network
+
+    asyncio.run(network.prepare_host(egress_allow=list(allow)))
+    if allow:
+        err.print(f"sandhive: sandboxes may also reach {', '.join(allow)} (--egress-allow)")
 
 
 def _log_to_stderr(level: str) -> None:

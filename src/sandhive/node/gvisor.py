@@ -162,6 +162,5 @@ class GVisorRuntime(OciRuntime):
         return await super().is_running(handle)
 
     def bundle(self, config: dict, spec: SandboxSpec, disk: SandboxDisk) -> dict:
-        tmp = spec.template.rootfs / "tmp"
-        empty = not tmp.is_dir() or next(tmp.iterdir(), None) is None
-        return oci.for_gvisor(config, spec.disk_mb if empty else None)
+        disk.keep_tmp_on_disk(spec.template.rootfs)  # else runsc puts an in-memory tmpfs there
+        return oci.for_gvisor(config)

@@ -3,8 +3,15 @@
 Slot N owns 10.211.0.0/16's N-th /30: the host side of the veth is .1 of it, the sandbox side .2. The
 sandbox also holds the guest address 169.254.0.21 (the same in every sandbox, so clones need no
 re-addressing). The host firewall (`table inet sandhive`) drops sandbox-to-sandbox traffic and any
-sandbox traffic to the host itself (the server's own ports), NATs the rest out when the sandbox has
-internet access, and drops it when it does not.
+sandbox traffic to the host itself (every host address: the server's own ports, whatever interface they
+sit on), NATs the rest out when the sandbox has internet access, and drops it when it does not.
+
+Default egress (`table inet sandhive_egress`, see `egress_script`): a sandbox reaches the internet, not
+the places around its host. Private, shared, link-local, loopback, multicast and reserved ranges (IPv4
+and IPv6) and the host's own LAN are dropped, except one DNS path (udp/tcp 53 to the host's nameserver,
+which is what the sandbox's /etc/resolv.conf names) and the ranges the operator allows
+(`sandhive serve --egress-allow CIDR`). It is its own table so that reloading the policy never touches
+the slots' NAT and `no_internet` memberships, and an accept in it cannot override a drop in the other.
 """
 
 from __future__ import annotations
@@ -12,7 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import os
+import subprocess
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +35,15 @@ VETH_PREFIX = "shv"
 TABLE = "sandhive"
 NETNS_DIR = Path("/run/netns")
 
+EGRESS_TABLE = "sandhive_egress"
+
 FIREWALL = f"""
 table inet {TABLE} {{
   set no_internet {{ type ifname; }}
   chain input {{
     type filter hook input priority 0; policy accept;
     iifname "{VETH_PREFIX}*" ct state established,related accept
+    {{dns_on_host}}
     iifname "{VETH_PREFIX}*" drop
   }}
   chain forward {{
@@ -39,7 +52,6 @@ table inet {TABLE} {{
     oifname "{VETH_PREFIX}*" ct state established,related accept
     oifname "{VETH_PREFIX}*" drop
     iifname @no_internet drop
-    iifname "{VETH_PREFIX}*" ip daddr 169.254.0.0/16 drop
     iifname "{VETH_PREFIX}*" accept
   }}
   chain postrouting {{
@@ -125,16 +137,147 @@ def host_nameservers() -> list[str]:
     return servers
 
 
-async def prepare_host() -> None:
-    """Once per server start: forwarding on, the firewall table (re)loaded."""
+# Where a sandbox must not go by default (IANA's special-purpose registries): its host's surroundings, not
+# the internet. The host's own addresses never reach the forward path (the input chain drops them).
+BLOCKED_V4 = (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+    "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24",
+    "224.0.0.0/4", "240.0.0.0/4",
+)
+BLOCKED_V6 = (
+    "::/127", "::ffff:0:0/96", "64:ff9b:1::/48", "100::/64", "2001:db8::/32", "fc00::/7", "fe80::/10", "ff00::/8",
+)
+DNS_PORT = 53
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_egress_allow(values: Sequence[str]) -> list[Network]:
+    """Operator-given CIDRs (`10.1.2.0/24`, `fd00::/64`, a bare address) as networks; ValueError names a bad one."""
+    networks: list[Network] = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"not an IP network (CIDR): {value!r}") from None
+    return networks
+
+
+def host_networks() -> list[Network]:
+    """The networks of the host's own interfaces (its LAN), sandbox veths left out."""
+    try:
+        out = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True, check=True).stdout
+        links = json.loads(out)
+    except (OSError, subprocess.CalledProcessError, ValueError):
+        return []
+    networks: list[Network] = []
+    for link in links:
+        if str(link.get("ifname", "")).startswith(VETH_PREFIX):
+            continue
+        for info in link.get("addr_info", []):
+            with contextlib.suppress(KeyError, ValueError):
+                networks.append(ipaddress.ip_network(f"{info['local']}/{info['prefixlen']}", strict=False))
+    return networks
+
+
+def _elements(networks: Iterable[Network], version: int) -> str:
+    """An nft interval-set element list; overlapping ranges collapsed (nft refuses overlaps)."""
+    chosen = [n for n in networks if n.version == version]
+    return ", ".join(str(n) for n in ipaddress.collapse_addresses(chosen))  # type: ignore[arg-type]
+
+
+def egress_script(nameservers: Sequence[str], allow: Sequence[Network] | None,
+                  lan: Sequence[Network] = ()) -> str:
+    """One nft transaction that (re)loads the egress policy in place. `allow` None keeps the allowed ranges
+    already loaded (a template build's `prepare_host` must not undo the server's `--egress-allow`).
+
+    Order in the forward chain: only sandbox-originated packets are judged; the one DNS path; the operator's
+    allowed ranges; then the blocked ranges. Everything else (the internet) goes on to `table inet sandhive`.
+    """
+    t = f"inet {EGRESS_TABLE}"
+    dns = [ipaddress.ip_address(a) for a in nameservers]
+    blocked = [ipaddress.ip_network(n) for n in (*BLOCKED_V4, *BLOCKED_V6)] + list(lan)
+    lines = [
+        f"add table {t}",
+        f"add set {t} allow4 {{ type ipv4_addr; flags interval; }}",
+        f"add set {t} allow6 {{ type ipv6_addr; flags interval; }}",
+        f"add set {t} blocked4 {{ type ipv4_addr; flags interval; }}",
+        f"add set {t} blocked6 {{ type ipv6_addr; flags interval; }}",
+        f"add set {t} dns4 {{ type ipv4_addr; }}",
+        f"add set {t} dns6 {{ type ipv6_addr; }}",
+        f"add chain {t} forward {{ type filter hook forward priority -10; policy accept; }}",
+        f"flush chain {t} forward",
+    ]
+    sets = {"blocked4": _elements(blocked, 4), "blocked6": _elements(blocked, 6),
+            "dns4": ", ".join(str(a) for a in dns if a.version == 4),
+            "dns6": ", ".join(str(a) for a in dns if a.version == 6)}
+    if allow is not None:
+        sets |= {"allow4": _elements(allow, 4), "allow6": _elements(allow, 6)}
+    for name, elements in sets.items():
+        lines.append(f"flush set {t} {name}")
+        if elements:
+            lines.append(f"add element {t} {name} {{ {elements} }}")
+    rule = f"add rule {t} forward"
+    lines += [
+        f'{rule} iifname != "{VETH_PREFIX}*" accept',
+        f"{rule} ip daddr @dns4 meta l4proto {{ tcp, udp }} th dport {DNS_PORT} accept",
+        f"{rule} ip6 daddr @dns6 meta l4proto {{ tcp, udp }} th dport {DNS_PORT} accept",
+        f"{rule} ip daddr @allow4 accept",
+        f"{rule} ip6 daddr @allow6 accept",
+        f"{rule} ip daddr @blocked4 drop",
+        f"{rule} ip6 daddr @blocked6 drop",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def firewall_script(nameservers: Sequence[str]) -> str:
+    """The slots' table. A nameserver on the host itself is the one host service a sandbox may reach."""
+    dns = ""
+    for version, family in ((4, "ip"), (6, "ip6")):
+        addresses = [a for a in nameservers if ipaddress.ip_address(a).version == version]
+        if addresses:
+            dns += (f'iifname "{VETH_PREFIX}*" {family} daddr {{ {", ".join(addresses)} }} '
+                    f"meta l4proto {{ tcp, udp }} th dport {DNS_PORT} accept\n    ")
+    return FIREWALL.replace("{dns_on_host}\n    ", dns)
+
+
+async def prepare_host(egress_allow: Sequence[str] | None = None) -> None:
+    """Once per server start (and before each template build): forwarding on, the firewall tables (re)loaded.
+
+    `egress_allow` replaces the operator's allowed ranges; None keeps those loaded. The ranges are host-wide,
+    like the firewall: the last server started on a host sets them."""
+    allow = parse_egress_allow(egress_allow) if egress_allow is not None else None
     Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+    nameservers = host_nameservers()
     existing = await run("nft", "list", "tables", check=False)
-    script = (f"delete table inet {TABLE}\n" if f"inet {TABLE}" in existing else "") + FIREWALL
+    script = (f"delete table inet {TABLE}\n" if f"inet {TABLE}" in existing else "") + firewall_script(nameservers)
     # Keep the no_internet memberships of sandboxes that survived a restart.
     members = await _no_internet_members() if f"inet {TABLE}" in existing else []
-    await run("nft", "-f", "-", input=script)
+    lan = await asyncio.to_thread(host_networks)
+    await run("nft", "-f", "-", input=script + egress_script(nameservers, allow, lan))
     for member in members:
         await run("nft", "add", "element", "inet", TABLE, "no_internet", f"{{ {member} }}")
+
+
+async def allow_egress(cidrs: Sequence[str]) -> None:
+    """Add ranges to the allowed ones (on top of `--egress-allow`); `revoke_egress` takes them out again.
+    For a host service the node's own callers need (e.g. a registry for template builds)."""
+    await _change_allowed("add", cidrs)
+
+
+async def revoke_egress(cidrs: Sequence[str]) -> None:
+    await _change_allowed("delete", cidrs)
+
+
+async def _change_allowed(verb: str, cidrs: Sequence[str]) -> None:
+    networks = parse_egress_allow(cidrs)
+    lines = []
+    for version in (4, 6):
+        elements = _elements(networks, version)
+        if elements:
+            lines.append(f"{verb} element inet {EGRESS_TABLE} allow{version} {{ {elements} }}")
+    if lines:  # taking away what is not there (any more) is fine
+        await run("nft", "-f", "-", input="\n".join(lines) + "\n", check=verb == "add")
 
 
 async def _no_internet_members() -> list[str]:

@@ -9,9 +9,10 @@ picks the sandbox id; the caller reads it from the returned handle.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,10 @@ from .startup import ReadyPolicy, prepare
 log = logging.getLogger("sandhive.node")
 
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+LIVENESS_POLL_SECONDS = 1.0  # for backends that cannot signal a sandbox's end (no `wait_exit`)
+
+OnExit = Callable[[SandboxHandle, str], Awaitable[None]]
 
 __all__ = ["CreateRequest", "HostFull", "Identity", "Node", "NodeStatus", "PoolSettings", "Resources"]
 
@@ -68,6 +73,7 @@ class Node:
         self._http = httpx.AsyncClient(timeout=10.0, trust_env=False,
                                        limits=httpx.Limits(max_keepalive_connections=256, keepalive_expiry=60.0))
         self.pools = WarmPools(pools or PoolSettings(), self.admission, runtime.name, self._fill, self.runtime.stop)
+        self._watches: dict[str, asyncio.Task] = {}
 
     @property
     def backend(self) -> str:
@@ -150,8 +156,45 @@ class Node:
 
     # ---- running sandboxes ----------------------------------------------------------------
     async def kill(self, handle: SandboxHandle) -> None:
+        self.unwatch(handle.sandbox_id)  # its end is ours, not news
         await self.runtime.stop(handle)
         self.admission.release(handle.sandbox_id)
+
+    # ---- liveness -------------------------------------------------------------------------
+    def watch(self, handle: SandboxHandle, on_exit: OnExit) -> None:
+        """Call `on_exit(handle, reason)` once if the sandbox ends by itself (its envd or init died, it was
+        killed from outside): the owner frees it (`kill`) and stops reporting it as running. Ended by `kill`
+        or `unwatch`, it is never called."""
+        self.unwatch(handle.sandbox_id)
+        self._watches[handle.sandbox_id] = asyncio.create_task(self._watch(handle, on_exit))
+
+    def unwatch(self, sandbox_id: str) -> None:
+        task = self._watches.pop(sandbox_id, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _watch(self, handle: SandboxHandle, on_exit: OnExit) -> None:
+        try:
+            wait_exit = getattr(self.runtime, "wait_exit", None)
+            if wait_exit is not None:
+                reason = await wait_exit(handle)
+            else:
+                while await self.runtime.is_running(handle):
+                    await asyncio.sleep(LIVENESS_POLL_SECONDS)
+                reason = "it is no longer running"
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("watching sandbox %s failed; its end will be noticed at its timeout", handle.sandbox_id)
+            return
+        if self._watches.get(handle.sandbox_id) is not asyncio.current_task():
+            return  # unwatched meanwhile
+        del self._watches[handle.sandbox_id]
+        log.warning("sandbox %s ended by itself: %s", handle.sandbox_id, reason)
+        try:
+            await on_exit(handle, reason)
+        except Exception:
+            log.exception("cleaning up after sandbox %s failed", handle.sandbox_id)
 
     async def is_running(self, handle: SandboxHandle) -> bool:
         return await self.runtime.is_running(handle)
@@ -189,5 +232,7 @@ class Node:
 
     async def close(self) -> None:
         """Server shutdown: the pools' sandboxes are stopped; handed-out sandboxes keep running."""
+        for sandbox_id in list(self._watches):
+            self.unwatch(sandbox_id)
         await self.pools.close()
         await self._http.aclose()

@@ -117,7 +117,7 @@ def bundle_config(*, sandbox_id: str, rootfs: str, netns: str | None, hostname: 
     }
 
 
-def for_gvisor(config: dict, tmp_mb: int | None) -> dict:
+def for_gvisor(config: dict) -> dict:
     """The same bundle as runsc needs it. gVisor is the sandbox's kernel, so the parts of the bundle that
     steer the host kernel from inside the sandbox change meaning:
 
@@ -128,12 +128,11 @@ def for_gvisor(config: dict, tmp_mb: int | None) -> dict:
     - /sys: gVisor's own synthetic sysfs instead of a read-only bind of the host's (which runsc would
       serve from the host through its gofer). It shows no host device, so the host's sysfs masks go.
     - /dev/mqueue: not a filesystem gVisor has; dropped (it would only be ignored with a warning).
-    - /tmp: runsc mounts an unbounded in-memory tmpfs over an empty /tmp. With `tmp_mb`, /tmp is a tmpfs
-      capped at that size instead (the disk size: a /tmp filler gets ENOSPC, as in the container backend,
-      and its pages are charged to the sandbox's memory as the container's writable layer is). A bind of
-      the root's own /tmp would share the root's quota exactly, but gVisor would serve it as a 9p mount,
-      where envd (rightly) refuses to watch files. Without `tmp_mb` (a template with files in /tmp), /tmp
-      stays on the root, which runsc leaves alone when it is not empty.
+    - /tmp: no mount of its own. runsc would mount an unbounded in-memory tmpfs over an empty /tmp, whose
+      pages are the sandbox's memory (a /tmp filler ended the whole sandbox); the node keeps /tmp non-empty
+      (`SandboxDisk.keep_tmp_on_disk`), so it stays on the root, on the sandbox's disk as in the container
+      backend: a /tmp filler gets ENOSPC at the disk size. runsc's root overlay (`--overlay2=root:self`, its
+      default) keeps its file store in the root, i.e. on that disk too.
 
     The user namespace mapping stays: runsc then runs its sentry and gofer as the sandbox range's root, not
     host root.
@@ -146,8 +145,5 @@ def for_gvisor(config: dict, tmp_mb: int | None) -> dict:
     at = next(i for i, m in enumerate(mounts) if m["destination"] == "/sys/fs/cgroup")
     mounts.insert(at, {"destination": "/sys", "type": "sysfs", "source": "sysfs",
                        "options": ["nosuid", "noexec", "nodev", "ro"]})
-    if tmp_mb is not None:
-        mounts.append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
-                       "options": ["nosuid", "nodev", "mode=1777", f"size={tmp_mb}m"]})
     config["mounts"] = mounts
     return config

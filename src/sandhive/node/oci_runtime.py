@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -47,6 +48,15 @@ def _ensure_traversable(data_dir: Path, directory: Path) -> None:
                                f"or chmod o+x {parent}")
         if parent == Path("/"):
             break
+
+
+def _in_sandbox_cgroup(pid: int, sandbox_id: str) -> bool:
+    """Is `pid` a process of the sandbox (in its cgroup `/sandhive/<id>`, as the bundle's cgroupsPath names it)?"""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return any(line.rstrip("\n").endswith(f"/sandhive/{sandbox_id}") for line in f)
+    except OSError:
+        return False
 
 
 def _low_oom_score() -> None:
@@ -207,6 +217,33 @@ class OciRuntime:
 
     async def is_running(self, handle: SandboxHandle) -> bool:
         return await self._state(handle.sandbox_id) == "running"
+
+    async def wait_exit(self, handle: SandboxHandle) -> str:
+        """Return once the sandbox's first process has ended (envd under runc; the sentry under runsc, which
+        ends with envd), saying how. A pidfd of the PID the runtime wrote at start: the kernel makes it
+        readable at the exit, so a watch costs one fd and no polling."""
+        pid_file = self.sandboxes_dir / handle.sandbox_id / "pid"
+        try:
+            pid = int(pid_file.read_text().strip())
+            fd = os.pidfd_open(pid)
+        except (OSError, ValueError):
+            return "its first process is gone"
+        try:
+            # The PID was read from a file: make sure it is still the sandbox's (not a reused PID) before waiting.
+            # Held by the pidfd, the PID cannot be reused now; the sandbox's own process sits in its cgroup.
+            # (Not `runc state`: under load it answered "not running" for live sandboxes now and then.)
+            if not _in_sandbox_cgroup(pid, handle.sandbox_id):
+                return f"its first process (pid {pid}) is gone"
+            loop = asyncio.get_running_loop()
+            ended = loop.create_future()
+            loop.add_reader(fd, lambda: ended.done() or ended.set_result(None))
+            try:
+                await ended
+            finally:
+                loop.remove_reader(fd)
+        finally:
+            os.close(fd)
+        return f"its first process (pid {pid}) exited"
 
     async def running_ids(self) -> set[str]:
         """This runtime's sandboxes: a directory in its data dir (made first, removed last) or a container

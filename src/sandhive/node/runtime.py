@@ -95,6 +95,9 @@ class Runtime(Protocol):
 
     async def is_running(self, handle: SandboxHandle) -> bool: ...
 
+    # Optional: `async def wait_exit(handle) -> str`, returning (with a reason) once the sandbox ended by itself.
+    # Backends without it are watched by polling `is_running` (see Node.watch).
+
     async def running_ids(self) -> set[str]:
         """Ids of the sandboxes this backend has on this host (running or half-torn-down)."""
         ...

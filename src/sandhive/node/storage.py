@@ -1,8 +1,9 @@
 """A sandbox's root filesystem: the template's read-only rootfs under a private writable layer.
 
-The writable layer is a tmpfs capped at the sandbox's disk size, so a disk filler stops at its quota
-and the layer vanishes with the sandbox; its pages count against the sandbox's memory cgroup (they are
-charged to the writer). The merged tree is an overlay mount that the OCI runtime uses as the root.
+The writable layer is an ext4 file system of exactly the sandbox's disk size in a sparse file on the
+host's disk (`scratch.py`), so a disk filler gets ENOSPC at its quota, its writes do not count as the
+sandbox's memory, and the layer vanishes with the sandbox. The merged tree is an overlay mount that the
+OCI runtime uses as the root.
 
 The lower layer is the template tree (stored in the canonical range `userns.BASE`) seen through an idmapped
 bind mount that shifts it into the sandbox's own uid range (`idmap.py`): the kernel refuses to idmap an
@@ -16,7 +17,9 @@ import os
 import shutil
 from pathlib import Path
 
-from . import idmap, mounts, userns
+from . import idmap, mounts, scratch, userns
+
+TMP_PLACEHOLDER = ".sandhive"  # keeps /tmp non-empty under gVisor (see keep_tmp_on_disk)
 
 
 class SandboxDisk:
@@ -24,12 +27,13 @@ class SandboxDisk:
 
     def __init__(self, sandbox_dir: Path) -> None:
         self.dir = sandbox_dir
-        self.rw = sandbox_dir / "rw"  # tmpfs: upper/ and work/
+        self.rw = sandbox_dir / "rw"  # the writable layer's file system: upper/ and work/
+        self.image = sandbox_dir / "disk.ext4"  # its backing file (sparse)
         self.rootfs = sandbox_dir / "rootfs"  # the overlay mount point
         self.lower = sandbox_dir / "lower"  # the template, idmapped into the sandbox's range
 
     def create(self, template: Path, disk_mb: int, host_root: int = userns.BASE, idmap_fd: int | None = None) -> None:
-        """Mount the idmapped template, tmpfs and overlay. `host_root` is the host uid (and gid) of the
+        """Mount the idmapped template, the writable layer and the overlay. `host_root` is the host uid (and gid) of the
         sandbox's root; `idmap_fd` a user namespace mapping the template's range onto the sandbox's (without
         it, the template is the lower layer as stored, for a sandbox of the canonical range).
         Undone by `destroy`, which `create` calls itself on failure."""
@@ -41,7 +45,7 @@ class SandboxDisk:
                 self.lower.mkdir(exist_ok=True)
                 idmap.bind(template, self.lower, idmap_fd)
                 lower = self.lower
-            mounts.mount("tmpfs", str(self.rw), "tmpfs", 0, f"size={disk_mb}m,mode=0700")
+            self._mount_writable(disk_mb)
             upper, work = self.rw / "upper", self.rw / "work"
             upper.mkdir()
             work.mkdir()
@@ -54,11 +58,38 @@ class SandboxDisk:
             self.destroy()
             raise
 
+    def _mount_writable(self, disk_mb: int) -> None:
+        """The writable layer's backing, mounted at `rw` (see scratch.py for why not a tmpfs)."""
+        scratch.make_image(self.image, disk_mb)
+        scratch.mount_image(self.image, self.rw)
+        self.rw.chmod(0o700)
+
+    def keep_tmp_on_disk(self, lower: Path) -> None:
+        """Make the sandbox's /tmp non-empty, so that runsc (gVisor) leaves it on the root — on this disk, where
+        a filler gets ENOSPC — instead of mounting its own in-memory tmpfs over an empty /tmp. The copy-up keeps
+        the template's /tmp mode (1777) and owner, as the sandbox's range maps it (relative to the upper dir,
+        which belongs to the sandbox's root); the placeholder is an empty hidden file of that owner."""
+        template_tmp = lower / "tmp"
+        if not template_tmp.is_dir() or next(template_tmp.iterdir(), None) is not None:
+            return  # no /tmp, or one with files: runsc leaves either alone
+        st, root = template_tmp.stat(), (self.rw / "upper").stat()
+        uid, gid = root.st_uid + st.st_uid - userns.BASE, root.st_gid + st.st_gid - userns.BASE
+        tmp = self.rw / "upper" / "tmp"
+        tmp.mkdir(exist_ok=True)
+        os.chown(tmp, uid, gid)
+        os.chmod(tmp, st.st_mode & 0o7777)
+        (tmp / TMP_PLACEHOLDER).touch()
+        os.chown(tmp / TMP_PLACEHOLDER, uid, gid)
+
     def usage(self) -> tuple[int, int]:
-        """(used, total) bytes of the writable layer."""
+        """(used, total) bytes of the writable layer: total is the disk size the sandbox was given, used all of it
+        the sandbox can no longer write (its files and the file system's own few per cent)."""
         st = os.statvfs(self.rw)
-        total = st.f_blocks * st.f_frsize
-        return total - st.f_bfree * st.f_frsize, total
+        try:
+            total = self.image.stat().st_size
+        except FileNotFoundError:  # a tmpfs layer (a sandbox started before the ext4 layer)
+            total = st.f_blocks * st.f_frsize
+        return max(0, total - st.f_bavail * st.f_frsize), total
 
     def destroy(self) -> None:
         """Unmount and remove everything; safe to call at any stage and more than once."""

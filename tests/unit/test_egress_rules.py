@@ -1,0 +1,46 @@
+"""The default egress policy as nft text (no root, no nft): what is dropped, the DNS path, and the allow list."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from sandhive.node import network
+
+
+def _set(script: str, name: str) -> set[str]:
+    for line in script.splitlines():
+        if line.startswith(f"add element inet {network.EGRESS_TABLE} {name} "):
+            return {e.strip() for e in line.split("{", 1)[1].rsplit("}", 1)[0].split(",")}
+    return set()
+
+
+def test_private_ranges_dropped_after_dns_and_allow() -> None:
+    script = network.egress_script(["10.255.255.53"], [ipaddress.ip_network("10.9.0.0/16")])
+    blocked = _set(script, "blocked4")
+    assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8",
+            "169.254.0.0/16"} <= blocked
+    assert {"fc00::/7", "fe80::/10"} <= _set(script, "blocked6")
+    assert _set(script, "dns4") == {"10.255.255.53"} and _set(script, "allow4") == {"10.9.0.0/16"}
+    rules = [line for line in script.splitlines() if line.startswith("add rule")]
+    order = [next(i for i, r in enumerate(rules) if word in r) for word in ("@dns4", "@allow4", "@blocked4")]
+    assert order == sorted(order)
+    assert "dport 53" in rules[order[0]]
+
+
+def test_host_lan_is_dropped_and_overlaps_collapse() -> None:
+    script = network.egress_script([], [], [ipaddress.ip_network("192.0.2.0/24"), ipaddress.ip_network("10.1.0.0/16"),
+                                            ipaddress.ip_network("8.8.4.0/24")])
+    assert "8.8.4.0/24" in _set(script, "blocked4") and "10.1.0.0/16" not in _set(script, "blocked4")
+
+
+def test_allow_none_keeps_the_loaded_allowances() -> None:
+    script = network.egress_script([], None)
+    assert "flush set inet sandhive_egress allow4" not in script
+    assert "flush set inet sandhive_egress allow4" in network.egress_script([], [])
+
+
+def test_bad_cidr_is_named() -> None:
+    with pytest.raises(ValueError, match="not-a-range"):
+        network.parse_egress_allow(["10.0.0.0/8", "not-a-range"])

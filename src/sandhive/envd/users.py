@@ -14,6 +14,17 @@ from dataclasses import dataclass
 
 from .state import DEFAULT_PATH, SandboxState
 
+GROUP_FILE = "/etc/group"
+_GROUPS_CACHE: dict[tuple[str, int], tuple[tuple[int, int, int], tuple[int, ...]]] = {}
+
+
+def _group_file_stamp() -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(GROUP_FILE)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_ino, st.st_size
+
 
 class UnknownUserError(LookupError):
     """The named user does not exist in the sandbox's /etc/passwd."""
@@ -28,11 +39,22 @@ class User:
     shell: str
 
     def groups(self) -> list[int]:
-        """Supplementary groups, as login would set them."""
+        """Supplementary groups, as login would set them.
+
+        Every file request acting as a user needs them, so they are kept until /etc/group changes: reading
+        and parsing it each time would cost more than the request's own I/O (and far more under gVisor).
+        """
+        stamp = _group_file_stamp()
+        cached = _GROUPS_CACHE.get((self.name, self.gid))
+        if stamp is not None and cached is not None and cached[0] == stamp:
+            return list(cached[1])
         try:
-            return os.getgrouplist(self.name, self.gid)
+            groups = os.getgrouplist(self.name, self.gid)
         except OSError:
-            return [self.gid]
+            groups = [self.gid]
+        if stamp is not None:
+            _GROUPS_CACHE[(self.name, self.gid)] = (stamp, tuple(groups))
+        return groups
 
     def spawn_credentials(self) -> Credentials | None:
         """The credentials a child must switch to to run as this user.

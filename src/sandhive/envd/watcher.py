@@ -74,6 +74,12 @@ class UserRecursiveInotify(RecursiveInotify):
         super().__init__()
         self._user = user
 
+    def add_watch(self, path, mask: Mask):
+        """inotify_add_watch as the user, after opening the directory for reading as the user: Linux checks
+        read permission in inotify_add_watch itself, gVisor does not."""
+        os.close(os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        return super().add_watch(path, mask)
+
     def add_recursive_watch(self, path: Path, mask: Mask | None = None) -> list:
         set_mask = self._DIR_MASK if mask is None else mask | self._DIR_MASK
         watches = [self.add_watch(path, set_mask)]

@@ -1,0 +1,65 @@
+"""A fork bomb run as `user` leaves envd answering, and the host and other sandboxes fine (issue 12).
+
+Before the fix envd's oom_score_adj was 0 (the documented -998 needs CAP_SYS_RESOURCE, which hosts like this
+one withhold), the bomb could take every pid of the sandbox, and on gVisor (no OOM killer inside: each task
+costs the sentry host memory) the host cgroup's OOM killer ended the whole sandbox.
+
+Promise: a fork bomb (or any process flood) by a non-root user stops at that user's process limit, below the
+sandbox's own; envd keeps pids and memory to answer, and kills the flood on request (docs/security.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from e2b import Sandbox
+
+from tests.hostile.conftest import Live
+
+pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900)]
+
+BOMB = ":(){ :|:& };:"
+BOMB_SECONDS = 8  # long enough to reach any limit: the pids fill within a second or two
+ANSWER_WITHIN = 30.0  # seconds for `echo alive` while the bomb is at its limit
+
+
+@pytest.fixture(scope="module")
+def e2b_env(live: Live) -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in live.e2b_env().items():
+            mp.setenv(name, value)
+        mp.delenv("E2B_DEBUG", raising=False)
+        mp.delenv("E2B_DOMAIN", raising=False)
+        yield
+
+
+def test_fork_bomb_leaves_envd_answering(e2b_env: None) -> None:
+    bystander = Sandbox.create(timeout=300)
+    target = Sandbox.create(timeout=300)
+    try:
+        target.commands.run(BOMB, background=True, user="user")
+        time.sleep(BOMB_SECONDS)
+        started = time.monotonic()
+        result = target.commands.run("echo alive; ls -d /proc/[0-9]* | wc -l", user="root",
+                                     timeout=ANSWER_WITHIN, request_timeout=ANSWER_WITHIN)
+        answered_in = time.monotonic() - started
+        alive, processes = result.stdout.split()
+        assert alive == "alive" and answered_in < ANSWER_WITHIN
+        assert int(processes) > 200, "the bomb never got going: the test proves nothing"
+        # envd stops the flood on request: every process of `user`, then the sandbox is quiet again.
+        target.commands.run("kill -9 -1", user="user", timeout=ANSWER_WITHIN)
+        deadline = time.monotonic() + 30
+        left = -1
+        while time.monotonic() < deadline:
+            left = int(target.commands.run("ps -u user -o pid= | wc -l", user="root").stdout)
+            if left == 0:
+                break
+            target.commands.run("kill -9 -1", user="user")
+        assert left == 0
+        assert target.commands.run("echo still here", user="user").stdout == "still here\n"
+        assert bystander.commands.run("echo unaffected").stdout == "unaffected\n"
+    finally:
+        target.kill()
+        bystander.kill()

@@ -21,8 +21,8 @@ from tests.hostile.conftest import Live
 pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900)]
 
 BOMB = ":(){ :|:& };:"
-BOMB_SECONDS = 8  # long enough to reach any limit: the pids fill within a second or two
-ANSWER_WITHIN = 30.0  # seconds for `echo alive` while the bomb is at its limit
+BOMB_SECONDS = 12  # long enough to reach any limit: the pids fill within a second or two
+ANSWER_WITHIN = 20.0  # seconds for `echo alive` while the bomb is at its limit
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +40,20 @@ def test_fork_bomb_leaves_envd_answering(e2b_env: None) -> None:
     target = Sandbox.create(timeout=300)
     try:
         target.commands.run(BOMB, background=True, user="user")
-        time.sleep(BOMB_SECONDS)
-        started = time.monotonic()
-        result = target.commands.run("echo alive; ls -d /proc/[0-9]* | wc -l", user="root",
-                                     timeout=ANSWER_WITHIN, request_timeout=ANSWER_WITHIN)
-        answered_in = time.monotonic() - started
-        alive, processes = result.stdout.split()
-        assert alive == "alive" and answered_in < ANSWER_WITHIN
-        assert int(processes) > 200, "the bomb never got going: the test proves nothing"
+        peak, slowest = 0, 0.0
+        deadline = time.monotonic() + BOMB_SECONDS
+        while time.monotonic() < deadline:  # envd answers all along, while the bomb is at its limit
+            started = time.monotonic()
+            result = target.commands.run("echo alive; ls -d /proc/[0-9]* | wc -l", user="root",
+                                         timeout=ANSWER_WITHIN, request_timeout=ANSWER_WITHIN)
+            slowest = max(slowest, time.monotonic() - started)
+            alive, processes = result.stdout.split()
+            assert alive == "alive"
+            peak = max(peak, int(processes))
+            time.sleep(0.5)
+        print(f"fork bomb: peak {peak} processes; envd's slowest answer {slowest:.2f}s")
+        assert slowest < ANSWER_WITHIN
+        assert peak > 50, "the bomb never got going: the test proves nothing"
         # envd stops the flood on request: every process of `user`, then the sandbox is quiet again.
         target.commands.run("kill -9 -1", user="user", timeout=ANSWER_WITHIN)
         deadline = time.monotonic() + 30

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from e2b import Sandbox
@@ -23,6 +24,11 @@ pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900)]
 BOMB = ":(){ :|:& };:"
 BOMB_SECONDS = 12  # long enough to reach any limit: the pids fill within a second or two
 ANSWER_WITHIN = 20.0  # seconds for `echo alive` while the bomb is at its limit
+
+
+def host_pids(sandbox_id: str) -> int:
+    """Tasks in the sandbox's host cgroup (its processes, or gVisor's sentry, gofer and stub threads)."""
+    return int(Path(f"/sys/fs/cgroup/pids/sandhive/{sandbox_id}/pids.current").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -44,25 +50,24 @@ def test_fork_bomb_leaves_envd_answering(e2b_env: None) -> None:
         deadline = time.monotonic() + BOMB_SECONDS
         while time.monotonic() < deadline:  # envd answers all along, while the bomb is at its limit
             started = time.monotonic()
-            result = target.commands.run("echo alive; ls -d /proc/[0-9]* | wc -l", user="root",
-                                         timeout=ANSWER_WITHIN, request_timeout=ANSWER_WITHIN)
+            result = target.commands.run("echo alive", user="root", timeout=ANSWER_WITHIN,
+                                         request_timeout=ANSWER_WITHIN)
             slowest = max(slowest, time.monotonic() - started)
-            alive, processes = result.stdout.split()
-            assert alive == "alive"
-            peak = max(peak, int(processes))
+            assert result.stdout == "alive\n"
+            peak = max(peak, host_pids(target.sandbox_id))
             time.sleep(0.5)
         print(f"fork bomb: peak {peak} processes; envd's slowest answer {slowest:.2f}s")
         assert slowest < ANSWER_WITHIN
-        assert peak > 50, "the bomb never got going: the test proves nothing"
+        assert peak > 100, "the bomb never got going: the test proves nothing"
         # envd stops the flood on request: every process of `user`, then the sandbox is quiet again.
-        target.commands.run("kill -9 -1", user="user", timeout=ANSWER_WITHIN)
+        target.commands.run("kill -9 -1 2>/dev/null; true", user="user", timeout=ANSWER_WITHIN)
         deadline = time.monotonic() + 30
         left = -1
         while time.monotonic() < deadline:
             left = int(target.commands.run("ps -u user -o pid= | wc -l", user="root").stdout)
             if left == 0:
                 break
-            target.commands.run("kill -9 -1", user="user")
+            target.commands.run("kill -9 -1 2>/dev/null; true", user="user")
         assert left == 0
         assert target.commands.run("echo still here", user="user").stdout == "still here\n"
         assert bystander.commands.run("echo unaffected").stdout == "unaffected\n"

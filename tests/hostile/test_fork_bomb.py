@@ -45,6 +45,8 @@ def test_fork_bomb_leaves_envd_answering(e2b_env: None) -> None:
     bystander = Sandbox.create(timeout=300)
     target = Sandbox.create(timeout=300)
     try:
+        limits = target.commands.run("cat /proc/self/oom_score_adj; ulimit -Hu", user="user").stdout.split()
+        assert limits[0] == "1000" and limits[1].isdigit() and int(limits[1]) < 4096  # set before the command ran
         target.commands.run(BOMB, background=True, user="user")
         peak, slowest = 0, 0.0
         deadline = time.monotonic() + BOMB_SECONDS

@@ -82,13 +82,18 @@ def entry_info(path: str, st: os.stat_result | None = None) -> pb.EntryInfo:
 
 
 def list_dir(root: str, depth: int) -> list[pb.EntryInfo]:
-    """Entries under `root`, recursing `depth` levels (1 = direct children); symlinks are not followed."""
+    """Entries under `root`, recursing `depth` levels (1 = direct children); symlinks are not followed.
+
+    `root` itself must be readable (an OSError says why not); subdirectories that are not are skipped.
+    """
     entries: list[pb.EntryInfo] = []
 
     def walk(directory: str, level: int) -> None:
         try:
             scan = sorted(os.scandir(directory), key=lambda e: e.name)
         except (PermissionError, FileNotFoundError, NotADirectoryError):
+            if level == 1:
+                raise
             return
         for item in scan:
             try:

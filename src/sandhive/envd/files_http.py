@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import zlib
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, BinaryIO
 
+import anyio
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
+from .acting_user import run_as
 from .auth import ACCESS_TOKEN_HEADER, UNAUTHORIZED_MESSAGE, files_access_ok
 from .paths import resolve_path
 from .state import SandboxState
@@ -95,44 +100,93 @@ async def download(request: Request, state: SandboxState) -> Response:
     try:
         raw_path, user = _authorize(request, state, "read")
         path = _resolve(raw_path, user)
-        if os.path.isdir(path):
-            raise FilesError(400, f"path '{path}' is a directory")
-        if not os.path.isfile(path):
-            raise FilesError(404, f"path '{path}' does not exist")
         gzip = _wants_gzip(request.headers.get("accept-encoding", ""))
-        if gzip is None:
-            raise FilesError(406, "unsupported Accept-Encoding: only gzip and identity are offered")
+        file, st = await run_as(user, _open_for_download, path)
     except FilesError as exc:
         return error_response(exc.status, exc.message)
+    if gzip is None:
+        await asyncio.to_thread(file.close)
+        return error_response(406, "unsupported Accept-Encoding: only gzip and identity are offered")
     filename = os.path.basename(path)
-    if not gzip or not await asyncio.to_thread(_worth_compressing, path):
-        return LargeChunkFileResponse(path, media_type="application/octet-stream", filename=filename,
-                                      content_disposition_type="inline")
-    return StreamingResponse(_gzip_file(path), media_type="application/octet-stream",
+    try:
+        compress = gzip and await asyncio.to_thread(_worth_compressing, file)
+    except BaseException:
+        await asyncio.to_thread(file.close)
+        raise
+    if not compress:
+        return OpenFileResponse(file, st, path, media_type="application/octet-stream", filename=filename,
+                                content_disposition_type="inline")
+    return StreamingResponse(_gzip_file(file), media_type="application/octet-stream",
                              headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
 
 
-def _worth_compressing(path: str) -> bool:
+def _open_for_download(path: str) -> tuple[BinaryIO, os.stat_result]:
+    """Open `path` for reading (in a thread acting as the requesting user: the kernel decides).
+
+    Only regular files are served: a directory is a 400, anything else (a FIFO, a device) is reported
+    missing as before, and the open never blocks on a FIFO or takes a terminal as controlling one.
+    """
+    try:
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise FilesError(400, f"path '{path}' is a directory")
+        if not stat.S_ISREG(st.st_mode):
+            raise FilesError(404, f"path '{path}' does not exist")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except PermissionError:
+        raise FilesError(403, f"permission denied: cannot read '{path}'") from None
+    except OSError:
+        raise FilesError(404, f"path '{path}' does not exist") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):  # swapped between the stat and the open
+        os.close(fd)
+        raise FilesError(404, f"path '{path}' does not exist")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb"), st
+
+
+class OpenFileResponse(LargeChunkFileResponse):
+    """A FileResponse (ranges, ETag, Last-Modified) served from a file already opened as the user.
+
+    Opening by path again here would do so as envd's root; the permission check happened at the open.
+    """
+
+    def __init__(self, file: BinaryIO, st: os.stat_result, path: str, **kwargs: Any) -> None:
+        super().__init__(path, stat_result=st, **kwargs)
+        self._file = file
+
+    @asynccontextmanager
+    async def _open_file(self) -> AsyncIterator[anyio.AsyncFile[bytes]]:
+        wrapped = anyio.AsyncFile(self._file)
+        try:
+            yield wrapped
+        finally:
+            with anyio.CancelScope(shield=True):
+                await wrapped.aclose()
+
+
+def _worth_compressing(file: BinaryIO) -> bool:
     """Whether gzip pays for this file. httpx asks for gzip on every request, so random or already
     compressed data would otherwise cost CPU for nothing; sending identity is always allowed."""
-    with open(path, "rb") as f:
-        sample = f.read(SAMPLE)
+    sample = os.pread(file.fileno(), SAMPLE, 0)
     return len(sample) < 512 or len(zlib.compress(sample, GZIP_LEVEL)) < 0.9 * len(sample)
 
 
-async def _gzip_file(path: str) -> AsyncIterator[bytes]:
+async def _gzip_file(file: BinaryIO) -> AsyncIterator[bytes]:
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
 
-    def next_piece(f) -> tuple[bytes, bool]:
-        chunk = f.read(READ_CHUNK)
+    def next_piece() -> tuple[bytes, bool]:
+        chunk = file.read(READ_CHUNK)
         return (compressor.compress(chunk), False) if chunk else (compressor.flush(), True)
 
-    with open(path, "rb") as f:  # noqa: ASYNC230 — reads and compression happen in threads
+    try:
         done = False
         while not done:
-            piece, done = await asyncio.to_thread(next_piece, f)
+            piece, done = await asyncio.to_thread(next_piece)
             if piece:
                 yield piece
+    finally:
+        await asyncio.to_thread(file.close)
 
 
 def _metadata(request: Request) -> dict[str, str] | None:
@@ -186,6 +240,9 @@ async def upload(request: Request, state: SandboxState) -> Response:
     except IsADirectoryError as exc:
         await _abort(targets)
         return error_response(400, f"path '{exc.filename}' is a directory")
+    except PermissionError as exc:
+        await _abort(targets)
+        return error_response(403, f"permission denied: cannot write '{exc.filename or ''}'")
     except OSError as exc:
         await _abort(targets)
         return error_response(500, f"cannot write '{exc.filename or ''}': {exc.strerror or exc}")

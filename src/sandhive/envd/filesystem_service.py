@@ -1,6 +1,7 @@
 """`filesystem.Filesystem`: stat, list, make, move, remove and watch (wire doc §3.4).
 
-All disk work runs in threads so a slow disk never stalls envd's event loop.
+All disk work runs in threads so a slow disk never stalls envd's event loop, each acting as the
+request's user (see acting_user.py): the kernel's permission checks apply, and what a user creates is theirs.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import asyncio
 import errno
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import AsyncIterator
 from types import ModuleType
@@ -20,6 +22,7 @@ from connectrpc.request import RequestContext
 from protobuf import Oneof
 
 from ..rpc.filesystem import filesystem_pb as pb
+from .acting_user import run_as
 from .entries import entry_info, list_dir
 from .paths import make_dirs_as, resolve_path
 from .requests import keepalive_interval, request_user
@@ -74,9 +77,9 @@ class FilesystemService:
             raise ConnectError(Code.INVALID_ARGUMENT, str(exc)) from None
 
     async def stat(self, request: pb.StatRequest, ctx: RequestContext) -> pb.StatResponse:
-        path, _ = self._path(request.path, ctx)
+        path, user = self._path(request.path, ctx)
         try:
-            return pb.StatResponse(entry=await asyncio.to_thread(entry_info, path))
+            return pb.StatResponse(entry=await run_as(user, entry_info, path))
         except OSError as exc:
             raise _os_error(exc, path) from None
 
@@ -90,7 +93,7 @@ class FilesystemService:
             return entry_info(path)
 
         try:
-            return pb.MakeDirResponse(entry=await asyncio.to_thread(make))
+            return pb.MakeDirResponse(entry=await run_as(user, make))
         except OSError as exc:
             raise _os_error(exc, path) from None
 
@@ -99,8 +102,7 @@ class FilesystemService:
         destination, _ = self._path(request.destination, ctx)
 
         def move() -> pb.EntryInfo:
-            if not os.path.lexists(source):
-                raise FileNotFoundError(errno.ENOENT, "missing", source)
+            os.lstat(source)  # ENOENT, or EACCES when the user cannot reach it
             make_dirs_as(os.path.dirname(destination), user)
             try:
                 os.rename(source, destination)
@@ -111,28 +113,27 @@ class FilesystemService:
             return entry_info(destination)
 
         try:
-            return pb.MoveResponse(entry=await asyncio.to_thread(move))
+            return pb.MoveResponse(entry=await run_as(user, move))
         except OSError as exc:
-            raise _os_error(exc, source if not os.path.lexists(source) else destination) from None
+            missing_source = exc.errno == errno.ENOENT and exc.filename == source
+            raise _os_error(exc, source if missing_source else destination) from None
 
     async def list_dir(self, request: pb.ListDirRequest, ctx: RequestContext) -> pb.ListDirResponse:
-        path, _ = self._path(request.path or ".", ctx)
+        path, user = self._path(request.path or ".", ctx)
         depth = request.depth or 1
 
         def listing() -> list[pb.EntryInfo]:
-            if not os.path.isdir(path):
-                if not os.path.lexists(path):
-                    raise FileNotFoundError(errno.ENOENT, "missing", path)
+            if not stat.S_ISDIR(os.stat(path).st_mode):  # ENOENT, EACCES, or a file
                 raise NotADirectoryError(errno.ENOTDIR, "Not a directory", path)
             return list_dir(path, depth)
 
         try:
-            return pb.ListDirResponse(entries=await asyncio.to_thread(listing))
+            return pb.ListDirResponse(entries=await run_as(user, listing))
         except OSError as exc:
             raise _os_error(exc, path) from None
 
     async def remove(self, request: pb.RemoveRequest, ctx: RequestContext) -> pb.RemoveResponse:
-        path, _ = self._path(request.path, ctx)
+        path, user = self._path(request.path, ctx)
 
         def remove() -> None:
             if os.path.isdir(path) and not os.path.islink(path):
@@ -141,7 +142,7 @@ class FilesystemService:
                 os.unlink(path)
 
         try:
-            await asyncio.to_thread(remove)
+            await run_as(user, remove)
         except OSError as exc:
             raise _os_error(exc, path) from None
         return pb.RemoveResponse()
@@ -149,11 +150,13 @@ class FilesystemService:
     # ---- watching -------------------------------------------------------------------------
     async def _open_watcher(self, raw_path: str, recursive: bool, include_entry: bool,
                             allow_network_mounts: bool, ctx: RequestContext) -> DirWatcher:
-        path, _ = self._path(raw_path, ctx)
+        path, user = self._path(raw_path, ctx)
         watching = await asyncio.to_thread(_watching)
-        if not os.path.isdir(path):
-            if not os.path.lexists(path):
-                raise ConnectError(Code.NOT_FOUND, f"path '{path}' does not exist")
+        try:
+            is_dir = stat.S_ISDIR((await run_as(user, os.stat, path)).st_mode)
+        except OSError as exc:  # missing, or the user cannot reach it
+            raise _os_error(exc, path) from None
+        if not is_dir:
             raise ConnectError(Code.INVALID_ARGUMENT, f"path '{path}' is not a directory")
         if not allow_network_mounts:
             fstype = await asyncio.to_thread(watching.filesystem_type, path)
@@ -162,7 +165,7 @@ class FilesystemService:
                                    f"'{path}' is on a network filesystem ({fstype}); "
                                    "pass allow_network_mounts to watch it")
         try:
-            return await asyncio.to_thread(watching.DirWatcher, path, recursive, include_entry)
+            return await run_as(user, watching.DirWatcher, path, recursive, include_entry, user)
         except OSError as exc:
             raise _os_error(exc, path) from None
 

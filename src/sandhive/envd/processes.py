@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from .process_limits import USER_OOM_SCORE_ADJ
 from .reaper import Reaper, describe_status
 from .system_shell import find_spawn_helper
 from .users import Credentials
@@ -301,12 +302,10 @@ async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
         loop.remove_writer(fd)
 
 
-USER_OOM_SCORE_ADJ = 500  # user processes go before envd when a sandbox runs out of memory
-
-
 def _deprioritise_for_oom(pid: int) -> None:
-    """Make a user process the OOM killer's choice before envd. Raising a score needs no privilege
-    (lowering envd's own would, and some hosts withhold it)."""
+    """Make a process started without the spawn helper the OOM killer's choice before envd, just after it
+    started (the helper sets it before its command runs). Raising a score needs no privilege (lowering
+    envd's own would, and some hosts withhold it)."""
     with contextlib.suppress(OSError), open(f"/proc/{pid}/oom_score_adj", "w") as f:
         f.write(str(USER_OOM_SCORE_ADJ))
 
@@ -335,6 +334,7 @@ def _spawn(argv: list[str], env: dict[str, str], cwd: str, stdio: dict[str, int]
             extra.update(credentials.popen_kwargs())
         return subprocess.Popen(argv, **base, **extra)  # type: ignore[call-overload]
     options = ["--ctty"] if pty else []
+    options.append(f"--oom-score-adj={USER_OOM_SCORE_ADJ}")
     if credentials is not None:
         options += credentials.helper_options()
     status_r, status_w = os.pipe()
@@ -429,7 +429,8 @@ class ProcessTable:
         finally:
             for fd in child_fds:
                 os.close(fd)
-        _deprioritise_for_oom(popen.pid)
+        if popen.args[0] != self.spawn_helper:
+            _deprioritise_for_oom(popen.pid)
         proc = ManagedProcess(popen, spec, readers, stdin_fd, master_fd)
         self.by_pid[proc.pid] = proc
         self.reaper.watch(proc.pid, lambda status: self._exited(proc, status))

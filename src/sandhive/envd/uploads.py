@@ -2,6 +2,9 @@
 
 A broken or interrupted upload therefore never leaves a half-written file in place of a good one.
 Disk writes happen in threads; the caller streams the body in, so memory stays flat for any size.
+Everything that touches a path (directories made, the temporary file created, the rename over the target,
+the clean-up) runs as the uploading user, so the kernel decides whether the user may write there, and new
+files and directories belong to that user. Writes to the already opened file need no identity.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 import tempfile
 import zlib
 
+from .acting_user import run_as
 from .entries import METADATA_XATTR_PREFIX
 from .paths import make_dirs_as
 from .users import User
@@ -36,7 +40,7 @@ class UploadTarget:
         self._buffer = bytearray()
 
     async def open(self) -> None:
-        await asyncio.to_thread(self._open)
+        await run_as(self.user, self._open)
 
     def _open(self) -> None:
         if os.path.isdir(self.path):
@@ -58,7 +62,7 @@ class UploadTarget:
 
     async def commit(self) -> None:
         await self._flush()
-        await asyncio.to_thread(self._commit)
+        await run_as(self.user, self._commit)
 
     def _commit(self) -> None:
         assert self._fd is not None and self._tmp is not None
@@ -77,7 +81,7 @@ class UploadTarget:
         self._tmp = None
 
     async def abort(self) -> None:
-        await asyncio.to_thread(self._abort)
+        await run_as(self.user, self._abort)
 
     def _abort(self) -> None:
         if self._fd is not None:

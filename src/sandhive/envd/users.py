@@ -12,7 +12,19 @@ import os
 import pwd
 from dataclasses import dataclass
 
+from .process_limits import user_max_processes
 from .state import DEFAULT_PATH, SandboxState
+
+GROUP_FILE = "/etc/group"
+_GROUPS_CACHE: dict[tuple[str, int], tuple[tuple[int, int, int], tuple[int, ...]]] = {}
+
+
+def _group_file_stamp() -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(GROUP_FILE)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_ino, st.st_size
 
 
 class UnknownUserError(LookupError):
@@ -28,11 +40,22 @@ class User:
     shell: str
 
     def groups(self) -> list[int]:
-        """Supplementary groups, as login would set them."""
+        """Supplementary groups, as login would set them.
+
+        Every file request acting as a user needs them, so they are kept until /etc/group changes: reading
+        and parsing it each time would cost more than the request's own I/O (and far more under gVisor).
+        """
+        stamp = _group_file_stamp()
+        cached = _GROUPS_CACHE.get((self.name, self.gid))
+        if stamp is not None and cached is not None and cached[0] == stamp:
+            return list(cached[1])
         try:
-            return os.getgrouplist(self.name, self.gid)
+            groups = os.getgrouplist(self.name, self.gid)
         except OSError:
-            return [self.gid]
+            groups = [self.gid]
+        if stamp is not None:
+            _GROUPS_CACHE[(self.name, self.gid)] = (stamp, tuple(groups))
+        return groups
 
     def spawn_credentials(self) -> Credentials | None:
         """The credentials a child must switch to to run as this user.
@@ -41,24 +64,31 @@ class User:
         """
         if os.geteuid() == self.uid:
             return None
-        return Credentials(self.uid, self.gid, tuple(self.groups()))
+        return Credentials(self.uid, self.gid, tuple(self.groups()), user_max_processes() if self.uid else None)
 
 
 @dataclass(frozen=True)
 class Credentials:
-    """uid, gid and supplementary groups a child process switches to before it runs its command."""
+    """uid, gid and supplementary groups a child process switches to before it runs its command, and the cap on
+    that user's process count (see process_limits.py; None for root)."""
 
     uid: int
     gid: int
     groups: tuple[int, ...]
+    max_processes: int | None = None
 
     def popen_kwargs(self) -> dict[str, object]:
-        """`subprocess.Popen` arguments doing the switch (CPython then forks instead of vforking)."""
+        """`subprocess.Popen` arguments doing the switch (CPython then forks instead of vforking).
+
+        Only outside a system image (no spawn helper: development): there the process cap is not applied.
+        """
         return {"user": self.uid, "group": self.gid, "extra_groups": list(self.groups)}
 
     def helper_options(self) -> list[str]:
-        """The spawn helper's options doing the same switch, in the same order: groups, gid, uid."""
-        return [f"--groups={','.join(map(str, self.groups))}", f"--gid={self.gid}", f"--uid={self.uid}"]
+        """The spawn helper's options doing the same switch, in the same order: groups, gid, uid (after the
+        process cap, which root must set)."""
+        cap = [f"--max-processes={self.max_processes}"] if self.max_processes else []
+        return [*cap, f"--groups={','.join(map(str, self.groups))}", f"--gid={self.gid}", f"--uid={self.uid}"]
 
 
 def lookup(name: str) -> User:

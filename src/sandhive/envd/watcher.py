@@ -1,4 +1,9 @@
-"""Directory watching with inotify, for WatchDir streams and the polled CreateWatcher API."""
+"""Directory watching with inotify, for WatchDir streams and the polled CreateWatcher API.
+
+Watches are added as the watching user (inotify_add_watch needs read permission on the directory), both
+the first ones and those a recursive watch adds for directories created later; the entries sent with
+events are read as that user too. A user therefore watches only what they could list themselves.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,10 @@ from pathlib import Path
 from asyncinotify import Mask, RecursiveInotify
 
 from ..rpc.filesystem import filesystem_pb as pb
+from .acting_user import acting_as, run_as
 from .entries import entry_info
 from .uploads import UPLOAD_SUFFIX
+from .users import User
 
 WATCH_MASK = (Mask.CREATE | Mask.MOVED_TO | Mask.MODIFY | Mask.DELETE | Mask.DELETE_SELF
               | Mask.MOVED_FROM | Mask.MOVE_SELF | Mask.ATTRIB)
@@ -55,14 +62,52 @@ def filesystem_type(path: str) -> str:
     return fstype
 
 
-class DirWatcher:
-    """An inotify watch on one directory (and its subdirectories when recursive)."""
+class UserRecursiveInotify(RecursiveInotify):
+    """asyncinotify's recursive watch, adding every watch as `user`.
 
-    def __init__(self, path: str, recursive: bool, include_entry: bool) -> None:
+    Subdirectories the user cannot read are left out (the top one must be readable), symlinks to
+    directories are not followed (no loops), and a directory that vanishes or cannot be read before its
+    watch is added ends nothing.
+    """
+
+    def __init__(self, user: User) -> None:
+        super().__init__()
+        self._user = user
+
+    def add_watch(self, path, mask: Mask):
+        """inotify_add_watch as the user, after opening the directory for reading as the user: Linux checks
+        read permission in inotify_add_watch itself, gVisor does not."""
+        os.close(os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        return super().add_watch(path, mask)
+
+    def add_recursive_watch(self, path: Path, mask: Mask | None = None) -> list:
+        set_mask = self._DIR_MASK if mask is None else mask | self._DIR_MASK
+        watches = [self.add_watch(path, set_mask)]
+        self._mask_map[path] = mask
+        for child in path.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                with contextlib.suppress(PermissionError, FileNotFoundError, NotADirectoryError):
+                    watches += self.add_recursive_watch(child, mask)
+        return watches
+
+    def _handle_directory_event(self, event) -> None:
+        # Runs on the event loop's thread, synchronously: the switch lasts only for this call.
+        with acting_as(self._user), contextlib.suppress(OSError, ValueError):
+            super()._handle_directory_event(event)
+
+
+class DirWatcher:
+    """An inotify watch on one directory (and its subdirectories when recursive), as `user`.
+
+    Construct it in a thread acting as `user` (`acting_user.run_as`): the first watches are added there.
+    """
+
+    def __init__(self, path: str, recursive: bool, include_entry: bool, user: User) -> None:
         self.root = path
         self.include_entry = include_entry
+        self.user = user
         self._upload_cookies: set[int] = set()
-        self._inotify = RecursiveInotify()
+        self._inotify = UserRecursiveInotify(user)
         try:
             if recursive:
                 self._inotify.add_recursive_watch(Path(path), WATCH_MASK)
@@ -99,7 +144,7 @@ class DirWatcher:
         fs_event = pb.FilesystemEvent(name=os.path.relpath(full, self.root), type=kind)
         if self.include_entry and kind not in (pb.EventType.REMOVE, pb.EventType.RENAME):
             with contextlib.suppress(OSError):
-                fs_event.entry = await asyncio.to_thread(entry_info, full)
+                fs_event.entry = await run_as(self.user, entry_info, full)
         return fs_event
 
     def close(self) -> None:

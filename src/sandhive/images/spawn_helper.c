@@ -7,10 +7,14 @@
  * vforks this helper (as root) and the helper does the rest. It is linked statically (no ld.so, no
  * libc to map): in gVisor each mapping an exec sets up is expensive, a dynamic binary costs ~10 ms more.
  *
- *   sandhive-spawn [--status-fd=N] [--ctty] [--groups=G,G,...] [--gid=N] [--uid=N] -- PROGRAM [ARG]...
+ *   sandhive-spawn [--status-fd=N] [--ctty] [--oom-score-adj=N] [--max-processes=N] [--groups=G,G,...]
+ *                  [--gid=N] [--uid=N] -- PROGRAM [ARG]...
  *
  * In order: --ctty makes stdin the controlling terminal (the caller already made us a session leader),
- * then setgroups, setresgid, setresuid. PROGRAM is found as CPython's subprocess finds it: run as given
+ * --oom-score-adj raises our OOM score (inherited by everything the command starts, so it is set before
+ * the command runs, with no window; raising needs no privilege, and a kernel without the file is left
+ * alone), --max-processes sets RLIMIT_NPROC (soft and hard: the user cannot raise it again), then
+ * setgroups, setresgid, setresuid. PROGRAM is found as CPython's subprocess finds it: run as given
  * when it contains a slash, else tried in each directory of the environment's PATH (default "/bin:/usr/bin",
  * an empty entry meaning the current directory), reporting the first error that is not ENOENT/ENOTDIR,
  * and no `sh` fallback for ENOEXEC. On any failure the helper writes "STAGE ERRNO\n" to the status fd
@@ -24,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -83,14 +88,26 @@ static void run(char **argv) {
     fail("exec", file, first ? first : errno);
 }
 
+static void raise_oom_score(const char *value) {
+    number(value[0] == '-' ? value + 1 : value, "--oom-score-adj");
+    int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return;  /* no procfs or no such file: nothing to raise */
+    ssize_t n = write(fd, value, strlen(value));
+    int err = errno;
+    close(fd);
+    if (n < 0) fail("oom", "/proc/self/oom_score_adj", err);
+}
+
 int main(int argc, char **argv) {
-    const char *groups = NULL, *gid = NULL, *uid = NULL;
+    const char *groups = NULL, *gid = NULL, *uid = NULL, *oom = NULL, *nproc = NULL;
     int ctty = 0, i = 1;
     for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
         if (!strncmp(argv[i], "--status-fd=", 12)) {
             status_fd = (int)number(argv[i] + 12, "--status-fd");
             if (fcntl(status_fd, F_SETFD, FD_CLOEXEC) != 0) { int e = errno; status_fd = -1; fail("usage", "--status-fd", e); }
         } else if (!strcmp(argv[i], "--ctty")) ctty = 1;
+        else if (!strncmp(argv[i], "--oom-score-adj=", 16)) oom = argv[i] + 16;
+        else if (!strncmp(argv[i], "--max-processes=", 16)) nproc = argv[i] + 16;
         else if (!strncmp(argv[i], "--groups=", 9)) groups = argv[i] + 9;
         else if (!strncmp(argv[i], "--gid=", 6)) gid = argv[i] + 6;
         else if (!strncmp(argv[i], "--uid=", 6)) uid = argv[i] + 6;
@@ -98,6 +115,12 @@ int main(int argc, char **argv) {
     }
     if (i + 1 >= argc) fail("usage", "no command after --", EINVAL);
     if (ctty && ioctl(0, TIOCSCTTY, 0) != 0) fail("ctty", "TIOCSCTTY on stdin", errno);
+    if (oom) raise_oom_score(oom);
+    if (nproc) {
+        rlim_t limit = (rlim_t)number(nproc, "--max-processes");
+        struct rlimit rl = {limit, limit};
+        if (setrlimit(RLIMIT_NPROC, &rl) != 0) fail("rlimit", "setrlimit(RLIMIT_NPROC)", errno);
+    }
     if (groups) set_groups(groups);
     if (gid) {
         gid_t g = (gid_t)number(gid, "--gid");

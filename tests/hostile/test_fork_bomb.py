@@ -1,0 +1,78 @@
+"""A fork bomb run as `user` leaves envd answering, and the host and other sandboxes fine (issue 12).
+
+Before the fix envd's oom_score_adj was 0 (the documented -998 needs CAP_SYS_RESOURCE, which hosts like this
+one withhold), the bomb could take every pid of the sandbox, and on gVisor (no OOM killer inside: each task
+costs the sentry host memory) the host cgroup's OOM killer ended the whole sandbox.
+
+Promise: a fork bomb (or any process flood) by a non-root user stops at that user's process limit, below the
+sandbox's own; envd keeps pids and memory to answer, and kills the flood on request (docs/security.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2b import Sandbox
+
+from tests.hostile.conftest import Live
+
+pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900)]
+
+BOMB = ":(){ :|:& };:"
+BOMB_SECONDS = 12  # long enough to reach any limit: the pids fill within a second or two
+ANSWER_WITHIN = 20.0  # seconds for `echo alive` while the bomb is at its limit
+
+
+def host_pids(sandbox_id: str) -> int:
+    """Tasks in the sandbox's host cgroup (its processes, or gVisor's sentry, gofer and stub threads)."""
+    return int(Path(f"/sys/fs/cgroup/pids/sandhive/{sandbox_id}/pids.current").read_text())
+
+
+@pytest.fixture(scope="module")
+def e2b_env(live: Live) -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in live.e2b_env().items():
+            mp.setenv(name, value)
+        mp.delenv("E2B_DEBUG", raising=False)
+        mp.delenv("E2B_DOMAIN", raising=False)
+        yield
+
+
+def test_fork_bomb_leaves_envd_answering(e2b_env: None) -> None:
+    bystander = Sandbox.create(timeout=300)
+    target = Sandbox.create(timeout=300)
+    try:
+        limits = target.commands.run("cat /proc/self/oom_score_adj; ulimit -Hu", user="user").stdout.split()
+        assert limits[0] == "1000" and limits[1].isdigit() and int(limits[1]) < 4096  # set before the command ran
+        target.commands.run(BOMB, background=True, user="user")
+        peak, slowest = 0, 0.0
+        deadline = time.monotonic() + BOMB_SECONDS
+        while time.monotonic() < deadline:  # envd answers all along, while the bomb is at its limit
+            started = time.monotonic()
+            result = target.commands.run("echo alive", user="root", timeout=ANSWER_WITHIN,
+                                         request_timeout=ANSWER_WITHIN)
+            slowest = max(slowest, time.monotonic() - started)
+            assert result.stdout == "alive\n"
+            peak = max(peak, host_pids(target.sandbox_id))
+            time.sleep(0.5)
+        print(f"fork bomb: peak {peak} processes; envd's slowest answer {slowest:.2f}s")
+        assert slowest < ANSWER_WITHIN
+        assert peak > 100, "the bomb never got going: the test proves nothing"
+        # envd stops the flood on request: every process of `user`, then the sandbox is quiet again.
+        target.commands.run("kill -9 -1 2>/dev/null; true", user="user", timeout=ANSWER_WITHIN)
+        deadline = time.monotonic() + 30
+        left = -1
+        while time.monotonic() < deadline:
+            left = int(target.commands.run("ps -u user -o pid= | wc -l", user="root").stdout)
+            if left == 0:
+                break
+            target.commands.run("kill -9 -1 2>/dev/null; true", user="user")
+        assert left == 0
+        assert target.commands.run("echo still here", user="user").stdout == "still here\n"
+        assert bystander.commands.run("echo unaffected").stdout == "unaffected\n"
+    finally:
+        target.kill()
+        bystander.kill()

@@ -29,6 +29,14 @@ def test_private_ranges_dropped_after_dns_and_allow() -> None:
     assert "dport 53" in rules[order[0]]
 
 
+def test_documentation_ranges_stay_reachable() -> None:
+    """Closed networks put the outside world there (pypi.org is 203.0.113.80 on the CI hosts): dropping them
+    broke `pip install` in every sandbox and build, and protects nothing the internet routes."""
+    blocked = [ipaddress.ip_network(n) for n in _set(network.egress_script([], []), "blocked4")]
+    for doc_range in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "198.18.0.0/15"):
+        assert not any(ipaddress.ip_network(doc_range).overlaps(b) for b in blocked), doc_range
+
+
 def test_host_lan_is_dropped_and_overlaps_collapse() -> None:
     script = network.egress_script([], [], [ipaddress.ip_network("192.0.2.0/24"), ipaddress.ip_network("10.1.0.0/16"),
                                             ipaddress.ip_network("8.8.4.0/24")])

@@ -54,7 +54,7 @@ def test_bundle_uses_the_range_drops_nnp_and_mounts_its_own_sysfs() -> None:
     assert sys_mount["type"] == "sysfs" and "ro" in sys_mount["options"]
     assert {"type": "network"} in config["linux"]["namespaces"]
     assert "/sys/block" in config["linux"]["maskedPaths"]
-    gvisor = oci.for_gvisor(config, None)
+    gvisor = oci.for_gvisor(config)
     assert "seccomp" not in gvisor["linux"] and "/sys/block" not in gvisor["linux"]["maskedPaths"]
 
 

@@ -10,10 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from ..store import Store
 from ..templates.build_service import TemplateBuildService
-from .auth import team_of_key
-from .errors import ApiError
-from .schemas import ErrorBody
-from .template_schemas import (
+from ..templates.schemas import (
     AssignedTemplateTags,
     AssignTemplateTagsRequest,
     DeleteTemplateTagsRequest,
@@ -29,6 +26,9 @@ from .template_schemas import (
     TemplateUpdateResponse,
     TemplateWithBuilds,
 )
+from .auth import team_of_key
+from .errors import ApiError
+from .schemas import ErrorBody
 
 ERROR_TEXT = {400: "Bad request", 401: "Missing or invalid API key", 403: "Another team's template", 404: "Not found",
               409: "Conflict", 413: "Upload too large", 500: "Server error"}

@@ -21,8 +21,8 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import string
-import subprocess
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -31,7 +31,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from ..api.template_schemas import (
+from ..envd import ENVD_VERSION
+from ..store import Store, TemplateBuildRecord
+from ..store.store import now_utc
+from .build_logs import BuildLog, BuildLogs, logs_dir
+from .build_steps import StepMap
+from .catalog import Found, TemplateCatalog
+from .errors import UserError as ApiError
+from .info import TemplateInfo
+from .quotas import TeamTemplateQuota, TemplateQuotas
+from .schemas import (
     AssignedTemplateTags,
     BuildLogEntry,
     BuildStatusReason,
@@ -45,15 +54,6 @@ from ..api.template_schemas import (
     TemplateTag,
     TemplateWithBuilds,
 )
-from ..envd import ENVD_VERSION
-from ..store import Store, TemplateBuildRecord
-from ..store.store import now_utc
-from .build_logs import BuildLog, BuildLogs, logs_dir
-from .build_steps import StepMap
-from .catalog import Found, TemplateCatalog
-from .errors import UserError as ApiError
-from .info import TemplateInfo
-from .quotas import TeamTemplateQuota, TemplateQuotas
 from .uploads import UploadedFiles, check_hash
 
 if TYPE_CHECKING:
@@ -782,19 +782,67 @@ def describe_step(step: dict[str, Any]) -> str:
 
 
 def _merge_contexts(sources: list[Path], context: Path) -> None:
-    """One build context from the unpacked uploads, hard-linked (same file system, no copies); the build
-    only reads them. A file two uploads both hold is the later one's."""
+    """One build context from the unpacked uploads, hard-linked where it can be (same file system), copied
+    where not; the build only reads them. A path two uploads both hold is the later one's.
+
+    This runs as host root over trees a user shaped (absolute symlinks are kept as links), so it never follows
+    a link on either side: `cp -a` wrote *through* a symlink an earlier upload left at the same path when it
+    fell back from hard links to copies (another file system), a host-root write anywhere.
+    """
     shutil.rmtree(context, ignore_errors=True)
     context.mkdir(mode=0o700, parents=True)
     for source in sources:
         os.utime(source)  # in use: keep it past the stale-upload cleanup
-        proc = subprocess.run(["cp", "-a", "-l", "-f", "--", f"{source}/.", str(context)],
-                              stderr=subprocess.PIPE, text=True)
-        if proc.returncode != 0:  # another file system: copy instead
-            proc = subprocess.run(["cp", "-a", "-f", "--", f"{source}/.", str(context)],
-                                  stderr=subprocess.PIPE, text=True)
-        if proc.returncode != 0:
-            raise OSError(f"cannot lay out the build context: {proc.stderr.strip()[-300:]}")
+        try:
+            _merge_tree(source, context)
+        except OSError as exc:
+            raise OSError(f"cannot lay out the build context: {exc}") from exc
+
+
+def _merge_tree(source: Path, dest: Path) -> None:
+    """Merge `source` into the real directory `dest`. Every name is judged by lstat, and whatever `dest`
+    holds at a name is removed (never written through) before the source's entry takes its place."""
+    with os.scandir(source) as entries:
+        for entry in entries:
+            target = dest / entry.name
+            if entry.is_dir(follow_symlinks=False):
+                if not _is_real_dir(target):
+                    _remove(target)
+                    target.mkdir()
+                    st = entry.stat(follow_symlinks=False)
+                    os.chown(target, st.st_uid, st.st_gid, follow_symlinks=False)
+                    shutil.copystat(entry.path, target, follow_symlinks=False)
+                _merge_tree(Path(entry.path), target)
+                continue
+            _remove(target)
+            try:
+                os.link(entry.path, target, follow_symlinks=False)  # links a symlink itself, never its target
+            except OSError:
+                if entry.is_symlink():
+                    os.symlink(os.readlink(entry.path), target)
+                else:
+                    shutil.copy2(entry.path, target, follow_symlinks=False)
+                st = entry.stat(follow_symlinks=False)
+                os.chown(target, st.st_uid, st.st_gid, follow_symlinks=False)
+
+
+def _is_real_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _remove(path: Path) -> None:
+    """Remove whatever is at `path` (a link itself, not its target); nothing there is fine."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def _forget_image(data_dir: Path, template_id: str, cache_dir: Path | None) -> None:

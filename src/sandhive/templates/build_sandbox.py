@@ -38,6 +38,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "sandhive-builds"
 CONTROLLERS = ("memory", "pids", "cpu", "freezer")
 HIDDEN = ("/tmp", "/var/tmp", "/dev/shm", "/run", "/root", "/home", "/srv", "/mnt", "/media")
+REGISTRIES_CONF_ENV = "CONTAINERS_REGISTRIES_CONF"  # containers-registries.conf(5): the operator's, passed on
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _running: set[subprocess.Popen] = set()  # helpers in flight, for `stop_all` at server stop
 _running_lock = threading.Lock()
@@ -95,6 +96,7 @@ class Sandbox:
         self.timed_out = False
         self._cgroups: list[Path] = []
         self._timer: threading.Timer | None = None
+        self.registries_conf: Path | None = None  # the build's copy of the operator's registries.conf
 
     # ---- life cycle ------------------------------------------------------------------------------------
     def __enter__(self) -> Sandbox:
@@ -102,12 +104,14 @@ class Sandbox:
         self.work.mkdir(mode=0o755)
         self.scratch.mkdir(mode=0o700)
         os.chown(self.scratch, userns.BUILD_BASE, userns.BUILD_BASE)
-        if self.limited:
-            try:
+        try:
+            self._copy_registries_conf()
+            if self.limited:
                 self._make_cgroups()
-            except BaseException:
-                self.__exit__()
-                raise
+        except BaseException:
+            self.__exit__()
+            raise
+        if self.limited:
             self.deadline = time.monotonic() + self.limits.timeout_seconds
             self._timer = threading.Timer(self.limits.timeout_seconds, self._expire)
             self._timer.daemon = True
@@ -129,6 +133,22 @@ class Sandbox:
                     time.sleep(0.02)
         # Every process of the build is dead: nothing can change the tree while rm walks it (rm follows no links).
         subprocess.run(["rm", "-rf", "--one-file-system", "--", str(self.work)], check=False)
+
+    def _copy_registries_conf(self) -> None:
+        """The operator's registries.conf (`CONTAINERS_REGISTRIES_CONF` in the server's environment: mirrors,
+        an insecure LAN registry) as the build's own copy: the BUILD range cannot read host root's files, and
+        the build must not see where the operator keeps them."""
+        source = os.environ.get(REGISTRIES_CONF_ENV)
+        if not source:
+            return
+        try:
+            text = Path(source).read_text()
+        except OSError as exc:
+            raise CommandFailed(f"cannot read {REGISTRIES_CONF_ENV}={source}: {exc.strerror}") from None
+        copy = self.scratch / "registries.conf"
+        copy.write_text(text)
+        os.chown(copy, userns.BUILD_BASE, userns.BUILD_BASE)
+        self.registries_conf = copy
 
     def _make_cgroups(self) -> None:
         mb = self.limits.memory_mb * 2**20
@@ -211,7 +231,8 @@ class Sandbox:
             "finalize": finalize,
             "hide": [] if finalize else self._hidden(),
             "env": {"PATH": PATH, "HOME": "/root", "XDG_CONFIG_HOME": "/root/.config", "LANG": "C.UTF-8",
-                    "TMPDIR": str(self.scratch), "BUILDAH_FORMAT": "oci", "BUILDAH_ISOLATION": "chroot"},
+                    "TMPDIR": str(self.scratch), "BUILDAH_FORMAT": "oci", "BUILDAH_ISOLATION": "chroot",
+                    **({REGISTRIES_CONF_ENV: str(self.registries_conf)} if self.registries_conf else {})},
         }
         proc = subprocess.Popen([sys.executable, "-m", "sandhive.templates.userns_exec", json.dumps(spec), "--",
                                  *argv], stdin=stdin if stdin is not None else subprocess.DEVNULL, stdout=stdout,

@@ -21,7 +21,10 @@ def test_build_the_template_then_run_pandas_in_it(cli: Cli) -> None:
     build = subprocess.run([str(sandhive), "template", "build", "--name", "data-science-sandbox"], cwd=EXAMPLE,
                            env=cli.env, capture_output=True, text=True, timeout=1100)
     assert build.returncode == 0, build.stderr[-3000:]
-    assert build.stdout.strip() == "data-science-sandbox"
+    template_id = build.stdout.strip()  # the template's own id; its name resolves to it for this team
+    info = subprocess.run([str(sandhive), "template", "info", "data-science-sandbox", "--json"], env=cli.env,
+                          capture_output=True, text=True, timeout=60)
+    assert info.returncode == 0 and template_id in info.stdout, info.stdout + info.stderr
 
     run = subprocess.run([sys.executable, str(EXAMPLE / "run.py")], env=cli.env, capture_output=True, text=True,
                          timeout=300)

@@ -61,7 +61,10 @@ def serve(
     header_timeout: Annotated[float, typer.Option(
         "--header-timeout", min=0.1, help="Seconds a client may take to send a request's headers.")] = 10.0,
     keep_alive_timeout: Annotated[int, typer.Option(
-        "--keep-alive-timeout", min=1, help="Seconds an idle keep-alive connection stays open.")] = 5,
+        "--keep-alive-timeout", min=1, help="Seconds an idle keep-alive connection stays open.")] = 75,
+    # 75 s, as nginx: longer than the idle expiry of clients' connection pools (httpx and the e2b SDK keep
+    # idle connections ~5 s), so a client never reuses one the server is closing at that moment (at 5 s the
+    # e2b SDK's request after a 5 s pause got "connection reset"). Idle connections cost a socket, not a task.
     # ---- template quotas per team (part tplapi); 0 means no limit; over a limit the API answers 429 ----
     max_templates_per_team: Annotated[int, typer.Option(
         min=0, help="Templates a team may own (0: no limit).")] = 50,

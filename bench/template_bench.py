@@ -81,6 +81,7 @@ def main() -> int:
         print("template_bench: needs root (buildah storage, network namespaces)", file=sys.stderr)
         return 1
     work = Path(tempfile.mkdtemp(prefix="sandhive-bench-tpl-", dir="/var/tmp"))
+    work.chmod(0o711)  # the build runs as the BUILD range's root, which must reach the cache dir below
     cache = work / "cache"
     cache.mkdir()
     (cache / "apt-archives").symlink_to(default_cache_dir() / "apt-archives")  # .debs as on a used host

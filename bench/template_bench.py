@@ -102,13 +102,15 @@ def main() -> int:
         base = "localhost/sandhive-base/python:3.11-slim"
         plain = DOCKERFILE.replace("python:3.11-slim", base)
         (context / "plain.Dockerfile").write_text(plain)
-        with builder.storage_session(cache) as buildah:  # plain buildah in the same BUILD-range user namespace
+        # plain buildah in the same BUILD-range user namespace and the same kind of build network
+        with builder.storage_session(cache) as buildah, builder._build_network() as netns:
+            buildah.sandbox.netns = netns
             inside = buildah.sandbox.receive(context, trusted=True, dest="ctx", keep_owners=False)
             bud = ["bud", "--layers", "--pull=never", "--isolation", "chroot", "--network", "host",
                    "-v", f"{builder.HOST_CA_BUNDLE}:/etc/ssl/certs/ca-certificates.crt:ro",
                    "-f", str(inside / "plain.Dockerfile"), "-t", "bench-plain"]
-            raw_cold = _timed(lambda: buildah.run(*bud, "--no-cache", str(inside)))
-            raw_cached = _timed(lambda: buildah.run(*bud, str(inside)))
+            raw_cold = _timed(lambda: buildah.run(*bud, "--no-cache", str(inside), network=True))
+            raw_cached = _timed(lambda: buildah.run(*bud, str(inside), network=True))
     finally:
         subprocess.run(["rm", "-rf", "--one-file-system", str(work)], check=False)
     print(f"machine: {machine()}")

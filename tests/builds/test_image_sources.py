@@ -86,11 +86,6 @@ def marked(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def test_from_a_local_registry(data_dir: Path, registry: str, marked: str, tmp_path: Path) -> None:
-    # Known gap (issue 12 notes): pushing to this registry from the BUILD range needs a network namespace (its
-    # default one is empty), and from a build network the push hung past the test's timeout here. Until that
-    # is found, this test skips, saying so; FROM a registry is still covered by the hostile loopback test.
-    print("SKIP: pushing to the test's LAN registry from the BUILD range hangs (see issue 12's closing note)")
-    pytest.skip("pushing to the test's LAN registry from the BUILD range hangs (known gap, issue 12)")
     pushed = f"{registry}/sandhive-test/marked:1"
     with builder.storage_session() as buildah, builder._build_network() as netns:
         buildah.sandbox.netns = netns

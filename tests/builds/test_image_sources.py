@@ -4,7 +4,8 @@ The registry runs in a network namespace the test creates (tests/lan.py), on a p
 to, as an operator's registry on the LAN would: a build reaches it through the host's forwarding whether its FROM
 pull runs on the host or in the build's own network namespace, where host loopback is out of reach and private
 ranges are dropped unless allowed. So the fixture allows that one address (as `--egress-allow` would) and marks
-the registry insecure (plain HTTP) in a registries.conf of its own.
+the registry insecure (plain HTTP) in a registries.conf of its own. The grant is `network.allow_egress`, which
+a server starting on the same host must not take away (it replaces only `--egress-allow`).
 """
 
 from __future__ import annotations
@@ -86,14 +87,15 @@ def marked(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def test_from_a_local_registry(data_dir: Path, registry: str, marked: str, tmp_path: Path) -> None:
-    # Known gap (issue 12 notes): pushing to this registry from the BUILD range needs a network namespace (its
-    # default one is empty), and from a build network the push hung past the test's timeout here. Until that
-    # is found, this test skips, saying so; FROM a registry is still covered by the hostile loopback test.
-    print("SKIP: pushing to the test's LAN registry from the BUILD range hangs (see issue 12's closing note)")
-    pytest.skip("pushing to the test's LAN registry from the BUILD range hangs (known gap, issue 12)")
     pushed = f"{registry}/sandhive-test/marked:1"
+    # Another server starting on this host meanwhile replaces `--egress-allow` (here: with nothing). The
+    # registry's grant must outlive that: it once did not, and the push hung on dropped packets.
+    asyncio.run(network.prepare_host(egress_allow=[]))
+    host, port = registry.rsplit(":", 1)
     with builder.storage_session() as buildah, builder._build_network() as netns:
         buildah.sandbox.netns = netns
+        buildah.sandbox.run(["timeout", "10", "bash", "-c", f"exec 3<>/dev/tcp/{host}/{port}"], network=True,
+                            what="connecting from the build network to the registry")
         buildah.run("push", "--tls-verify=false", marked, f"docker://{pushed}", network=True)
         buildah.remove_image(pushed)  # the build must pull it, not find it
     info = _build(data_dir, "from-registry", f"FROM {pushed}\nRUN cat /marker > /seen\n",

@@ -141,8 +141,8 @@ def test_egress_allow_opens_one_range(live: Live, lan: Lan) -> None:
                 seen = probe(sandbox, LAN_PORT, lan.addresses)
             finally:
                 sandbox.kill()
-    finally:  # the allowance is host-wide: take it away again for the tests after this one
-        asyncio.run(network.revoke_egress([cidr]))
+    finally:  # the allowance is host-wide: take it away again for the tests after this one, as a server
+        asyncio.run(network.prepare_host(egress_allow=[]))  # started without --egress-allow would
     assert seen[allowed] == "open lan-ok", seen
     for address in lan.addresses:
         if address != allowed:

@@ -49,6 +49,18 @@ def test_allow_none_keeps_the_loaded_allowances() -> None:
     assert "flush set inet sandhive_egress allow4" in network.egress_script([], [])
 
 
+def test_a_server_start_keeps_the_granted_ranges() -> None:
+    """`allow_egress` grants sit in sets no (re)load flushes, accepted before the drops: a server starting on
+    the same host (which replaces `--egress-allow`) once took a build's registry grant away mid-push, and the
+    push hung on dropped packets."""
+    for script in (network.egress_script([], []), network.egress_script([], None)):
+        assert not any(line.startswith("flush set") and " grant" in line for line in script.splitlines())
+        rules = [line for line in script.splitlines() if line.startswith("add rule")]
+        grant = next(i for i, r in enumerate(rules) if "ip daddr @grant4 accept" in r)
+        assert grant < next(i for i, r in enumerate(rules) if "@blocked4 drop" in r)
+        assert any("ip6 daddr @grant6 accept" in r for r in rules)
+
+
 def test_bad_cidr_is_named() -> None:
     with pytest.raises(ValueError, match="not-a-range"):
         network.parse_egress_allow(["10.0.0.0/8", "not-a-range"])

@@ -192,7 +192,9 @@ def _elements(networks: Iterable[Network], version: int) -> str:
 def egress_script(nameservers: Sequence[str], allow: Sequence[Network] | None,
                   lan: Sequence[Network] = ()) -> str:
     """One nft transaction that (re)loads the egress policy in place. `allow` None keeps the allowed ranges
-    already loaded (a template build's `prepare_host` must not undo the server's `--egress-allow`).
+    already loaded (a template build's `prepare_host` must not undo the server's `--egress-allow`). The
+    ranges granted with `allow_egress` (sets `grant4`/`grant6`) are never flushed here: a server starting
+    on the same host replaces `--egress-allow`, not another caller's grant.
 
     Order in the forward chain: only sandbox-originated packets are judged; the one DNS path; the operator's
     allowed ranges; then the blocked ranges. Everything else (the internet) goes on to `table inet sandhive`.
@@ -204,6 +206,8 @@ def egress_script(nameservers: Sequence[str], allow: Sequence[Network] | None,
         f"add table {t}",
         f"add set {t} allow4 {{ type ipv4_addr; flags interval; }}",
         f"add set {t} allow6 {{ type ipv6_addr; flags interval; }}",
+        f"add set {t} grant4 {{ type ipv4_addr; flags interval; }}",  # `allow_egress`: never flushed here
+        f"add set {t} grant6 {{ type ipv6_addr; flags interval; }}",
         f"add set {t} blocked4 {{ type ipv4_addr; flags interval; }}",
         f"add set {t} blocked6 {{ type ipv6_addr; flags interval; }}",
         f"add set {t} dns4 {{ type ipv4_addr; }}",
@@ -227,6 +231,8 @@ def egress_script(nameservers: Sequence[str], allow: Sequence[Network] | None,
         f"{rule} ip6 daddr @dns6 meta l4proto {{ tcp, udp }} th dport {DNS_PORT} accept",
         f"{rule} ip daddr @allow4 accept",
         f"{rule} ip6 daddr @allow6 accept",
+        f"{rule} ip daddr @grant4 accept",
+        f"{rule} ip6 daddr @grant6 accept",
         f"{rule} ip daddr @blocked4 drop",
         f"{rule} ip6 daddr @blocked6 drop",
     ]
@@ -263,22 +269,25 @@ async def prepare_host(egress_allow: Sequence[str] | None = None) -> None:
 
 
 async def allow_egress(cidrs: Sequence[str]) -> None:
-    """Add ranges to the allowed ones (on top of `--egress-allow`); `revoke_egress` takes them out again.
-    For a host service the node's own callers need (e.g. a registry for template builds)."""
-    await _change_allowed("add", cidrs)
+    """Grant ranges on top of `--egress-allow` until `revoke_egress` takes them out again. For a host service
+    the node's own callers need (e.g. a registry for template builds). Grants live in sets of their own
+    (`grant4`/`grant6`): every server start replaces the `--egress-allow` set, and a grant kept there
+    vanished whenever another server started on the host, leaving connections to the range dropped mid-way
+    (a registry push or pull then hung without an error)."""
+    await _change_granted("add", cidrs)
 
 
 async def revoke_egress(cidrs: Sequence[str]) -> None:
-    await _change_allowed("delete", cidrs)
+    await _change_granted("delete", cidrs)
 
 
-async def _change_allowed(verb: str, cidrs: Sequence[str]) -> None:
+async def _change_granted(verb: str, cidrs: Sequence[str]) -> None:
     networks = parse_egress_allow(cidrs)
     lines = []
     for version in (4, 6):
         elements = _elements(networks, version)
         if elements:
-            lines.append(f"{verb} element inet {EGRESS_TABLE} allow{version} {{ {elements} }}")
+            lines.append(f"{verb} element inet {EGRESS_TABLE} grant{version} {{ {elements} }}")
     if lines:  # taking away what is not there (any more) is fine
         await run("nft", "-f", "-", input="\n".join(lines) + "\n", check=verb == "add")
 

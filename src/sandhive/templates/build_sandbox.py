@@ -37,7 +37,10 @@ Log = Callable[[str], None]
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "sandhive-builds"
 CONTROLLERS = ("memory", "pids", "cpu", "freezer")
-HIDDEN = ("/tmp", "/var/tmp", "/dev/shm", "/run", "/root", "/home", "/srv", "/mnt", "/media")
+# /var/lib/containers is host root's containers state (0700): unreadable to the BUILD range, and
+# containers/image reads signatures from its `sigstore` by default, so a registry pull failed there with
+# "reading signatures: ... permission denied" (a missing directory just means "no signatures").
+HIDDEN = ("/tmp", "/var/tmp", "/dev/shm", "/run", "/root", "/home", "/srv", "/mnt", "/media", "/var/lib/containers")
 REGISTRIES_CONF_ENV = "CONTAINERS_REGISTRIES_CONF"  # containers-registries.conf(5): the operator's, passed on
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _running: set[subprocess.Popen] = set()  # helpers in flight, for `stop_all` at server stop

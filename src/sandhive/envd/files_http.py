@@ -249,7 +249,7 @@ async def upload(request: Request, state: SandboxState) -> Response:
     except BaseException:
         await _abort(targets)
         raise
-    return JSONResponse([{"path": t.path, "name": os.path.basename(t.path), "type": "file"} for t in targets])
+    return JSONResponse([target.entry() for target in targets])
 
 
 async def _abort(targets: list[UploadTarget]) -> None:

@@ -25,9 +25,9 @@ from ..rpc.filesystem import filesystem_pb as pb
 from .acting_user import run_as
 from .entries import entry_info, list_dir
 from .paths import make_dirs_as, resolve_path
-from .requests import keepalive_interval, request_user
+from .requests import keepalive_interval, request_timeout, request_user
 from .state import SandboxState
-from .streams import with_keepalive
+from .streams import until_deadline, with_keepalive
 from .users import User
 
 if TYPE_CHECKING:
@@ -133,13 +133,22 @@ class FilesystemService:
             raise _os_error(exc, path) from None
 
     async def remove(self, request: pb.RemoveRequest, ctx: RequestContext) -> pb.RemoveResponse:
+        """Remove like `rm -rf` (E2B's envd uses Go's os.RemoveAll): a path that does not exist, or that
+        vanishes during the walk, is already what the caller asked for, so it is a success, not NOT_FOUND."""
         path, user = self._path(request.path, ctx)
 
+        def unless_vanished(_function: object, _path: str, exc_info: tuple) -> None:
+            if not isinstance(exc_info[1], FileNotFoundError):
+                raise exc_info[1]
+
         def remove() -> None:
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            else:
-                os.unlink(path)
+            try:
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, onerror=unless_vanished)  # `onexc` from Python 3.12
+                else:
+                    os.unlink(path)
+            except FileNotFoundError:
+                pass
 
         try:
             await run_as(user, remove)
@@ -170,12 +179,15 @@ class FilesystemService:
             raise _os_error(exc, path) from None
 
     async def watch_dir(self, request: pb.WatchDirRequest, ctx: RequestContext) -> AsyncIterator[pb.WatchDirResponse]:
+        timeout = request_timeout(ctx)
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         watcher = await self._open_watcher(request.path, request.recursive, request.include_entry,
                                            request.allow_network_mounts, ctx)
         quiet = lambda: pb.WatchDirResponse(event=Oneof("keepalive", pb.WatchDirResponse.KeepAlive()))  # noqa: E731
         try:
             yield pb.WatchDirResponse(event=Oneof("start", pb.WatchDirResponse.StartEvent()))
-            async for item in with_keepalive(watcher.events(), keepalive_interval(ctx), quiet):
+            events = with_keepalive(watcher.events(), keepalive_interval(ctx), quiet)
+            async for item in until_deadline(events, deadline):
                 yield item if isinstance(item, pb.WatchDirResponse) else pb.WatchDirResponse(
                     event=Oneof("filesystem", item))
         finally:
@@ -193,7 +205,7 @@ class FilesystemService:
         watcher = self.watchers.get(request.watcher_id)
         if watcher is None:
             raise ConnectError(Code.NOT_FOUND, f"watcher '{request.watcher_id}' not found")
-        return pb.GetWatcherEventsResponse(events=watcher.drain())
+        return pb.GetWatcherEventsResponse(events=await watcher.drain())
 
     async def remove_watcher(self, request: pb.RemoveWatcherRequest, ctx: RequestContext) -> pb.RemoveWatcherResponse:
         watcher = self.watchers.pop(request.watcher_id, None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal as signals
 import subprocess
@@ -14,9 +16,9 @@ from protobuf import Oneof
 
 from ..rpc.process import process_pb as pb
 from .processes import Ending, ManagedProcess, ProcessGone, ProcessTable, Spec
-from .requests import keepalive_interval, request_user
+from .requests import keepalive_interval, request_timeout, request_user
 from .state import SandboxState
-from .streams import with_keepalive
+from .streams import until_deadline, with_keepalive
 from .system_shell import system_bash_argv
 from .users import process_environment
 
@@ -33,13 +35,21 @@ class ProcessService:
 
     # ---- streams --------------------------------------------------------------------------
     async def start(self, request: pb.StartRequest, ctx: RequestContext) -> AsyncIterator[pb.StartResponse]:
+        """Start a process and stream it. With a timeout (`Connect-Timeout-Ms`, the SDK's `timeout`), the
+        process is killed when it passes, whether or not its stream is still open, and the stream ends with
+        DEADLINE_EXCEEDED: E2B's envd runs it under a context with that deadline."""
+        deadline = _deadline(ctx)
         proc = self._spawn(request, ctx)
-        async for event in _events(proc, keepalive_interval(ctx)):
+        if deadline is not None:
+            asyncio.get_running_loop().call_at(deadline, _kill_unless_ended, proc)
+        async for event in until_deadline(_events(proc, keepalive_interval(ctx)), deadline):
             yield pb.StartResponse(event=event)
 
     async def connect(self, request: pb.ConnectRequest, ctx: RequestContext) -> AsyncIterator[pb.ConnectResponse]:
+        """Stream a running process; at the timeout the stream ends, the process runs on (as in E2B)."""
+        deadline = _deadline(ctx)
         proc = self._select(request.process, draining=True)
-        async for event in _events(proc, keepalive_interval(ctx)):
+        async for event in until_deadline(_events(proc, keepalive_interval(ctx)), deadline):
             yield pb.ConnectResponse(event=event)
 
     async def stream_input(self, requests: AsyncIterator[pb.StreamInputRequest],
@@ -147,6 +157,18 @@ class ProcessService:
         if cmd != "/bin/bash" or os.path.exists(cmd) or not self.system_root:
             return [cmd]
         return system_bash_argv(self.system_root)
+
+
+def _deadline(ctx: RequestContext) -> float | None:
+    """The request's deadline on the event loop's clock, or None."""
+    timeout = request_timeout(ctx)
+    return None if timeout is None else asyncio.get_running_loop().time() + timeout
+
+
+def _kill_unless_ended(proc: ManagedProcess) -> None:
+    if not proc.exited:
+        with contextlib.suppress(ProcessGone, OSError):
+            proc.signal(signals.SIGKILL)
 
 
 def _working_dir(requested: str | None, default_workdir: str | None, home: str) -> str:

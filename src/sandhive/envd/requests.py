@@ -1,4 +1,4 @@
-"""Facts read off an RPC request's headers: the acting user and the keepalive interval."""
+"""Facts read off an RPC request's headers: the acting user, the keepalive interval and the deadline."""
 
 from __future__ import annotations
 
@@ -29,3 +29,14 @@ def keepalive_interval(ctx: RequestContext) -> float:
     except ValueError:
         return DEFAULT_KEEPALIVE
     return value if value > 0 else DEFAULT_KEEPALIVE
+
+
+def request_timeout(ctx: RequestContext) -> float | None:
+    """Seconds the client gave the call (`Connect-Timeout-Ms`), or None for no limit (absent or 0, as in
+    E2B's envd). The SDK sends its `timeout` argument there; connectrpc does not enforce it on a server."""
+    raw = ctx.request_headers.get("connect-timeout-ms")
+    if not raw:
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 10:
+        raise ConnectError(Code.INVALID_ARGUMENT, f"invalid Connect-Timeout-Ms header: {raw[:20]!r}")
+    return int(raw) / 1000 if int(raw) > 0 else None

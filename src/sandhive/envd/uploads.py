@@ -21,7 +21,8 @@ from .paths import make_dirs_as
 from .users import User
 
 FLUSH_AT = 256 * 1024  # bytes buffered before a write is handed to a thread
-UPLOAD_SUFFIX = ".sandhive-upload"  # temporary siblings; watchers report them as writes to the target
+UPLOAD_SUFFIX = ".sandhive-upload"  # temporary siblings; watchers report them as E2B's in-place writes
+NEW_FILE_MARK = ".new"  # before UPLOAD_SUFFIX when the target did not exist: watchers report CREATE first
 
 
 class DiskFull(OSError):
@@ -47,8 +48,16 @@ class UploadTarget:
             raise IsADirectoryError(21, "path is a directory", self.path)
         directory = os.path.dirname(self.path)
         make_dirs_as(directory, self.user)
-        self._fd, self._tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.path)}.", suffix=UPLOAD_SUFFIX,
-                                               dir=directory)
+        mark = "" if os.path.lexists(self.path) else NEW_FILE_MARK
+        self._fd, self._tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.path)}.",
+                                               suffix=mark + UPLOAD_SUFFIX, dir=directory)
+
+    def entry(self) -> dict[str, object]:
+        """The upload response's EntryInfo for this file (wire doc §3.1), its metadata as stored."""
+        info: dict[str, object] = {"path": self.path, "name": os.path.basename(self.path), "type": "file"}
+        if self.metadata:
+            info["metadata"] = {key.lower(): value for key, value in self.metadata.items()}
+        return info
 
     async def write(self, data: bytes) -> None:
         self._buffer += data
@@ -92,6 +101,16 @@ class UploadTarget:
             with contextlib.suppress(OSError):
                 os.unlink(self._tmp)
             self._tmp = None
+
+
+def created_by_upload(temporary_name: str) -> bool:
+    """Whether an upload's temporary sibling (named by `UploadTarget`) stands for a file that did not exist.
+
+    Watchers read it off the name when the temporary file is renamed over its target: E2B's envd creates
+    the file, chowns it, then writes in place (CREATE, CHMOD, WRITE), but truncates an existing one (CHMOD,
+    WRITE), and a watcher must tell the two apart after the rename.
+    """
+    return temporary_name.endswith(NEW_FILE_MARK + UPLOAD_SUFFIX)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 from collections import deque
 from pathlib import Path
 
@@ -18,12 +19,15 @@ from asyncinotify import Mask, RecursiveInotify
 from ..rpc.filesystem import filesystem_pb as pb
 from .acting_user import acting_as, run_as
 from .entries import entry_info
-from .uploads import UPLOAD_SUFFIX
+from .uploads import UPLOAD_SUFFIX, created_by_upload
 from .users import User
 
 WATCH_MASK = (Mask.CREATE | Mask.MOVED_TO | Mask.MODIFY | Mask.DELETE | Mask.DELETE_SELF
               | Mask.MOVED_FROM | Mask.MOVE_SELF | Mask.ATTRIB)
+_UPLOAD_OF_NEW_FILE = (pb.EventType.CREATE, pb.EventType.CHMOD, pb.EventType.WRITE)
+_UPLOAD_OVER_A_FILE = (pb.EventType.CHMOD, pb.EventType.WRITE)
 MAX_PENDING_EVENTS = 10_000  # per polled watcher; the oldest go first when a client stops polling
+SETTLE_SECONDS = 0.5  # at most this long a poll waits for events already queued to be read
 
 # Filesystems that are served over a network: watching them needs allow_network_mounts.
 NETWORK_FS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse.sshfs", "ceph", "glusterfs",
@@ -106,7 +110,8 @@ class DirWatcher:
         self.root = path
         self.include_entry = include_entry
         self.user = user
-        self._upload_cookies: set[int] = set()
+        self._idle = True  # waiting for the kernel's next event, not building one
+        self._upload_cookies: dict[int, bool] = {}  # rename cookie -> the upload created the file
         self._inotify = UserRecursiveInotify(user)
         try:
             if recursive:
@@ -120,25 +125,34 @@ class DirWatcher:
     async def events(self):
         """Yield FilesystemEvents, names relative to the watched directory.
 
-        envd's own uploads land through a temporary sibling renamed over the target; watchers see
-        that as CREATE and WRITE of the target, as if it had been written in place.
+        envd's own uploads land through a temporary sibling renamed over the target (so a broken upload
+        never leaves half a file); watchers see what E2B's envd, which writes in place, makes them see:
+        CREATE, CHMOD (the chown), WRITE for a new file; CHMOD, WRITE for one replaced.
         """
         while True:
+            self._idle = True
             event = await self._inotify.get()
+            self._idle = False
             kind = _event_type(event.mask)
             if kind is None or event.path is None:
                 continue
             full = str(event.path)
             if full.endswith(UPLOAD_SUFFIX):
                 if event.mask & Mask.MOVED_FROM:
-                    self._upload_cookies.add(event.cookie)
+                    self._upload_cookies[event.cookie] = created_by_upload(full)
                 continue
             kinds = [kind]
             if event.mask & Mask.MOVED_TO and event.cookie in self._upload_cookies:
-                self._upload_cookies.discard(event.cookie)
-                kinds = [pb.EventType.CREATE, pb.EventType.WRITE]
+                created = self._upload_cookies.pop(event.cookie)
+                kinds = _UPLOAD_OF_NEW_FILE if created else _UPLOAD_OVER_A_FILE
             for kind in kinds:
                 yield await self._event(full, kind)
+
+    def settled(self) -> bool:
+        """Whether every event the kernel queued so far has been yielded (none buffered or being built)."""
+        if not self._idle or self._inotify._events:  # asyncinotify's read-ahead buffer
+            return False
+        return not select.select([self._inotify.fd], [], [], 0)[0]
 
     async def _event(self, full: str, kind: pb.EventType) -> pb.FilesystemEvent:
         fs_event = pb.FilesystemEvent(name=os.path.relpath(full, self.root), type=kind)
@@ -163,7 +177,13 @@ class PolledWatcher:
         async for event in self.watcher.events():
             self.pending.append(event)
 
-    def drain(self) -> list[pb.FilesystemEvent]:
+    async def drain(self) -> list[pb.FilesystemEvent]:
+        """The events so far, including those of changes made before this call: a change that returned (a
+        `files.write`) has its events queued in the kernel already, and E2B's SDK polls right after it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SETTLE_SECONDS
+        while not self.watcher.settled() and loop.time() < deadline:
+            await asyncio.sleep(0.001)
         events = list(self.pending)
         self.pending.clear()
         return events

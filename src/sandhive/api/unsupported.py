@@ -75,7 +75,7 @@ def served(routes: Iterable[BaseRoute]) -> set[tuple[str, str]]:
         if inner is not None:
             found |= served(inner.routes)
         elif isinstance(route, APIRoute):
-            found |= {(method, route.path) for method in route.methods}
+            found |= {(method, route.path) for method in route.methods or ()}
     return found
 
 

@@ -1,6 +1,6 @@
 """The seed's hello world: start a sandbox, run a command in it, print its output.
 
-Run with a server up (`sudo make up`) and SANDHIVE_API_KEY set (`sandhive keys create`).
+Run with a server up (`make up`, as root) and SANDHIVE_API_KEY set (`sandhive keys create`).
 """
 
 from sandhive import Sandbox

@@ -40,7 +40,7 @@ def test_no_server_is_5(tmp_path, args: tuple[str, ...]) -> None:
     env = clean_env(tmp_path, SANDHIVE_API_URL=f"http://127.0.0.1:{free_port()}", SANDHIVE_API_KEY="e2b_x")
     proc = run(*args, env=env)
     assert proc.returncode == 5, proc.stderr
-    assert "is `sandhive serve` running? start it with `sudo make up`" in proc.stderr.lower()
+    assert "is `sandhive serve` running? start it with `make up` (as root)" in proc.stderr.lower()
     assert proc.stdout == ""
 
 

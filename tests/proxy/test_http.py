@@ -14,7 +14,7 @@ import pytest
 from sandhive.proxy import EdgeProxy
 from tests.helpers import free_port
 from tests.proxy.conftest import SANDBOX_ID, Rig
-from tests.proxy.servers import GZIP_PAYLOAD, api_app
+from tests.proxy.servers import GZIP_PAYLOAD, ServerThread, api_app
 
 
 def _headers(inspected: dict) -> dict[str, list[str]]:
@@ -250,3 +250,24 @@ async def test_no_body_without_framing_headers_sends_none(rig: Rig) -> None:
     assert status == 200
     sent_headers = {key for key, _ in json.loads(body)["headers"]}
     assert "transfer-encoding" not in sent_headers and "content-length" not in sent_headers
+
+
+def test_a_sandbox_unrouted_while_its_request_connects_is_not_found() -> None:
+    """A request routed just before a kill took the sandbox off the proxy finds its port closed: it is E2B's
+    "was not found" (killed), not "port is not open" (the SDK's "running but unreachable"); issue 13 item 6."""
+    lookups: list[str] = []
+
+    async def resolve_once(sandbox_id: str) -> str | None:  # routed at first, gone when asked again
+        lookups.append(sandbox_id)
+        return "127.0.0.1" if len(lookups) == 1 else None
+
+    proxy = ServerThread(EdgeProxy(api_app(), resolve_once)).start()
+    try:
+        port = free_port()
+        headers = {"E2b-Sandbox-Id": SANDBOX_ID, "E2b-Sandbox-Port": str(port)}
+        r = httpx.get(f"{proxy.url}/", headers=headers, trust_env=False, timeout=10)
+    finally:
+        proxy.stop()
+    assert lookups == [SANDBOX_ID, SANDBOX_ID]
+    assert (r.status_code, r.json()) == (502, {"sandboxId": SANDBOX_ID, "message": "The sandbox was not found",
+                                               "code": 502})

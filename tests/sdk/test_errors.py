@@ -55,7 +55,7 @@ def test_no_server() -> None:
     with pytest.raises(ServerUnreachableException) as caught:
         Sandbox.create(api_url=url)
     message = str(caught.value)
-    assert f"no server at {url}" in message and "sudo make up" in message and "SANDHIVE_API_URL" in message
+    assert f"no server at {url}" in message and "`make up` (as root)" in message and "SANDHIVE_API_URL" in message
     assert isinstance(caught.value, ConnectionError)
     with pytest.raises(ServerUnreachableException, match="no server at"):
         Sandbox.list(api_url=url).next_items()
@@ -65,7 +65,7 @@ def test_no_server() -> None:
 
 async def test_no_server_async() -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    with pytest.raises(ServerUnreachableException, match=f"no server at {url}: start one with `sudo make up`"):
+    with pytest.raises(ServerUnreachableException, match=f"no server at {url}: start one with `make up` \\(as root\\)"):
         await AsyncSandbox.create(api_url=url)
     with pytest.raises(ServerUnreachableException):
         await AsyncSandbox.get_info("ideadbeef", api_url=url)

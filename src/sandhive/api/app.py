@@ -23,6 +23,7 @@ from .template_routes import template_build_router
 from .templates import TemplateResolver
 from .timers import run_expiry
 from .tokens import load_seed
+from .unsupported import served, unsupported_router
 
 DESCRIPTION = "Self-hosted sandboxes for AI agents. The REST API of E2B, so the official e2b SDKs work unchanged."
 
@@ -58,11 +59,13 @@ def create_app(settings: Settings, node: Node | None, templates: TemplateResolve
     app.state.service = service
     app.state.resolve_sandbox = service.directory.resolve
     install_error_handlers(app)
-    app.include_router(health_router(service))
-    app.include_router(sandbox_router(service))
-    app.include_router(template_build_router(builds, service.store))
-    app.include_router(template_router(service))
-    app.include_router(node_router(service))
+    routers = [health_router(service), sandbox_router(service), template_build_router(builds, service.store),
+               template_router(service), node_router(service)]
+    # E2B's routes that have no real one answer "use of X is not enabled"; first, so that a static path such
+    # as /sandboxes/metrics is not taken for a sandbox id.
+    app.include_router(unsupported_router(service, served(route for r in routers for route in r.routes)))
+    for router in routers:
+        app.include_router(router)
     # Before any route reads a body: the key from the headers, and bounded body sizes (request_guard.py).
     app.add_middleware(RequestGuard, routes=app.router.routes, store=service.store,  # type: ignore[arg-type]
                        limits=BodyLimits(settings.max_json_body_bytes, settings.max_upload_body_bytes,

@@ -73,7 +73,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404 and exc.detail == HTTPStatus.NOT_FOUND.phrase:
-            message = f"Not found: {request.method} {request.url.path}"
+            message = f"no such route: {request.method} {request.url.path}"  # E2B-shaped; unsupported.py
+            # answers the E2B routes Sandhive lacks, so a 404 here is a path no E2B client calls
         elif exc.status_code == 405:
             message = f"Method {request.method} not allowed on {request.url.path}"
         else:

@@ -350,7 +350,6 @@ class SandboxService:
             return
         log.warning("sandbox %s of team %s died (%s); marking it killed and freeing its resources",
                     record.sandbox_id, record.team_id, reason)
-        self.directory.remove(record.sandbox_id)  # no more traffic to it while it is torn down
         try:
             await self._stop(record)
         except Exception:
@@ -358,8 +357,17 @@ class SandboxService:
         await self._forget(record)
 
     async def _stop(self, record: SandboxRecord) -> None:
-        if self.node is not None and record.backend == self.node.backend:
-            await self.node.kill(handle_of(record))
+        """Stop the sandbox, taking it off the proxy first: while it dies, its ports answer E2B's "sandbox was
+        not found" (the SDK's SandboxNotRunning), never "port is not open". If stopping fails it is still
+        there, so it is routed again."""
+        self.directory.remove(record.sandbox_id)
+        try:
+            if self.node is not None and record.backend == self.node.backend:
+                await self.node.kill(handle_of(record))
+        except BaseException:
+            if record.address:
+                self.directory.add(record.sandbox_id, record.address)
+            raise
 
     async def _forget(self, record: SandboxRecord) -> None:
         self.directory.remove(record.sandbox_id)

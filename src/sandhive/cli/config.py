@@ -20,7 +20,7 @@ import typer
 
 from .common import EXIT_AUTH, EXIT_USAGE, fail
 
-DEFAULT_URL = "http://127.0.0.1:3000"  # where `sudo make up` serves
+DEFAULT_URL = "http://127.0.0.1:3000"  # where `make up` serves
 URL_VARS = ["SANDHIVE_API_URL", "E2B_API_URL", "E2B_SANDBOX_URL"]
 KEY_VARS = ["SANDHIVE_API_KEY", "E2B_API_KEY"]
 

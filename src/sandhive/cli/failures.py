@@ -15,7 +15,8 @@ import httpx
 
 from .common import EXIT_AUTH, EXIT_FAILED, EXIT_NOT_FOUND, EXIT_UNREACHABLE, fail
 
-START_SERVER = "Is `sandhive serve` running? Start it with `sudo make up`, or point --url (or SANDHIVE_API_URL) at it."
+START_SERVER = ("Is `sandhive serve` running? Start it with `make up` (as root), "
+                "or point --url (or SANDHIVE_API_URL) at it.")
 NEW_KEY = "Create one with `sandhive keys create` and save it with `sandhive auth login --api-key KEY`."
 SEE_LIST = "It was killed, its timeout passed, or it belongs to another team: see `sandhive sandbox list`."
 

@@ -208,7 +208,7 @@ def list_templates(as_json: Json = False, url: ApiUrl = None, api_key: ApiKey = 
         return
     if not rows:
         out.print("No templates built yet. `base` is built on first use (`sandhive sandbox create`), or ahead "
-                  "of time by `sudo make up`; build your own with `sandhive template build`.")
+                  "of time by `make up` (as root); build your own with `sandhive template build`.")
         return
     listing = table(Column("TEMPLATE ID", no_wrap=True), "ALIASES", "PUBLIC", "CPU", "MEMORY", "DISK", "CREATED")
     for t in rows:

@@ -10,6 +10,7 @@ import time
 from .state import SandboxState
 
 ACCESS_TOKEN_HEADER = "x-access-token"
+EXPIRED_SIGNATURE_MESSAGE = "signature is already expired"
 UNAUTHORIZED_MESSAGE = "unauthorized access, please provide a valid access token or method signing if supported"
 
 # Paths that check access themselves (/files accepts a token or a signature) or need none.
@@ -25,7 +26,7 @@ def file_signature(path: str, operation: str, username: str, token: str, expirat
     return "v1_" + base64.b64encode(digest).decode().rstrip("=")
 
 
-def files_access_ok(
+def files_access_refusal(
     state: SandboxState,
     header_token: str | None,
     *,
@@ -34,19 +35,26 @@ def files_access_ok(
     username: str | None,
     signature: str | None,
     expiration: str | None,
-) -> bool:
-    """A `/files` request is allowed with the right token or a valid, unexpired signature."""
+) -> str | None:
+    """Why a `/files` request is refused (the 401's message), or None when the token or signature allows it.
+
+    As in E2B's envd, the signature is checked before its expiration, so only the holder of a once-valid URL
+    learns that it expired (`signature is already expired`, the text E2B's SDK tests expect); every other
+    failure gets the generic message.
+    """
     if state.token_ok(header_token):
-        return True
+        return None
     if not signature or not state.access_token:
-        return False
+        return UNAUTHORIZED_MESSAGE
     exp: int | None = None
     if expiration:
         try:
             exp = int(expiration)
         except ValueError:
-            return False
-        if exp < time.time():
-            return False
+            return UNAUTHORIZED_MESSAGE
     expected = file_signature(path, operation, username or "", state.access_token, exp)
-    return hmac.compare_digest(signature, expected)
+    if not hmac.compare_digest(signature, expected):
+        return UNAUTHORIZED_MESSAGE
+    if exp is not None and exp < time.time():
+        return EXPIRED_SIGNATURE_MESSAGE
+    return None

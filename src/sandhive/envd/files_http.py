@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from .acting_user import run_as
-from .auth import ACCESS_TOKEN_HEADER, UNAUTHORIZED_MESSAGE, files_access_ok
+from .auth import ACCESS_TOKEN_HEADER, files_access_refusal
 from .paths import resolve_path
 from .state import SandboxState
 from .uploads import DiskFull, GunzipStream, UploadTarget, free_bytes
@@ -58,10 +58,11 @@ def _authorize(request: Request, state: SandboxState, operation: str) -> tuple[s
     params = request.query_params
     raw_path = params.get("path", "")
     username = params.get("username")
-    if not files_access_ok(state, request.headers.get(ACCESS_TOKEN_HEADER), path=raw_path, operation=operation,
-                           username=username, signature=params.get("signature"),
-                           expiration=params.get("signature_expiration")):
-        raise FilesError(401, UNAUTHORIZED_MESSAGE)
+    refusal = files_access_refusal(state, request.headers.get(ACCESS_TOKEN_HEADER), path=raw_path,
+                                   operation=operation, username=username, signature=params.get("signature"),
+                                   expiration=params.get("signature_expiration"))
+    if refusal is not None:
+        raise FilesError(401, refusal)
     try:
         user = resolve(username, state)
     except UnknownUserError:

@@ -109,11 +109,15 @@ class EdgeProxy:
         target_path = raw_path + (b"?" + query if query else b"")
         if scope["type"] == "http":
             url = httpx.URL(scheme="http", host=address, port=port, raw_path=target_path)
-            await http.forward(self.client, scope, receive, send, url, sandbox_id, port)
+            await http.forward(self.client, scope, receive, send, url, sandbox_id, port,
+                               unrouted=lambda: self._unrouted(sandbox_id, address))
         else:
             host = f"[{address}]" if ":" in address else address
             uri = f"ws://{host}:{port}{target_path.decode('latin-1')}"
             await websocket.forward(scope, receive, send, uri, sandbox_id, port)
+
+    async def _unrouted(self, sandbox_id: str, address: str) -> bool:
+        return await self.resolve(sandbox_id) != address
 
     @staticmethod
     async def _reject(scope: Scope, receive: Receive, send: Send, error: errors.ProxyError) -> None:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 from starlette.types import Receive, Scope, Send
 
 from . import errors, headers
+
+Unrouted = Callable[[], Awaitable[bool]]  # has the sandbox been taken off the proxy since it was routed?
 
 
 class ClientGone(Exception):
@@ -87,10 +89,14 @@ def _declares_body(raw: headers.RawHeaders) -> bool | None:
 
 
 async def forward(client: httpx.AsyncClient, scope: Scope, receive: Receive, send: Send,
-                  url: httpx.URL, sandbox_id: str, port: int) -> None:
-    """Proxy the request in `scope` to `url`; returns when the response is relayed or the client left."""
+                  url: httpx.URL, sandbox_id: str, port: int, unrouted: Unrouted | None = None) -> None:
+    """Proxy the request in `scope` to `url`; returns when the response is relayed or the client left.
+
+    `unrouted()` says whether the sandbox was taken off the proxy meanwhile: a request routed just before a
+    kill that finds the port closed then answers "was not found" (E2B's answer for a killed sandbox), not
+    "port is not open" (the SDK's "running but unreachable")."""
     downstream = Downstream(receive)
-    exchange = asyncio.create_task(_exchange(client, scope, downstream, send, url, sandbox_id, port))
+    exchange = asyncio.create_task(_exchange(client, scope, downstream, send, url, sandbox_id, port, unrouted))
     watcher = asyncio.create_task(downstream.wait_disconnect())
     try:
         await asyncio.wait({exchange, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -104,7 +110,7 @@ async def forward(client: httpx.AsyncClient, scope: Scope, receive: Receive, sen
 
 
 async def _exchange(client: httpx.AsyncClient, scope: Scope, downstream: Downstream, send: Send,
-                    url: httpx.URL, sandbox_id: str, port: int) -> None:
+                    url: httpx.URL, sandbox_id: str, port: int, unrouted: Unrouted | None) -> None:
     raw = list(scope.get("headers", []))
     declared = _declares_body(raw)
     try:
@@ -121,7 +127,9 @@ async def _exchange(client: httpx.AsyncClient, scope: Scope, downstream: Downstr
     except ClientGone:
         return
     except (httpx.ConnectError, httpx.ConnectTimeout):
-        await errors.send_error(scope, send, errors.port_not_open(sandbox_id, port))
+        gone = unrouted is not None and await unrouted()
+        await errors.send_error(scope, send, errors.sandbox_not_found(sandbox_id) if gone
+                                else errors.port_not_open(sandbox_id, port))
         return
     except httpx.ReadTimeout:
         detail = f"The sandbox's port {port} sent no response within {client.timeout.read:g} s"

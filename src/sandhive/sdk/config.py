@@ -18,7 +18,7 @@ import httpx
 from .. import __version__
 from .exceptions import AuthenticationException, InvalidArgumentException
 
-DEFAULT_API_URL = "http://127.0.0.1:3000"  # `sudo make up` serves here
+DEFAULT_API_URL = "http://127.0.0.1:3000"  # `make up` serves here
 DEFAULT_REQUEST_TIMEOUT = 60.0  # seconds, like E2B's: long enough for a create that builds nothing
 USER_AGENT = f"sandhive-python-sdk/{__version__}"
 

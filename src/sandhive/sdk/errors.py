@@ -28,7 +28,7 @@ from .exceptions import (
     TimeoutException,
 )
 
-START_SERVER = "start one with `sudo make up` or set SANDHIVE_API_URL"
+START_SERVER = "start one with `make up` (as root) or set SANDHIVE_API_URL"
 NEW_KEY = "create one with `sandhive keys create` and set SANDHIVE_API_KEY"
 
 

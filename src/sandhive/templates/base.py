@@ -36,11 +36,12 @@ from .tree_cache import TreeCache
 
 TEMPLATE_ID = "base"
 ALIASES = ("base",)  # E2B's default template name: the SDKs ask for "base" when none is given
-RECIPE_VERSION = 2  # bump when a step below changes what ends up in the rootfs
+RECIPE_VERSION = 3  # bump when a step below changes what ends up in the rootfs (3: `python` next to `python3`)
 VARIANT = "apt"  # essential packages + apt; everything else is named here
 PACKAGES = (
     "python3", "python3-pip", "python3-venv", "nodejs", "git", "curl", "ca-certificates", "sudo", "bash",
     "procps", "iproute2", "less", "passwd",
+    "python-is-python3",  # `python` as well as `python3`, as in E2B's base image (agents call `python`)
     "netbase", "tzdata",  # /etc/services and /usr/share/zoneinfo, which the official python images have too
 )
 USER, USER_ID = "user", 1000
@@ -51,6 +52,7 @@ ENV = {
 }
 SMOKE_TEST = f"""
 python3 -c 'import ssl, sqlite3, venv, pip'
+python --version
 node --version
 npm --version
 git --version
@@ -83,9 +85,12 @@ def recipe_key(sources: list[str]) -> str:
 
 
 def build(data_dir: Path, cache_dir: Path | None = None, *, force: bool = False, log: Log = print) -> TemplateInfo:
-    """Build the base template into `<data_dir>/templates/base` unless it is there.
+    """Build the base template into `<data_dir>/templates/base` unless it is there and current.
 
-    `force` rebuilds it from the mirror (the tree cache is skipped: the point is fresh packages).
+    A base built from another recipe (an older RECIPE_VERSION, other packages or apt sources) is rebuilt, so
+    a host that upgrades Sandhive gets what the new recipe promises (e.g. `python`); sandboxes already
+    running keep the tree they started on (`layout.build_into_place`). `force` rebuilds it from the mirror
+    (the tree cache is skipped: the point is fresh packages).
     Blocking (a minute from the mirror, seconds from the tree cache): call it from a thread in async
     code. Concurrent callers, in this process or others, wait for one build; a failed build leaves
     nothing behind.
@@ -93,21 +98,22 @@ def build(data_dir: Path, cache_dir: Path | None = None, *, force: bool = False,
     cache_dir = cache_dir or default_cache_dir()
     built = layout.read_built(data_dir, TEMPLATE_ID)
     if built is not None and not force:
-        _say_up_to_date(built, log)
-        return built
+        if is_current(built):
+            log(f"base: built {built.created_at} in {built.build.get('seconds', '?')}s")
+            return built
+        log("base: built from an older recipe or other apt sources: rebuilding it")
     return layout.build_into_place(data_dir, TEMPLATE_ID, lambda tmp: _build(tmp, cache_dir, log, not force),
-                                   force=force)
+                                   force=force, current=is_current)
 
 
-def _say_up_to_date(info: TemplateInfo, log: Log) -> None:
-    log(f"base: built {info.created_at} in {info.build.get('seconds', '?')}s")
+def is_current(info: TemplateInfo) -> bool:
+    """True when `info` was built from today's recipe and apt sources (or the sources cannot be read: then
+    a rebuild would fail anyway, and the base that is there keeps serving)."""
     try:
         current = recipe_key(host_apt_sources())
     except BuildError:
-        return
-    if info.build.get("recipe") != current:
-        log("base: note: it was built from an older recipe or other apt sources; rebuild with --force "
-            "(stop its sandboxes first)")
+        return True
+    return info.build.get("recipe") == current
 
 
 def _build(tmp: Path, cache_dir: Path, log: Log, use_cache: bool) -> TemplateInfo:

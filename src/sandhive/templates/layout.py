@@ -56,15 +56,16 @@ def build_lock(data_dir: Path, template_id: str) -> Iterator[None]:
 
 
 def build_into_place(data_dir: Path, template_id: str, build: Callable[[Path], TemplateInfo], *,
-                     force: bool = False) -> TemplateInfo:
-    """Build the template unless it is built (or rebuild it: `force`), with the lock held.
+                     force: bool = False, current: Callable[[TemplateInfo], bool] | None = None) -> TemplateInfo:
+    """Build the template unless it is built and `current` (or rebuild it: `force`), with the lock held.
 
     `build(tmp)` fills the empty directory `tmp` with `rootfs/` and returns the info, which is then
     written to `tmp/template.json`; then `tmp` is renamed to the template's directory. On any failure
     `tmp` is deleted and the exception propagates: nothing new is left behind.
     """
     with build_lock(data_dir, template_id):
-        if not force and (built := read_built(data_dir, template_id)) is not None:
+        built = None if force else read_built(data_dir, template_id)
+        if built is not None and (current is None or current(built)):
             return built  # another thread or process built it while we waited for the lock
         remove_leftovers(data_dir, template_id)
         final = template_dir(data_dir, template_id)

@@ -42,6 +42,7 @@ class TemplateRegistry:
         self.cache_dir = cache_dir
         self.log = log
         self._build_lock = asyncio.Lock()  # not bound to a loop until first used
+        self._base_checked = False  # has this process made sure `base` is built from today's recipe?
         self._index: dict[str, TemplateInfo] = {}
         self._index_stamp: tuple[int, int] | None = None
 
@@ -50,12 +51,14 @@ class TemplateRegistry:
         return layout.templates_root(self.data_dir)
 
     async def resolve(self, name: str) -> TemplateImage:
-        """The template called `name` (id or alias). `base` is built if it is not yet.
+        """The template called `name` (id or alias). `base` is built if it is not yet, and rebuilt once per
+        process if it was built from an older recipe (a host that upgraded Sandhive).
 
         Raises LookupError for an unknown name, and BuildError if building `base` fails.
         """
         info = self._lookup(name)
-        if info is None and name in base.ALIASES + (base.TEMPLATE_ID,):
+        is_base = info.id == base.TEMPLATE_ID if info is not None else name in base.ALIASES + (base.TEMPLATE_ID,)
+        if is_base and (info is None or not self._base_checked):
             info = await self._build_base()
         if info is None:
             raise LookupError(f"template '{name}' not found")
@@ -144,11 +147,13 @@ class TemplateRegistry:
     async def _build_base(self) -> TemplateInfo:
         async with self._build_lock:
             built = self._lookup(base.TEMPLATE_ID)
-            if built is not None:  # built by the call we waited for
+            if built is not None and self._base_checked:  # built or checked by the call we waited for
                 return built
-            self.log("templates: the base template is not built yet: building it now (about a minute)")
+            if built is None:
+                self.log("templates: the base template is not built yet: building it now (about a minute)")
             info = await asyncio.to_thread(base.build, self.data_dir, self.cache_dir, log=self.log)
             self._index_stamp = None
+            self._base_checked = True
             return info
 
     def _lookup(self, name: str) -> TemplateInfo | None:

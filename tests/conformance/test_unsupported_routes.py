@@ -1,0 +1,80 @@
+"""Issue 13 item 10: E2B routes Sandhive does not implement answer what E2B answers for a feature that is not
+enabled (400 "use of … is not enabled", naming it), so the SDK raises a clear SandboxException instead of
+"Sandbox … not found"; a path no E2B client calls answers 404 `no such route: METHOD PATH`."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from e2b import AsyncSandbox, Sandbox
+from e2b.exceptions import SandboxException, SandboxNotFoundException
+
+from sandhive.api.unsupported import UNSUPPORTED
+from tests.conformance.conftest import Live
+
+pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900)]
+
+
+def _not_enabled(exc: BaseException, feature: str) -> bool:
+    return (isinstance(exc, SandboxException) and not isinstance(exc, SandboxNotFoundException)
+            and f"400: use of {feature} is not enabled" in str(exc))
+
+
+def test_pause_and_snapshots_say_they_are_not_enabled_sync() -> None:
+    sbx = Sandbox.create(timeout=120)
+    try:
+        with pytest.raises(SandboxException) as paused:
+            sbx.pause()
+        assert _not_enabled(paused.value, "sandbox pause"), repr(paused.value)
+        with pytest.raises(SandboxException) as snapshot:
+            sbx.create_snapshot()
+        assert _not_enabled(snapshot.value, "sandbox snapshots"), repr(snapshot.value)
+        assert sbx.is_running() and sbx.commands.run("echo still here").stdout == "still here\n"
+    finally:
+        sbx.kill()
+
+
+def test_pause_and_snapshot_listing_say_they_are_not_enabled_async() -> None:
+    async def scenario() -> tuple[BaseException, BaseException, bool]:
+        sbx = await AsyncSandbox.create(timeout=120)
+        try:
+            try:
+                await sbx.pause()
+            except SandboxException as exc:
+                paused: BaseException = exc
+            else:
+                raise AssertionError("pause succeeded on a server that cannot pause")
+            try:
+                await sbx.list_snapshots().next_items()
+            except SandboxException as exc:
+                listed: BaseException = exc
+            else:
+                raise AssertionError("listing snapshots succeeded on a server that has none")
+            return paused, listed, await sbx.is_running()
+        finally:
+            await sbx.kill()
+
+    paused, listed, running = asyncio.run(scenario())
+    assert _not_enabled(paused, "sandbox pause"), repr(paused)
+    assert _not_enabled(listed, "sandbox snapshots"), repr(listed)
+    assert running
+
+
+def test_every_unimplemented_route_names_its_feature(live: Live) -> None:
+    with httpx.Client(base_url=live.url, trust_env=False, timeout=30) as client:
+        for entry in UNSUPPORTED:
+            path = entry.path.replace("{", "x").replace("}", "")  # any value of each path parameter
+            keyless = client.request(entry.method, path)
+            assert keyless.status_code == 401, (entry, keyless.text)  # the key is checked first, as E2B does
+            answer = client.request(entry.method, path, headers={"X-API-Key": live.key})
+            assert (answer.status_code, answer.json()) == (400, {"code": 400, "message": entry.message}), entry
+            assert f"use of {entry.feature} is not enabled" in entry.message
+
+
+def test_an_unknown_route_is_a_404_naming_it(live: Live) -> None:
+    with httpx.Client(base_url=live.url, trust_env=False, timeout=30) as client:
+        answer = client.post("/v9/no/such/thing", headers={"X-API-Key": live.key})
+    assert answer.status_code == 404
+    assert answer.json() == {"code": 404, "message": "no such route: POST /v9/no/such/thing"}

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import tempfile
 from collections.abc import AsyncIterator
 from functools import partial
+from pathlib import Path
 
 from fastapi import FastAPI
 
-from .. import __version__
 from ..node.node import Node
 from ..store import Store
 from ..templates.build_service import TemplateBuildService
+from ..version import __version__
 from .errors import install_error_handlers
 from .openapi import build_openapi
 from .request_guard import BodyLimits, RequestGuard
@@ -69,3 +72,11 @@ def create_app(settings: Settings, node: Node | None, templates: TemplateResolve
                                          settings.body_timeout_seconds))
     app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]
     return app
+
+
+def render_openapi() -> str:
+    """The OpenAPI document as committed (docs/openapi.json): a server with no backend describes the same API
+    as one with a backend."""
+    with tempfile.TemporaryDirectory() as tmp:  # the store is never connected to: only its empty file appears
+        app = create_app(Settings(data_dir=Path(tmp)), node=None, templates=None)
+        return json.dumps(app.openapi(), indent=2) + "\n"

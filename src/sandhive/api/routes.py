@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 
-from .. import __version__
 from ..store import Caller as StoreCaller
 from ..store import SandboxQuery
+from ..version import __version__
 from .auth import caller_of_key, team_of_key
 from .listing import build_query, parse_metadata
 from .sandboxes import SandboxService

@@ -25,7 +25,7 @@ from .settings import Settings
 from .template_routes import template_build_router
 from .templates import TemplateResolver
 from .timers import run_expiry
-from .tokens import load_seed
+from .tokens import load_secret
 
 DESCRIPTION = "Self-hosted sandboxes for AI agents. The REST API of E2B, so the official e2b SDKs work unchanged."
 
@@ -39,7 +39,7 @@ def create_app(settings: Settings, node: Node | None, templates: TemplateResolve
     """
     service = SandboxService(settings, Store.open(settings.data_dir, settings.database_url), node, templates)
     builds = TemplateBuildService(settings, service.store, templates, node,  # type: ignore[arg-type]
-                                  load_seed=load_seed)
+                                  load_secret=load_secret)
     service.catalog = builds.catalog  # sandbox creates resolve names as the team sees them
 
     @contextlib.asynccontextmanager

@@ -1,4 +1,4 @@
-"""E2B's template-build API (e2b-wire.md §2.6): register, upload, start, poll; aliases, tags, delete.
+"""E2B's template-build API (docs/wire.md §2.6): register, upload, start, poll; aliases, tags, delete.
 
 The first part runs against a control-plane server (`--backend none`): names, ownership, uploads, errors. The
 second builds real templates with the released e2b SDK's `Template` builder against a server with the

@@ -1,4 +1,4 @@
-"""E2B's REST routes (e2b-wire.md §2.2): thin HTTP wrappers over `SandboxService` and its template resolver.
+"""E2B's REST routes (docs/wire.md §2.2): thin HTTP wrappers over `SandboxService` and its template resolver.
 
 No `from __future__ import annotations` here: FastAPI reads the parameter annotations at runtime.
 """

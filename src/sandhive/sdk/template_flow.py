@@ -6,7 +6,7 @@ URL, a `Sleep` between status polls — and receives the answer. Each face only 
 `Sandbox` and `AsyncSandbox` do), so the two stay one implementation and every request is sent, timed out and
 mapped to an exception the same way.
 
-Steps of a build (e2b-wire.md §2.6): register it (`POST /v3/templates`), upload what the server lacks of
+Steps of a build (docs/wire.md §2.6): register it (`POST /v3/templates`), upload what the server lacks of
 each COPY step's files (or, for a Dockerfile, of its context), start it, then poll its status, handing each
 new log entry to `on_build_logs`, until it is ready or failed.
 """

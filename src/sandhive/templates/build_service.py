@@ -1,4 +1,4 @@
-"""Template builds through the API: E2B's register → upload → start → poll flow (e2b-wire.md §2.6).
+"""Template builds through the API: E2B's register → upload → start → poll flow (docs/wire.md §2.6).
 
 `POST /v3/templates` registers a build of a template (the template is created on its first build, gets a
 random id, and belongs to the registering team under that name; the same name again is a new build of it).

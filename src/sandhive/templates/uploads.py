@@ -1,6 +1,6 @@
 """Files uploaded for template builds: COPY sources of SDK-defined templates and Dockerfile build contexts.
 
-The flow is E2B's (e2b-wire.md §2.6): the client asks `GET /templates/{id}/files/{hash}` whether the server has
+The flow is E2B's (docs/wire.md §2.6): the client asks `GET /templates/{id}/files/{hash}` whether the server has
 the files of a COPY step; if not, it gets a URL on this server, signed with the data dir's secret, and PUTs a
 tar (gzipped or not) there. The URL carries no API key, so the signature is what authorises the upload: it
 names the template, the hash and an expiry.

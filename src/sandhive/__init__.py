@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from .version import __version__
 
 # The SDK's public names, re-exported here (the list is sandhive.sdk.__all__; a test keeps the two equal).
 _SDK_NAMES = (

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sandhive.api.openapi import render
+from sandhive.api.app import render_openapi
 from tests.api.rig import Server
 
 COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 
 
 def test_committed_copy_is_fresh() -> None:
-    assert COMMITTED.read_text() == render(), "docs/openapi.json is stale: run `make openapi`"
+    assert COMMITTED.read_text() == render_openapi(), "docs/openapi.json is stale: run `make openapi`"
 
 
 def test_server_serves_the_same_document(server: Server) -> None:
@@ -23,7 +23,7 @@ def test_server_serves_the_same_document(server: Server) -> None:
 
 
 def test_document_describes_e2b_errors_not_fastapi_ones() -> None:
-    doc = json.loads(render())
+    doc = json.loads(render_openapi())
     assert "HTTPValidationError" not in doc["components"]["schemas"]
     create = doc["paths"]["/v2/sandboxes"]["post"]
     assert "422" not in create["responses"] and create["responses"]["201"]

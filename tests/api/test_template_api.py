@@ -1,4 +1,4 @@
-"""E2B's template-build API (e2b-wire.md §2.6): register, upload, start, poll; aliases, tags, delete.
+"""E2B's template-build API (docs/wire.md §2.6): register, upload, start, poll; aliases, tags, delete.
 
 The first part runs against a control-plane server (`--backend none`): names, ownership, uploads, errors. The
 second builds real templates with the released e2b SDK's `Template` builder against a server with the
@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sandhive.api.tokens import load_seed
+from sandhive.api.tokens import load_secret
 from sandhive.templates.uploads import UploadedFiles
 from tests.api.rig import Server, container_server
 
@@ -177,7 +177,7 @@ def test_upload_urls_are_signed_and_expire(server: Server, api_key: str) -> None
     assert httpx.put(forged, content=tar_of({"a": b"b"}), trust_env=False).status_code == 403
     other_hash = url.replace(digest, hashlib.sha256(b"two").hexdigest())
     assert httpx.put(other_hash, content=tar_of({"a": b"b"}), trust_env=False).status_code == 403
-    files = UploadedFiles(server.data_dir, load_seed(server.data_dir))
+    files = UploadedFiles(server.data_dir, load_secret(server.data_dir))
     expired = files.upload_url(server.url, template_id, digest).split("?")[0]
     past = int(time.time()) - 10
     query = f"?expires={past}&signature={files._signature(template_id, digest, past)}"

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import tempfile
 from collections.abc import AsyncIterator
 from functools import partial
+from pathlib import Path
 
 from fastapi import FastAPI
 
-from .. import __version__
 from ..node.node import Node
 from ..store import Store
 from ..templates.build_service import TemplateBuildService
+from ..version import __version__
 from .errors import install_error_handlers
 from .openapi import build_openapi
 from .request_guard import BodyLimits, RequestGuard
@@ -22,7 +25,7 @@ from .settings import Settings
 from .template_routes import template_build_router
 from .templates import TemplateResolver
 from .timers import run_expiry
-from .tokens import load_seed
+from .tokens import load_secret
 from .unsupported import served, unsupported_router
 
 DESCRIPTION = "Self-hosted sandboxes for AI agents. The REST API of E2B, so the official e2b SDKs work unchanged."
@@ -37,7 +40,7 @@ def create_app(settings: Settings, node: Node | None, templates: TemplateResolve
     """
     service = SandboxService(settings, Store.open(settings.data_dir, settings.database_url), node, templates)
     builds = TemplateBuildService(settings, service.store, templates, node,  # type: ignore[arg-type]
-                                  load_seed=load_seed)
+                                  load_secret=load_secret)
     service.catalog = builds.catalog  # sandbox creates resolve names as the team sees them
 
     @contextlib.asynccontextmanager
@@ -72,3 +75,11 @@ def create_app(settings: Settings, node: Node | None, templates: TemplateResolve
                                          settings.body_timeout_seconds))
     app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]
     return app
+
+
+def render_openapi() -> str:
+    """The OpenAPI document as committed (docs/openapi.json): a server with no backend describes the same API
+    as one with a backend."""
+    with tempfile.TemporaryDirectory() as tmp:  # the store is never connected to: only its empty file appears
+        app = create_app(Settings(data_dir=Path(tmp)), node=None, templates=None)
+        return json.dumps(app.openapi(), indent=2) + "\n"

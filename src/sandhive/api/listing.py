@@ -1,4 +1,4 @@
-"""`GET /v2/sandboxes` query parameters → a `SandboxQuery`, with E2B's encodings (e2b-wire.md §2.5)."""
+"""`GET /v2/sandboxes` query parameters → a `SandboxQuery`, with E2B's encodings (docs/wire.md §2.5)."""
 
 from __future__ import annotations
 

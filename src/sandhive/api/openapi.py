@@ -1,14 +1,11 @@
 """The OpenAPI document: FastAPI's, minus its 422 validation responses (this API answers 400, E2B-shaped).
 
-`sandhive openapi [PATH]` writes it (`make openapi` refreshes docs/openapi.json, and a test fails when
-that copy is stale).
+`create_app` serves it; `app.render_openapi()` renders it for `sandhive openapi [PATH]` (`make openapi`
+refreshes docs/openapi.json, and a test fails when that copy is stale).
 """
 
 from __future__ import annotations
 
-import json
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -38,12 +35,3 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
 def _unsupported(path_item: dict[str, Any]) -> bool:
     return all(UNSUPPORTED_TAG in operation.get("tags", ()) for operation in path_item.values())
 
-
-def render() -> str:
-    """The document as committed: a server with no backend describes the same API as one with a backend."""
-    from .app import create_app
-    from .settings import Settings
-
-    with tempfile.TemporaryDirectory() as tmp:  # the store is never connected to: only its empty file appears
-        app = create_app(Settings(data_dir=Path(tmp)), node=None, templates=None)
-        return json.dumps(app.openapi(), indent=2) + "\n"

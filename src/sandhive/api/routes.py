@@ -1,4 +1,4 @@
-"""E2B's REST routes (e2b-wire.md §2.2): thin HTTP wrappers over `SandboxService` and its template resolver.
+"""E2B's REST routes (docs/wire.md §2.2): thin HTTP wrappers over `SandboxService` and its template resolver.
 
 No `from __future__ import annotations` here: FastAPI reads the parameter annotations at runtime.
 """
@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 
-from .. import __version__
 from ..store import Caller as StoreCaller
 from ..store import SandboxQuery
+from ..version import __version__
 from .auth import caller_of_key, team_of_key
 from .listing import build_query, parse_metadata
 from .sandboxes import SandboxService

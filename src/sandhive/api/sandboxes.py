@@ -41,7 +41,7 @@ from .schemas import (
 )
 from .settings import Settings
 from .templates import TemplateResolver
-from .tokens import access_token, load_seed
+from .tokens import access_token, load_secret
 from .views import detail_view, handle_of, listed_view, sandbox_view
 
 log = logging.getLogger("sandhive.api")
@@ -87,7 +87,7 @@ class SandboxService:
         self.lifetime = Lifetime(settings.max_lifetime_seconds)
         self.directory = SandboxDirectory()
         self.quota = TeamQuota(settings.max_sandboxes_per_team)
-        self._seed = b""
+        self._secret = b""
         self._ca_bundle: str | None = None
 
     @property
@@ -97,7 +97,7 @@ class SandboxService:
     async def start(self) -> None:
         """Server start: schema up to date, secret loaded, and the store reconciled with what really runs."""
         await asyncio.to_thread(self.store.migrate)
-        self._seed = await asyncio.to_thread(load_seed, self.settings.data_dir)
+        self._secret = await asyncio.to_thread(load_secret, self.settings.data_dir)
         self._ca_bundle = await asyncio.to_thread(host_ca_bundle, self.settings.trust_host_ca)
         await self.reconcile()
         if self.node is not None:  # pools start after reconcile removed an old server's pooled sandboxes
@@ -222,7 +222,7 @@ class SandboxService:
         return record
 
     def _token(self, sandbox_id: str) -> str:
-        return access_token(self._seed, sandbox_id)
+        return access_token(self._secret, sandbox_id)
 
     async def _template(self, team_id: str, name: str) -> TemplateImage:
         """The template `name` means to the team (its own, a built-in, or a public one: `templates.catalog`);

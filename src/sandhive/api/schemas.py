@@ -1,7 +1,7 @@
 """The JSON bodies of E2B's REST API, with E2B's own key names (camelCase, but `allow_internet_access`).
 
 Field names are the wire keys on purpose: the released SDK reads exactly these, and a reader can match
-them against e2b-wire.md §2.3–§2.4 without an alias table in between.
+them against docs/wire.md §2.3–§2.4 without an alias table in between.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""E2B's template-build routes (e2b-wire.md §2.6) and Sandhive's template management: thin HTTP wrappers over
+"""E2B's template-build routes (docs/wire.md §2.6) and Sandhive's template management: thin HTTP wrappers over
 `TemplateBuildService`.
 
 No `from __future__ import annotations` here: FastAPI reads the parameter annotations at runtime.

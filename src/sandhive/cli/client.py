@@ -1,39 +1,39 @@
-"""The CLI's one door to the server: which SDK it drives, and the SDK's answers turned into the CLI's own rows.
+"""The CLI's one door to the server: Sandhive's SDK, and its answers turned into the CLI's own rows.
 
-The CLI drives Sandhive's SDK (`sandhive.Sandbox`) and uses only names it shares with the released `e2b` SDK
-(2.x), so either can sit underneath: the choice is the one line `SDK_MODULE` below. Commands never see SDK objects
-except the connected sandbox that `exec` and `shell` drive through `commands`/`pty`. Rows, not SDK models, are
-what `--json` prints, so the CLI's output does not change with the SDK underneath.
+The CLI drives Sandhive's SDK (`sandhive.sdk`), imported on first use: it costs most of a second, which `--help`
+should not pay. Commands never see SDK objects except the connected sandbox that `exec` and `shell` drive through
+`commands`/`pty`. Rows, not SDK models, are what `--json` prints, so the CLI's output is its own.
 
-Logs, template management and the key check are plain REST calls: neither SDK has them. Template builds use
-Sandhive's SDK (`sandhive.Template`), whose Dockerfile builds are Sandhive's extension of E2B's API.
+Logs, template management and the key check are plain REST calls: the SDK has no calls for them. Template builds
+use the SDK's `Template`, whose Dockerfile builds are Sandhive's extension of E2B's API.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
 
-from .. import __version__
+from ..version import __version__
 from .config import Target
 from .failures import ApiAnswer
 
-SDK_MODULE = "sandhive"  # or "e2b": the released SDK works too (tests/cli pass with both)
+if TYPE_CHECKING:
+    from ..sdk import PtySize, Sandbox, SandboxInfo, SandboxMetrics
+
 REST_TIMEOUT = 30.0  # seconds; the REST calls here read small bodies
 LIST_PAGE = 100  # the API's largest page
 
 
-@functools.cache
 def sdk() -> ModuleType:
     """The SDK module, imported on first use: it costs most of a second, which `--help` should not pay."""
-    return importlib.import_module(SDK_MODULE)
+    from .. import sdk as module
+
+    return module
 
 
 def _opts(target: Target) -> dict[str, Any]:
@@ -53,16 +53,15 @@ class SandboxRow:
     end_at: datetime
     cpu_count: int
     memory_mb: int
-    disk_size_mb: int | None  # e2b's SandboxInfo has no disk size; Sandhive's has
+    disk_size_mb: int
     envd_version: str
     metadata: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, info: Any) -> SandboxRow:
-        state = getattr(info.state, "value", info.state)
-        return cls(sandbox_id=info.sandbox_id, template_id=info.template_id, alias=getattr(info, "name", None),
-                   state=str(state), started_at=info.started_at, end_at=info.end_at, cpu_count=info.cpu_count,
-                   memory_mb=info.memory_mb, disk_size_mb=getattr(info, "disk_size_mb", None),
+    def of(cls, info: SandboxInfo) -> SandboxRow:
+        return cls(sandbox_id=info.sandbox_id, template_id=info.template_id, alias=info.name,
+                   state=str(info.state.value), started_at=info.started_at, end_at=info.end_at,
+                   cpu_count=info.cpu_count, memory_mb=info.memory_mb, disk_size_mb=info.disk_size_mb,
                    envd_version=info.envd_version, metadata=dict(info.metadata or {}))
 
     def to_json(self) -> dict[str, Any]:
@@ -82,7 +81,7 @@ class MetricRow:
     disk_total: int
 
     @classmethod
-    def of(cls, m: Any) -> MetricRow:
+    def of(cls, m: SandboxMetrics) -> MetricRow:
         return cls(timestamp=m.timestamp, cpu_count=m.cpu_count, cpu_used_pct=m.cpu_used_pct, mem_used=m.mem_used,
                    mem_total=m.mem_total, disk_used=m.disk_used, disk_total=m.disk_total)
 
@@ -151,12 +150,12 @@ def metrics(target: Target, sandbox_id: str) -> list[MetricRow]:
     return [MetricRow.of(m) for m in sdk().Sandbox.get_metrics(sandbox_id, **_opts(target))]
 
 
-def connect(target: Target, sandbox_id: str) -> Any:
+def connect(target: Target, sandbox_id: str) -> Sandbox:
     """The running sandbox as an SDK object, for `commands` and `pty` (connecting extends its timeout)."""
     return sdk().Sandbox.connect(sandbox_id, **_opts(target))
 
 
-def pty_size(rows: int, cols: int) -> Any:
+def pty_size(rows: int, cols: int) -> PtySize:
     return sdk().PtySize(rows=rows, cols=cols)
 
 
@@ -219,10 +218,7 @@ def set_template_aliases(target: Target, name: str, aliases: list[str]) -> list[
 def build_template(target: Target, template: Any, name: str | None, *, cpu_count: int | None,
                    memory_mb: int | None, skip_cache: bool, build_args: dict[str, str],
                    on_build_logs: Any) -> Any:
-    """Build a `sandhive.Template` (a Dockerfile and its context) and wait for it: Sandhive's SDK, whatever
-    `SDK_MODULE` says, because Dockerfile builds are Sandhive's extension of E2B's API."""
-    from ..sdk import Template
-
-    return Template.build(template, name, cpu_count=cpu_count, memory_mb=memory_mb, skip_cache=skip_cache,
+    """Build a `sandhive.Template` (a Dockerfile and its context) and wait for it."""
+    return sdk().Template.build(template, name, cpu_count=cpu_count, memory_mb=memory_mb, skip_cache=skip_cache,
                           build_args=build_args or None, on_build_logs=on_build_logs, api_key=target.api_key,
                           api_url=target.url, sandbox_url=target.url)

@@ -1,8 +1,6 @@
 """Errors from the server or the SDK → one line a user can act on and an exit code a script can test.
 
-Classes are matched by what they mean rather than by one SDK's types, so the mapping holds for the released
-`e2b` SDK (which lets httpx's ConnectError through) and Sandhive's (whose ServerUnreachableException is a
-ConnectionError) alike.
+The SDK's exceptions already say what to do; the CLI keeps their words and picks the exit code by their type.
 """
 
 from __future__ import annotations
@@ -10,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
+from types import ModuleType
 
 import httpx
 
@@ -30,18 +29,15 @@ class ApiAnswer(Exception):
         self.message = message
 
 
-def _sdk_class(name: str) -> type[BaseException] | None:
-    """An exception class of the SDK in use, if it is loaded (nothing SDK-made can be raised before that)."""
-    from .client import SDK_MODULE
-
-    module = sys.modules.get(SDK_MODULE)
-    found = getattr(module, name, None) if module else None
-    return found if isinstance(found, type) and issubclass(found, BaseException) else None
+def _sdk_exceptions() -> ModuleType | None:
+    """The SDK's exceptions module if the SDK is loaded: nothing SDK-made can be raised before that, and
+    classifying a REST error must not pay for importing the SDK."""
+    return sys.modules.get("sandhive.sdk.exceptions")
 
 
 def _is(exc: BaseException, name: str) -> bool:
-    cls = _sdk_class(name)
-    return cls is not None and isinstance(exc, cls)
+    module = _sdk_exceptions()
+    return module is not None and isinstance(exc, getattr(module, name))
 
 
 def classify(exc: BaseException, url: str) -> tuple[int, str] | None:
@@ -56,23 +52,14 @@ def classify(exc: BaseException, url: str) -> tuple[int, str] | None:
             return EXIT_NOT_FOUND, exc.message
         return EXIT_FAILED, f"the server answered {exc.status}: {exc.message}"
     if _is(exc, "AuthenticationException"):
-        return EXIT_AUTH, _explained(text, f"{url} refused the API key ({text}). {NEW_KEY}")
-    if _is(exc, "SandboxNotFoundException"):
-        return EXIT_NOT_FOUND, _explained(text, f"{text}. {SEE_LIST}")
-    if _is(exc, "NotFoundException") or (_is(exc, "SandboxException") and text.startswith("404:")):
-        return EXIT_NOT_FOUND, text.removeprefix("404:").strip()  # e2b reports an unknown template so
+        return EXIT_AUTH, text
+    if _is(exc, "NotFoundException"):  # SandboxNotFoundException's too
+        return EXIT_NOT_FOUND, text
     if isinstance(exc, httpx.TimeoutException) or _is(exc, "TimeoutException"):
         return EXIT_FAILED, f"timed out: {text}"
     if isinstance(exc, httpx.HTTPError) or _is(exc, "SandboxException"):
         return EXIT_FAILED, text
     return None
-
-
-def _explained(text: str, with_hint: str) -> str:
-    """Sandhive's SDK says what to do in its messages; e2b's only says what happened, so the CLI adds the hint."""
-    from .client import SDK_MODULE
-
-    return with_hint if SDK_MODULE == "e2b" else text
 
 
 @contextlib.contextmanager

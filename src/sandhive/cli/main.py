@@ -23,9 +23,9 @@ app.add_typer(auth.app, name="auth")
 @app.command()
 def openapi(path: Annotated[Path | None, typer.Argument(help="File to write (default: stdout).")] = None) -> None:
     """Print or write the API's OpenAPI document (docs/openapi.json is this output)."""
-    from ..api.openapi import render
+    from ..api.app import render_openapi
 
-    text = render()
+    text = render_openapi()
     if path is None:
         print(text, end="")
     else:

@@ -88,7 +88,7 @@ def sandbox_details(r: SandboxRow) -> Table:
               ("state", r.state), ("started", when(r.started_at)),
               ("ends", f"{when(r.end_at)} (in {remaining(r.end_at)})"), ("cpus", str(r.cpu_count)),
               ("memory", size(r.memory_mb * 2**20)),
-              ("disk", size(r.disk_size_mb * 2**20) if r.disk_size_mb is not None else "-"),
+              ("disk", size(r.disk_size_mb * 2**20)),
               ("envd", r.envd_version), ("metadata", pairs(r.metadata))]
     for name, value in fields:
         table.add_row(f"[bold]{name}[/]", value)

@@ -87,13 +87,13 @@ def serve(
 
     from ..api import Settings, create_app
     from ..api.slow_clients import guarded_protocol
-    from ..api.tokens import load_seed
+    from ..api.tokens import load_secret
     from ..templates.quotas import TemplateQuotas
 
     data_dir = prepare_data_dir(data_dir)
     open_store(data_dir, database_url).close()  # migrate now, so a bad database is a message, not a traceback
     try:
-        load_seed(data_dir)
+        load_secret(data_dir)
     except (OSError, RuntimeError) as exc:
         fail(f"cannot read or create the secret in {data_dir}: {exc}")
     _log_to_stderr(log_level)

@@ -6,7 +6,7 @@ work against a Sandhive sandbox unchanged. It stands alone: it imports nothing f
 api, node or sdk packages, only the generated contract in `sandhive.rpc`.
 """
 
-# The envd version whose SDK feature gates this daemon really implements (see e2b-wire.md §3.7):
+# The envd version whose SDK feature gates this daemon really implements (see docs/wire.md §3.7):
 # recursive watch, metrics, stdin off, default user, CloseStdin, octet-stream and gzip uploads,
 # file metadata, entries in watch events and allow_network_mounts.
 ENVD_VERSION = "0.6.4"

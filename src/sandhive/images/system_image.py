@@ -60,8 +60,8 @@ SUITES = ("bookworm", "bookworm-updates", "bookworm-security")
 PACKAGES = ("python3.11-minimal", "libpython3.11-stdlib", "bash")
 DPKG_EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/locale/*", "/usr/share/info/*",
                  "/usr/share/lintian/*")
-# What of sandhive goes into the image: envd, the generated RPC contract, the package marker.
-ENVD_SOURCES = ("sandhive/__init__.py", "sandhive/envd", "sandhive/rpc")
+# What of sandhive goes into the image: envd, the generated RPC contract, the package marker and its version.
+ENVD_SOURCES = ("sandhive/__init__.py", "sandhive/version.py", "sandhive/envd", "sandhive/rpc")
 # envd's third-party dependencies (versions pinned to the host's by constraint).
 ENVD_REQUIREMENTS = ("connectrpc", "protobuf-py", "starlette", "uvicorn", "httptools", "python-multipart",
                      "asyncinotify")

@@ -20,6 +20,7 @@ import httpx
 
 from . import envd_client
 from .admission import Admission, Budget, HostFull, Kind, Resources
+from .backends import check_template
 from .pool import PoolSettings, PoolStatus, WarmPools
 from .request import CreateRequest, Identity, new_sandbox_id
 from .runtime import ResourceUsage, Runtime, SandboxHandle
@@ -98,7 +99,10 @@ class Node:
     # ---- create ---------------------------------------------------------------------------
     async def create(self, request: CreateRequest, identity: Identity) -> SandboxHandle:
         """A running sandbox of `request` that has become `identity`. Raises `HostFull` when the host's budget
-        is spent even after the pools gave theirs back. On failure nothing is left running."""
+        is spent even after the pools gave theirs back. Raises `BackendMismatch` for a template that asks for
+        another backend, before anything is made for it (here, so every backend gets the check). On failure
+        nothing is left running."""
+        check_template(request.template, self.backend)
         handle = self.pools.take(request)
         while handle is not None:  # a hit: hand it over
             self.admission.hand_out(handle.sandbox_id)

@@ -1,4 +1,4 @@
-"""The REST API's calls (E2B's, e2b-wire.md §2.2): request bodies and answers, for both faces."""
+"""The REST API's calls (E2B's, docs/wire.md §2.2): request bodies and answers, for both faces."""
 
 from __future__ import annotations
 

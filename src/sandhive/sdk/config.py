@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .. import __version__
+from ..version import __version__
 from .exceptions import AuthenticationException, InvalidArgumentException
 
 DEFAULT_API_URL = "http://127.0.0.1:3000"  # `make up` serves here

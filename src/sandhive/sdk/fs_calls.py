@@ -1,4 +1,4 @@
-"""envd's filesystem calls: `filesystem.Filesystem` RPCs (e2b-wire.md §3.4) and the `/files` HTTP endpoint.
+"""envd's filesystem calls: `filesystem.Filesystem` RPCs (docs/wire.md §3.4) and the `/files` HTTP endpoint.
 
 Reads and writes go over HTTP (`GET`/`POST /files`, streamed both ways); everything else is RPC.
 """

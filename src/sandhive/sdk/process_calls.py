@@ -1,4 +1,4 @@
-"""envd's `process.Process` calls (e2b-wire.md §3.3): what to send for each operation and how to read it."""
+"""envd's `process.Process` calls (docs/wire.md §3.3): what to send for each operation and how to read it."""
 
 from __future__ import annotations
 

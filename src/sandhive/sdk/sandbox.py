@@ -22,11 +22,11 @@ from .config import ConnectionConfig
 from .dual import dualmethod
 from .exceptions import SandboxException
 from .files import AsyncFiles, Files
+from .legacy import AsyncFilesystem, AsyncProcessManager, Filesystem, ProcessManager
 from .models import SandboxInfo, SandboxMetrics, SandboxQuery, SandboxState
 from .paginator import AsyncSandboxPaginator, SandboxPaginator
 from .pty import AsyncPty, Pty
 from .ref import SandboxRef
-from .seed import AsyncFilesystem, AsyncProcessManager, Filesystem, ProcessManager
 from .transport import AsyncTransport, SyncTransport
 from .wire import HttpCall
 

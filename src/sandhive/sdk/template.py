@@ -7,7 +7,8 @@
     # or, from a Dockerfile and its directory (Sandhive's extension of E2B's API):
     Template.build(Template(file_context_path="app").from_dockerfile("Dockerfile"), "my-app")
 
-Both faces run the same flow (`template_flow`); they differ only in `def` versus `async def`.
+Both faces run the same flow (`template_flow`) through the SDK's one transport (`transport`); they differ only in
+`def` versus `async def`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ import contextlib
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from .config import USER_AGENT, ConnectionConfig
+from .config import ConnectionConfig
 from .template_builder import TemplateBase, TemplateBuilder, TemplateFinal
 from .template_flow import (
     LogCallback,
@@ -41,6 +40,7 @@ from .template_models import (
     TemplateTag,
     TemplateTagInfo,
 )
+from .transport import AsyncTransport, SyncTransport
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -65,14 +65,20 @@ def _base(template: Any) -> TemplateBase:
     return base
 
 
-def _client(config: ConnectionConfig) -> httpx.Client:
-    return httpx.Client(transport=config.transport, timeout=config.request_timeout,  # type: ignore[arg-type]
-                        headers={"User-Agent": USER_AGENT})
+def _run(flow: Any, config: ConnectionConfig) -> Any:
+    transport = SyncTransport(config)
+    try:
+        return run_sync(flow, transport)
+    finally:
+        transport.close()
 
 
-def _async_client(config: ConnectionConfig) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=config.transport, timeout=config.request_timeout,  # type: ignore[arg-type]
-                             headers={"User-Agent": USER_AGENT})
+async def _run_async(flow: Any, config: ConnectionConfig) -> Any:
+    transport = AsyncTransport(config)
+    try:
+        return await run_async(flow, transport)
+    finally:
+        await transport.close()
 
 
 def _bracket(on_build_logs: LogCallback, entry: type[LogEntry], message: str) -> None:
@@ -100,8 +106,7 @@ class Template(TemplateBase):
             flow = build_flow(config, _base(template), chosen, tags=tags, cpu_count=cpu_count,
                               memory_mb=memory_mb, min_free_disk_mb=min_free_disk_mb, skip_cache=skip_cache,
                               on_build_logs=on_build_logs, wait=True, build_args=build_args)
-            with _client(config) as http:
-                return run_sync(flow, http)
+            return _run(flow, config)
         finally:
             _bracket(on_build_logs, LogEntryEnd, "Build finished")
 
@@ -117,8 +122,7 @@ class Template(TemplateBase):
         flow = build_flow(config, _base(template), _name(name, alias), tags=tags, cpu_count=cpu_count,
                           memory_mb=memory_mb, min_free_disk_mb=min_free_disk_mb, skip_cache=skip_cache,
                           on_build_logs=on_build_logs, wait=False, build_args=build_args)
-        with _client(config) as http:
-            return run_sync(flow, http)
+        return _run(flow, config)
 
     @classmethod
     def get_build_status(cls, build_info: BuildInfo, logs_offset: int | None = None,
@@ -158,8 +162,7 @@ class Template(TemplateBase):
         def one() -> Any:
             return (yield call)
 
-        with _client(config) as http:
-            return run_sync(one(), http)
+        return _run(one(), config)
 
 
 class AsyncTemplate(TemplateBase):
@@ -178,8 +181,7 @@ class AsyncTemplate(TemplateBase):
             flow = build_flow(config, _base(template), chosen, tags=tags, cpu_count=cpu_count,
                               memory_mb=memory_mb, min_free_disk_mb=min_free_disk_mb, skip_cache=skip_cache,
                               on_build_logs=on_build_logs, wait=True, build_args=build_args)
-            async with _async_client(config) as http:
-                return await run_async(flow, http)
+            return await _run_async(flow, config)
         finally:
             _bracket(on_build_logs, LogEntryEnd, "Build finished")
 
@@ -194,8 +196,7 @@ class AsyncTemplate(TemplateBase):
         flow = build_flow(config, _base(template), _name(name, alias), tags=tags, cpu_count=cpu_count,
                           memory_mb=memory_mb, min_free_disk_mb=min_free_disk_mb, skip_cache=skip_cache,
                           on_build_logs=on_build_logs, wait=False, build_args=build_args)
-        async with _async_client(config) as http:
-            return await run_async(flow, http)
+        return await _run_async(flow, config)
 
     @classmethod
     async def get_build_status(cls, build_info: BuildInfo, logs_offset: int | None = None,
@@ -233,8 +234,7 @@ class AsyncTemplate(TemplateBase):
         def one() -> Any:
             return (yield call)
 
-        async with _async_client(config) as http:
-            return await run_async(one(), http)
+        return await _run_async(one(), config)
 
 
 def default_build_logger(min_level: str = "info") -> LogCallback:

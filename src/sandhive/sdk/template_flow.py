@@ -2,9 +2,11 @@
 
 The flow is a generator: it yields what to do next — an `HttpCall` to send, an `Upload` of a tar to a signed
 URL, a `Sleep` between status polls — and receives the answer. Each face only executes the yielded steps
-(`run_sync`, `run_async`), so the two stay one implementation, as `Sandbox` and `AsyncSandbox` do.
+(`run_sync`, `run_async`) through the SDK's one transport (`transport.SyncTransport`/`AsyncTransport`, as
+`Sandbox` and `AsyncSandbox` do), so the two stay one implementation and every request is sent, timed out and
+mapped to an exception the same way.
 
-Steps of a build (e2b-wire.md §2.6): register it (`POST /v3/templates`), upload what the server lacks of
+Steps of a build (docs/wire.md §2.6): register it (`POST /v3/templates`), upload what the server lacks of
 each COPY step's files (or, for a Dockerfile, of its context), start it, then poll its status, handing each
 new log entry to `on_build_logs`, until it is ready or failed.
 """
@@ -14,16 +16,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Generator
-from dataclasses import dataclass
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import IO, Any
 from urllib.parse import quote
 
-import httpx
-
 from .config import ConnectionConfig
-from .errors import Context, from_response, from_transport
+from .errors import Context
 from .exceptions import (
     AuthenticationException,
     RateLimitException,
@@ -31,6 +31,7 @@ from .exceptions import (
     ServerUnreachableException,
     TimeoutException,
 )
+from .fs_calls import async_body, sync_body
 from .template_builder import TemplateBase
 from .template_files import files_hash, tar_files
 from .template_models import (
@@ -45,6 +46,7 @@ from .template_models import (
     TemplateTag,
     TemplateTagInfo,
 )
+from .transport import AsyncTransport, SyncTransport
 from .wire import HttpCall
 
 POLL_SECONDS = 0.2  # as E2B's SDK polls
@@ -61,14 +63,11 @@ class Sleep:
 
 @dataclass
 class Upload:
-    """PUT a tar to a signed URL on the server (no API key: the URL's signature authorises it)."""
+    """PUT a tar to a signed URL on the server (no API key: the URL's signature authorises it). `call` is the
+    request without its body: each face streams `file` its own way (read in a thread under asyncio)."""
 
-    url: str
+    call: HttpCall[None]
     file: IO[bytes]
-    size: int
-    headers: dict[str, str]
-    source: str
-    context: Context
 
 
 def _ctx(config: ConnectionConfig, what: str, timeout: float | None = None) -> Context:
@@ -202,9 +201,13 @@ def _upload_files(config: ConnectionConfig, template: TemplateBase, template_id:
     if url and (force or not state.get("present")):
         tar = tar_files(source, template._context, ignore, resolve_symlinks, gzip)
         try:
-            size = os.fstat(tar.fileno()).st_size
-            yield Upload(url=url, file=tar, size=size, headers=dict(state.get("headers") or {}), source=what,
-                         context=_ctx(config, f"upload {what}", UPLOAD_TIMEOUT))
+            headers = {**(state.get("headers") or {}), "Content-Length": str(os.fstat(tar.fileno()).st_size),
+                       "Content-Type": "application/octet-stream"}
+            upload = HttpCall("PUT", url, _ctx(config, f"upload {what}", UPLOAD_TIMEOUT), lambda r: None,
+                              headers=headers, timeout=UPLOAD_TIMEOUT)
+            yield Upload(upload, tar)
+        except SandboxException as exc:
+            raise FileUploadException(f"uploading {what} failed: {exc}") from None
         finally:
             tar.close()
         _log(on_build_logs, f"Uploaded {what}")
@@ -258,13 +261,9 @@ def _as_build_error(exc: BaseException) -> BaseException:
     return exc
 
 
-def _upload_error(step: Upload, response: httpx.Response) -> FileUploadException:
-    cause = from_response(response.status_code, response.content, step.context)
-    return FileUploadException(f"uploading {step.source} failed: {cause}")
-
-
-def run_sync(flow: Flow, http: httpx.Client) -> Any:
-    """Execute a flow with blocking I/O."""
+def run_sync(flow: Flow, transport: SyncTransport) -> Any:
+    """Execute a flow with blocking I/O. A step's error is thrown into the flow (which may explain it, as an
+    upload does); what leaves the flow surfaces as E2B's SDK raises it (`_as_build_error`)."""
     result: Any = None
     error: BaseException | None = None
     while True:
@@ -272,40 +271,25 @@ def run_sync(flow: Flow, http: httpx.Client) -> Any:
             step = flow.throw(error) if error is not None else flow.send(result)
         except StopIteration as stop:
             return stop.value
+        except SandboxException as exc:
+            converted = _as_build_error(exc)
+            if converted is exc:
+                raise
+            raise converted from None
         result, error = None, None
         try:
             if isinstance(step, Sleep):
                 time.sleep(step.seconds)
             elif isinstance(step, Upload):
-                _upload_sync(http, step)
+                transport.call(replace(step.call, content=sync_body(step.file)))
             else:
-                result = _send_sync(http, step)
+                result = transport.call(step)
         except Exception as exc:
-            error = _as_build_error(exc)
+            error = exc
 
 
-def _send_sync(http: httpx.Client, call: HttpCall[Any]) -> Any:
-    request = http.build_request(call.method, call.url, params=call.params, json=call.json,
-                                 headers=dict(call.headers), timeout=call.timeout)
-    try:
-        response = http.send(request)
-    except httpx.TransportError as exc:
-        raise from_transport(exc, call.context) from None
-    return call.finish(response)
-
-
-def _upload_sync(http: httpx.Client, step: Upload) -> None:
-    headers = {**step.headers, "Content-Length": str(step.size), "Content-Type": "application/octet-stream"}
-    try:
-        response = http.put(step.url, content=step.file, headers=headers, timeout=UPLOAD_TIMEOUT)
-    except httpx.TransportError as exc:
-        raise FileUploadException(f"uploading {step.source} failed: {from_transport(exc, step.context)}") from None
-    if not response.is_success:
-        raise _upload_error(step, response)
-
-
-async def run_async(flow: Flow, http: httpx.AsyncClient) -> Any:
-    """Execute a flow with asyncio I/O."""
+async def run_async(flow: Flow, transport: AsyncTransport) -> Any:
+    """Execute a flow with asyncio I/O (as `run_sync`)."""
     result: Any = None
     error: BaseException | None = None
     while True:
@@ -313,37 +297,18 @@ async def run_async(flow: Flow, http: httpx.AsyncClient) -> Any:
             step = flow.throw(error) if error is not None else flow.send(result)
         except StopIteration as stop:
             return stop.value
+        except SandboxException as exc:
+            converted = _as_build_error(exc)
+            if converted is exc:
+                raise
+            raise converted from None
         result, error = None, None
         try:
             if isinstance(step, Sleep):
                 await asyncio.sleep(step.seconds)
             elif isinstance(step, Upload):
-                await _upload_async(http, step)
+                await transport.call(replace(step.call, content=async_body(step.file)))
             else:
-                result = await _send_async(http, step)
+                result = await transport.call(step)
         except Exception as exc:
-            error = _as_build_error(exc)
-
-
-async def _send_async(http: httpx.AsyncClient, call: HttpCall[Any]) -> Any:
-    request = http.build_request(call.method, call.url, params=call.params, json=call.json,
-                                 headers=dict(call.headers), timeout=call.timeout)
-    try:
-        response = await http.send(request)
-    except httpx.TransportError as exc:
-        raise from_transport(exc, call.context) from None
-    return call.finish(response)
-
-
-async def _upload_async(http: httpx.AsyncClient, step: Upload) -> None:
-    async def chunks() -> AsyncIterator[bytes]:
-        while chunk := await asyncio.to_thread(step.file.read, 1024 * 1024):
-            yield chunk
-
-    headers = {**step.headers, "Content-Length": str(step.size), "Content-Type": "application/octet-stream"}
-    try:
-        response = await http.put(step.url, content=chunks(), headers=headers, timeout=UPLOAD_TIMEOUT)
-    except httpx.TransportError as exc:
-        raise FileUploadException(f"uploading {step.source} failed: {from_transport(exc, step.context)}") from None
-    if not response.is_success:
-        raise _upload_error(step, response)
+            error = exc

@@ -1,4 +1,4 @@
-"""Template builds through the API: E2B's register → upload → start → poll flow (e2b-wire.md §2.6).
+"""Template builds through the API: E2B's register → upload → start → poll flow (docs/wire.md §2.6).
 
 `POST /v3/templates` registers a build of a template (the template is created on its first build, gets a
 random id, and belongs to the registering team under that name; the same name again is a new build of it).
@@ -133,10 +133,10 @@ class TemplateBuildService:
     """Template builds of every team on this server."""
 
     def __init__(self, settings: Settings, store: Store, templates: Templates | None,
-                 node: Node | None = None, *, load_seed: Callable[[Path], bytes]) -> None:
+                 node: Node | None = None, *, load_secret: Callable[[Path], bytes]) -> None:
         self.settings = settings
         self.node = node  # checks a start command at build time, in a real sandbox
-        self._load_seed = load_seed  # the data dir's secret, which signs upload URLs (api.tokens)
+        self._load_secret = load_secret  # the data dir's secret, which signs upload URLs (api.tokens)
         self.data_dir = Path(settings.data_dir)
         self.store = store
         self.templates = templates
@@ -153,13 +153,13 @@ class TemplateBuildService:
     @property
     def files(self) -> UploadedFiles:
         if self._files is None:  # before start() (tests building the app without a lifespan)
-            self._files = UploadedFiles(self.data_dir, self._load_seed(self.data_dir))
+            self._files = UploadedFiles(self.data_dir, self._load_secret(self.data_dir))
         return self._files
 
     async def start(self) -> None:
         """At server start: builds the last server left unfinished cannot be running any more."""
         self._slots = asyncio.Semaphore(MAX_PARALLEL_BUILDS)
-        self._files = UploadedFiles(self.data_dir, await asyncio.to_thread(self._load_seed, self.data_dir))
+        self._files = UploadedFiles(self.data_dir, await asyncio.to_thread(self._load_secret, self.data_dir))
         failed = await asyncio.to_thread(self.store.fail_unfinished_builds, ENDED)
         for build_id in failed:
             log.warning("template build %s was interrupted by a server stop; marked failed", build_id)

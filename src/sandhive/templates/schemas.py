@@ -1,4 +1,4 @@
-"""The JSON bodies of E2B's template-build API (e2b-wire.md §2.6), with E2B's key names, plus Sandhive's extensions.
+"""The JSON bodies of E2B's template-build API (docs/wire.md §2.6), with E2B's key names, plus Sandhive's extensions.
 
 Optional keys the client reads as "absent or a value" are left out rather than sent as null: the released SDK
 parses a present `reason`, `url` or `finishedAt` without a None check, so a `null` there would crash it

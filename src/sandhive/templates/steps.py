@@ -1,7 +1,7 @@
 """E2B's SDK-defined templates (`Template().from_image(...).run_cmd(...)`) as a Dockerfile.
 
 The e2b SDK sends a build as a base (`fromImage` or `fromTemplate`) plus steps `{type, args, filesHash?}`
-(e2b-wire.md §2.6). Sandhive turns them into the Dockerfile they mean and builds that like any other, so
+(docs/wire.md §2.6). Sandhive turns them into the Dockerfile they mean and builds that like any other, so
 there is one build path with one layer cache. What E2B's build does implicitly is written out:
 
 - steps run as `user` in `/home/user` unless a USER/WORKDIR step says otherwise (E2B's build default);

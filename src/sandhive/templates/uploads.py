@@ -1,6 +1,6 @@
 """Files uploaded for template builds: COPY sources of SDK-defined templates and Dockerfile build contexts.
 
-The flow is E2B's (e2b-wire.md §2.6): the client asks `GET /templates/{id}/files/{hash}` whether the server has
+The flow is E2B's (docs/wire.md §2.6): the client asks `GET /templates/{id}/files/{hash}` whether the server has
 the files of a COPY step; if not, it gets a URL on this server, signed with the data dir's secret, and PUTs a
 tar (gzipped or not) there. The URL carries no API key, so the signature is what authorises the upload: it
 names the template, the hash and an expiry.
@@ -45,9 +45,9 @@ def check_hash(files_hash: str) -> str:
 class UploadedFiles:
     """The unpacked uploads of a data dir, and the signed URLs that let clients add to them."""
 
-    def __init__(self, data_dir: Path, seed: bytes) -> None:
+    def __init__(self, data_dir: Path, secret: bytes) -> None:
         self.root = Path(data_dir) / FILES_DIR
-        self._seed = seed
+        self._secret = secret
 
     def team_root(self, team_id: str) -> Path:
         return self.root / team_id
@@ -62,7 +62,7 @@ class UploadedFiles:
 
     def _signature(self, template_id: str, files_hash: str, expires: int) -> str:
         message = f"upload\n{template_id}\n{files_hash}\n{expires}".encode()
-        return hmac.new(self._seed, message, hashlib.sha256).hexdigest()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
     def upload_url(self, base_url: str, template_id: str, files_hash: str) -> str:
         """An absolute URL on this server the files' tar may be PUT to within the next hour."""

@@ -1,4 +1,5 @@
-"""The seed's API — `sandbox.process` and `sandbox.filesystem` — as thin aliases over `commands` and `files`.
+"""The legacy API (the seed's) — `sandbox.process` and `sandbox.filesystem` — as thin aliases over `commands`
+and `files`.
 
 Code written for the seed keeps working: `proc = sandbox.process.start(cmd)`, `proc.wait()`, then
 `proc.stdout`, `proc.stderr`, `proc.exit_code`. Differences from the modern API are the seed's own: a
@@ -20,7 +21,7 @@ from .models import CommandResult, EntryInfo, FilesystemEvent
 from .output import OutputCallback
 from .watch import AsyncWatchHandle, WatchHandle
 
-POLL_SECONDS = 0.2  # how often a seed watcher (blocking face) asks envd for new events
+POLL_SECONDS = 0.2  # how often a legacy watcher (blocking face) asks envd for new events
 
 
 def _result(error: CommandExitException) -> CommandResult:

@@ -92,7 +92,7 @@ def test_from_a_local_registry(data_dir: Path, registry: str, marked: str, tmp_p
     print("SKIP: pushing to the test's LAN registry from the BUILD range hangs (see issue 12's closing note)")
     pytest.skip("pushing to the test's LAN registry from the BUILD range hangs (known gap, issue 12)")
     pushed = f"{registry}/sandhive-test/marked:1"
-    with builder.storage_session() as buildah, builder._build_network() as netns:
+    with builder.storage_session() as buildah, builder.blocking_build_network() as netns:
         buildah.sandbox.netns = netns
         buildah.run("push", "--tls-verify=false", marked, f"docker://{pushed}", network=True)
         buildah.remove_image(pushed)  # the build must pull it, not find it

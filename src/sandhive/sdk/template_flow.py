@@ -268,10 +268,10 @@ def run_sync(flow: Flow, http: httpx.Client) -> Any:
     result: Any = None
     error: BaseException | None = None
     while True:
-        try:
-            step = flow.throw(error) if error is not None else flow.send(result)
-        except StopIteration as stop:
-            return stop.value
+        # The flow hashes and tars the build's files between its steps: blocking work, done in a worker thread.
+        finished, step = await asyncio.to_thread(_advance, flow, result, error)
+        if finished:
+            return step
         result, error = None, None
         try:
             if isinstance(step, Sleep):
@@ -309,10 +309,10 @@ async def run_async(flow: Flow, http: httpx.AsyncClient) -> Any:
     result: Any = None
     error: BaseException | None = None
     while True:
-        try:
-            step = flow.throw(error) if error is not None else flow.send(result)
-        except StopIteration as stop:
-            return stop.value
+        # The flow hashes and tars the build's files between its steps: blocking work, done in a worker thread.
+        finished, step = await asyncio.to_thread(_advance, flow, result, error)
+        if finished:
+            return step
         result, error = None, None
         try:
             if isinstance(step, Sleep):
@@ -323,6 +323,14 @@ async def run_async(flow: Flow, http: httpx.AsyncClient) -> Any:
                 result = await _send_async(http, step)
         except Exception as exc:
             error = _as_build_error(exc)
+
+
+def _advance(flow: Flow, result: Any, error: BaseException | None) -> tuple[bool, Any]:
+    """The flow's next step, or (True, its return value) once it ended (a StopIteration cannot cross threads)."""
+    try:
+        return False, flow.throw(error) if error is not None else flow.send(result)
+    except StopIteration as stop:
+        return True, stop.value
 
 
 async def _send_async(http: httpx.AsyncClient, call: HttpCall[Any]) -> Any:

@@ -268,8 +268,7 @@ def run_sync(flow: Flow, http: httpx.Client) -> Any:
     result: Any = None
     error: BaseException | None = None
     while True:
-        # The flow hashes and tars the build's files between its steps: blocking work, done in a worker thread.
-        finished, step = await asyncio.to_thread(_advance, flow, result, error)
+        finished, step = _advance(flow, result, error)
         if finished:
             return step
         result, error = None, None

@@ -129,8 +129,9 @@ def build_template(data_dir: Path, request: BuildRequest, *, cache_dir: Path | N
         log(f"warning: {warning}")
     _check_free_disk(cache_dir, request.limits.min_free_disk_mb)
     try:
-        with build_sandbox.Sandbox(cache_dir, request.limits) as sandbox, \
-                (contextlib.nullcontext(netns) if netns else blocking_build_network()) as sandbox.netns:
+        network = contextlib.nullcontext(netns) if netns else blocking_build_network()
+        with build_sandbox.Sandbox(cache_dir, request.limits) as sandbox, network as build_netns:
+            sandbox.netns = build_netns  # pulls and RUN steps: behind the node's firewall, like a sandbox
             return _build_in(sandbox, data_dir, cache_dir, parsed, request, started, log)
     except build_sandbox.LimitExceeded as exc:
         raise TemplateBuildError(f"{exc}; the operator sets build limits with `sandhive serve --build-*`") from exc
@@ -138,7 +139,7 @@ def build_template(data_dir: Path, request: BuildRequest, *, cache_dir: Path | N
 
 def _build_in(sandbox: build_sandbox.Sandbox, data_dir: Path, cache_dir: Path, parsed: dockerfile_mod.Dockerfile,
               request: BuildRequest, started: float, log: Log) -> TemplateInfo:
-    buildah = storage(sandbox)  # pulls and RUN steps run in `sandbox.netns`: behind the node's firewall
+    buildah = storage(sandbox)
     try:
         context = sandbox.receive(request.context, trusted=True, dest="context", keep_owners=False)
     except build_sandbox.CommandFailed as exc:
@@ -434,10 +435,7 @@ def blocking_build_network() -> Iterator[str]:
         netns = runner.run(network.__aenter__())
         try:
             yield netns
-        except BaseException as exc:
-            if not runner.run(network.__aexit__(type(exc), exc, exc.__traceback__)):
-                raise
-        else:
+        finally:
             runner.run(network.__aexit__(None, None, None))
 
 

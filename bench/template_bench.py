@@ -103,7 +103,7 @@ def main() -> int:
         plain = DOCKERFILE.replace("python:3.11-slim", base)
         (context / "plain.Dockerfile").write_text(plain)
         # plain buildah in the same BUILD-range user namespace and the same kind of build network
-        with builder.storage_session(cache) as buildah, builder._build_network() as netns:
+        with builder.storage_session(cache) as buildah, builder.blocking_build_network() as netns:
             buildah.sandbox.netns = netns
             inside = buildah.sandbox.receive(context, trusted=True, dest="ctx", keep_owners=False)
             bud = ["bud", "--layers", "--pull=never", "--isolation", "chroot", "--network", "host",

@@ -92,7 +92,7 @@ def test_from_a_local_registry(data_dir: Path, registry: str, marked: str, tmp_p
     # registry's grant must outlive that: it once did not, and the push hung on dropped packets.
     asyncio.run(network.prepare_host(egress_allow=[]))
     host, port = registry.rsplit(":", 1)
-    with builder.storage_session() as buildah, builder._build_network() as netns:
+    with builder.storage_session() as buildah, builder.blocking_build_network() as netns:
         buildah.sandbox.netns = netns
         buildah.sandbox.run(["timeout", "10", "bash", "-c", f"exec 3<>/dev/tcp/{host}/{port}"], network=True,
                             what="connecting from the build network to the registry")

@@ -8,7 +8,6 @@ that cannot run here (runsc not installed, no gVisor platform works) is skipped 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ from packaging.version import Version
 from sandhive.envd import ENVD_VERSION
 from sandhive.node import userns
 from sandhive.node.container import ContainerRuntime
+from sandhive.node.errors import BackendUnavailable
 from sandhive.node.gvisor import GVisorRuntime
 from sandhive.node.node import Node
 from sandhive.node.oci_runtime import OciRuntime
@@ -78,8 +78,9 @@ BACKENDS = {"container": ContainerRuntime, "gvisor": GVisorRuntime}
 
 
 @pytest.fixture(scope="session", params=list(BACKENDS))
-def runtime(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[OciRuntime]:
-    """One prepared runtime per backend, each in a data dir of its own."""
+async def runtime(request: pytest.FixtureRequest, data_dir: Path) -> AsyncIterator[OciRuntime]:
+    """One runtime per backend, each in a data dir of its own, prepared on the session's event loop (the one
+    every test here runs on: a runtime belongs to the loop it was prepared on)."""
     name = request.param
     if name == "gvisor" and shutil.which("runsc") is None:
         reason = "runsc (gVisor) is not installed (make debian-packages)"
@@ -87,14 +88,16 @@ def runtime(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[OciRunti
         pytest.skip(reason)
     rt = BACKENDS[name](data_dir / name)
     try:
-        asyncio.run(rt.prepare())
-    except RuntimeError as exc:
+        await rt.prepare()
+    except BackendUnavailable as exc:
+        await rt.close()
         if name == "container":
             raise
         print(f"skipping the {name} node tests: {exc}")
         pytest.skip(f"{name} cannot run here: {exc}")
     yield rt
-    leftovers = asyncio.run(rt.running_ids())
+    leftovers = await rt.running_ids()
+    await rt.close()  # the node closed it already; closing twice is fine
     assert not leftovers, f"{name} sandboxes left behind: {leftovers}"
 
 
@@ -103,8 +106,9 @@ def backend(runtime: OciRuntime) -> str:
     return runtime.name
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 async def node(runtime: OciRuntime) -> AsyncIterator[Node]:
+    """The backend's node for the whole session: it owns the runtime and closes it at the end."""
     n = Node(runtime)
     yield n
     await n.close()

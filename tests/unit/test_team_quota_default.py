@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from sandhive.api.errors import ApiError
 from sandhive.api.quota import TeamQuota
 from sandhive.api.settings import Settings
+from sandhive.errors import UserError
 
 
 def test_default_quota_is_20_per_team() -> None:
@@ -20,7 +20,7 @@ def test_quota_answers_429_with_retry_after_in_e2b_shape() -> None:
     for n in range(20):
         with quota.slot("team-a"):
             quota.add("team-a", f"sbx{n}")
-    with pytest.raises(ApiError) as refused, quota.slot("team-a"):
+    with pytest.raises(UserError) as refused, quota.slot("team-a"):
         pass
     assert refused.value.status == 429 and refused.value.headers == {"Retry-After": "10"}
     assert "20 running sandboxes" in refused.value.message

@@ -16,7 +16,7 @@ from ..node.node import Node
 from ..store import Store
 from ..templates.build_service import TemplateBuildService
 from ..version import __version__
-from .errors import install_error_handlers
+from .errors import InternalErrors, install_error_handlers
 from .openapi import build_openapi
 from .request_guard import BodyLimits, RequestGuard
 from .routes import health_router, node_router, sandbox_router, template_router
@@ -35,7 +35,8 @@ def create_app(settings: Settings, node: Node | None, templates: TemplateResolve
     """The API over `node` (None: control plane only, creates answer 500) and `templates`.
 
     The app owns the node from here on: its lifespan reconciles the node with the store at start,
-    runs the expiry timer, and closes the node at stop (sandboxes keep running across restarts).
+    runs the expiry timer, and closes the node (and with it the runtime) at stop; sandboxes keep running
+    across restarts. Serve it on the event loop the node's runtime was prepared on.
     `app.state.resolve_sandbox(id)` answers a running sandbox's host address for the edge proxy.
     """
     service = SandboxService(settings, Store.open(settings.data_dir, settings.database_url), node, templates)
@@ -73,6 +74,7 @@ def create_app(settings: Settings, node: Node | None, templates: TemplateResolve
     app.add_middleware(RequestGuard, routes=app.router.routes, store=service.store,  # type: ignore[arg-type]
                        limits=BodyLimits(settings.max_json_body_bytes, settings.max_upload_body_bytes,
                                          settings.body_timeout_seconds))
+    app.add_middleware(InternalErrors)  # outermost: whatever else raised is a generic 500 with a logged id
     app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]
     return app
 

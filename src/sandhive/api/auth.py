@@ -14,8 +14,8 @@ from typing import Any, cast
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader
 
+from ..errors import UserError
 from ..store import Caller, Store
-from .errors import ApiError
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                               description="An API key from `sandhive keys create` (E2B_API_KEY for the e2b SDK)")
@@ -26,10 +26,10 @@ async def authenticate(store: Store, key: str | None) -> Caller:
     """The caller behind `key` (team, admin or not), or 401 in E2B's error shape (the store's lookup runs in a
     thread: it hits the DB)."""
     if not key:
-        raise ApiError(401, "Missing API key: send it in the X-API-Key header")
+        raise UserError(401, "Missing API key: send it in the X-API-Key header")
     caller = await asyncio.to_thread(store.caller, key)
     if caller is None:
-        raise ApiError(401, "Invalid API key")
+        raise UserError(401, "Invalid API key")
     return caller
 
 

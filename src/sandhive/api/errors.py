@@ -2,8 +2,9 @@
 
 The SDK runs `Error.from_dict(response.json())` on every documented status before it looks at the
 status, so a FastAPI-style `{"detail": ...}` body, an HTML page or a traceback would crash it instead
-of raising a clean exception. This module turns routing misses, validation failures and crashes into
-the one shape.
+of raising a clean exception. This module turns user errors (`sandhive.errors.UserError`, the node's
+`NodeError` among them), routing misses and validation failures into the one shape, and everything else
+into a generic 500 that names the id under which the details were logged (`InternalErrors`).
 """
 
 from __future__ import annotations
@@ -15,26 +16,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..templates.errors import UserError
+from ..errors import UserError, report_internal
 
 log = logging.getLogger("sandhive.api")
 
 
-class ApiError(Exception):
-    """An answer other than success, with the status, a message a user can act on, and E2B's error_code."""
-
-    def __init__(self, status: int, message: str, error_code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.error_code = error_code
-        self.headers = headers  # e.g. Retry-After on 429 and 503
-
-
-def not_found(sandbox_id: str) -> ApiError:
-    return ApiError(404, f"Sandbox {sandbox_id} not found")
+def not_found(sandbox_id: str) -> UserError:
+    return UserError(404, f"Sandbox {sandbox_id} not found")
 
 
 def error_response(status: int, message: str, error_code: str | None = None,
@@ -62,10 +52,6 @@ def _validation_message(exc: RequestValidationError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     """Make every error the API can produce, including FastAPI's own, come out in E2B's shape."""
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.message, exc.error_code, exc.headers)
-
     @app.exception_handler(UserError)
     async def _user_error(_: Request, exc: UserError) -> JSONResponse:
         return error_response(exc.status, exc.message, exc.error_code, exc.headers)
@@ -85,7 +71,30 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(400, _validation_message(exc))  # E2B documents 400 for bad requests, not 422
 
-    @app.exception_handler(Exception)
-    async def _crash(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "Internal server error", "internal_server_error")
+
+class InternalErrors:
+    """The outermost middleware: whatever a request raised that is not a user error is logged with a short id,
+    and the client gets `{"code": 500, "message": "internal error (id …); see the server log"}` — never the
+    exception's text, which may hold runtime output or host paths. (Starlette's own last-resort handler would
+    re-raise after answering, logging every crash twice.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            message = report_internal(log, exc, f"serving {scope['method']} {scope['path']}")
+            if not started:  # else the answer is half sent: the server closes the connection
+                await error_response(500, message)(scope, receive, send)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from .errors import ApiError
+from ..errors import UserError
 
 MAX_REFRESH_SECONDS = 3600  # E2B's limit for POST /sandboxes/{id}/refreshes
 MAX_TIMEOUT_SECONDS = 2**31 - 1  # E2B's int32; also keeps deadlines inside datetime's range without a maximum
@@ -27,15 +27,15 @@ class Lifetime:
 
     def check_timeout(self, seconds: int) -> None:
         if seconds <= 0:
-            raise ApiError(400, "Timeout must be greater than 0")
+            raise UserError(400, "Timeout must be greater than 0")
         limit = min(self.max_seconds or MAX_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS)
         if seconds > limit:
-            raise ApiError(400, f"Timeout cannot be greater than {_describe(limit)}")
+            raise UserError(400, f"Timeout cannot be greater than {_describe(limit)}")
 
     @staticmethod
     def check_refresh(seconds: int) -> None:
         if not 0 <= seconds <= MAX_REFRESH_SECONDS:
-            raise ApiError(400, f"Duration must be between 0 and {MAX_REFRESH_SECONDS} seconds")
+            raise UserError(400, f"Duration must be between 0 and {MAX_REFRESH_SECONDS} seconds")
 
     def deadline(self, started_at: datetime, now: datetime, seconds: int) -> datetime:
         end = now + timedelta(seconds=seconds)

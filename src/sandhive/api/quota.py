@@ -12,7 +12,7 @@ import contextlib
 from collections import defaultdict
 from collections.abc import Iterator
 
-from .errors import ApiError
+from ..errors import UserError
 
 RETRY_AFTER_SECONDS = 10  # sandboxes end on their own timers; nothing frees a team's slot sooner
 
@@ -33,7 +33,7 @@ class TeamQuota:
     def slot(self, team_id: str) -> Iterator[None]:
         """Hold one of the team's places while its sandbox is created; 429 when none is left."""
         if self.limit is not None and len(self._live[team_id]) + self._creating[team_id] >= self.limit:
-            raise ApiError(429, f"Your team has reached its limit of {self.limit} running sandboxes on this "
+            raise UserError(429, f"Your team has reached its limit of {self.limit} running sandboxes on this "
                                 "server; kill one or retry later", "team_sandbox_limit",
                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         self._creating[team_id] += 1

@@ -30,9 +30,9 @@ from typing import Any
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..errors import UserError
 from ..store import Store
 from .auth import TEAM_STATE, authenticate
-from .errors import ApiError
 
 JSON_LIMIT = 2**20  # 1 MiB: the largest JSON body E2B's SDKs send is a few KiB of env vars and metadata
 UPLOAD_LIMIT = 4 * 2**30  # a template-files tar, compressed (template_files.MAX_UPLOAD_BYTES)
@@ -49,7 +49,7 @@ class BodyLimits:
 
 
 class _Rejected(Exception):
-    def __init__(self, error: ApiError) -> None:
+    def __init__(self, error: UserError) -> None:
         self.error = error
 
 
@@ -87,13 +87,13 @@ class RequestGuard:
                 scope.setdefault("state", {})[TEAM_STATE] = (key, caller)
             declared = _content_length(headers)
             if declared is not None and declared > limit:
-                raise ApiError(413, _too_large(limit))
+                raise UserError(413, _too_large(limit))
             if upload:
                 body = _StreamedBody(receive, limit, self.limits.timeout_seconds)
                 await self.app(scope, body.receive, _closing_if_unread(send, body))
                 return
             replay = await self._read_json_body(receive, limit)
-        except ApiError as exc:
+        except UserError as exc:
             await _answer(send, exc, close=True)
             return
         await self.app(scope, replay, send)
@@ -122,12 +122,12 @@ class RequestGuard:
                     chunk = message.get("body", b"")
                     size += len(chunk)
                     if size > limit:
-                        raise ApiError(413, _too_large(limit))
+                        raise UserError(413, _too_large(limit))
                     chunks.append(chunk)
                     if not message.get("more_body", False):
                         break
         except TimeoutError:
-            raise ApiError(408, f"the request body did not arrive within {self.limits.timeout_seconds:g} s") \
+            raise UserError(408, f"the request body did not arrive within {self.limits.timeout_seconds:g} s") \
                 from None
         return _replay([{"type": "http.request", "body": b"".join(chunks), "more_body": False}], receive)
 
@@ -155,11 +155,11 @@ class _StreamedBody:
         try:
             message = await asyncio.wait_for(self._receive(), self._timeout)
         except TimeoutError:
-            raise ApiError(408, f"the upload stalled: no data for {self._timeout:g} s") from None
+            raise UserError(408, f"the upload stalled: no data for {self._timeout:g} s") from None
         if message["type"] == "http.request":
             self.size += len(message.get("body", b""))
             if self.size > self._limit:
-                raise ApiError(413, _too_large(self._limit))
+                raise UserError(413, _too_large(self._limit))
             self.complete = not message.get("more_body", False)
         return message
 
@@ -224,7 +224,7 @@ def _content_length(headers: dict[bytes, bytes]) -> int | None:
     try:
         return int(value)
     except ValueError:
-        raise ApiError(400, "invalid Content-Length header") from None
+        raise UserError(400, "invalid Content-Length header") from None
 
 
 def _too_large(limit: int) -> str:
@@ -233,7 +233,7 @@ def _too_large(limit: int) -> str:
     return f"the request body is larger than this route allows ({size})"
 
 
-async def _answer(send: Send, error: ApiError, close: bool) -> None:
+async def _answer(send: Send, error: UserError, close: bool) -> None:
     """An E2B-shaped error, with `Connection: close` so the unread rest of the body is never read."""
     body: dict[str, Any] = {"code": error.status, "message": error.message}
     if error.error_code:

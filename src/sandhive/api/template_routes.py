@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
+from ..errors import UserError
 from ..store import Store
 from ..templates.build_service import TemplateBuildService
 from ..templates.schemas import (
@@ -27,7 +28,6 @@ from ..templates.schemas import (
     TemplateWithBuilds,
 )
 from .auth import team_of_key
-from .errors import ApiError
 from .schemas import ErrorBody
 
 ERROR_TEXT = {400: "Bad request", 401: "Missing or invalid API key", 403: "Another team's template", 404: "Not found",
@@ -127,7 +127,7 @@ def template_build_router(service: TemplateBuildService, store: Store) -> APIRou
         if body.public is None:
             detail = await service.detail(team, template_id)
             if not detail.owned:
-                raise ApiError(404, f"template '{template_id}' not found")
+                raise UserError(404, f"template '{template_id}' not found")
         else:
             detail = await service.set_public(team, template_id, body.public)
         return TemplateUpdateResponse(templateID=detail.templateID, public=detail.public,

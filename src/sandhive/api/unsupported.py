@@ -19,8 +19,8 @@ from fastapi import APIRouter, Depends
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 
+from ..errors import UserError
 from .auth import team_of_key
-from .errors import ApiError
 from .routes import errors
 from .sandboxes import SandboxService
 
@@ -99,7 +99,7 @@ def unsupported_router(service: SandboxService, taken: set[tuple[str, str]]) -> 
 
 def _answer(entry: Unsupported, team: Any) -> Any:
     async def not_enabled(_: team) -> None:  # type: ignore[valid-type]  # the API key is checked first, as E2B does
-        raise ApiError(400, entry.message)
+        raise UserError(400, entry.message)
 
     return not_enabled
 

@@ -43,10 +43,11 @@ def configure_node(node: Node | None, pool_size: int, template_sizes: list[str] 
     if node is None:
         return
     from ..node.admission import Budget
+    from ..node.errors import BackendUnavailable
     from ..node.pool import PoolSettings
 
     try:
         budget = Budget.of_host(memory_budget, cpu_overcommit)
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, BackendUnavailable) as exc:
         fail(f"cannot size the host budget: {exc}")
     node.configure(pools=PoolSettings(size=pool_size, sizes=parse_template_sizes(template_sizes)), budget=budget)

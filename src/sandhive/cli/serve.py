@@ -2,6 +2,10 @@
 
 Backends, templates and the proxy are imported only here and only when asked for, so that the control
 plane starts (and says clearly what is missing) on a host where a backend cannot run.
+
+One event loop runs it all: the backend is selected and prepared on the loop that then serves (its clients,
+subprocess watchers and tasks belong to that loop), just before uvicorn listens, so that a backend that
+cannot run here is a message and exit status 1 at start rather than a traceback.
 """
 
 from __future__ import annotations
@@ -108,20 +112,28 @@ def serve(
                             max_upload_bytes=max_upload_mb_per_team * 2**20 or None),
                         build_memory_mb=build_memory_mb, build_cpus=build_cpus, build_pids=build_pids,
                         build_timeout_seconds=build_timeout, egress_allow=_egress_allow(egress_allow))
-    node = _node(backend, data_dir)
-    if node is not None:
-        _apply_egress(settings.egress_allow)
-    configure_node(node, pool_size, template_pool_size, memory_budget, cpu_overcommit)
-    templates = _templates(data_dir) if node is not None else None
-    api = create_app(settings, node, templates)
-    chosen = node.backend if node is not None else Backend.none.value
-    err.print(f"sandhive: serving on http://{host}:{port} (backend {chosen}, data dir {data_dir})")
-    # The proxy forwards sandboxes' own Server and Date headers, so uvicorn must not add its own.
-    # Slow clients: idle keep-alive connections close after `keep_alive_timeout`, headers must arrive within
-    # `header_timeout` (uvicorn has no such timeout: slow_clients.py adds it), headers are at most 64 KiB.
-    uvicorn.run(_with_proxy(api), host=host, port=port, log_level=log_level, lifespan="on",
-                server_header=False, date_header=False, http=guarded_protocol(header_timeout),
-                timeout_keep_alive=keep_alive_timeout, h11_max_incomplete_event_size=64 * 1024)
+    templates = _templates(data_dir) if backend is not Backend.none else None
+
+    async def run() -> bool:
+        node = await _node(backend, data_dir)
+        if node is not None:
+            await _apply_egress(settings.egress_allow)
+        configure_node(node, pool_size, template_pool_size, memory_budget, cpu_overcommit)
+        api = create_app(settings, node, templates)  # from here on the app owns the node (its lifespan closes it)
+        chosen = node.backend if node is not None else Backend.none.value
+        err.print(f"sandhive: serving on http://{host}:{port} (backend {chosen}, data dir {data_dir})")
+        # The proxy forwards sandboxes' own Server and Date headers, so uvicorn must not add its own.
+        # Slow clients: idle keep-alive connections close after `keep_alive_timeout`, headers must arrive within
+        # `header_timeout` (uvicorn has no such timeout: slow_clients.py adds it), headers are at most 64 KiB.
+        server = uvicorn.Server(uvicorn.Config(
+            _with_proxy(api), host=host, port=port, log_level=log_level, lifespan="on", server_header=False,
+            date_header=False, http=guarded_protocol(header_timeout), timeout_keep_alive=keep_alive_timeout,
+            h11_max_incomplete_event_size=64 * 1024))
+        await server.serve()
+        return server.started
+
+    if not asyncio.run(run()):
+        raise SystemExit(3)  # what uvicorn.run answers when the application did not start
 
 
 # ---- sandbox egress --------------------------------------------------------------------------------
@@ -141,12 +153,12 @@ def _egress_allow(values: list[str] | None) -> tuple[str, ...]:
         fail(f"--egress-allow: {exc}")
 
 
-def _apply_egress(allow: tuple[str, ...]) -> None:
+async def _apply_egress(allow: tuple[str, ...]) -> None:
     """The node loaded the default egress policy while it prepared; now the operator's allowed ranges replace
     whatever an earlier server left (an empty list takes earlier allowances away)."""
     from ..node import network
 
-    asyncio.run(network.prepare_host(egress_allow=list(allow)))
+    await network.prepare_host(egress_allow=list(allow))
     if allow:
         err.print(f"sandhive: sandboxes may also reach {', '.join(allow)} (--egress-allow)")
 
@@ -160,16 +172,17 @@ def _log_to_stderr(level: str) -> None:
     logger.setLevel(level.upper() if level.upper() in logging.getLevelNamesMapping() else logging.INFO)
 
 
-def _node(backend: Backend, data_dir: Path) -> Node | None:
-    """The node with the backend asked for (or the one `auto` picks), prepared now so that a backend that
-    cannot run here is a message at start, not a failure at the first create."""
+async def _node(backend: Backend, data_dir: Path) -> Node | None:
+    """The node with the backend asked for (or the one `auto` picks), prepared now, on the loop that will
+    serve it, so that a backend that cannot run here is a message at start, not a failure at the first create."""
     if backend is Backend.none:
         return None
-    from ..node.backends import BackendUnavailable, select
+    from ..node.backends import select
+    from ..node.errors import BackendUnavailable
     from ..node.node import Node
 
     try:
-        selection = asyncio.run(select(backend.value, data_dir))
+        selection = await select(backend.value, data_dir)
     except BackendUnavailable as exc:
         fail(f"{exc}. Run `sandhive serve --backend none` for the control plane alone.")
     for reason in selection.reasons:

@@ -18,6 +18,9 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from ..errors import NodeError
+from .errors import BackendUnavailable
+
 DEFAULT_CPU_OVERCOMMIT = 32.0  # vCPUs reserved per host core: idle sandboxes cost no CPU
 MIN_HOST_RESERVE_MB = 1024  # kept for the host (server, page cache, kernel) on any machine
 HOST_RESERVE_FRACTION = 0.1  # ... or this share of RAM, whichever is larger
@@ -37,11 +40,11 @@ class Kind(enum.Enum):
     POOL = "pool"  # warm, waiting in a pool: yields to user creates
 
 
-class HostFull(Exception):
-    """The host's budget is spent. `retry_after` is the seconds the caller is told to wait."""
+class HostFull(NodeError):
+    """The host's budget is spent: 503 with Retry-After, the seconds the caller is told to wait."""
 
     def __init__(self, message: str, retry_after: int = RETRY_AFTER_SECONDS) -> None:
-        super().__init__(message)
+        super().__init__(503, message, "host_full", headers={"Retry-After": str(retry_after)})
         self.retry_after = retry_after
 
 
@@ -50,7 +53,7 @@ def host_memory_mb() -> int:
         for line in f:
             if line.startswith("MemTotal:"):
                 return int(line.split()[1]) // 1024
-    raise RuntimeError("/proc/meminfo has no MemTotal")
+    raise BackendUnavailable("cannot size the host's memory budget: /proc/meminfo has no MemTotal")
 
 
 def host_cores() -> int:

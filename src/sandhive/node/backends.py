@@ -29,6 +29,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import NodeError
+from .errors import BackendUnavailable
 from .runtime import Runtime, TemplateImage
 
 log = logging.getLogger("sandhive.node.backends")
@@ -38,12 +40,11 @@ AUTO = "auto"
 NONE = "none"
 
 
-class BackendUnavailable(RuntimeError):
-    """The backend asked for cannot run on this host (or is not part of this installation)."""
+class BackendMismatch(NodeError):
+    """A template asks for a backend this server does not run (400: the user picks another server or template)."""
 
-
-class BackendMismatch(ValueError):
-    """A template asks for a backend this server does not run."""
+    def __init__(self, message: str) -> None:
+        super().__init__(400, message, "template_backend_mismatch")
 
 
 @dataclass(frozen=True)
@@ -140,14 +141,10 @@ CHOICES = (AUTO, *BACKENDS, NONE)
 
 async def _prepared(backend: Backend, data_dir: Path) -> Runtime:
     runtime = backend.make(data_dir)
-    prepare = getattr(runtime, "prepare", None)
     try:
-        if prepare is not None:
-            await prepare()
+        await runtime.prepare()
     except BaseException:
-        close = getattr(runtime, "close", None)
-        if close is not None:
-            await close()
+        await runtime.close()
         raise
     return runtime
 
@@ -164,8 +161,6 @@ async def select(requested: str, data_dir: Path) -> Selection:
         raise BackendUnavailable(f"the {requested} backend cannot run on this host: {reason}")
     try:
         runtime = await _prepared(backend, data_dir)
-    except BackendUnavailable:
-        raise
     except Exception as exc:
         raise BackendUnavailable(f"the {requested} backend cannot run on this host: {exc}") from exc
     return Selection(runtime, requested, [f"{requested}: chosen (asked for by name)"])

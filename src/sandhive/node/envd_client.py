@@ -16,13 +16,15 @@ from dataclasses import dataclass
 
 import httpx
 
+from .errors import BackendError
+
 START_PATH = "/process.Process/Start"
 END_STREAM = 0x02
 OUTPUT_TAIL = 2000  # characters of a command's output kept for error messages
 
 
-class EnvdError(RuntimeError):
-    """envd refused or broke a call; the message says which and why."""
+class EnvdError(BackendError):
+    """envd refused or broke a call; the message says which and why (internal: envd is ours, not the user's)."""
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from . import oci
+from .errors import BackendUnavailable
 from .hostcmd import run
 from .oci_runtime import OciRuntime
 from .runtime import SandboxHandle, SandboxSpec
@@ -129,13 +130,13 @@ class GVisorRuntime(OciRuntime):
 
     async def prepare(self) -> None:
         if shutil.which(self.binary) is None:
-            raise RuntimeError("runsc (gVisor) is not installed: make debian-packages (it comes from "
+            raise BackendUnavailable("runsc (gVisor) is not installed: make debian-packages (it comes from "
                                "bookworm-backports, or bookworm's own older build)")
         self.version = await runsc_version(self.binary)
         if self.platform is None:
             probe = await probe_platform(self.binary)
             if probe.platform is None:
-                raise RuntimeError(f"runsc {self.version} runs on no platform here ({probe.why_not()})")
+                raise BackendUnavailable(f"runsc {self.version} runs on no platform here ({probe.why_not()})")
             self.platform = probe.platform
             log.info("gvisor: runsc %s on platform %s (`runsc do /bin/true` %.2f s)%s", self.version,
                      self.platform, probe.seconds, f"; not {probe.why_not()}" if probe.failures else "")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+from .errors import BackendError
 
-class HostCommandError(RuntimeError):
+
+class HostCommandError(BackendError):
     def __init__(self, argv: list[str], code: int, stderr: str) -> None:
         super().__init__(f"{' '.join(argv[:4])}… failed ({code}): {stderr.strip()[-500:]}")
         self.argv, self.code, self.stderr = argv, code, stderr

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .admission import HostFull
 from .hostcmd import HostCommandError, run
 from .runtime import GUEST_ADDRESS
 
@@ -110,7 +111,7 @@ class SlotAllocator:
                 f.write(sandbox_id)
             self._next = index + 1
             return Slot(index)
-        raise RuntimeError("no free network slot: too many sandboxes on this host")
+        raise HostFull("no free network slot: too many sandboxes on this host; retry when some have ended")
 
     def owned_by(self, sandbox_id: str) -> Slot | None:
         for entry in self.dir.iterdir():

@@ -1,6 +1,7 @@
 """A node: one runtime, its warm pools and admission control — "give me a sandbox" in one call.
 
-The API holds the store and the timers; the node only runs things. `create` returns once the sandbox's
+The API holds the store and the timers; the node only runs things. It owns its runtime, prepared on the
+event loop the node runs on (`backends.select`), and closes it with itself. `create` returns once the sandbox's
 envd has its identity (id, env vars, token, user, clock, CA bundle), so the caller can use it at once.
 It takes a warm sandbox from the pool when one matches (a hand-over: one `/init` round trip), and
 otherwise starts one (runtime start, the template's start command and ready check, `/init`). The node
@@ -20,7 +21,7 @@ import httpx
 
 from . import envd_client
 from .admission import Admission, Budget, HostFull, Kind, Resources
-from .backends import check_template
+from .backends import BackendMismatch, check_template
 from .pool import PoolSettings, PoolStatus, WarmPools
 from .request import CreateRequest, Identity, new_sandbox_id
 from .runtime import ResourceUsage, Runtime, SandboxHandle
@@ -93,15 +94,19 @@ class Node:
         """Begin pooling. `ca_bundle` goes to every new sandbox; `prewarm` pools are kept warm from now on."""
         self.ca_bundle = ca_bundle
         for request in prewarm:
+            try:
+                check_template(request.template, self.backend)
+            except BackendMismatch as exc:
+                log.warning("not warming a pool for template %s: %s", request.template.template_id, exc)
+                continue
             self.pools.pin(request)
         self.pools.start()
 
     # ---- create ---------------------------------------------------------------------------
     async def create(self, request: CreateRequest, identity: Identity) -> SandboxHandle:
         """A running sandbox of `request` that has become `identity`. Raises `HostFull` when the host's budget
-        is spent even after the pools gave theirs back. Raises `BackendMismatch` for a template that asks for
-        another backend, before anything is made for it (here, so every backend gets the check). On failure
-        nothing is left running."""
+        is spent even after the pools gave theirs back, `BackendMismatch` for a template that asks for another
+        backend (before anything is made for it). On failure nothing is left running."""
         check_template(request.template, self.backend)
         handle = self.pools.take(request)
         while handle is not None:  # a hit: hand it over
@@ -235,8 +240,12 @@ class Node:
         return alive
 
     async def close(self) -> None:
-        """Server shutdown: the pools' sandboxes are stopped; handed-out sandboxes keep running."""
+        """Server shutdown: the pools' sandboxes are stopped, the runtime closed; handed-out sandboxes keep
+        running (the next server adopts them)."""
         for sandbox_id in list(self._watches):
             self.unwatch(sandbox_id)
-        await self.pools.close()
-        await self._http.aclose()
+        try:
+            await self.pools.close()
+            await self._http.aclose()
+        finally:
+            await self.runtime.close()

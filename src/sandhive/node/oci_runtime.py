@@ -22,6 +22,7 @@ import httpx
 from ..images import system_image
 from . import network, oci, userns
 from .cgroups import CgroupReader
+from .errors import BackendError, BackendUnavailable
 from .hostcmd import run
 from .idmap import IdmapNamespaces
 from .network import Slot, SlotAllocator
@@ -43,7 +44,7 @@ def _ensure_traversable(data_dir: Path, directory: Path) -> None:
     directory.chmod(0o711)
     for parent in data_dir.resolve().parents:
         if not parent.stat().st_mode & 0o001:
-            raise RuntimeError(f"{parent} is not traversable by other users (mode o+x), so sandboxes cannot "
+            raise BackendUnavailable(f"{parent} is not traversable by other users (mode o+x), so sandboxes cannot "
                                f"reach their root filesystem under {directory}; choose a --data-dir elsewhere "
                                f"or chmod o+x {parent}")
         if parent == Path("/"):
@@ -87,7 +88,7 @@ class OciRuntime:
     async def prepare(self) -> None:
         """Host setup: the runtime binary, forwarding and firewall, the system image."""
         if shutil.which(self.binary) is None:
-            raise RuntimeError(f"{self.binary} is not installed: apt-get install {Path(self.binary).name}")
+            raise BackendUnavailable(f"{self.binary} is not installed: apt-get install {Path(self.binary).name}")
         self.sandboxes_dir.mkdir(parents=True, exist_ok=True)
         self.runtime_root.mkdir(parents=True, exist_ok=True)
         _ensure_traversable(self.data_dir, self.sandboxes_dir)
@@ -113,7 +114,7 @@ class OciRuntime:
     # ---- start ----------------------------------------------------------------------------
     async def start(self, spec: SandboxSpec) -> SandboxHandle:
         if self.system_image is None:
-            await self.prepare()
+            raise BackendError(f"the {self.name} backend was not prepared: call prepare() first")
         sandbox_dir = self.sandboxes_dir / spec.sandbox_id
         sandbox_dir.mkdir(parents=True)
         slot = self.slots.claim(spec.sandbox_id)
@@ -173,7 +174,7 @@ class OciRuntime:
             start_new_session=True)
         if await proc.wait() != 0:
             tail = (bundle / "envd.log").read_text(errors="replace").strip().splitlines()[-5:]
-            raise RuntimeError(f"{Path(self.binary).name} could not start sandbox {sandbox_id}: {' '.join(tail)}")
+            raise BackendError(f"{Path(self.binary).name} could not start sandbox {sandbox_id}: {' '.join(tail)}")
 
     async def _wait_healthy(self, handle: SandboxHandle) -> None:
         deadline = time.monotonic() + START_DEADLINE
@@ -188,9 +189,9 @@ class OciRuntime:
                 checked = time.monotonic()
                 if not await self.is_running(handle):
                     logs = "\n".join((await self.logs(handle))[-20:])
-                    raise RuntimeError(f"sandbox {handle.sandbox_id} stopped while starting envd:\n{logs}")
+                    raise BackendError(f"sandbox {handle.sandbox_id} stopped while starting envd:\n{logs}")
             await asyncio.sleep(0.01)
-        raise RuntimeError(f"envd in sandbox {handle.sandbox_id} did not answer within {START_DEADLINE:.0f}s")
+        raise BackendError(f"envd in sandbox {handle.sandbox_id} did not answer within {START_DEADLINE:.0f}s")
 
     # ---- stop and state -------------------------------------------------------------------
     async def stop(self, handle: SandboxHandle) -> None:

@@ -5,6 +5,10 @@ A backend starts a sandbox from a template rootfs, with the system image mounted
 namespace. It returns a `SandboxHandle`: where the host reaches the sandbox (`address`) and the
 backend-private facts needed to stop or adopt it later (`state`, JSON-serialisable, stored by the API
 so that a restarted server can find, adopt or clean up what is running).
+
+Its life: `prepare()` once on the event loop that will use it (host setup; raises `BackendUnavailable`
+saying why it cannot run here), then sandboxes, then `close()` on that loop. Failures are `errors.BackendError`
+(internal: logged, never shown) unless the user can act on them (`sandhive.errors.NodeError`).
 """
 
 from __future__ import annotations
@@ -73,14 +77,14 @@ class ResourceUsage:
     disk_total: int
 
 
-class RuntimeError_(Exception):  # noqa: N801 — a backend failure the API reports as 500 with its message
-    """A backend could not do what was asked; the message says why in words a user can act on."""
-
-
 class Runtime(Protocol):
     """One isolation backend. Every method is idempotent where it can be: stop twice is fine."""
 
     name: str
+
+    async def prepare(self) -> None:
+        """Host setup before the first sandbox (tools, firewall, system image). Raises BackendUnavailable."""
+        ...
 
     async def start(self, spec: SandboxSpec) -> SandboxHandle:
         """Start a sandbox; return once its envd answers `GET /health` (before `/init`).
@@ -106,4 +110,8 @@ class Runtime(Protocol):
 
     async def logs(self, handle: SandboxHandle) -> list[str]:
         """The sandbox's own log lines (envd's output), oldest first."""
+        ...
+
+    async def close(self) -> None:
+        """Server stop: free what the backend holds itself (clients, namespaces); sandboxes keep running."""
         ...

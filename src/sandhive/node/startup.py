@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from ..errors import NodeError
 from . import envd_client
 from .envd_client import Command
 from .runtime import SandboxHandle, TemplateImage
@@ -38,8 +39,13 @@ class ReadyPolicy:
     check_timeout: float = 10.0  # one ready command may take this long
 
 
-class StartCommandFailed(RuntimeError):
-    """The start command failed or the sandbox never became ready; the message carries the output."""
+class StartCommandFailed(NodeError):
+    """The template's start command failed or the sandbox never became ready. The template is the user's, so
+    is the output the message carries (it comes from inside their sandbox): they fix the template."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(500, message + ": fix the template's start or ready command and build it again",
+                         "template_start_failed")
 
 
 def pre_init_body(sandbox_id: str, template: TemplateImage, ca_bundle: str | None) -> dict:

@@ -267,15 +267,9 @@ def run_sync(flow: Flow, transport: SyncTransport) -> Any:
     result: Any = None
     error: BaseException | None = None
     while True:
-        try:
-            step = flow.throw(error) if error is not None else flow.send(result)
-        except StopIteration as stop:
-            return stop.value
-        except SandboxException as exc:
-            converted = _as_build_error(exc)
-            if converted is exc:
-                raise
-            raise converted from None
+        finished, step = _advance(flow, result, error)
+        if finished:
+            return step
         result, error = None, None
         try:
             if isinstance(step, Sleep):
@@ -293,15 +287,10 @@ async def run_async(flow: Flow, transport: AsyncTransport) -> Any:
     result: Any = None
     error: BaseException | None = None
     while True:
-        try:
-            step = flow.throw(error) if error is not None else flow.send(result)
-        except StopIteration as stop:
-            return stop.value
-        except SandboxException as exc:
-            converted = _as_build_error(exc)
-            if converted is exc:
-                raise
-            raise converted from None
+        # The flow hashes and tars the build's files between its steps: blocking work, done in a worker thread.
+        finished, step = await asyncio.to_thread(_advance, flow, result, error)
+        if finished:
+            return step
         result, error = None, None
         try:
             if isinstance(step, Sleep):
@@ -312,3 +301,17 @@ async def run_async(flow: Flow, transport: AsyncTransport) -> Any:
                 result = await transport.call(step)
         except Exception as exc:
             error = exc
+
+
+def _advance(flow: Flow, result: Any, error: BaseException | None) -> tuple[bool, Any]:
+    """The flow's next step, or (True, its return value) once it ended (a StopIteration cannot cross threads).
+    An SDK error the flow let through leaves as the build error E2B's SDK raises for it."""
+    try:
+        return False, flow.throw(error) if error is not None else flow.send(result)
+    except StopIteration as stop:
+        return True, stop.value
+    except SandboxException as exc:
+        converted = _as_build_error(exc)
+        if converted is exc:
+            raise
+        raise converted from None

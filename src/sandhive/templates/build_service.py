@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..envd import ENVD_VERSION
+from ..errors import UserError, report_internal
 from ..store import Store, TemplateBuildRecord
 from ..store.store import now_utc
 from .build_logs import BuildLog, BuildLogs, logs_dir
 from .build_steps import StepMap
 from .catalog import Found, TemplateCatalog
-from .errors import UserError as ApiError
 from .info import TemplateInfo
 from .quotas import TeamTemplateQuota, TemplateQuotas
 from .schemas import (
@@ -99,17 +99,17 @@ def parse_name(full: str) -> tuple[str, str | None]:
     """`name` or `name:tag` → (name, tag); 400 for anything else."""
     name, sep, tag = full.strip().partition(":")
     if not NAME_PATTERN.fullmatch(name):
-        raise ApiError(400, f"invalid template name {full!r}: use lowercase letters, digits, '.', '-' and '_' "
+        raise UserError(400, f"invalid template name {full!r}: use lowercase letters, digits, '.', '-' and '_' "
                             "(optionally namespace/name), up to 63 characters, then optionally ':tag'")
     if sep and not TAG_PATTERN.fullmatch(tag):
-        raise ApiError(400, f"invalid tag {tag!r} in {full!r}: use lowercase letters, digits, '.', '-' and '_'")
+        raise UserError(400, f"invalid tag {tag!r} in {full!r}: use lowercase letters, digits, '.', '-' and '_'")
     return name, (tag if sep else None)
 
 
 def check_tags(tags: list[str]) -> list[str]:
     for tag in tags:
         if not TAG_PATTERN.fullmatch(tag):
-            raise ApiError(400, f"invalid tag {tag!r}: use lowercase letters, digits, '.', '-' and '_'")
+            raise UserError(400, f"invalid tag {tag!r}: use lowercase letters, digits, '.', '-' and '_'")
     return list(dict.fromkeys(tags))
 
 
@@ -197,17 +197,17 @@ class TemplateBuildService:
         public template (both are visible, so saying so gives nothing away)."""
         found = await self.find(team_id, name)
         if found is None:
-            raise ApiError(404, f"template '{name}' not found")
+            raise UserError(404, f"template '{name}' not found")
         if found.owner is None:
-            raise ApiError(403, f"cannot {action} template '{found.template_id}': it is a built-in template of this "
+            raise UserError(403, f"cannot {action} template '{found.template_id}': it is a built-in template of this "
                                 "server, which no team manages")
         if found.owner.team_id != team_id:
-            raise ApiError(403, f"cannot {action} template '{name}': it is another team's public template")
+            raise UserError(403, f"cannot {action} template '{name}': it is another team's public template")
         return found
 
     def _registry(self) -> Templates:
         if self.templates is None:
-            raise ApiError(500, NO_REGISTRY)
+            raise UserError(500, NO_REGISTRY)
         return self.templates
 
     # ---- register -------------------------------------------------------------------------------------
@@ -220,7 +220,7 @@ class TemplateBuildService:
         if name and "/" in name:
             namespace, _, name = name.partition("/")
             if namespace != slug:
-                raise ApiError(400, f"invalid template name {full!r}: a namespaced name is your team's "
+                raise UserError(400, f"invalid template name {full!r}: a namespaced name is your team's "
                                     f"'{slug}/name' (or just 'name'); other teams' namespaces are theirs")
         owner = await asyncio.to_thread(self.store.team_template, team_id, name) if name else None
         if name:
@@ -231,7 +231,7 @@ class TemplateBuildService:
             try:
                 owner = await asyncio.to_thread(self.store.claim_template, template_id, team_id, name or template_id)
             except RuntimeError:
-                raise ApiError(409, f"template '{name}' is being registered by another request: retry") from None
+                raise UserError(409, f"template '{name}' is being registered by another request: retry") from None
         template_id = owner.template_id
         info = self.templates.get(template_id) if self.templates is not None else None
         now = now_utc()
@@ -251,11 +251,11 @@ class TemplateBuildService:
         """409 for a name a team may not take: a built-in's (no shadowing: `base` is always the server's), or a
         template id (ids are names too: an alias equal to one would hijack `FROM <id>`)."""
         if name in self.catalog.builtin_names():
-            raise ApiError(409, f"'{name}' is the name of a built-in template of this server: a team cannot take "
+            raise UserError(409, f"'{name}' is the name of a built-in template of this server: a team cannot take "
                                 "it; choose another name")
         if name != own_id and self.templates is not None and \
                 any(info.id == name for info in self.templates.matching(name)):
-            raise ApiError(409, f"'{name}' is a template id: choose another name")
+            raise UserError(409, f"'{name}' is a template id: choose another name")
 
     # ---- files ----------------------------------------------------------------------------------------
 
@@ -277,7 +277,7 @@ class TemplateBuildService:
         self.files.check_signature(template_id, files_hash, expires, signature)
         owner = await asyncio.to_thread(self.store.template_owner, template_id)
         if owner is None:
-            raise ApiError(404, f"template '{template_id}' not found (deleted since the URL was issued?)")
+            raise UserError(404, f"template '{template_id}' not found (deleted since the URL was issued?)")
         team_root = self.files.team_root(owner.team_id)
         allowance = await asyncio.to_thread(self.quota.upload_allowance, team_root)
         spool = await self.files.receive(body, allowance,
@@ -301,24 +301,24 @@ class TemplateBuildService:
     async def _build_record(self, team_id: str, template_id: str, build_id: str) -> TemplateBuildRecord:
         record = await asyncio.to_thread(self.store.get_build, build_id) if _is_uuid(build_id) else None
         if record is None or record.team_id != team_id:
-            raise ApiError(404, f"build '{build_id}' not found: register one with POST /v3/templates")
+            raise UserError(404, f"build '{build_id}' not found: register one with POST /v3/templates")
         if template_id != record.template_id:
             found = await self.find(team_id, template_id)
             if found is None or found.template_id != record.template_id:
-                raise ApiError(404, f"build '{build_id}' is not a build of template '{template_id}'")
+                raise UserError(404, f"build '{build_id}' is not a build of template '{template_id}'")
         return record
 
     async def start_build(self, team_id: str, template_id: str, build_id: str, body: TemplateBuildStartV2) -> None:
         record = await self._build_record(team_id, template_id, build_id)
         if record.status != "waiting" or build_id in self._active:
-            raise ApiError(409, f"build '{build_id}' was already started (it is {record.status}): register a new "
+            raise UserError(409, f"build '{build_id}' was already started (it is {record.status}): register a new "
                                 "build with POST /v3/templates")
         running = sum(1 for team in self._active_teams.values() if team == team_id)
         await asyncio.to_thread(self.quota.check_build_start, team_id, running)
         registry = self._registry()
         try:
             plan = await self._plan(team_id, record, body, registry)
-        except ApiError as exc:  # a refused start ends the build: its status says why, as a failed build's does
+        except UserError as exc:  # a refused start ends the build: its status says why, as a failed build's does
             if exc.status == 400:
                 await self._update(build_id, status="error", finished_at=now_utc(), reason={"message": exc.message})
             raise
@@ -335,13 +335,13 @@ class TemplateBuildService:
         from .steps import StepsError, dockerfile_from_steps
 
         if body.fromImageRegistry:
-            raise ApiError(400, "fromImageRegistry (registry credentials) is not supported: use an image from a "
+            raise UserError(400, "fromImageRegistry (registry credentials) is not supported: use an image from a "
                                 "registry that needs no login, e.g. one you run next to the server")
         hashes: list[str] = []
         step_map: StepMap | None = None
         if body.dockerfile is not None:
             if body.steps or body.fromImage or body.fromTemplate:
-                raise ApiError(400, "a dockerfile build takes no fromImage, fromTemplate or steps: write them in "
+                raise UserError(400, "a dockerfile build takes no fromImage, fromTemplate or steps: write them in "
                                     "the Dockerfile")
             text = body.dockerfile
             if body.contextHash:
@@ -352,13 +352,13 @@ class TemplateBuildService:
             if from_template and not base_named:
                 seen = await self.find(team_id, from_template)
                 if seen is None or seen.info is None:
-                    raise ApiError(400, f"fromTemplate '{from_template}': template '{from_template}' not found")
+                    raise UserError(400, f"fromTemplate '{from_template}': template '{from_template}' not found")
                 from_template = seen.template_id  # the builder finds it by its (unique) id
             steps = [step.model_dump(exclude_none=True) for step in body.steps]
             for number, step in enumerate(body.steps, start=1):
                 if step.type.upper() == "COPY":
                     if not step.filesHash:
-                        raise ApiError(400, f"step {number} (COPY): filesHash is missing")
+                        raise UserError(400, f"step {number} (COPY): filesHash is missing")
                     hashes.append(check_hash(step.filesHash))
 
             def render(some: list[dict]) -> str:
@@ -367,25 +367,26 @@ class TemplateBuildService:
             try:
                 text = render(steps)
             except StepsError as exc:
-                raise ApiError(400, f"cannot build these steps: {exc}") from None
+                raise UserError(400, f"cannot build these steps: {exc}") from None
             step_map = StepMap.for_steps(render, steps)
         contexts = []
         for files_hash in dict.fromkeys(hashes):
             path = self.files.path(team_id, files_hash)
             if not path.is_dir():
-                raise ApiError(400, f"the files with hash {files_hash} were not uploaded: ask GET /templates/"
+                raise UserError(400, f"the files with hash {files_hash} were not uploaded: ask GET /templates/"
                                     f"{record.template_id}/files/{files_hash} for an upload URL and PUT them first")
             contexts.append(path)
         try:
             parsed = dockerfile_mod.parse(text, body.buildArgs or {})
         except dockerfile_mod.DockerfileError as exc:
-            raise ApiError(400, f"the Dockerfile cannot be built: {exc}") from None
+            raise UserError(400, f"the Dockerfile cannot be built: {exc}") from None
         text, parsed = await self._team_bases(team_id, text, parsed, body.buildArgs or {})
         if any(ref.removesuffix(":latest") in BASE_NAMES for ref, _ in parsed.external_bases()):
             try:
                 await registry.resolve("base")  # built on first use: make sure it exists before the build
-            except Exception as exc:
-                raise ApiError(500, f"the base template could not be built: {exc}") from exc
+            except Exception as exc:  # the host's build of `base` (mmdebstrap): internal
+                raise UserError(500, "the base template could not be built: "
+                                + report_internal(log, exc, "building the base template")) from None
         info = registry.get(record.template_id)
         owner = await asyncio.to_thread(self.store.template_owner, record.template_id)
         # a rebuild keeps the aliases the template has; a first build gets the name it was registered under
@@ -410,7 +411,7 @@ class TemplateBuildService:
                 continue
             found = await self.find(team_id, ref.removesuffix(":latest") if ref.endswith(":latest") else ref)
             if found is None or found.info is None:
-                raise ApiError(400, f"the Dockerfile cannot be built: line {line}: FROM {ref}: unknown base image "
+                raise UserError(400, f"the Dockerfile cannot be built: line {line}: FROM {ref}: unknown base image "
                                     f"{ref!r}: no template of yours, built-in or public ('team-slug/name') has that "
                                     "name. Sandhive does not pull from Docker Hub; it builds these locally from "
                                     f"Debian: {', '.join(local_bases.known_names())}. Other images: push them to a "
@@ -441,11 +442,10 @@ class TemplateBuildService:
         except asyncio.CancelledError:
             build_log.add(ENDED, "error")
             raise
-        except Exception as exc:  # a bug here must still end the build visibly
-            log.exception("template build %s failed unexpectedly", record.build_id)
-            build_log.add(f"internal error: {exc}", "error")
-            await self._update(record.build_id, status="error", finished_at=now_utc(),
-                               reason={"message": f"internal error of the build service: {exc}"})
+        except Exception as exc:  # a bug here must still end the build visibly, naming the log line's id only
+            message = report_internal(log, exc, f"running template build {record.build_id}")
+            build_log.add(message, "error")
+            await self._update(record.build_id, status="error", finished_at=now_utc(), reason={"message": message})
         finally:
             self._active.pop(record.build_id, None)
             self._active_teams.pop(record.build_id, None)
@@ -456,8 +456,11 @@ class TemplateBuildService:
 
         record = plan.record
         build_log.add(f"building template {record.template_id} (build {record.build_id})")
+        from .builder import build_network
+
         try:
-            info = await _in_thread(self._build_blocking, plan, build_log)
+            async with build_network() as netns:  # on this loop; the blocking build in its thread only uses it
+                info = await _in_thread(self._build_blocking, plan, build_log, netns)
         except TemplateBuildError as exc:
             step = plan.steps.current if plan.steps else exc.step
             reason = _reason(exc, step, plan, build_log)
@@ -493,15 +496,17 @@ class TemplateBuildService:
         try:
             image = await self.templates.resolve(info.id)
             handle = await self.node.create(CreateRequest.of(image), Identity())
-        except Exception as exc:  # the node says why in words (StartCommandFailed, admission, runtime)
-            return f"the template's start command did not get ready: {exc}"
+        except UserError as exc:  # the node says why in words (StartCommandFailed, HostFull, BackendMismatch)
+            return f"the template's start command did not get ready: {exc.message}"
+        except Exception as exc:  # the runtime's own failure: for the log
+            return f"the template could not be started: {report_internal(log, exc, f'starting template {info.id}')}"
         with contextlib.suppress(Exception):
             await self.node.kill(handle)
         build_log.add("the start command runs and the template is ready")
         return None
 
-    def _build_blocking(self, plan: _Plan, build_log: BuildLog) -> TemplateInfo:
-        """In the build's thread: lay out the context, run the engine, clean up."""
+    def _build_blocking(self, plan: _Plan, build_log: BuildLog, netns: str) -> TemplateInfo:
+        """In the build's thread: lay out the context, run the engine in `netns`, clean up."""
         from .build_sandbox import Limits
         from .builder import BuildRequest, build_template
 
@@ -524,7 +529,7 @@ class TemplateBuildService:
                     build_log.add(text, "warn" if text.startswith("warning:") else "info", step)
 
             cache_dir = getattr(self.templates, "cache_dir", None)
-            return build_template(self.data_dir, request, cache_dir=cache_dir, log=line)
+            return build_template(self.data_dir, request, cache_dir=cache_dir, log=line, netns=netns)
         finally:
             shutil.rmtree(context, ignore_errors=True)
 
@@ -550,9 +555,9 @@ class TemplateBuildService:
     async def alias_info(self, team_id: str, alias: str) -> TemplateAliasResponse:
         found = await self.find(team_id, alias)
         if found is None:
-            raise ApiError(404, f"template '{alias}' not found")
+            raise UserError(404, f"template '{alias}' not found")
         if found.owner is not None and found.owner.team_id != team_id:  # public: visible, but not the caller's
-            raise ApiError(403, f"template '{alias}' is another team's public template")
+            raise UserError(403, f"template '{alias}' is another team's public template")
         return TemplateAliasResponse(templateID=found.template_id, public=found.owner is None or found.owner.public)
 
     async def set_public(self, team_id: str, name: str, public: bool) -> TemplateWithBuilds:
@@ -573,7 +578,7 @@ class TemplateBuildService:
     async def detail(self, team_id: str, name: str) -> TemplateWithBuilds:
         found = await self.find(team_id, name)
         if found is None:
-            raise ApiError(404, f"template '{name}' not found")
+            raise UserError(404, f"template '{name}' not found")
         records = await asyncio.to_thread(self.store.template_builds, found.template_id)
         info = found.info
         builds = [_build_view(r) for r in records]
@@ -602,10 +607,10 @@ class TemplateBuildService:
         found = await self._owned(team_id, name, "delete")
         template_id = found.template_id
         if template_id in self._active.values():
-            raise ApiError(409, f"a build of template '{template_id}' is running: wait for it to end, then delete")
+            raise UserError(409, f"a build of template '{template_id}' is running: wait for it to end, then delete")
         running = await asyncio.to_thread(self.store.live_sandbox_count, template_id)
         if running:
-            raise ApiError(409, f"{running} sandbox{'es' if running > 1 else ''} of template '{template_id}' "
+            raise UserError(409, f"{running} sandbox{'es' if running > 1 else ''} of template '{template_id}' "
                                 f"{'are' if running > 1 else 'is'} running: kill them first (`sandhive sandbox "
                                 "list`), then delete the template")
         if found.info is not None:
@@ -618,23 +623,23 @@ class TemplateBuildService:
     async def set_aliases(self, team_id: str, name: str, aliases: list[str]) -> list[str]:
         found = await self._owned(team_id, name, "rename")
         if found.info is None:
-            raise ApiError(409, f"template '{found.template_id}' has no finished build yet: alias it once it is "
+            raise UserError(409, f"template '{found.template_id}' has no finished build yet: alias it once it is "
                                 "built")
         for alias in aliases:
             if "/" in alias:  # `host/x` would also read as a registry image in another team's FROM
-                raise ApiError(400, f"invalid alias {alias!r}: aliases are plain names in your team's namespace "
+                raise UserError(400, f"invalid alias {alias!r}: aliases are plain names in your team's namespace "
                                     "(no '/')")
             await asyncio.to_thread(self._check_name_free, alias)
             other = await asyncio.to_thread(self.store.team_template, team_id, alias)
             if other is not None and other.template_id != found.template_id:
-                raise ApiError(400, f"alias {alias!r} is already the name of template '{other.template_id}'")
+                raise UserError(400, f"alias {alias!r} is already the name of template '{other.template_id}'")
         mine = [o.template_id for o in await asyncio.to_thread(self.store.team_templates, team_id)]
         try:
             info = await asyncio.to_thread(self._registry().set_aliases, found.template_id, aliases, mine)
         except ValueError as exc:
-            raise ApiError(400, str(exc)) from None
+            raise UserError(400, str(exc)) from None
         except LookupError:
-            raise ApiError(404, f"template '{name}' not found") from None
+            raise UserError(404, f"template '{name}' not found") from None
         return list(info.aliases)
 
     # ---- tags -----------------------------------------------------------------------------------------
@@ -642,7 +647,7 @@ class TemplateBuildService:
     async def tags(self, team_id: str, name: str) -> list[TemplateTag]:
         found = await self.find(team_id, name)
         if found is None:
-            raise ApiError(404, f"template '{name}' not found")
+            raise UserError(404, f"template '{name}' not found")
         if found.info is None:
             return []
         build = await self._current_build(found)
@@ -652,10 +657,10 @@ class TemplateBuildService:
         name, tag = parse_name(target)
         found = await self._owned(team_id, target if tag else name, "tag")
         if found.info is None:
-            raise ApiError(404, f"template '{target}' has no finished build to tag")
+            raise UserError(404, f"template '{target}' has no finished build to tag")
         wanted = check_tags(tags)
         if not wanted:
-            raise ApiError(400, "no tags given")
+            raise UserError(400, "no tags given")
         info = await asyncio.to_thread(self._registry().set_tags, found.template_id,
                                        [*_tags_of(found.info), *wanted])
         build = await self._current_build(found)
@@ -669,7 +674,7 @@ class TemplateBuildService:
         current = _tags_of(found.info) if found.info else []
         missing = [t for t in tags if t not in current]
         if missing:
-            raise ApiError(404, f"template '{bare}' has no tag {missing[0]!r} (its tags: {', '.join(current) or '-'})")
+            raise UserError(404, f"template '{bare}' has no tag {missing[0]!r} (its tags: {', '.join(current) or '-'})")
         remaining = [t for t in current if t not in tags]
         info = await asyncio.to_thread(self._registry().set_tags, found.template_id, remaining)
         build = await self._current_build(found)

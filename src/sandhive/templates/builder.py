@@ -27,8 +27,8 @@ import re
 import secrets
 import shlex
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -110,8 +110,11 @@ def image_name(data_dir: Path, template_id: str) -> str:
 
 
 def build_template(data_dir: Path, request: BuildRequest, *, cache_dir: Path | None = None,
-                   log: Log = print) -> TemplateInfo:
-    """Build `request` into `<data_dir>/templates/<id>` (blocking: minutes for a cold build)."""
+                   log: Log = print, netns: str | None = None) -> TemplateInfo:
+    """Build `request` into `<data_dir>/templates/<id>` (blocking: minutes for a cold build).
+
+    `netns`: the build's network namespace, made by `build_network` on the caller's event loop (the server's);
+    without it (tools and tests, no event loop) the build makes its own with `blocking_build_network`."""
     started = time.monotonic()
     data_dir = Path(data_dir)
     cache_dir = Path(cache_dir or default_cache_dir())
@@ -126,7 +129,9 @@ def build_template(data_dir: Path, request: BuildRequest, *, cache_dir: Path | N
         log(f"warning: {warning}")
     _check_free_disk(cache_dir, request.limits.min_free_disk_mb)
     try:
-        with build_sandbox.Sandbox(cache_dir, request.limits) as sandbox:
+        network = contextlib.nullcontext(netns) if netns else blocking_build_network()
+        with build_sandbox.Sandbox(cache_dir, request.limits) as sandbox, network as build_netns:
+            sandbox.netns = build_netns  # pulls and RUN steps: behind the node's firewall, like a sandbox
             return _build_in(sandbox, data_dir, cache_dir, parsed, request, started, log)
     except build_sandbox.LimitExceeded as exc:
         raise TemplateBuildError(f"{exc}; the operator sets build limits with `sandhive serve --build-*`") from exc
@@ -135,16 +140,14 @@ def build_template(data_dir: Path, request: BuildRequest, *, cache_dir: Path | N
 def _build_in(sandbox: build_sandbox.Sandbox, data_dir: Path, cache_dir: Path, parsed: dockerfile_mod.Dockerfile,
               request: BuildRequest, started: float, log: Log) -> TemplateInfo:
     buildah = storage(sandbox)
-    with _build_network() as netns:
-        sandbox.netns = netns  # pulls and RUN steps: behind the node's firewall, like a sandbox
-        try:
-            context = sandbox.receive(request.context, trusted=True, dest="context", keep_owners=False)
-        except build_sandbox.CommandFailed as exc:
-            raise TemplateBuildError(f"the build context cannot be read: {exc}", None, list(exc.lines)) from exc
-        _check_context_binds(parsed, request.context)
-        resolved = _resolve_bases(parsed, buildah, data_dir, cache_dir, request.context, log)
-        image = image_name(data_dir, request.template_id)
-        _bud(buildah, parsed, resolved, request, context, image, log)
+    try:
+        context = sandbox.receive(request.context, trusted=True, dest="context", keep_owners=False)
+    except build_sandbox.CommandFailed as exc:
+        raise TemplateBuildError(f"the build context cannot be read: {exc}", None, list(exc.lines)) from exc
+    _check_context_binds(parsed, request.context)
+    resolved = _resolve_bases(parsed, buildah, data_dir, cache_dir, request.context, log)
+    image = image_name(data_dir, request.template_id)
+    _bud(buildah, parsed, resolved, request, context, image, log)
     inspected = buildah.inspect(image)
     image_id, config = inspected["id"].removeprefix("sha256:"), inspected["config"]
     info = _info(parsed, request, config, image_id)
@@ -403,40 +406,37 @@ def _failure(lines: tuple[str, ...]) -> str:
     return "the build failed"
 
 
-class _BuildNetwork:
-    """A build slot's network namespace (as a sandbox gets one), removed when the build ends."""
+@asynccontextmanager
+async def build_network() -> AsyncIterator[str]:
+    """A build slot's network namespace (as a sandbox gets one) for one build; its path while the build runs,
+    removed after. Made and removed on the caller's event loop: the blocking build only gets the path."""
+    from ..node import network
 
-    def __init__(self) -> None:
-        from ..node import network
-
-        self.network = network
-        self.build_id = "b" + secrets.token_hex(8)
-        self.slots = network.SlotAllocator()
-        self.slot = None
-
-    def __enter__(self) -> str:
-        self.slot = self.slots.claim(self.build_id)
+    build_id = "b" + secrets.token_hex(8)
+    slots = network.SlotAllocator()
+    slot = slots.claim(build_id)
+    try:
+        await network.prepare_host()
+        await network.create(build_id, slot, True)
+        yield network.netns_path(build_id)
+    finally:
         try:
-            asyncio.run(self._create())
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self.network.netns_path(self.build_id)
-
-    async def _create(self) -> None:
-        await self.network.prepare_host()
-        await self.network.create(self.build_id, self.slot, True)
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            asyncio.run(self.network.destroy(self.build_id, self.slot))
+            await network.destroy(build_id, slot)
         finally:
-            if self.slot is not None:
-                self.slots.release(self.slot)
+            slots.release(slot)
 
 
-def _build_network() -> _BuildNetwork:
-    return _BuildNetwork()
+@contextmanager
+def blocking_build_network() -> Iterator[str]:
+    """`build_network` for a caller with no event loop (tools, tests): one private loop for its whole life.
+    The server never uses it: its builds get their network from `build_network` on the server's loop."""
+    with asyncio.Runner() as runner:
+        network = build_network()
+        netns = runner.run(network.__aenter__())
+        try:
+            yield netns
+        finally:
+            runner.run(network.__aexit__(None, None, None))
 
 
 # ---- export -----------------------------------------------------------------------------------------
@@ -469,7 +469,7 @@ def _check_free_disk(path: Path, min_free_mb: int = MIN_FREE_DISK_MB) -> None:
     path.mkdir(parents=True, exist_ok=True)
     free_mb = build_sandbox.free_disk_mb(path)
     if free_mb < min_free_mb:
-        raise TemplateBuildError(f"only {free_mb} MB free under {path}; a template build needs at least "
+        raise TemplateBuildError(f"only {free_mb} MB free on the server's build disk; a template build needs at least "
                                  f"{min_free_mb} MB. Free space (e.g. `sandhive template delete` old "
                                  "templates) and build again.")
 

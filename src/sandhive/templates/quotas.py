@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from ..errors import UserError
 from ..store import Store
 from ..store.store import now_utc
-from .errors import UserError
 
 DAY = timedelta(days=1)
 

@@ -15,6 +15,7 @@ directory appears complete or not at all (unpacked beside it, then renamed into 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
@@ -26,7 +27,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import urlencode
 
-from .errors import UserError as ApiError
+from ..errors import UserError
 from .unpack import UnpackError, unpack
 
 FILES_DIR = "template-files"
@@ -34,11 +35,12 @@ HASH_PATTERN = re.compile(r"[0-9a-f]{64}")
 URL_TTL_SECONDS = 3600  # the e2b SDK allows an upload an hour
 MAX_UPLOAD_BYTES = 4 * 2**30  # what a PUT may carry (compressed)
 MAX_UNPACKED_BYTES = 16 * 2**30  # what its files may add up to (a gzip bomb stops here)
+SPOOL_BATCH_BYTES = 2**20  # an upload is written to disk this much at a time, in a worker thread
 
 
 def check_hash(files_hash: str) -> str:
     if not HASH_PATTERN.fullmatch(files_hash or ""):
-        raise ApiError(400, f"invalid files hash {files_hash!r}: expected 64 lowercase hex digits (sha256)")
+        raise UserError(400, f"invalid files hash {files_hash!r}: expected 64 lowercase hex digits (sha256)")
     return files_hash
 
 
@@ -74,28 +76,38 @@ class UploadedFiles:
         """403 unless the URL was signed here for this template and hash, and has not expired."""
         expected = self._signature(template_id, files_hash, expires)
         if not hmac.compare_digest(expected, signature or ""):
-            raise ApiError(403, "invalid upload signature: ask GET /templates/{templateID}/files/{hash} for a URL")
+            raise UserError(403, "invalid upload signature: ask GET /templates/{templateID}/files/{hash} for a URL")
         if expires < time.time():
-            raise ApiError(403, "the upload URL has expired: ask GET /templates/{templateID}/files/{hash} again")
+            raise UserError(403, "the upload URL has expired: ask GET /templates/{templateID}/files/{hash} again")
 
     # ---- receiving ----------------------------------------------------------------------------------
 
     async def receive(self, body: AsyncIterator[bytes], allowance: int | None = None,
                       over_quota: Callable[[int], Exception] | None = None) -> Path:
         """Write a request body to a private temp file (413 past MAX_UPLOAD_BYTES); the caller unpacks it.
-        Past `allowance` bytes (what the team's upload quota has left) it stops reading: `over_quota(size)`."""
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        Past `allowance` bytes (what the team's upload quota has left) it stops reading: `over_quota(size)`.
+        The disk writes run in a worker thread, a batch of chunks at a time: the event loop never waits on disk."""
+        await asyncio.to_thread(self.root.mkdir, mode=0o700, parents=True, exist_ok=True)
         spool = self.root / f".upload-{secrets.token_hex(8)}"
-        size = 0
+        size = pending = 0
+        batch: list[bytes] = []
         try:
-            with open(spool, "xb") as out:
+            out = await asyncio.to_thread(open, spool, "xb")
+            try:
                 async for chunk in body:
                     size += len(chunk)
                     if size > MAX_UPLOAD_BYTES:
-                        raise ApiError(413, f"the upload is larger than {MAX_UPLOAD_BYTES // 2**30} GiB")
+                        raise UserError(413, f"the upload is larger than {MAX_UPLOAD_BYTES // 2**30} GiB")
                     if allowance is not None and size > allowance and over_quota is not None:
                         raise over_quota(size)
-                    out.write(chunk)
+                    batch.append(chunk)
+                    pending += len(chunk)
+                    if pending >= SPOOL_BATCH_BYTES:
+                        await asyncio.to_thread(out.writelines, batch)
+                        batch, pending = [], 0
+                await asyncio.to_thread(out.writelines, batch)
+            finally:
+                await asyncio.to_thread(out.close)
         except BaseException:
             spool.unlink(missing_ok=True)
             raise
@@ -146,4 +158,4 @@ def _extract(spool: Path, into: Path) -> None:
     try:
         unpack(spool, into, max_bytes=MAX_UNPACKED_BYTES)
     except UnpackError as exc:
-        raise ApiError(exc.status, exc.message) from None
+        raise UserError(exc.status, exc.message) from None

@@ -26,13 +26,14 @@ from typing import Any
 from qemu.qmp import QMPClient
 
 from .. import network
+from ..errors import BackendError
 
 SLIM_BINARY = "qemu-system-x86_64-microvm"  # Debian's KVM-only build for the microvm machine
 FULL_BINARY = "qemu-system-x86_64"  # has TCG as well
 KERNEL_CMDLINE = "console=ttyS0 quiet panic=-1 pci=off 8250.nr_uarts=1 i8042.noaux"
 
 
-class QemuError(RuntimeError):
+class QemuError(BackendError):
     """QEMU refused to start, or a QMP command failed."""
 
 

@@ -27,6 +27,7 @@ import httpx
 
 from ...images import guest, system_image
 from .. import envd_client, network
+from ..errors import BackendUnavailable
 from ..network import Slot, SlotAllocator
 from ..runtime import ResourceUsage, SandboxHandle, SandboxSpec
 from . import accel, disks, qemu
@@ -63,7 +64,7 @@ class MicrovmRuntime:
         """Host setup: tools, firewall, system image and its disk, guest kernel, accelerator probe."""
         why = disks.require_tools()
         if why is not None:
-            raise RuntimeError(why)
+            raise BackendUnavailable(why)
         qemu.binary("tcg")  # raises with the package to install
         self.sandboxes_dir.mkdir(parents=True, exist_ok=True)
         await network.prepare_host()

@@ -169,14 +169,14 @@ class SnapshotStore:
             await qemu.kill(pid, tmp)
             console_log = tmp / "console.log"
             console = console_log.read_text(errors="replace")[-2000:] if console_log.exists() else ""
-            shutil.rmtree(tmp, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, tmp, True)
             if console:
                 log.warning("microvm: snapshot of %s failed; guest console:\n%s", template.template_id, console)
             raise
         finally:
             await network.destroy(vm_id, slot)
             self.slots.release(slot)
-        self._prune(template.template_id, keep=final)
+        await asyncio.to_thread(self._prune, template.template_id, final)
         log.info("microvm: snapshot of %s ready in %.1f s (guest booted to envd in %.1f s)",
                  template.template_id, time.monotonic() - started, booted)
         snapshot = Snapshot.read(final)
@@ -194,7 +194,7 @@ class SnapshotStore:
                 await network.destroy(vm_id, slot)
                 if slot is not None:
                     self.slots.release(slot)
-            shutil.rmtree(tmp, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, tmp, True)
 
     def _prune(self, template_id: str, keep: Path) -> None:
         """Older snapshots of the template. Running clones keep their mappings and open files; only their

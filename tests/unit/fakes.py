@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -179,19 +179,14 @@ def make_node(*, pools: PoolSettings | None = None, memory_mb: int = 4096, cpus:
     return Rig(node, runtime, envd, clock)
 
 
-async def settle(condition: Callable[[], bool] | None = None, rounds: int = 200) -> None:
+async def settle(condition: Callable[[], bool] | None = None, rounds: int = 200, pause: float = 0) -> None:
     """Let the event loop run background tasks (fills, retirements) until `condition` holds, or for `rounds`
-    turns without one. Fails when the condition never holds: a fake never needs real time."""
+    turns without one. Fails when the condition never holds. `pause` > 0 only where work runs in a thread
+    (the store through `to_thread`): the fakes themselves never need real time."""
     for _ in range(rounds):
         if condition is not None and condition():
             return
-        await asyncio.sleep(0)
+        await asyncio.sleep(pause)
     if condition is not None and not condition():
         raise AssertionError("the condition did not hold after the background tasks ran")
 
-
-async def never(_: float) -> None:  # a sleep for tests that drive a loop one pass at a time
-    await asyncio.Event().wait()
-
-
-Sleep = Callable[[float], Awaitable[object]]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import httpx
@@ -30,6 +31,20 @@ def wait_until(condition: Callable[[], T], timeout: float, what: str, interval: 
             detail = f"\n{show()}" if show is not None else ""
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{detail}")
         time.sleep(interval)
+
+
+async def wait_until_async(condition: Callable[[], Awaitable[T]], timeout: float, what: str, interval: float = 0.05,
+                           show: Callable[[], object] | None = None) -> T:
+    """`wait_until` for a condition that must be awaited (async SDK calls), sleeping without blocking the loop."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            detail = f"\n{show()}" if show is not None else ""
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{detail}")
+        await asyncio.sleep(interval)
 
 
 def free_port() -> int:

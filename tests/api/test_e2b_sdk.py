@@ -127,9 +127,16 @@ def test_other_team_gets_404(live: Server, sbx: Sandbox) -> None:
 
 def test_expires_at_timeout() -> None:
     sandbox = Sandbox.create(timeout=3)
-    wait_until(lambda: not sandbox.is_running(), 10, "the sandbox to end at its 3 s timeout", interval=0.2)
-    with pytest.raises(SandboxNotFoundException):
-        Sandbox.get_info(sandbox.sandbox_id)
+
+    def gone() -> bool:
+        try:
+            Sandbox.get_info(sandbox.sandbox_id)
+        except SandboxNotFoundException:
+            return True
+        return False
+
+    # Not `not is_running()`: that is also false while envd's health check is merely slow under load.
+    wait_until(gone, 15, "the sandbox to end at its 3 s timeout", interval=0.2)
     assert not sandbox.is_running()
 
 

@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 DATA_DIR ?= /var/lib/sandhive
 
-.PHONY: up down test test-microvm lint bench proto system-image system-image-force base-template debian-packages venv openapi
+.PHONY: up down test test-unit test-microvm lint bench proto system-image system-image-force base-template debian-packages venv openapi
 
 debian-packages:
 	@scripts/install-debian-packages.sh
@@ -57,7 +57,14 @@ down:
 
 test: venv
 	$(BIN)/ruff check src tests bench
-	$(BIN)/python -m pytest -q
+	@echo "== unit tier (no root, no server)"
+	$(BIN)/python -m pytest -q tests/unit
+	@echo "== integration suites"
+	$(BIN)/python -m pytest -q --ignore=tests/unit
+
+# The unit tier alone: fakes and pure functions, a few seconds (tests/unit).
+test-unit: venv
+	$(BIN)/python -m pytest -q tests/unit
 
 # The microvm suite: real QEMU guests (TCG emulation where KVM does not boot them; a few minutes).
 test-microvm: venv

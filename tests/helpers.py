@@ -2,14 +2,49 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import httpx
+
+T = TypeVar("T")
+
+
+def wait_until(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.05,
+               show: Callable[[], object] | None = None) -> T:
+    """Poll `condition` until it returns something truthy, and return that; after `timeout` seconds fail saying
+    `what` was awaited (and `show()`, e.g. a log tail). The one way the suites wait: never a fixed sleep that
+    hopes the condition holds by then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            detail = f"\n{show()}" if show is not None else ""
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{detail}")
+        time.sleep(interval)
+
+
+async def wait_until_async(condition: Callable[[], Awaitable[T]], timeout: float, what: str, interval: float = 0.05,
+                           show: Callable[[], object] | None = None) -> T:
+    """`wait_until` for a condition that must be awaited (async SDK calls), sleeping without blocking the loop."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            detail = f"\n{show()}" if show is not None else ""
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{detail}")
+        await asyncio.sleep(interval)
 
 
 def free_port() -> int:
@@ -21,18 +56,21 @@ def free_port() -> int:
 def wait_for_health(url: str, proc: subprocess.Popen | None = None, timeout: float = 30.0,
                     status: int = 204) -> None:
     """Poll `GET {url}/health` until it answers `status` (envd: 204, the API: 200); fail early if `proc` died."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
+    last: list[Exception] = []
+
+    def healthy() -> bool:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode} before it was healthy")
         try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == status:
-                return
+            return httpx.get(f"{url}/health", timeout=1).status_code == status
         except httpx.HTTPError as exc:
-            last = exc
-        time.sleep(0.05)
-    raise TimeoutError(f"{url} not healthy after {timeout}s: {last}")
+            last[:] = [exc]
+            return False
+
+    try:
+        wait_until(healthy, timeout, f"{url} to be healthy", show=lambda: last)
+    except AssertionError as exc:
+        raise TimeoutError(str(exc)) from None
 
 
 def stop_process_group(proc: subprocess.Popen, timeout: float = 10.0) -> None:

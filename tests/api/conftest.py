@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from tests.api.rig import Server, start_server
+from tests.api.rig import Server, module_server
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("sandhive") / "data")
-    try:
-        yield srv
-    finally:
-        srv.stop()
+server = module_server("sandhive")
 
 
 @pytest.fixture(scope="module")

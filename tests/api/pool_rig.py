@@ -6,11 +6,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from tests.api.rig import Server
+from tests.helpers import wait_until
 
 
 def node_status(server: Server, key: str) -> dict:
@@ -29,16 +29,18 @@ def wait_for_pool(server: Server, key: str, template: str = "base", ready: int |
                   timeout: float = 180.0) -> dict:
     """Wait until the template's pool has `ready` sandboxes waiting (default: all of its target, and no fill in
     flight); its status."""
-    deadline = time.monotonic() + timeout
-    pool = None
-    while time.monotonic() < deadline:
-        pool = pool_of(node_status(server, key), template)
+    seen: list[dict | None] = [None]
+
+    def filled() -> dict | None:
+        pool = seen[0] = pool_of(node_status(server, key), template)
         full = ready is None and pool is not None and pool["starting"] == 0
         if pool is not None and pool["ready"] >= (pool["target"] if ready is None else ready) > 0 and (
                 full or ready is not None):
             return pool
-        time.sleep(0.1)
-    raise AssertionError(f"the pool of {template} did not fill within {timeout}s: {pool}\n{server.output()[-3000:]}")
+        return None
+
+    return wait_until(filled, timeout, f"the pool of {template} to fill", interval=0.1,
+                      show=lambda: f"{seen[0]}\n{server.output()[-3000:]}")
 
 
 @contextlib.contextmanager

@@ -104,6 +104,21 @@ def start_server(data_dir: Path, *args: str, backend: str = "none", database_url
         time.sleep(0.05)
 
 
+def module_server(name: str, *args: str, **kwargs: object) -> object:
+    """A module-scoped `server` fixture: one `sandhive serve` (args as `start_server`'s) in a temp dir named
+    `name`, stopped after the module. Use as `server = module_server("bodies")` in a conftest or test module."""
+
+    @pytest.fixture(scope="module")
+    def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+        srv = start_server(tmp_path_factory.mktemp(name) / "data", *args, **kwargs)  # type: ignore[arg-type]
+        try:
+            yield srv
+        finally:
+            srv.stop()
+
+    return server
+
+
 def insert_sandbox(store: Store, team_id: str, **fields: object) -> SandboxRecord:
     """A sandbox row as the API would write it after a create; `fields` override the defaults."""
     n = next(_counter)

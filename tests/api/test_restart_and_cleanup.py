@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from e2b import Sandbox
 
 from sandhive.node import network
 from tests.api.rig import BACKENDS, Server, container_server, start_server
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900)]
 TEAM = "restart"
@@ -108,9 +108,8 @@ def test_kill_and_expiry_leave_nothing_behind(live: Server) -> None:
     assert host_traces(killed_id, live.data_dir, live.backend)  # it really was there
     killed.kill()
     assert host_traces(killed_id, live.data_dir, live.backend) == []
-    deadline = time.monotonic() + 20
-    while host_traces(expiring_id, live.data_dir, live.backend) and time.monotonic() < deadline:
-        time.sleep(0.25)
-    assert host_traces(expiring_id, live.data_dir, live.backend) == []
+    wait_until(lambda: host_traces(expiring_id, live.data_dir, live.backend) == [], 20,
+               "the expired sandbox's host traces to go", interval=0.25,
+               show=lambda: host_traces(expiring_id, live.data_dir, live.backend))
     with httpx.Client(base_url=live.url, headers={"X-API-Key": live.key(TEAM)}, trust_env=False) as c:
         assert c.get(f"/sandboxes/{expiring_id}").status_code == 404

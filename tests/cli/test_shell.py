@@ -10,7 +10,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from sandhive.cli import client
 from sandhive.cli.config import Target
 from tests.api.rig import SANDHIVE
 from tests.cli.conftest import Cli
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(300)]
 PTY_ARGS = ["-i", "-l"]  # how envd starts the PTY's bash (both SDKs)
@@ -56,11 +56,7 @@ class Tmux:
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float = 30, show: Callable[[], object] = str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; screen:\n{show()}")
-        time.sleep(0.2)
+    wait_until(check, timeout, what, interval=0.2, show=lambda: f"screen:\n{show()}")
 
 
 @pytest.fixture()

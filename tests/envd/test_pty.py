@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 
 from e2b import CommandExitException, PtySize, Sandbox
 
+from tests.helpers import wait_until
+
 
 def _collect(chunks: list[bytes], needle: bytes, timeout: float = 10.0) -> bytes:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        joined = b"".join(chunks)
-        if needle in joined:
-            return joined
-        time.sleep(0.05)
-    raise AssertionError(f"{needle!r} not seen in PTY output: {b''.join(chunks)[-500:]!r}")
+    return wait_until(lambda: needle in b"".join(chunks) and b"".join(chunks), timeout,
+                      f"{needle!r} in PTY output", show=lambda: repr(b"".join(chunks)[-500:]))
 
 
 def test_pty_echo_resize_and_kill(sbx: Sandbox) -> None:

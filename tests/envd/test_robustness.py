@@ -8,6 +8,8 @@ import time
 
 from e2b import AsyncSandbox, Sandbox
 
+from tests.helpers import wait_until
+
 
 def _rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
@@ -44,20 +46,15 @@ def test_flood_with_a_stalled_client_stays_bounded(envd, sbx: Sandbox) -> None:
     assert sbx.commands.kill(handle.pid)
     # SIGKILL is delivered and the process reaped after Kill answers (as in E2B's envd): under load a List
     # right after it can still see the process for a moment.
-    deadline = time.monotonic() + 10
-    while handle.pid in [p.pid for p in sbx.commands.list()] and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert handle.pid not in [p.pid for p in sbx.commands.list()], "a killed flood was never reaped"
+    wait_until(lambda: handle.pid not in [p.pid for p in sbx.commands.list()], 10, "the killed flood to be reaped")
 
 
 def test_flood_with_no_client_keeps_running_bounded(envd, sbx: Sandbox) -> None:
     before = _rss_kib(envd.proc.pid)
     handle = sbx.commands.run("head -c 200000000 /dev/zero; echo tail-marker", background=True)
     handle.disconnect()
-    deadline = time.monotonic() + 60
-    while handle.pid in [p.pid for p in sbx.commands.list()] and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert handle.pid not in [p.pid for p in sbx.commands.list()], "a detached flood should run to its end"
+    wait_until(lambda: handle.pid not in [p.pid for p in sbx.commands.list()], 60,
+               "the detached flood to run to its end", interval=0.2)
     assert _rss_kib(envd.proc.pid) - before < 64 * 1024
 
 

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from e2b import AsyncSandbox, FilesystemEventType, Sandbox
 from e2b.exceptions import NotFoundException
 
+from tests.helpers import wait_until
+
 
 def _wait_events(handle, predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
     seen = []
-    while time.monotonic() < deadline:
-        seen += handle.get_new_events()
-        if predicate(seen):
-            return seen
-        time.sleep(0.1)
-    raise AssertionError(f"events not seen: {seen}")
+
+    def arrived():
+        seen.extend(handle.get_new_events())
+        return predicate(seen) and seen
+
+    return wait_until(arrived, timeout, "the watch events", interval=0.1, show=lambda: seen)
 
 
 def test_sync_watch_dir(sbx: Sandbox, workdir: str) -> None:

@@ -38,3 +38,14 @@ def live(request: pytest.FixtureRequest) -> Iterator[Live]:
     """One server per backend for the whole hostile session (sandboxes of the team are killed at the end)."""
     with container_server("hostile", TEAM, backend=request.param) as server:
         yield Live(server, server.key(TEAM))
+
+
+@pytest.fixture(scope="module")
+def e2b_env(live: Live) -> Iterator[None]:
+    """The released `e2b` SDK pointed at `live` as the attacking team (no E2B_DOMAIN or debug mode in the way)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in live.e2b_env().items():
+            mp.setenv(name, value)
+        mp.delenv("E2B_DEBUG", raising=False)
+        mp.delenv("E2B_DOMAIN", raising=False)
+        yield

@@ -55,32 +55,28 @@ def leftovers(live: Live, sandbox_id: str) -> list[str]:
     return found
 
 
-def test_killed_sandbox_is_reported_and_freed(live: Live) -> None:
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in live.e2b_env().items():
-            mp.setenv(name, value)
-        mp.delenv("E2B_DOMAIN", raising=False)
-        sandbox = Sandbox.create(timeout=600)
-        try:
-            state = runtime_state(live, sandbox.sandbox_id)
-            assert state and state["status"] == "running" and state["pid"] > 0, state
-            assert sandbox.is_running()
-            os.kill(state["pid"], signal.SIGKILL)
-            killed = time.monotonic()
-            with live.server.client(live.key) as api:
-                while time.monotonic() - killed < REPORTED_WITHIN:
-                    if api.get(f"/sandboxes/{sandbox.sandbox_id}").status_code == 404:
-                        break
-                    time.sleep(0.1)
-                status = api.get(f"/sandboxes/{sandbox.sandbox_id}").status_code
-                listed = [s["sandboxID"] for s in api.get("/v2/sandboxes", params={"limit": 100}).json()]
-            seconds = time.monotonic() - killed
-            assert status == 404, f"the dead sandbox still answers {status} after {seconds:.1f}s"
-            assert sandbox.sandbox_id not in listed
-            assert not sandbox.is_running()
-            deadline = time.monotonic() + REPORTED_WITHIN
-            while leftovers(live, sandbox.sandbox_id) and time.monotonic() < deadline:
+def test_killed_sandbox_is_reported_and_freed(live: Live, e2b_env: None) -> None:
+    sandbox = Sandbox.create(timeout=600)
+    try:
+        state = runtime_state(live, sandbox.sandbox_id)
+        assert state and state["status"] == "running" and state["pid"] > 0, state
+        assert sandbox.is_running()
+        os.kill(state["pid"], signal.SIGKILL)
+        killed = time.monotonic()
+        with live.server.client(live.key) as api:
+            while time.monotonic() - killed < REPORTED_WITHIN:
+                if api.get(f"/sandboxes/{sandbox.sandbox_id}").status_code == 404:
+                    break
                 time.sleep(0.1)
-            assert leftovers(live, sandbox.sandbox_id) == []
-        finally:
-            sandbox.kill()
+            status = api.get(f"/sandboxes/{sandbox.sandbox_id}").status_code
+            listed = [s["sandboxID"] for s in api.get("/v2/sandboxes", params={"limit": 100}).json()]
+        seconds = time.monotonic() - killed
+        assert status == 404, f"the dead sandbox still answers {status} after {seconds:.1f}s"
+        assert sandbox.sandbox_id not in listed
+        assert not sandbox.is_running()
+        deadline = time.monotonic() + REPORTED_WITHIN
+        while leftovers(live, sandbox.sandbox_id) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert leftovers(live, sandbox.sandbox_id) == []
+    finally:
+        sandbox.kill()

@@ -47,26 +47,22 @@ def backing_bytes(live: Live, sandbox_id: str) -> int:
 
 
 @pytest.mark.parametrize("where", ["~/fill", "/tmp/fill"])
-def test_disk_filler_gets_enospc(live: Live, where: str) -> None:
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in live.e2b_env().items():
-            mp.setenv(name, value)
-        mp.delenv("E2B_DOMAIN", raising=False)
-        sandbox = Sandbox.create(timeout=900)
-        try:
-            before = runtime_state(live, sandbox.sandbox_id)
-            assert before and before["status"] == "running"
-            disk_mb = sandbox.get_info().disk_size_mb if hasattr(sandbox.get_info(), "disk_size_mb") else 1024
-            stderr = fill(sandbox, where)
-            assert "No space left on device" in stderr, stderr
-            after = runtime_state(live, sandbox.sandbox_id)
-            assert after and after["status"] == "running" and after["pid"] == before["pid"], (before, after)
-            assert oom_kills(sandbox.sandbox_id) == 0
-            assert backing_bytes(live, sandbox.sandbox_id) <= (disk_mb + 64) * 1024 * 1024
-            # envd still answers, and removing the file gives the space back.
-            assert sandbox.commands.run("echo alive").stdout == "alive\n"
-            sandbox.commands.run(f"rm {where}")
-            written = sandbox.commands.run("dd if=/dev/zero of=~/after bs=1M count=64 && rm ~/after")
-            assert written.exit_code == 0
-        finally:
-            sandbox.kill()
+def test_disk_filler_gets_enospc(live: Live, e2b_env: None, where: str) -> None:
+    sandbox = Sandbox.create(timeout=900)
+    try:
+        before = runtime_state(live, sandbox.sandbox_id)
+        assert before and before["status"] == "running"
+        disk_mb = sandbox.get_info().disk_size_mb if hasattr(sandbox.get_info(), "disk_size_mb") else 1024
+        stderr = fill(sandbox, where)
+        assert "No space left on device" in stderr, stderr
+        after = runtime_state(live, sandbox.sandbox_id)
+        assert after and after["status"] == "running" and after["pid"] == before["pid"], (before, after)
+        assert oom_kills(sandbox.sandbox_id) == 0
+        assert backing_bytes(live, sandbox.sandbox_id) <= (disk_mb + 64) * 1024 * 1024
+        # envd still answers, and removing the file gives the space back.
+        assert sandbox.commands.run("echo alive").stdout == "alive\n"
+        sandbox.commands.run(f"rm {where}")
+        written = sandbox.commands.run("dd if=/dev/zero of=~/after bs=1M count=64 && rm ~/after")
+        assert written.exit_code == 0
+    finally:
+        sandbox.kill()

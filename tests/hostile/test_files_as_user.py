@@ -17,25 +17,18 @@ import pytest
 from e2b import Sandbox
 from e2b.exceptions import SandboxException
 
-from tests.hostile.conftest import Live
-
 pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900)]
 
 DENIED = "(?i)permission.denied"
 
 
 @pytest.fixture(scope="module")
-def sbx(live: Live) -> Iterator[Sandbox]:
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in live.e2b_env().items():
-            mp.setenv(name, value)
-        mp.delenv("E2B_DEBUG", raising=False)
-        mp.delenv("E2B_DOMAIN", raising=False)
-        sandbox = Sandbox.create(timeout=300)
-        try:
-            yield sandbox
-        finally:
-            sandbox.kill()
+def sbx(e2b_env: None) -> Iterator[Sandbox]:
+    sandbox = Sandbox.create(timeout=300)
+    try:
+        yield sandbox
+    finally:
+        sandbox.kill()
 
 
 def as_root(sbx: Sandbox, command: str) -> str:

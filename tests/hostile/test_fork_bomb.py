@@ -11,13 +11,10 @@ sandbox's own; envd keeps pids and memory to answer, and kills the flood on requ
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from e2b import Sandbox
-
-from tests.hostile.conftest import Live
 
 pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900)]
 
@@ -29,16 +26,6 @@ ANSWER_WITHIN = 20.0  # seconds for `echo alive` while the bomb is at its limit
 def host_pids(sandbox_id: str) -> int:
     """Tasks in the sandbox's host cgroup (its processes, or gVisor's sentry, gofer and stub threads)."""
     return int(Path(f"/sys/fs/cgroup/pids/sandhive/{sandbox_id}/pids.current").read_text())
-
-
-@pytest.fixture(scope="module")
-def e2b_env(live: Live) -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in live.e2b_env().items():
-            mp.setenv(name, value)
-        mp.delenv("E2B_DEBUG", raising=False)
-        mp.delenv("E2B_DOMAIN", raising=False)
-        yield
 
 
 def test_fork_bomb_leaves_envd_answering(e2b_env: None) -> None:

@@ -11,26 +11,19 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.api.rig import Server, start_server
+from tests.api.rig import Server, module_server
 
 BODY_BYTES = 300 * 2**20
 CHUNK = 64 * 1024
 RSS_GROWTH_LIMIT = 64 * 2**20
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("bodies") / "data")
-    try:
-        yield srv
-    finally:
-        srv.stop()
+server = module_server("bodies")
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from sandhive.node import userns
+from tests.helpers import wait_until
 
 from .conftest import Live
 from .sandboxes import host_uid, run, sandbox
@@ -59,9 +60,6 @@ def test_sudo_root_is_an_unprivileged_host_uid(live: Live) -> None:
     with sandbox(live) as sbx:
         code, out = run(sbx, f"sudo -n sh -c '{marker} > /dev/null 2>&1 &' && echo started", user="user")
         assert code == 0 and "started" in out, out
-        deadline = time.monotonic() + 10
-        while not (pids := _host_pids_running(marker)) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert pids, f"{marker!r} started with sudo is not running"
+        pids = wait_until(lambda: _host_pids_running(marker), 10, f"{marker!r} started with sudo to run")
         uids = {host_uid(pid) for pid in pids}
         assert all(uid >= userns.SANDBOX_RANGES_START for uid in uids), f"sudo's root is host uid {uids}"

@@ -10,12 +10,12 @@ free again once the sandbox is killed.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
 
 from sandhive.node import userns
+from tests.helpers import wait_until
 
 from .conftest import Live
 from .sandboxes import host_uid, run, sandbox, sandbox_dir
@@ -57,11 +57,10 @@ def _owners(tree: Path) -> list[tuple[str, int]]:
 
 def _gone(root: int, seconds: float = 15.0) -> bool:
     """No process runs in the range `root` starts (a kill answers before the runtime reaped everything)."""
-    deadline = time.monotonic() + seconds
-    while _processes_in(root):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
+    try:
+        wait_until(lambda: not _processes_in(root), seconds, f"the processes of range {root} to end", interval=0.1)
+    except AssertionError:
+        return False
     return True
 
 
@@ -100,9 +99,7 @@ def test_a_killed_sandboxes_range_is_free(live: Live) -> None:
         assert Path(f"/run/sandhive/net-slots/{slot}").exists()
         state = sandbox_dir(live, sbx.sandbox_id)
     assert _gone(root)
-    deadline = time.monotonic() + 15
-    while Path(f"/run/sandhive/net-slots/{slot}").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not Path(f"/run/sandhive/net-slots/{slot}").exists(), "the slot (and so the range) was not freed"
+    wait_until(lambda: not Path(f"/run/sandhive/net-slots/{slot}").exists(), 15,
+               "the network slot (and so the uid range) to be freed", interval=0.1)
     with open("/proc/self/mountinfo") as f:
         assert not [line for line in f if str(state) in line], "mounts of a killed sandbox remain"

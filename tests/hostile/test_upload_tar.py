@@ -16,26 +16,19 @@ import io
 import os
 import secrets
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from sandhive.templates.uploads import FILES_DIR
-from tests.api.rig import Server, start_server
+from tests.api.rig import Server, module_server
 
 STEPS = "abcdefghijklmnop"
 PATH_MAX = 4096
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("uptar") / "data")
-    try:
-        yield srv
-    finally:
-        srv.stop()
+server = module_server("uptar")
 
 
 @pytest.fixture(scope="module")

@@ -28,13 +28,14 @@ class Rig:
         return httpx.Client(base_url=self.proxy.url, trust_env=False, timeout=10, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def rig() -> Iterator[Rig]:
+def proxy_rig(routes: dict[str, str] | None = None, **proxy_options: object) -> Iterator[Rig]:
+    """An upstream and an EdgeProxy (with `proxy_options`, e.g. timeouts and caps) in front of it, in threads;
+    `routes` maps sandbox ids to addresses (default: SANDBOX_ID on loopback). Stopped when the generator ends."""
     state = UpstreamState()
-    resolver = RecordingResolver({SANDBOX_ID: "127.0.0.1"})
+    resolver = RecordingResolver(routes or {SANDBOX_ID: "127.0.0.1"})
     upstream = ServerThread(upstream_app(state)).start()
     try:
-        proxy = ServerThread(EdgeProxy(api_app(), resolver)).start()
+        proxy = ServerThread(EdgeProxy(api_app(), resolver, **proxy_options)).start()  # type: ignore[arg-type]
     except BaseException:
         upstream.stop()
         raise
@@ -43,3 +44,8 @@ def rig() -> Iterator[Rig]:
     finally:
         proxy.stop()
         upstream.stop()
+
+
+@pytest.fixture(scope="module")
+def rig() -> Iterator[Rig]:
+    yield from proxy_rig()

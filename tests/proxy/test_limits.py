@@ -8,30 +8,16 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from sandhive.proxy import EdgeProxy
-from tests.proxy.conftest import SANDBOX_ID, Rig
-from tests.proxy.servers import RecordingResolver, ServerThread, UpstreamState, api_app, upstream_app
+from tests.proxy.conftest import SANDBOX_ID, Rig, proxy_rig
 
 CAP = 3
 READ_TIMEOUT = 1.0
 
 
 def _rig(read_timeout: float) -> Iterator[Rig]:
-    state = UpstreamState()
-    resolver = RecordingResolver({SANDBOX_ID: "127.0.0.1", "iother": "127.0.0.1"})
-    upstream = ServerThread(upstream_app(state)).start()
     timeout = httpx.Timeout(connect=5.0, read=read_timeout, write=5.0, pool=5.0)
-    try:
-        proxy = ServerThread(EdgeProxy(api_app(), resolver, max_connections_per_sandbox=CAP,
-                                       timeout=timeout)).start()
-    except BaseException:
-        upstream.stop()
-        raise
-    try:
-        yield Rig(upstream, proxy, state, resolver)
-    finally:
-        proxy.stop()
-        upstream.stop()
+    yield from proxy_rig({SANDBOX_ID: "127.0.0.1", "iother": "127.0.0.1"}, max_connections_per_sandbox=CAP,
+                         timeout=timeout)
 
 
 @pytest.fixture(scope="module")

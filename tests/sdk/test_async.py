@@ -7,7 +7,6 @@ import asyncio
 import io
 import os
 import re
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -27,6 +26,7 @@ from sandhive import (
     SandboxQuery,
     SandboxState,
 )
+from tests.helpers import wait_until_async
 from tests.sdk.conftest import Live
 
 pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900), pytest.mark.usefixtures("sdk_env")]
@@ -42,12 +42,7 @@ async def sbx(live: Live) -> AsyncIterator[AsyncSandbox]:
 
 
 async def eventually(check: Callable[[], Awaitable[object]], timeout: float = 10.0) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result or time.monotonic() > deadline:
-            return result
-        await asyncio.sleep(0.1)
+    return await wait_until_async(check, timeout, "the condition", interval=0.1)
 
 
 async def through_proxy(live: Live, url: str, method: str = "GET", **kwargs: object) -> httpx.Response:

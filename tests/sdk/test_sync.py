@@ -7,7 +7,6 @@ import io
 import os
 import re
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -27,6 +26,7 @@ from sandhive import (
     SandboxQuery,
     SandboxState,
 )
+from tests.helpers import wait_until
 from tests.sdk.conftest import Live
 
 pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900), pytest.mark.usefixtures("sdk_env")]
@@ -42,13 +42,8 @@ def sbx(live: Live) -> Iterator[Sandbox]:
 
 
 def eventually(check: Callable[[], object], timeout: float = 10.0) -> object:
-    """Poll `check` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.1)
+    """Poll `check` until it returns something truthy (and return that)."""
+    return wait_until(check, timeout, "the condition", interval=0.1)
 
 
 def through_proxy(live: Live, url: str, method: str = "GET", headers_extra: dict[str, str] | None = None,

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 from ..envd import ENVD_VERSION
@@ -78,8 +79,11 @@ def _unsupported(body: NewSandboxV2) -> str | None:
 class SandboxService:
     """Sandboxes of every team on this server: the store's records and the node's processes, kept in step."""
 
-    def __init__(self, settings: Settings, store: Store, node: Node | None, templates: TemplateResolver | None):
+    def __init__(self, settings: Settings, store: Store, node: Node | None, templates: TemplateResolver | None,
+                 clock: Callable[[], datetime] = now_utc):
+        """`clock` (the wall clock deadlines are measured on) is for tests: expiry without waiting."""
         self.settings = settings
+        self._now = clock
         self.store = store
         self.node = node
         self.templates = templates
@@ -192,7 +196,7 @@ class SandboxService:
             sandbox_id = handle.sandbox_id
             self.quota.add(team_id, sandbox_id)
         token = self._token(sandbox_id)
-        now = now_utc()
+        now = self._now()
         record = SandboxRecord(
             sandbox_id=sandbox_id, team_id=team_id, template_id=template.template_id,
             alias=body.templateID if body.templateID != template.template_id else None,
@@ -257,10 +261,10 @@ class SandboxService:
         """Overwrite the deadline with now + `seconds`; this may end the sandbox sooner than before."""
         self.lifetime.check_timeout(seconds)
         record = await self._owned(team_id, sandbox_id)
-        await self._set_end(record, self.lifetime.deadline(record.started_at, now_utc(), seconds))
+        await self._set_end(record, self.lifetime.deadline(record.started_at, self._now(), seconds))
 
     async def _extend(self, record: SandboxRecord, seconds: int) -> None:
-        end = self.lifetime.deadline(record.started_at, now_utc(), seconds)
+        end = self.lifetime.deadline(record.started_at, self._now(), seconds)
         if end > record.end_at:
             await self._set_end(record, end)
 
@@ -277,7 +281,7 @@ class SandboxService:
     async def metrics(self, team_id: str, sandbox_id: str, start: int | None, end: int | None) -> list[SandboxMetric]:
         """One sample taken now from the sandbox's cgroup (no history is kept), if now is inside [start, end]."""
         record = await self._owned(team_id, sandbox_id, live=False)
-        now = now_utc()
+        now = self._now()
         in_window = (start is None or int(now.timestamp()) >= start) and (end is None or int(now.timestamp()) <= end)
         if record.state == "killed" or self.node is None or not in_window:
             return []
@@ -289,7 +293,7 @@ class SandboxService:
     async def logs(self, team_id: str, sandbox_id: str, start_ms: int | None, limit: int) -> SandboxLogs:
         """The sandbox's own log lines (the newest `limit`), stamped with the time they were read."""
         record = await self._owned(team_id, sandbox_id, live=False)
-        now = now_utc()
+        now = self._now()
         too_early = start_ms is not None and now.timestamp() * 1000 < start_ms
         if record.state == "killed" or self.node is None or too_early:
             return SandboxLogs(logs=[], logEntries=[])
@@ -309,7 +313,7 @@ class SandboxService:
 
     async def expire_due(self) -> None:
         """Kill every running sandbox whose deadline has passed."""
-        due = await asyncio.to_thread(self.store.expired_sandboxes, now_utc())
+        due = await asyncio.to_thread(self.store.expired_sandboxes, self._now())
         if due:
             await asyncio.gather(*(self._expire(record) for record in due))
 

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from .sandboxes import SandboxService
 
 log = logging.getLogger("sandhive.api")
 
 
-async def run_expiry(service: SandboxService, interval: float) -> None:
-    """Forever: wait `interval`, kill what is due. A failing pass is logged and the next one tries again."""
+async def run_expiry(service: SandboxService, interval: float,
+                     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+    """Forever: wait `interval`, kill what is due. A failing pass is logged and the next one tries again.
+    `sleep` is for tests (a clock they drive)."""
     while True:
-        await asyncio.sleep(interval)
+        await sleep(interval)
         try:
             await service.expire_due()
         except Exception:

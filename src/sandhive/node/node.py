@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,16 +66,21 @@ class Node:
     """
 
     def __init__(self, runtime: Runtime, *, pools: PoolSettings | None = None, budget: Budget | None = None,
-                 ready: ReadyPolicy | None = None) -> None:
+                 ready: ReadyPolicy | None = None, http: httpx.AsyncClient | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`http` (envd's client) and `clock` (the pools' monotonic time) are for tests: a fake envd behind
+        `httpx.MockTransport`, and time that moves when the test says so."""
         self.runtime = runtime
+        self._clock = clock
         self.admission = Admission(budget or Budget.of_host())
         self.ready_policy = ready or ReadyPolicy()
         self.ca_bundle: str | None = None
         # Connections to pooled sandboxes stay open while they wait (envd keeps them for 75 s), so a
         # hand-over's /init needs no new connection.
-        self._http = httpx.AsyncClient(timeout=10.0, trust_env=False,
-                                       limits=httpx.Limits(max_keepalive_connections=256, keepalive_expiry=60.0))
-        self.pools = WarmPools(pools or PoolSettings(), self.admission, runtime.name, self._fill, self.runtime.stop)
+        self._http = http or httpx.AsyncClient(
+            timeout=10.0, trust_env=False, limits=httpx.Limits(max_keepalive_connections=256, keepalive_expiry=60.0))
+        self.pools = WarmPools(pools or PoolSettings(), self.admission, runtime.name, self._fill, self.runtime.stop,
+                               clock)
         self._watches: dict[str, asyncio.Task] = {}
 
     @property
@@ -88,7 +94,7 @@ class Node:
             self.admission = Admission(budget)
         if pools is not None or budget is not None:
             self.pools = WarmPools(pools or self.pools.settings, self.admission, self.runtime.name, self._fill,
-                                   self.runtime.stop)
+                                   self.runtime.stop, self._clock)
 
     async def start(self, *, ca_bundle: str | None = None, prewarm: Iterable[CreateRequest] = ()) -> None:
         """Begin pooling. `ca_bundle` goes to every new sandbox; `prewarm` pools are kept warm from now on."""

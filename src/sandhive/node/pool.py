@@ -267,7 +267,9 @@ class WarmPools:
 
     # ---- the maintainer --------------------------------------------------------------------
     async def _maintain(self) -> None:
-        while True:
+        # `while not closed`, not `while True`: on Python 3.11 `wait_for` swallows a cancel that arrives as the
+        # wake event fires (a fill just ended), and `close()` would then wait for this loop forever.
+        while not self._closed:
             self._wake.clear()
             pause = TICK_SECONDS
             try:

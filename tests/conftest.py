@@ -1,0 +1,25 @@
+"""Suite-wide hooks: a skip whose reason is not on the known list (tests/skips.py) fails the test."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+from tests.skips import skip_allowed
+
+pytest_plugins = ["pytester"]  # tests/unit/test_skip_policy.py runs this hook in a pytest of its own
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Generator[None, Any, None]:
+    outcome = yield
+    report = outcome.get_result()
+    if not report.skipped or hasattr(report, "wasxfail"):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if not skip_allowed(reason):
+        report.outcome = "failed"
+        report.longrepr = (f"unexpected skip: {reason!r} matches no known reason in tests/skips.py "
+                           "(fix the rig, or add the reason there with the skip that needs it)")

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from sandhive.api.errors import ApiError
 from sandhive.api.lifetime import MAX_REFRESH_SECONDS, Lifetime
+from sandhive.errors import UserError
 from sandhive.node.admission import Admission, Budget, HostFull, Kind, Resources
 from tests.unit.fakes import EPOCH
 
@@ -69,7 +69,7 @@ def test_budget_of_host_keeps_a_reserve_and_refuses_nonsense() -> None:
     (None, 2**31, "Timeout cannot be greater than 2147483647 seconds"),
 ])
 def test_bad_timeouts_are_400_in_e2bs_words(max_lifetime: int | None, seconds: int, message: str) -> None:
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(UserError) as info:
         Lifetime(max_lifetime).check_timeout(seconds)
     assert (info.value.status, info.value.message) == (400, message)
 
@@ -87,5 +87,5 @@ def test_refresh_durations() -> None:
     Lifetime.check_refresh(0)
     Lifetime.check_refresh(MAX_REFRESH_SECONDS)
     for bad in (-1, MAX_REFRESH_SECONDS + 1):
-        with pytest.raises(ApiError, match="between 0 and 3600"):
+        with pytest.raises(UserError, match="between 0 and 3600"):
             Lifetime.check_refresh(bad)

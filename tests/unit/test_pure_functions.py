@@ -11,9 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from sandhive.api.errors import ApiError
 from sandhive.api.listing import build_query, parse_metadata, parse_started_after, parse_states
-from sandhive.api.tokens import access_token, load_seed
+from sandhive.api.tokens import access_token, load_secret
+from sandhive.errors import UserError
 from sandhive.node.runtime import ENVD_PORT
 from sandhive.proxy.routing import BadTarget, is_internal, parse_target
 from sandhive.sdk.signing import signature
@@ -99,7 +99,7 @@ def test_list_filters_parse_what_the_sdk_sends() -> None:
                         next_token=None, limit=1),
 ])
 def test_bad_list_filters_are_400(call: object) -> None:
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(UserError) as info:
         call()  # type: ignore[operator]
     assert info.value.status == 400
 
@@ -107,8 +107,8 @@ def test_bad_list_filters_are_400(call: object) -> None:
 # ---- tokens and signatures -----------------------------------------------------------------------------
 
 def test_access_tokens_are_per_sandbox_and_per_seed(tmp_path: Path) -> None:
-    seed = load_seed(tmp_path)
-    assert load_seed(tmp_path) == seed  # created once, then read
+    seed = load_secret(tmp_path)
+    assert load_secret(tmp_path) == seed  # created once, then read
     assert (tmp_path / "secret").stat().st_mode & 0o777 == 0o600
     token = access_token(seed, SID)
     assert len(token) == 64 and token == access_token(seed, SID)
@@ -118,7 +118,7 @@ def test_access_tokens_are_per_sandbox_and_per_seed(tmp_path: Path) -> None:
 def test_a_truncated_seed_is_refused(tmp_path: Path) -> None:
     (tmp_path / "secret").write_text("short\n")
     with pytest.raises(RuntimeError, match="empty or truncated"):
-        load_seed(tmp_path)
+        load_secret(tmp_path)
 
 
 def test_file_signatures_are_envds_v1_scheme() -> None:

@@ -20,6 +20,7 @@ import termios
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import cast
 
 from .process_limits import USER_OOM_SCORE_ADJ
 from .reaper import Reaper, describe_status
@@ -289,13 +290,18 @@ class ManagedProcess:
         self.spec.pty_size = (cols, rows)
 
 
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 def set_winsize(fd: int, cols: int, rows: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
 async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
     fut: asyncio.Future[None] = loop.create_future()
-    loop.add_writer(fd, lambda: fut.done() or fut.set_result(None))
+    loop.add_writer(fd, _wake, fut)
     try:
         await fut
     finally:
@@ -429,7 +435,7 @@ class ProcessTable:
         finally:
             for fd in child_fds:
                 os.close(fd)
-        if popen.args[0] != self.spawn_helper:
+        if cast(list[str], popen.args)[0] != self.spawn_helper:  # _spawn passes a list
             _deprioritise_for_oom(popen.pid)
         proc = ManagedProcess(popen, spec, readers, stdin_fd, master_fd)
         self.by_pid[proc.pid] = proc

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 from collections import deque
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from asyncinotify import Mask, RecursiveInotify
@@ -117,7 +118,7 @@ class DirWatcher:
             self._inotify.close()
             raise
 
-    async def events(self):
+    async def events(self) -> AsyncIterator[pb.FilesystemEvent]:
         """Yield FilesystemEvents, names relative to the watched directory.
 
         envd's own uploads land through a temporary sibling renamed over the target; watchers see

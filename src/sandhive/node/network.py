@@ -185,8 +185,12 @@ def host_networks() -> list[Network]:
 
 def _elements(networks: Iterable[Network], version: int) -> str:
     """An nft interval-set element list; overlapping ranges collapsed (nft refuses overlaps)."""
-    chosen = [n for n in networks if n.version == version]
-    return ", ".join(str(n) for n in ipaddress.collapse_addresses(chosen))  # type: ignore[arg-type]
+    collapsed: Iterable[Network]
+    if version == 4:
+        collapsed = ipaddress.collapse_addresses(n for n in networks if isinstance(n, ipaddress.IPv4Network))
+    else:
+        collapsed = ipaddress.collapse_addresses(n for n in networks if isinstance(n, ipaddress.IPv6Network))
+    return ", ".join(str(n) for n in collapsed)
 
 
 def egress_script(nameservers: Sequence[str], allow: Sequence[Network] | None,

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..envd import ENVD_VERSION
 from ..images import system_image
@@ -42,6 +43,9 @@ from . import dockerfile as dockerfile_mod
 from .buildah import Buildah, BuildahError
 from .finalize import DEFAULT_USER
 from .info import ID_PATTERN, ROOTFS, TemplateInfo, now_iso
+
+if TYPE_CHECKING:  # the node's network is imported only when a build needs it (_BuildNetwork)
+    from ..node.network import Slot
 
 Log = Callable[[str], None]
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -412,20 +416,20 @@ class _BuildNetwork:
         self.network = network
         self.build_id = "b" + secrets.token_hex(8)
         self.slots = network.SlotAllocator()
-        self.slot = None
+        self.slot: Slot | None = None
 
     def __enter__(self) -> str:
-        self.slot = self.slots.claim(self.build_id)
+        slot = self.slot = self.slots.claim(self.build_id)
         try:
-            asyncio.run(self._create())
+            asyncio.run(self._create(slot))
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self.network.netns_path(self.build_id)
 
-    async def _create(self) -> None:
+    async def _create(self, slot: Slot) -> None:
         await self.network.prepare_host()
-        await self.network.create(self.build_id, self.slot, True)
+        await self.network.create(self.build_id, slot, True)
 
     def __exit__(self, *exc: object) -> None:
         try:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from .config import USER_AGENT, ConnectionConfig
+from .exceptions import InvalidArgumentException
 from .template_builder import TemplateBase, TemplateBuilder, TemplateFinal
 from .template_flow import (
     LogCallback,
@@ -66,18 +67,22 @@ def _base(template: Any) -> TemplateBase:
 
 
 def _client(config: ConnectionConfig) -> httpx.Client:
-    return httpx.Client(transport=config.transport, timeout=config.request_timeout,  # type: ignore[arg-type]
-                        headers={"User-Agent": USER_AGENT})
+    transport = config.transport
+    if transport is not None and not isinstance(transport, httpx.BaseTransport):
+        raise InvalidArgumentException("the transport given is async only: build with AsyncTemplate")
+    return httpx.Client(transport=transport, timeout=config.request_timeout, headers={"User-Agent": USER_AGENT})
 
 
 def _async_client(config: ConnectionConfig) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=config.transport, timeout=config.request_timeout,  # type: ignore[arg-type]
-                             headers={"User-Agent": USER_AGENT})
+    transport = config.transport
+    if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
+        raise InvalidArgumentException("the transport given is blocking only: build with Template")
+    return httpx.AsyncClient(transport=transport, timeout=config.request_timeout, headers={"User-Agent": USER_AGENT})
 
 
-def _bracket(on_build_logs: LogCallback, entry: type[LogEntry], message: str) -> None:
+def _bracket(on_build_logs: LogCallback, entry: type[LogEntryStart | LogEntryEnd], message: str) -> None:
     if on_build_logs:
-        on_build_logs(entry(timestamp=datetime.now(UTC), message=message))  # type: ignore[call-arg]
+        on_build_logs(entry(timestamp=datetime.now(UTC), message=message))
 
 
 class Template(TemplateBase):
@@ -152,7 +157,7 @@ class Template(TemplateBase):
         return cls._once(get_tags_call(ConnectionConfig.resolve(**opts), template_id), opts)
 
     @staticmethod
-    def _once(call: Any, opts: dict[str, Any]) -> Any:
+    def _once(call: Any, opts: ConnectionOptions) -> Any:
         config = ConnectionConfig.resolve(**opts)
 
         def one() -> Any:
@@ -227,7 +232,7 @@ class AsyncTemplate(TemplateBase):
         return await cls._once(get_tags_call(ConnectionConfig.resolve(**opts), template_id), opts)
 
     @staticmethod
-    async def _once(call: Any, opts: dict[str, Any]) -> Any:
+    async def _once(call: Any, opts: ConnectionOptions) -> Any:
         config = ConnectionConfig.resolve(**opts)
 
         def one() -> Any:

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from .. import __version__
 from ..node.node import Node
 from ..store import Store
-from ..templates.build_service import TemplateBuildService
+from ..templates.build_service import TemplateBuildService, Templates
 from .errors import install_error_handlers
 from .openapi import build_openapi
 from .request_guard import BodyLimits, RequestGuard
@@ -20,14 +20,13 @@ from .routes import health_router, node_router, sandbox_router, template_router
 from .sandboxes import SandboxService
 from .settings import Settings
 from .template_routes import template_build_router
-from .templates import TemplateResolver
 from .timers import run_expiry
 from .tokens import load_seed
 
 DESCRIPTION = "Self-hosted sandboxes for AI agents. The REST API of E2B, so the official e2b SDKs work unchanged."
 
 
-def create_app(settings: Settings, node: Node | None, templates: TemplateResolver | None) -> FastAPI:
+def create_app(settings: Settings, node: Node | None, templates: Templates | None) -> FastAPI:
     """The API over `node` (None: control plane only, creates answer 500) and `templates`.
 
     The app owns the node from here on: its lifespan reconciles the node with the store at start,
@@ -35,7 +34,7 @@ def create_app(settings: Settings, node: Node | None, templates: TemplateResolve
     `app.state.resolve_sandbox(id)` answers a running sandbox's host address for the edge proxy.
     """
     service = SandboxService(settings, Store.open(settings.data_dir, settings.database_url), node, templates)
-    builds = TemplateBuildService(settings, service.store, templates, node,  # type: ignore[arg-type]
+    builds = TemplateBuildService(settings, service.store, templates, node,
                                   load_seed=load_seed)
     service.catalog = builds.catalog  # sandbox creates resolve names as the team sees them
 
@@ -64,8 +63,8 @@ def create_app(settings: Settings, node: Node | None, templates: TemplateResolve
     app.include_router(template_router(service))
     app.include_router(node_router(service))
     # Before any route reads a body: the key from the headers, and bounded body sizes (request_guard.py).
-    app.add_middleware(RequestGuard, routes=app.router.routes, store=service.store,  # type: ignore[arg-type]
+    app.add_middleware(RequestGuard, routes=app.router.routes, store=service.store,
                        limits=BodyLimits(settings.max_json_body_bytes, settings.max_upload_body_bytes,
                                          settings.body_timeout_seconds))
-    app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]
+    app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]  # FastAPI's documented override
     return app

@@ -331,14 +331,14 @@ def _spawn(argv: list[str], env: dict[str, str], cwd: str, stdio: dict[str, int]
     there, envd vforks the helper, which does both and execs the command. Without the helper (envd
     outside a system image) CPython does it itself.
     """
-    base = dict(env=env, cwd=cwd, start_new_session=True, close_fds=True, **stdio)
-    if credentials is None and not pty:
-        return subprocess.Popen(argv, **base)  # type: ignore[call-overload]
-    if helper is None:
-        extra: dict[str, object] = {"preexec_fn": _make_controlling_tty} if pty else {}
-        if credentials is not None:
-            extra.update(credentials.popen_kwargs())
-        return subprocess.Popen(argv, **base, **extra)  # type: ignore[call-overload]
+    stdin, stdout, stderr = stdio["stdin"], stdio["stdout"], stdio["stderr"]
+    if helper is None or (credentials is None and not pty):
+        # None is Popen's default for each of these: with neither a PTY nor credentials, CPython still vforks.
+        return subprocess.Popen(argv, env=env, cwd=cwd, start_new_session=True, close_fds=True, stdin=stdin,
+                                stdout=stdout, stderr=stderr, preexec_fn=_make_controlling_tty if pty else None,
+                                user=credentials.uid if credentials else None,
+                                group=credentials.gid if credentials else None,
+                                extra_groups=list(credentials.groups) if credentials else None)
     options = ["--ctty"] if pty else []
     options.append(f"--oom-score-adj={USER_OOM_SCORE_ADJ}")
     if credentials is not None:
@@ -346,8 +346,9 @@ def _spawn(argv: list[str], env: dict[str, str], cwd: str, stdio: dict[str, int]
     status_r, status_w = os.pipe()
     try:
         try:
-            popen = subprocess.Popen([helper, f"--status-fd={status_w}", *options, "--", *argv],
-                                     pass_fds=(status_w,), **base)  # type: ignore[call-overload]
+            popen = subprocess.Popen([helper, f"--status-fd={status_w}", *options, "--", *argv], env=env, cwd=cwd,
+                                     start_new_session=True, close_fds=True, stdin=stdin, stdout=stdout,
+                                     stderr=stderr, pass_fds=(status_w,))
         finally:
             os.close(status_w)
         report = _read_to_end(status_r)

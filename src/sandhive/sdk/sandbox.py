@@ -53,6 +53,7 @@ class _SandboxBase:
     """What both faces share without I/O: identity, addresses and signed URLs."""
 
     _ref: SandboxRef
+    files: Files | AsyncFiles
 
     @property
     def sandbox_id(self) -> str:
@@ -80,10 +81,10 @@ class _SandboxBase:
         return self._ref.get_host(port)
 
     def download_url(self, path: str, user: str | None = None, use_signature_expiration: int | None = None) -> str:
-        return self.files.download_url(path, user, use_signature_expiration)  # type: ignore[attr-defined]
+        return self.files.download_url(path, user, use_signature_expiration)
 
     def upload_url(self, path: str, user: str | None = None, use_signature_expiration: int | None = None) -> str:
-        return self.files.upload_url(path, user, use_signature_expiration)  # type: ignore[attr-defined]
+        return self.files.upload_url(path, user, use_signature_expiration)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(sandbox_id={self.sandbox_id!r}, template_id={self.template_id!r})"

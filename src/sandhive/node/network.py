@@ -254,7 +254,7 @@ async def prepare_host(egress_allow: Sequence[str] | None = None) -> None:
     `egress_allow` replaces the operator's allowed ranges; None keeps those loaded. The ranges are host-wide,
     like the firewall: the last server started on a host sets them."""
     allow = parse_egress_allow(egress_allow) if egress_allow is not None else None
-    Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+    await asyncio.to_thread(Path("/proc/sys/net/ipv4/ip_forward").write_text, "1\n")
     nameservers = host_nameservers()
     existing = await run("nft", "list", "tables", check=False)
     script = (f"delete table inet {TABLE}\n" if f"inet {TABLE}" in existing else "") + firewall_script(nameservers)

@@ -132,7 +132,7 @@ class OciRuntime:
             disk = SandboxDisk(sandbox_dir)
             await asyncio.to_thread(self._create_disk, disk, spec, host_root)
             self._write_bundle(spec, sandbox_dir, disk, host_root)
-            with open(sandbox_dir / "envd.log", "ab") as out:
+            with await asyncio.to_thread(open, sandbox_dir / "envd.log", "ab") as out:
                 if self.runtime_makes_netns:
                     await self._run_detached(spec.sandbox_id, sandbox_dir, out, "create")
                     pid = int((sandbox_dir / "pid").read_text())

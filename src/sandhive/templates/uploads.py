@@ -15,6 +15,7 @@ directory appears complete or not at all (unpacked beside it, then renamed into 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
@@ -88,14 +89,14 @@ class UploadedFiles:
         spool = self.root / f".upload-{secrets.token_hex(8)}"
         size = 0
         try:
-            with open(spool, "xb") as out:
+            with await asyncio.to_thread(open, spool, "xb") as out:
                 async for chunk in body:
                     size += len(chunk)
                     if size > MAX_UPLOAD_BYTES:
                         raise ApiError(413, f"the upload is larger than {MAX_UPLOAD_BYTES // 2**30} GiB")
                     if allowance is not None and size > allowance and over_quota is not None:
                         raise over_quota(size)
-                    out.write(chunk)
+                    await asyncio.to_thread(out.write, chunk)
         except BaseException:
             spool.unlink(missing_ok=True)
             raise

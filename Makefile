@@ -55,8 +55,12 @@ up: base-template
 down:
 	@if [ -f $(RUN_DIR)/server.pid ]; then kill $$(cat $(RUN_DIR)/server.pid) 2>/dev/null || true; rm -f $(RUN_DIR)/server.pid; echo "sandhive stopped (its sandboxes keep running; a restart adopts them and ends the overdue)"; fi
 
+# In order, each step only if the one before passed: lint, types (0 errors), the unit tier (no root, no server,
+# under a minute; its summary is printed), then the integration suites (the rest of tests/, as root).
 test: venv
 	$(BIN)/ruff check src tests bench
+	@echo "== types (mypy)"
+	$(BIN)/mypy
 	@echo "== unit tier (no root, no server)"
 	$(BIN)/python -m pytest -q tests/unit
 	@echo "== integration suites"
@@ -72,6 +76,7 @@ test-microvm: venv
 
 lint: venv
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 
 # Issue 6's table: sandboxes per backend through a live server, next to raw runtime baselines (as root; minutes).
 # The older single-purpose benches stay runnable: python -m bench.envd_bench | bench.proxy_bench | bench.sandbox_bench

@@ -19,6 +19,7 @@ import pytest
 from e2b import AsyncSandbox, FilesystemEventType, Sandbox
 from e2b.exceptions import TimeoutException
 
+from ..helpers import wait_until_async
 from .conftest import Live
 
 pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(600)]
@@ -133,9 +134,10 @@ async def test_streamed_watcher_sees_create_chmod_write(sbx: Sandbox, live: Live
     handle = await asbx.files.watch_dir(workdir, events.append)
     try:
         await asbx.files.write(f"{workdir}/a.txt", "watched")
-        deadline = time.monotonic() + 10
-        while len(events) < 3 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        async def three() -> bool:
+            return len(events) >= 3
+
+        await wait_until_async(three, 10, "three watch events", show=lambda: events)
         await asyncio.sleep(0.3)  # and nothing more comes
         assert [(e.name, e.type) for e in events] == [("a.txt", t) for t in E2B_WRITE_EVENTS]
     finally:

@@ -123,6 +123,9 @@ def upstream_app(state: UpstreamState) -> Starlette:
                 if message["type"] == "websocket.disconnect":
                     state.ws_close_codes.append(message.get("code", 1005))
                     return
+                if message.get("text") == "headers?":
+                    await ws.send_json(ws.headers.items())
+                    continue
                 if message.get("text", "").startswith("close:"):
                     await ws.close(int(message["text"].split(":")[1]), reason="asked to")
                     return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 
 import pytest
@@ -30,6 +31,17 @@ def test_echo_text_and_binary(rig: Rig) -> None:
         assert ws.recv(timeout=5) == blob
         ws.send("")
         assert ws.recv(timeout=5) == ""
+
+
+def test_end_to_end_headers_reach_the_upstream(rig: Rig) -> None:
+    headers = {**rig.sandbox_headers(), "Cookie": "session=abc", "X-Custom": "value 1"}
+    with _connect(rig, headers=headers) as ws:
+        ws.send("headers?")
+        seen = json.loads(ws.recv(timeout=5))
+    assert ["cookie", "session=abc"] in seen
+    assert ["x-custom", "value 1"] in seen
+    assert ["x-forwarded-proto", "http"] in seen
+    assert ["x-forwarded-for", "127.0.0.1"] in seen
 
 
 def test_subprotocol_is_negotiated_end_to_end(rig: Rig) -> None:

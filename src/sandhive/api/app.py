@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from ..node.node import Node
 from ..store import Store
-from ..templates.build_service import TemplateBuildService
+from ..templates.build_service import TemplateBuildService, Templates
 from ..version import __version__
 from .errors import InternalErrors, install_error_handlers
 from .openapi import build_openapi
@@ -23,7 +23,6 @@ from .routes import health_router, node_router, sandbox_router, template_router
 from .sandboxes import SandboxService
 from .settings import Settings
 from .template_routes import template_build_router
-from .templates import TemplateResolver
 from .timers import run_expiry
 from .tokens import load_secret
 from .unsupported import served, unsupported_router
@@ -31,7 +30,7 @@ from .unsupported import served, unsupported_router
 DESCRIPTION = "Self-hosted sandboxes for AI agents. The REST API of E2B, so the official e2b SDKs work unchanged."
 
 
-def create_app(settings: Settings, node: Node | None, templates: TemplateResolver | None) -> FastAPI:
+def create_app(settings: Settings, node: Node | None, templates: Templates | None) -> FastAPI:
     """The API over `node` (None: control plane only, creates answer 500) and `templates`.
 
     The app owns the node from here on: its lifespan reconciles the node with the store at start,
@@ -40,7 +39,7 @@ def create_app(settings: Settings, node: Node | None, templates: TemplateResolve
     `app.state.resolve_sandbox(id)` answers a running sandbox's host address for the edge proxy.
     """
     service = SandboxService(settings, Store.open(settings.data_dir, settings.database_url), node, templates)
-    builds = TemplateBuildService(settings, service.store, templates, node,  # type: ignore[arg-type]
+    builds = TemplateBuildService(settings, service.store, templates, node,
                                   load_secret=load_secret)
     service.catalog = builds.catalog  # sandbox creates resolve names as the team sees them
 
@@ -71,11 +70,11 @@ def create_app(settings: Settings, node: Node | None, templates: TemplateResolve
     for router in routers:
         app.include_router(router)
     # Before any route reads a body: the key from the headers, and bounded body sizes (request_guard.py).
-    app.add_middleware(RequestGuard, routes=app.router.routes, store=service.store,  # type: ignore[arg-type]
+    app.add_middleware(RequestGuard, routes=app.router.routes, store=service.store,
                        limits=BodyLimits(settings.max_json_body_bytes, settings.max_upload_body_bytes,
                                          settings.body_timeout_seconds))
     app.add_middleware(InternalErrors)  # outermost: whatever else raised is a generic 500 with a logged id
-    app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]
+    app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]  # FastAPI's documented override
     return app
 
 

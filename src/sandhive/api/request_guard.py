@@ -98,7 +98,7 @@ class RequestGuard:
             return
         await self.app(scope, replay, send)
 
-    def _route(self, scope: Scope) -> BaseRoute | None:
+    def _route(self, scope: Scope) -> BaseRoute | _NoKeyRoute | None:
         """The route that will answer (a method mismatch counts: it answers 405 without a key)."""
         partial = None
         for route in self.routes:

@@ -27,6 +27,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._in_headers = True  # until a request's headers end; again from its response on (keep-alive)
         self._header_bytes = 0
 
+    # uvicorn's own override narrows asyncio's BaseTransport the same way (and ignores it the same way).
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()

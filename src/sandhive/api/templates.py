@@ -15,14 +15,21 @@ from .schemas import TemplateListing
 
 
 class TemplateSummary(Protocol):
-    """What `GET /templates` reports of a built template (`templates.info.TemplateInfo` has these)."""
+    """What `GET /templates` reports of a built template (`templates.info.TemplateInfo` has these).
+    Read-only properties: a frozen dataclass satisfies them."""
 
-    id: str
-    aliases: tuple[str, ...]
-    cpu_count: int
-    memory_mb: int
-    disk_mb: int
-    created_at: str  # ISO 8601
+    @property
+    def id(self) -> str: ...
+    @property
+    def aliases(self) -> tuple[str, ...]: ...
+    @property
+    def cpu_count(self) -> int: ...
+    @property
+    def memory_mb(self) -> int: ...
+    @property
+    def disk_mb(self) -> int: ...
+    @property
+    def created_at(self) -> str: ...  # ISO 8601
 
 
 class TemplateResolver(Protocol):

@@ -98,7 +98,7 @@ def unsupported_router(service: SandboxService, taken: set[tuple[str, str]]) -> 
 
 
 def _answer(entry: Unsupported, team: Any) -> Any:
-    async def not_enabled(_: team) -> None:  # type: ignore[valid-type]  # the API key is checked first, as E2B does
+    async def not_enabled(_: team) -> None:  # the API key is checked first, as E2B does
         raise UserError(400, entry.message)
 
     return not_enabled

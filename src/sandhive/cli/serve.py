@@ -23,8 +23,8 @@ from .node_options import CpuOvercommit, MaxPerTeam, MemoryBudget, PoolSize, Tem
 from .stores import open_store
 
 if TYPE_CHECKING:
-    from ..api import TemplateResolver
     from ..node.node import Node
+    from ..templates.registry import TemplateRegistry
 
 
 class Backend(StrEnum):
@@ -190,7 +190,7 @@ async def _node(backend: Backend, data_dir: Path) -> Node | None:
     return Node(selection.runtime)
 
 
-def _templates(data_dir: Path) -> TemplateResolver:
+def _templates(data_dir: Path) -> TemplateRegistry:
     try:
         from ..templates.registry import TemplateRegistry
     except ImportError as exc:

@@ -37,4 +37,4 @@ class StrictDecode:
 
 
 def codecs() -> list[Codec]:
-    return [StrictDecode(proto_binary_codec()), StrictDecode(proto_json_codec())]  # type: ignore[list-item]
+    return [StrictDecode(proto_binary_codec()), StrictDecode(proto_json_codec())]

@@ -283,7 +283,7 @@ async def _receive_octet_stream(request: Request, path: str, user: User, metadat
 async def _receive_multipart(request: Request, boundary: bytes, raw_path: str, user: User,
                              metadata: dict[str, str] | None, targets: list[UploadTarget]) -> None:
     """Stream each `file` part to its target; a part's filename is its path (E2B's convention)."""
-    actions: list[tuple[str, object]] = []
+    actions: list[tuple[str, str | bytes]] = []  # ("open", filename) or ("data", bytes)
     header: dict[str, bytearray] = {"field": bytearray(), "value": bytearray()}
     headers: dict[bytes, bytes] = {}
     finished = [False]
@@ -326,8 +326,8 @@ async def _receive_multipart(request: Request, boundary: bytes, raw_path: str, u
                     current = UploadTarget(_resolve(raw_path if use_param else name, user), user, metadata)
                     targets.append(current)
                     await current.open()
-                elif current is not None:
-                    await current.write(value)  # type: ignore[arg-type]
+                elif current is not None and isinstance(value, bytes):
+                    await current.write(value)
             actions.clear()
         parser.finalize()
     except MultipartParseError as exc:

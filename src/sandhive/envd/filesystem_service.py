@@ -14,7 +14,7 @@ import stat
 import uuid
 from collections.abc import AsyncIterator
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
@@ -22,6 +22,7 @@ from connectrpc.request import RequestContext
 from protobuf import Oneof
 
 from ..rpc.filesystem import filesystem_pb as pb
+from ..rpc.filesystem.filesystem_connect import Filesystem
 from .acting_user import run_as
 from .entries import entry_info, list_dir
 from .paths import make_dirs_as, resolve_path
@@ -62,8 +63,14 @@ def _os_error(exc: OSError, path: str) -> ConnectError:
     return ConnectError(Code.INTERNAL, f"{exc.strerror or exc}: '{path}'")
 
 
-class FilesystemService:
-    """Implements the generated `Filesystem` protocol."""
+def _watch_keepalive() -> pb.WatchDirResponse:
+    keepalive: Oneof[Literal["keepalive"], pb.WatchDirResponse.KeepAlive] = Oneof("keepalive",
+                                                                                pb.WatchDirResponse.KeepAlive())
+    return pb.WatchDirResponse(event=keepalive)
+
+
+class FilesystemService(Filesystem):
+    """Implements the generated `Filesystem` protocol (subclassed: its `desc()` comes along)."""
 
     def __init__(self, state: SandboxState) -> None:
         self.state = state
@@ -183,13 +190,18 @@ class FilesystemService:
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         watcher = await self._open_watcher(request.path, request.recursive, request.include_entry,
                                            request.allow_network_mounts, ctx)
-        quiet = lambda: pb.WatchDirResponse(event=Oneof("keepalive", pb.WatchDirResponse.KeepAlive()))  # noqa: E731
+        # Each oneof is typed where it is made: mypy cannot infer a field's literal name against the union.
+        start: Oneof[Literal["start"], pb.WatchDirResponse.StartEvent] = Oneof("start",
+                                                                               pb.WatchDirResponse.StartEvent())
         try:
-            yield pb.WatchDirResponse(event=Oneof("start", pb.WatchDirResponse.StartEvent()))
-            events = with_keepalive(watcher.events(), keepalive_interval(ctx), quiet)
+            yield pb.WatchDirResponse(event=start)
+            events = with_keepalive(watcher.events(), keepalive_interval(ctx), _watch_keepalive)
             async for item in until_deadline(events, deadline):
-                yield item if isinstance(item, pb.WatchDirResponse) else pb.WatchDirResponse(
-                    event=Oneof("filesystem", item))
+                if isinstance(item, pb.WatchDirResponse):
+                    yield item
+                else:
+                    event: Oneof[Literal["filesystem"], pb.FilesystemEvent] = Oneof("filesystem", item)
+                    yield pb.WatchDirResponse(event=event)
         finally:
             watcher.close()
 

@@ -67,9 +67,9 @@ def cpu_count() -> int:
 def _cpu_quota() -> float | None:
     try:
         with open("/sys/fs/cgroup/cpu.max") as f:
-            max_, period = f.read().split()
+            max_, period_text = f.read().split()
         if max_ != "max":
-            return int(max_) / int(period)
+            return int(max_) / int(period_text)
     except (OSError, ValueError):
         pass
     quota = _read_int("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")

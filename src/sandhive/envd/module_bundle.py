@@ -97,13 +97,13 @@ class BundleLoader(SourceFileLoader):
         super().__init__(fullname, path)
         self._bundled_code: bytes | None = code
 
-    def get_code(self, fullname: str) -> CodeType:
+    def get_code(self, fullname: str) -> CodeType | None:
         code, self._bundled_code = self._bundled_code, None
         if code is None or fullname != self.name:
             return super().get_code(fullname)
         obj = marshal.loads(code)
         # The code was compiled where the image was built: point it, as a normal import does, at this path.
-        _imp._fix_co_filename(obj, self.path)
+        _imp._fix_co_filename(obj, self.path)  # type: ignore[attr-defined]  # CPython-internal; typeshed omits it
         return obj
 
 

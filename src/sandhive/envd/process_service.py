@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import os
 import signal as signals
 import subprocess
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Literal, TypeAlias, cast
 
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
@@ -15,6 +17,7 @@ from connectrpc.request import RequestContext
 from protobuf import Oneof
 
 from ..rpc.process import process_pb as pb
+from ..rpc.process.process_connect import Process
 from .processes import Ending, ManagedProcess, ProcessGone, ProcessTable, Spec
 from .requests import keepalive_interval, request_timeout, request_user
 from .state import SandboxState
@@ -22,11 +25,15 @@ from .streams import until_deadline, with_keepalive
 from .system_shell import system_bash_argv
 from .users import process_environment
 
+if TYPE_CHECKING:
+    _Output: TypeAlias = (Oneof[Literal["stdout"], bytes] | Oneof[Literal["stderr"], bytes]
+                          | Oneof[Literal["pty"], bytes])
+
 _SIGNALS = {pb.Signal.SIGTERM: signals.SIGTERM, pb.Signal.SIGKILL: signals.SIGKILL}
 
 
-class ProcessService:
-    """Implements the generated `Process` protocol over a `ProcessTable`."""
+class ProcessService(Process):
+    """Implements the generated `Process` protocol over a `ProcessTable` (subclassed: its `desc()` comes along)."""
 
     def __init__(self, table: ProcessTable, state: SandboxState, system_root: str | None) -> None:
         self.table = table
@@ -152,7 +159,7 @@ class ProcessService:
         except (OSError, subprocess.SubprocessError) as exc:
             raise ConnectError(Code.INVALID_ARGUMENT, f"cannot start {spec.cmd!r}: {exc}") from None
 
-    def _shell_fallback(self, cmd: str) -> list[str]:
+    def _shell_fallback(self, cmd: str) -> builtins.list[str]:  # `list` here is the method above
         """E2B's SDK always runs `/bin/bash -l -c`; a rootfs without bash gets the system image's."""
         if cmd != "/bin/bash" or os.path.exists(cmd) or not self.system_root:
             return [cmd]
@@ -181,15 +188,25 @@ def _working_dir(requested: str | None, default_workdir: str | None, home: str) 
 
 async def _events(proc: ManagedProcess, keepalive: float) -> AsyncIterator[pb.ProcessEvent]:
     """start, then data and keepalive events, then end — the order the SDK expects."""
-    yield pb.ProcessEvent(event=Oneof("start", pb.ProcessEvent.StartEvent(pid=proc.pid)))
-    quiet = lambda: pb.ProcessEvent(event=Oneof("keepalive", pb.ProcessEvent.KeepAlive()))  # noqa: E731
-    async for item in with_keepalive(proc.follow(), keepalive, quiet):
+    # Each oneof is typed where it is made: mypy cannot infer a field's literal name against the union.
+    start: Oneof[Literal["start"], pb.ProcessEvent.StartEvent] = Oneof("start",
+                                                                       pb.ProcessEvent.StartEvent(pid=proc.pid))
+    yield pb.ProcessEvent(event=start)
+    async for item in with_keepalive(proc.follow(), keepalive, _keepalive):
         if isinstance(item, pb.ProcessEvent):
             yield item
         elif isinstance(item, Ending):
-            yield pb.ProcessEvent(event=Oneof("end", pb.ProcessEvent.EndEvent(
-                exit_code=item.exit_code, exited=item.exited, status=item.status, error=item.error)))
+            end: Oneof[Literal["end"], pb.ProcessEvent.EndEvent] = Oneof("end", pb.ProcessEvent.EndEvent(
+                exit_code=item.exit_code, exited=item.exited, status=item.status, error=item.error))
+            yield pb.ProcessEvent(event=end)
             return
         else:
-            yield pb.ProcessEvent(event=Oneof("data", pb.ProcessEvent.DataEvent(
-                output=Oneof(item.stream, item.data))))
+            output = cast("_Output", Oneof(item.stream, item.data))  # `stream` is one of the oneof's field names
+            data: Oneof[Literal["data"], pb.ProcessEvent.DataEvent] = Oneof("data", pb.ProcessEvent.DataEvent(
+                output=output))
+            yield pb.ProcessEvent(event=data)
+
+
+def _keepalive() -> pb.ProcessEvent:
+    keepalive: Oneof[Literal["keepalive"], pb.ProcessEvent.KeepAlive] = Oneof("keepalive", pb.ProcessEvent.KeepAlive())
+    return pb.ProcessEvent(event=keepalive)

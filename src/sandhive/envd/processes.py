@@ -20,6 +20,7 @@ import termios
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import cast
 
 from .process_limits import USER_OOM_SCORE_ADJ
 from .reaper import Reaper, describe_status
@@ -289,13 +290,18 @@ class ManagedProcess:
         self.spec.pty_size = (cols, rows)
 
 
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 def set_winsize(fd: int, cols: int, rows: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
 async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
     fut: asyncio.Future[None] = loop.create_future()
-    loop.add_writer(fd, lambda: fut.done() or fut.set_result(None))
+    loop.add_writer(fd, _wake, fut)
     try:
         await fut
     finally:
@@ -325,14 +331,14 @@ def _spawn(argv: list[str], env: dict[str, str], cwd: str, stdio: dict[str, int]
     there, envd vforks the helper, which does both and execs the command. Without the helper (envd
     outside a system image) CPython does it itself.
     """
-    base = dict(env=env, cwd=cwd, start_new_session=True, close_fds=True, **stdio)
-    if credentials is None and not pty:
-        return subprocess.Popen(argv, **base)  # type: ignore[call-overload]
-    if helper is None:
-        extra: dict[str, object] = {"preexec_fn": _make_controlling_tty} if pty else {}
-        if credentials is not None:
-            extra.update(credentials.popen_kwargs())
-        return subprocess.Popen(argv, **base, **extra)  # type: ignore[call-overload]
+    stdin, stdout, stderr = stdio["stdin"], stdio["stdout"], stdio["stderr"]
+    if helper is None or (credentials is None and not pty):
+        # None is Popen's default for each of these: with neither a PTY nor credentials, CPython still vforks.
+        return subprocess.Popen(argv, env=env, cwd=cwd, start_new_session=True, close_fds=True, stdin=stdin,
+                                stdout=stdout, stderr=stderr, preexec_fn=_make_controlling_tty if pty else None,
+                                user=credentials.uid if credentials else None,
+                                group=credentials.gid if credentials else None,
+                                extra_groups=list(credentials.groups) if credentials else None)
     options = ["--ctty"] if pty else []
     options.append(f"--oom-score-adj={USER_OOM_SCORE_ADJ}")
     if credentials is not None:
@@ -340,8 +346,9 @@ def _spawn(argv: list[str], env: dict[str, str], cwd: str, stdio: dict[str, int]
     status_r, status_w = os.pipe()
     try:
         try:
-            popen = subprocess.Popen([helper, f"--status-fd={status_w}", *options, "--", *argv],
-                                     pass_fds=(status_w,), **base)  # type: ignore[call-overload]
+            popen = subprocess.Popen([helper, f"--status-fd={status_w}", *options, "--", *argv], env=env, cwd=cwd,
+                                     start_new_session=True, close_fds=True, stdin=stdin, stdout=stdout,
+                                     stderr=stderr, pass_fds=(status_w,))
         finally:
             os.close(status_w)
         report = _read_to_end(status_r)
@@ -429,7 +436,7 @@ class ProcessTable:
         finally:
             for fd in child_fds:
                 os.close(fd)
-        if popen.args[0] != self.spawn_helper:
+        if cast(list[str], popen.args)[0] != self.spawn_helper:  # _spawn passes a list
             _deprioritise_for_oom(popen.pid)
         proc = ManagedProcess(popen, spec, readers, stdin_fd, master_fd)
         self.by_pid[proc.pid] = proc

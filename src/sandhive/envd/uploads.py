@@ -66,6 +66,7 @@ class UploadTarget:
 
     async def _flush(self) -> None:
         if self._buffer:
+            assert self._fd is not None, "written before open()"
             chunk, self._buffer = bytes(self._buffer), bytearray()
             await asyncio.to_thread(_write_all, self._fd, chunk)
 

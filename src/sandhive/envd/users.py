@@ -77,13 +77,6 @@ class Credentials:
     groups: tuple[int, ...]
     max_processes: int | None = None
 
-    def popen_kwargs(self) -> dict[str, object]:
-        """`subprocess.Popen` arguments doing the switch (CPython then forks instead of vforking).
-
-        Only outside a system image (no spawn helper: development): there the process cap is not applied.
-        """
-        return {"user": self.uid, "group": self.gid, "extra_groups": list(self.groups)}
-
     def helper_options(self) -> list[str]:
         """The spawn helper's options doing the same switch, in the same order: groups, gid, uid (after the
         process cap, which root must set)."""

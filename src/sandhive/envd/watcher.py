@@ -12,6 +12,7 @@ import contextlib
 import os
 import select
 from collections import deque
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from asyncinotify import Mask, RecursiveInotify
@@ -122,7 +123,7 @@ class DirWatcher:
             self._inotify.close()
             raise
 
-    async def events(self):
+    async def events(self) -> AsyncIterator[pb.FilesystemEvent]:
         """Yield FilesystemEvents, names relative to the watched directory.
 
         envd's own uploads land through a temporary sibling renamed over the target (so a broken upload
@@ -141,7 +142,7 @@ class DirWatcher:
                 if event.mask & Mask.MOVED_FROM:
                     self._upload_cookies[event.cookie] = created_by_upload(full)
                 continue
-            kinds = [kind]
+            kinds: tuple[pb.EventType, ...] = (kind,)
             if event.mask & Mask.MOVED_TO and event.cookie in self._upload_cookies:
                 created = self._upload_cookies.pop(event.cookie)
                 kinds = _UPLOAD_OF_NEW_FILE if created else _UPLOAD_OVER_A_FILE
@@ -155,7 +156,8 @@ class DirWatcher:
         return not select.select([self._inotify.fd], [], [], 0)[0]
 
     async def _event(self, full: str, kind: pb.EventType) -> pb.FilesystemEvent:
-        fs_event = pb.FilesystemEvent(name=os.path.relpath(full, self.root), type=kind)
+        # relpath of two absolute paths is string arithmetic: no I/O on the loop.
+        fs_event = pb.FilesystemEvent(name=os.path.relpath(full, self.root), type=kind)  # noqa: ASYNC240
         if self.include_entry and kind not in (pb.EventType.REMOVE, pb.EventType.RENAME):
             with contextlib.suppress(OSError):
                 fs_event.entry = await run_as(self.user, entry_info, full)
@@ -182,7 +184,8 @@ class PolledWatcher:
         `files.write`) has its events queued in the kernel already, and E2B's SDK polls right after it."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SETTLE_SECONDS
-        while not self.watcher.settled() and loop.time() < deadline:
+        # settled() reads the inotify buffer's state: nothing signals it, so it is polled (1 ms, bounded).
+        while not self.watcher.settled() and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.001)
         events = list(self.pending)
         self.pending.clear()

@@ -32,8 +32,8 @@ def _entries(apt_dir: Path) -> Iterable[tuple[str, str, list[str], str | None]]:
         for stanza in _deb822_stanzas(path.read_text()):
             if "deb" not in stanza.get("types", "").split() or stanza.get("enabled", "yes") == "no":
                 continue
-            keyring = stanza.get("signed-by", "").strip()
-            keyring = keyring if keyring.startswith("/") and "\n" not in keyring else None
+            signed_by = stanza.get("signed-by", "").strip()
+            keyring = signed_by if signed_by.startswith("/") and "\n" not in signed_by else None
             for uri in stanza.get("uris", "").split():
                 for suite in stanza.get("suites", "").split():
                     yield uri, suite, stanza.get("components", "").split(), keyring

@@ -155,8 +155,9 @@ def host_pins() -> str:
 
 def image_key(base: str, root: Path, pins: str) -> str:
     """Key of the Python layer: the base it sits on, envd's source files, its requirements and the pins."""
-    files = [part for f in _source_files(root) for part in (str(f.relative_to(root)), f.read_bytes())]
-    helper = [SPAWN_HELPER, *SPAWN_HELPER_CFLAGS, SPAWN_HELPER_SOURCE.read_bytes()]
+    files: list[str | bytes] = [part for f in _source_files(root)
+                                for part in (str(f.relative_to(root)), f.read_bytes())]
+    helper: list[str | bytes] = [SPAWN_HELPER, *SPAWN_HELPER_CFLAGS, SPAWN_HELPER_SOURCE.read_bytes()]
     return _digest(str(LAYOUT_VERSION), base, pins, *ENVD_REQUIREMENTS, *files, *helper)
 
 

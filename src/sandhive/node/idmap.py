@@ -93,7 +93,7 @@ def bind(tree: Path, target: Path, userns_fd: int, *, readonly: bool = True, nos
     try:
         flags = MOUNT_ATTR_IDMAP | (MOUNT_ATTR_RDONLY if readonly else 0) | (MOUNT_ATTR_NOSUID if nosuid else 0)
         attr = _MountAttr(flags, 0, 0, userns_fd)
-        _check(_syscall(SYS_MOUNT_SETATTR, tree_fd, b"", AT_EMPTY_PATH, ctypes.byref(attr), ctypes.sizeof(attr)),
+        _check(_syscall(SYS_MOUNT_SETATTR, tree_fd, b"", AT_EMPTY_PATH, ctypes.pointer(attr), ctypes.sizeof(attr)),
                f"idmapping {tree}")
         _check(_syscall(SYS_MOVE_MOUNT, tree_fd, b"", AT_FDCWD, str(target).encode(), MOVE_MOUNT_F_EMPTY_PATH),
                f"mounting the idmapped view of {tree} on {target}")

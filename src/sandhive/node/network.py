@@ -186,8 +186,12 @@ def host_networks() -> list[Network]:
 
 def _elements(networks: Iterable[Network], version: int) -> str:
     """An nft interval-set element list; overlapping ranges collapsed (nft refuses overlaps)."""
-    chosen = [n for n in networks if n.version == version]
-    return ", ".join(str(n) for n in ipaddress.collapse_addresses(chosen))  # type: ignore[arg-type]
+    collapsed: Iterable[Network]
+    if version == 4:
+        collapsed = ipaddress.collapse_addresses(n for n in networks if isinstance(n, ipaddress.IPv4Network))
+    else:
+        collapsed = ipaddress.collapse_addresses(n for n in networks if isinstance(n, ipaddress.IPv6Network))
+    return ", ".join(str(n) for n in collapsed)
 
 
 def egress_script(nameservers: Sequence[str], allow: Sequence[Network] | None,
@@ -257,7 +261,7 @@ async def prepare_host(egress_allow: Sequence[str] | None = None) -> None:
     `egress_allow` replaces the operator's allowed ranges; None keeps those loaded. The ranges are host-wide,
     like the firewall: the last server started on a host sets them."""
     allow = parse_egress_allow(egress_allow) if egress_allow is not None else None
-    Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+    await asyncio.to_thread(Path("/proc/sys/net/ipv4/ip_forward").write_text, "1\n")
     nameservers = host_nameservers()
     existing = await run("nft", "list", "tables", check=False)
     script = (f"delete table inet {TABLE}\n" if f"inet {TABLE}" in existing else "") + firewall_script(nameservers)

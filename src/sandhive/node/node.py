@@ -194,7 +194,8 @@ class Node:
             if wait_exit is not None:
                 reason = await wait_exit(handle)
             else:
-                while await self.runtime.is_running(handle):
+                # The runtime's state, not an event of this process: polled.
+                while await self.runtime.is_running(handle):  # noqa: ASYNC110
                     await asyncio.sleep(LIVENESS_POLL_SECONDS)
                 reason = "it is no longer running"
         except asyncio.CancelledError:

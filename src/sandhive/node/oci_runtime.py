@@ -51,6 +51,11 @@ def _ensure_traversable(data_dir: Path, directory: Path) -> None:
             break
 
 
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 def _in_sandbox_cgroup(pid: int, sandbox_id: str) -> bool:
     """Is `pid` a process of the sandbox (in its cgroup `/sandhive/<id>`, as the bundle's cgroupsPath names it)?"""
     try:
@@ -127,7 +132,7 @@ class OciRuntime:
             disk = SandboxDisk(sandbox_dir)
             await asyncio.to_thread(self._create_disk, disk, spec, host_root)
             self._write_bundle(spec, sandbox_dir, disk, host_root)
-            with open(sandbox_dir / "envd.log", "ab") as out:
+            with await asyncio.to_thread(open, sandbox_dir / "envd.log", "ab") as out:
                 if self.runtime_makes_netns:
                     await self._run_detached(spec.sandbox_id, sandbox_dir, out, "create")
                     pid = int((sandbox_dir / "pid").read_text())
@@ -235,8 +240,8 @@ class OciRuntime:
             if not _in_sandbox_cgroup(pid, handle.sandbox_id):
                 return f"its first process (pid {pid}) is gone"
             loop = asyncio.get_running_loop()
-            ended = loop.create_future()
-            loop.add_reader(fd, lambda: ended.done() or ended.set_result(None))
+            ended: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(fd, _wake, ended)
             try:
                 await ended
             finally:

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -85,7 +86,8 @@ async def run_start_command(http: httpx.AsyncClient, handle: SandboxHandle, temp
     follower = asyncio.create_task(envd_client.run(http, url, command(template.start_cmd, START_TAG), None,
                                                    started=started))
     try:
-        await asyncio.wait({started, follower}, return_when=asyncio.FIRST_COMPLETED)
+        either: set[asyncio.Future[Any]] = {started, follower}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         if not started.done():
             code, output = follower.result()  # raises what broke the stream
             raise StartCommandFailed(f"template {template.template_id}: the start command `{template.start_cmd}` "

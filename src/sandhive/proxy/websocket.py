@@ -35,10 +35,12 @@ async def forward(scope: Scope, receive: Receive, send: Send, uri: str, sandbox_
     """Proxy the WebSocket session in `scope` to `uri` (ws://address:port/path?query)."""
     if (await receive())["type"] != "websocket.connect":
         return
+    # websockets takes header names and values as text: raw bytes would go out as "b'cookie': b'...'".
+    relayed = [(key.decode("latin-1"), value.decode("latin-1")) for key, value in headers.websocket_request(
+        scope.get("headers", []), scope.get("client"), scope.get("scheme", "ws"))]
     try:
         upstream = await connect(
-            uri, additional_headers=headers.websocket_request(scope.get("headers", []), scope.get("client"),
-                                                              scope.get("scheme", "ws")),
+            uri, additional_headers=relayed,
             subprotocols=scope.get("subprotocols") or None, user_agent_header=None, proxy=None, compression=None,
             open_timeout=CONNECT_TIMEOUT, close_timeout=CLOSE_TIMEOUT, ping_interval=None,
             max_size=MAX_MESSAGE)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import timedelta
 
 import httpx
 import pyqwest
@@ -24,7 +25,7 @@ from .errors import PlainHttpError
 try:  # the deadline pyqwest's SyncClient hands its transport (not re-exported by pyqwest)
     from pyqwest._pyqwest import get_sync_timeout
 except ImportError:  # pragma: no cover — a pyqwest without it: sync RPCs are then bounded by httpx's timeouts
-    def get_sync_timeout() -> None:
+    def get_sync_timeout() -> timedelta | None:
         return None
 
 # Headers that describe the body as it was on the wire: httpx hands over the decoded body instead.

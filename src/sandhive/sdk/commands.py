@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 
 from ..rpc.process import process_pb as pb
 from . import process_calls as calls
@@ -138,7 +138,7 @@ class Commands:
         return self._open(calls.connect(self._ref, pid, timeout=stream_timeout(timeout)), f"process {pid}",
                           (on_stdout, on_stderr, None))
 
-    def _open(self, call: RpcCall[pb.ProcessEvent], label: str,
+    def _open(self, call: RpcCall[pb.ProcessEvent | None], label: str,
               callbacks: tuple[OutputCallback | None, ...]) -> CommandHandle:
         events = self._io.stream(call)
         try:
@@ -168,7 +168,7 @@ class AsyncCommandHandle:
     """A running command (asyncio face). One task reads its output from the start (callbacks fire as it
     arrives); `await wait()` for the result."""
 
-    def __init__(self, events: AsyncIterator[pb.ProcessEvent], label: str, commands: AsyncCommands,
+    def __init__(self, events: AsyncGenerator[pb.ProcessEvent, None], label: str, commands: AsyncCommands,
                  timeout: float | None, callbacks: tuple[OutputCallback | None, ...]) -> None:
         """Internal: handles come from `commands.run(background=True)`, `commands.connect` and `pty.create`."""
         self._events = events
@@ -222,13 +222,13 @@ class AsyncCommandHandle:
                 await self._commands.kill(self.pid)
             raise self._output.timed_out(self._timeout) from None
         finally:
-            await self._events.aclose()  # type: ignore[attr-defined]
+            await self._events.aclose()
 
     async def wait(self) -> CommandResult:
         """The CommandResult once the command ends; CommandExitException if it exited non-zero."""
         await asyncio.wait({self._task})  # cancelling this wait leaves the reader running
-        if not self._task.cancelled() and self._task.exception() is not None:
-            raise self._task.exception()  # type: ignore[misc]
+        if not self._task.cancelled() and (error := self._task.exception()) is not None:
+            raise error
         return self._output.result()
 
     async def kill(self) -> bool:
@@ -273,7 +273,7 @@ class AsyncCommands:
         return await self._open(calls.connect(self._ref, pid, timeout=stream_timeout(timeout)), f"process {pid}",
                                 (on_stdout, on_stderr, None))
 
-    async def _open(self, call: RpcCall[pb.ProcessEvent], label: str,
+    async def _open(self, call: RpcCall[pb.ProcessEvent | None], label: str,
                     callbacks: tuple[OutputCallback | None, ...]) -> AsyncCommandHandle:
         handle = AsyncCommandHandle(self._io.stream(call), label, self, call.timeout, callbacks)
         return await handle._until_started(call.context.what)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from .commands import AsyncCommandHandle, AsyncCommands, CommandHandle, Commands
 from .exceptions import CommandExitException, SandboxException
@@ -28,10 +28,13 @@ def _result(error: CommandExitException) -> CommandResult:
     return CommandResult(error.stdout, error.stderr, error.exit_code, error.error)
 
 
-class _ProcessView:
+Handle = TypeVar("Handle", CommandHandle, AsyncCommandHandle)
+
+
+class _ProcessView(Generic[Handle]):
     """What a seed process shows of its handle."""
 
-    _handle: CommandHandle | AsyncCommandHandle
+    _handle: Handle
 
     @property
     def process_id(self) -> int:
@@ -56,7 +59,7 @@ class _ProcessView:
         return self._handle.exit_code is not None
 
 
-class Process(_ProcessView):
+class Process(_ProcessView[CommandHandle]):
     """A process started with `sandbox.process.start` (blocking face)."""
 
     def __init__(self, handle: CommandHandle) -> None:
@@ -89,7 +92,8 @@ class ProcessManager:
         """Start `cmd` (with stdin open, no time limit unless `timeout`); returns at once."""
         handle = self._commands.run(cmd, background=True, envs=env_vars, cwd=cwd, user=user, on_stdout=on_stdout,
                                     on_stderr=on_stderr, stdin=True, timeout=timeout or 0)
-        return Process(handle)  # type: ignore[arg-type]
+        assert isinstance(handle, CommandHandle)  # background=True answers with the handle
+        return Process(handle)
 
     def start_and_wait(self, cmd: str, **kwargs: Any) -> CommandResult:
         return self.start(cmd, **kwargs).wait()
@@ -144,10 +148,14 @@ class Filesystem:
         self._files = files
 
     def read(self, path: str) -> str:
-        return self._files.read(path)  # type: ignore[return-value]
+        text = self._files.read(path)
+        assert isinstance(text, str)  # format="text" answers with a str
+        return text
 
     def read_bytes(self, path: str) -> bytes:
-        return self._files.read(path, format="bytes")  # type: ignore[return-value]
+        data = self._files.read(path, format="bytes")
+        assert isinstance(data, bytes)  # format="bytes" answers with bytes
+        return data
 
     def write(self, path: str, content: str | bytes) -> None:
         self._files.write(path, content)
@@ -171,7 +179,7 @@ class Filesystem:
         return FilesystemWatcher(self._files, path, recursive)
 
 
-class AsyncProcess(_ProcessView):
+class AsyncProcess(_ProcessView[AsyncCommandHandle]):
     """A process started with `await sandbox.process.start` (asyncio face)."""
 
     def __init__(self, handle: AsyncCommandHandle) -> None:
@@ -199,7 +207,8 @@ class AsyncProcessManager:
                     timeout: float | None = None) -> AsyncProcess:
         handle = await self._commands.run(cmd, background=True, envs=env_vars, cwd=cwd, user=user,
                                           on_stdout=on_stdout, on_stderr=on_stderr, stdin=True, timeout=timeout or 0)
-        return AsyncProcess(handle)  # type: ignore[arg-type]
+        assert isinstance(handle, AsyncCommandHandle)  # background=True answers with the handle
+        return AsyncProcess(handle)
 
     async def start_and_wait(self, cmd: str, **kwargs: Any) -> CommandResult:
         return await (await self.start(cmd, **kwargs)).wait()
@@ -238,10 +247,14 @@ class AsyncFilesystem:
         self._files = files
 
     async def read(self, path: str) -> str:
-        return await self._files.read(path)  # type: ignore[return-value]
+        text = await self._files.read(path)
+        assert isinstance(text, str)  # format="text" answers with a str
+        return text
 
     async def read_bytes(self, path: str) -> bytes:
-        return await self._files.read(path, format="bytes")  # type: ignore[return-value]
+        data = await self._files.read(path, format="bytes")
+        assert isinstance(data, bytes)  # format="bytes" answers with bytes
+        return data
 
     async def write(self, path: str, content: str | bytes) -> None:
         await self._files.write(path, content)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from connectrpc.code import Code
 from protobuf import Oneof
 
@@ -16,7 +18,9 @@ PTY_ENVS = {"TERM": "xterm-256color", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 
 
 def _selector(pid: int) -> pb.ProcessSelector:
-    return pb.ProcessSelector(selector=Oneof("pid", pid))
+    # A oneof is typed where it is made: mypy cannot infer the field's literal name against the union.
+    selector: Oneof[Literal["pid"], int] = Oneof("pid", pid)
+    return pb.ProcessSelector(selector=selector)
 
 
 def _event(message: pb.StartResponse | pb.ConnectResponse) -> pb.ProcessEvent | None:
@@ -28,7 +32,7 @@ def _event(message: pb.StartResponse | pb.ConnectResponse) -> pb.ProcessEvent | 
 
 
 def start(ref: SandboxRef, cmd: str, *, envs: dict[str, str] | None, cwd: str | None, user: str | None,
-          stdin: bool, timeout: float | None, pty: PtySize | None = None) -> RpcCall[pb.ProcessEvent]:
+          stdin: bool, timeout: float | None, pty: PtySize | None = None) -> RpcCall[pb.ProcessEvent | None]:
     """`Start`: a command in `bash -l -c`, or (with `pty`) an interactive login shell on a terminal."""
     if pty is None:
         config = pb.ProcessConfig(cmd=SHELL, args=["-l", "-c", cmd], envs=dict(envs or {}), cwd=cwd)
@@ -40,7 +44,7 @@ def start(ref: SandboxRef, cmd: str, *, envs: dict[str, str] | None, cwd: str | 
                    ref.envd_headers(user, stream=True), ref.context(what, timeout=timeout), _event, timeout)
 
 
-def connect(ref: SandboxRef, pid: int, *, timeout: float | None) -> RpcCall[pb.ProcessEvent]:
+def connect(ref: SandboxRef, pid: int, *, timeout: float | None) -> RpcCall[pb.ProcessEvent | None]:
     """`Connect`: follow a running process's output from where no stream has read it yet."""
     return RpcCall("process", "connect", pb.ConnectRequest(process=_selector(pid)),
                    ref.envd_headers(stream=True), ref.context(f"connect to process {pid}", timeout=timeout),
@@ -66,8 +70,8 @@ def send_input(ref: SandboxRef, pid: int, data: str | bytes, *, pty: bool = Fals
                timeout: float | None) -> RpcCall[None]:
     """`SendInput`: bytes to the process's stdin (or its terminal)."""
     raw = data.encode() if isinstance(data, str) else bytes(data)
-    request = pb.SendInputRequest(process=_selector(pid), input=pb.ProcessInput(input=Oneof("pty" if pty else "stdin",
-                                                                                            raw)))
+    stream = Oneof[Literal["pty"], bytes]("pty", raw) if pty else Oneof[Literal["stdin"], bytes]("stdin", raw)
+    request = pb.SendInputRequest(process=_selector(pid), input=pb.ProcessInput(input=stream))
     return RpcCall("process", "send_input", request, ref.envd_headers(),
                    ref.context(f"send input to process {pid}", timeout=timeout), lambda r: None, timeout)
 

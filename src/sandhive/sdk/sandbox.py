@@ -11,6 +11,7 @@ aliases over `commands` and `files`, and `close()` ends the sandbox.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 from datetime import datetime
 from types import TracebackType
@@ -52,6 +53,7 @@ class _SandboxBase:
     """What both faces share without I/O: identity, addresses and signed URLs."""
 
     _ref: SandboxRef
+    files: Files | AsyncFiles
 
     @property
     def sandbox_id(self) -> str:
@@ -79,10 +81,10 @@ class _SandboxBase:
         return self._ref.get_host(port)
 
     def download_url(self, path: str, user: str | None = None, use_signature_expiration: int | None = None) -> str:
-        return self.files.download_url(path, user, use_signature_expiration)  # type: ignore[attr-defined]
+        return self.files.download_url(path, user, use_signature_expiration)
 
     def upload_url(self, path: str, user: str | None = None, use_signature_expiration: int | None = None) -> str:
-        return self.files.upload_url(path, user, use_signature_expiration)  # type: ignore[attr-defined]
+        return self.files.upload_url(path, user, use_signature_expiration)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(sandbox_id={self.sandbox_id!r}, template_id={self.template_id!r})"
@@ -138,7 +140,7 @@ class Sandbox(_SandboxBase):
                                                                 request_timeout=None)), transport)
 
     @connect.instance
-    def connect(self, timeout: int | None = None, request_timeout: float | None = None) -> Self:
+    def _connect_on_instance(self, timeout: int | None = None, request_timeout: float | None = None) -> Self:
         self._io.call(api_calls.connect(self._ref.config, self.sandbox_id, timeout=timeout,
                                         request_timeout=request_timeout))
         return self
@@ -158,7 +160,7 @@ class Sandbox(_SandboxBase):
         return _once(config, api_calls.kill(config, sandbox_id, request_timeout=None))
 
     @kill.instance
-    def kill(self, request_timeout: float | None = None) -> bool:
+    def _kill_on_instance(self, request_timeout: float | None = None) -> bool:
         try:
             return self._io.call(api_calls.kill(self._ref.config, self.sandbox_id, request_timeout=request_timeout))
         finally:
@@ -171,7 +173,7 @@ class Sandbox(_SandboxBase):
         _once(config, api_calls.set_timeout(config, sandbox_id, timeout, request_timeout=None))
 
     @set_timeout.instance
-    def set_timeout(self, timeout: int, request_timeout: float | None = None) -> None:
+    def _set_timeout_on_instance(self, timeout: int, request_timeout: float | None = None) -> None:
         self._io.call(api_calls.set_timeout(self._ref.config, self.sandbox_id, timeout,
                                             request_timeout=request_timeout))
 
@@ -181,19 +183,19 @@ class Sandbox(_SandboxBase):
         return _once(config, api_calls.get_info(config, sandbox_id, request_timeout=None))
 
     @get_info.instance
-    def get_info(self, request_timeout: float | None = None) -> SandboxInfo:
+    def _get_info_on_instance(self, request_timeout: float | None = None) -> SandboxInfo:
         return self._io.call(api_calls.get_info(self._ref.config, self.sandbox_id, request_timeout=request_timeout))
 
     @dualmethod
     def get_metrics(cls, sandbox_id: str, start: datetime | None = None, end: datetime | None = None,
-                    **opts: Unpack[ConnectionOptions]) -> list[SandboxMetrics]:
+                    **opts: Unpack[ConnectionOptions]) -> builtins.list[SandboxMetrics]:
         """The sandbox's resource use (CPU, memory, disk)."""
         config = ConnectionConfig.resolve(**opts)
         return _once(config, api_calls.get_metrics(config, sandbox_id, start=start, end=end, request_timeout=None))
 
     @get_metrics.instance
-    def get_metrics(self, start: datetime | None = None, end: datetime | None = None,
-                    request_timeout: float | None = None) -> list[SandboxMetrics]:
+    def _get_metrics_on_instance(self, start: datetime | None = None, end: datetime | None = None,
+                    request_timeout: float | None = None) -> builtins.list[SandboxMetrics]:
         return self._io.call(api_calls.get_metrics(self._ref.config, self.sandbox_id, start=start, end=end,
                                                    request_timeout=request_timeout))
 
@@ -263,7 +265,7 @@ class AsyncSandbox(_SandboxBase):
                                                                             request_timeout=None)), transport)
 
     @connect.instance
-    async def connect(self, timeout: int | None = None, request_timeout: float | None = None) -> Self:
+    async def _connect_on_instance(self, timeout: int | None = None, request_timeout: float | None = None) -> Self:
         await self._io.call(api_calls.connect(self._ref.config, self.sandbox_id, timeout=timeout,
                                               request_timeout=request_timeout))
         return self
@@ -282,7 +284,7 @@ class AsyncSandbox(_SandboxBase):
         return await _once_async(config, api_calls.kill(config, sandbox_id, request_timeout=None))
 
     @kill.instance
-    async def kill(self, request_timeout: float | None = None) -> bool:
+    async def _kill_on_instance(self, request_timeout: float | None = None) -> bool:
         try:
             return await self._io.call(api_calls.kill(self._ref.config, self.sandbox_id,
                                                       request_timeout=request_timeout))
@@ -295,7 +297,7 @@ class AsyncSandbox(_SandboxBase):
         await _once_async(config, api_calls.set_timeout(config, sandbox_id, timeout, request_timeout=None))
 
     @set_timeout.instance
-    async def set_timeout(self, timeout: int, request_timeout: float | None = None) -> None:
+    async def _set_timeout_on_instance(self, timeout: int, request_timeout: float | None = None) -> None:
         await self._io.call(api_calls.set_timeout(self._ref.config, self.sandbox_id, timeout,
                                                   request_timeout=request_timeout))
 
@@ -305,20 +307,20 @@ class AsyncSandbox(_SandboxBase):
         return await _once_async(config, api_calls.get_info(config, sandbox_id, request_timeout=None))
 
     @get_info.instance
-    async def get_info(self, request_timeout: float | None = None) -> SandboxInfo:
+    async def _get_info_on_instance(self, request_timeout: float | None = None) -> SandboxInfo:
         return await self._io.call(api_calls.get_info(self._ref.config, self.sandbox_id,
                                                       request_timeout=request_timeout))
 
     @dualmethod
     async def get_metrics(cls, sandbox_id: str, start: datetime | None = None, end: datetime | None = None,
-                          **opts: Unpack[ConnectionOptions]) -> list[SandboxMetrics]:
+                          **opts: Unpack[ConnectionOptions]) -> builtins.list[SandboxMetrics]:
         config = ConnectionConfig.resolve(**opts)
         return await _once_async(config, api_calls.get_metrics(config, sandbox_id, start=start, end=end,
                                                                request_timeout=None))
 
     @get_metrics.instance
-    async def get_metrics(self, start: datetime | None = None, end: datetime | None = None,
-                          request_timeout: float | None = None) -> list[SandboxMetrics]:
+    async def _get_metrics_on_instance(self, start: datetime | None = None, end: datetime | None = None,
+                          request_timeout: float | None = None) -> builtins.list[SandboxMetrics]:
         return await self._io.call(api_calls.get_metrics(self._ref.config, self.sandbox_id, start=start, end=end,
                                                          request_timeout=request_timeout))
 

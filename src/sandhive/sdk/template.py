@@ -81,9 +81,9 @@ async def _run_async(flow: Any, config: ConnectionConfig) -> Any:
         await transport.close()
 
 
-def _bracket(on_build_logs: LogCallback, entry: type[LogEntry], message: str) -> None:
+def _bracket(on_build_logs: LogCallback, entry: type[LogEntryStart | LogEntryEnd], message: str) -> None:
     if on_build_logs:
-        on_build_logs(entry(timestamp=datetime.now(UTC), message=message))  # type: ignore[call-arg]
+        on_build_logs(entry(timestamp=datetime.now(UTC), message=message))
 
 
 class Template(TemplateBase):
@@ -156,7 +156,7 @@ class Template(TemplateBase):
         return cls._once(get_tags_call(ConnectionConfig.resolve(**opts), template_id), opts)
 
     @staticmethod
-    def _once(call: Any, opts: dict[str, Any]) -> Any:
+    def _once(call: Any, opts: ConnectionOptions) -> Any:
         config = ConnectionConfig.resolve(**opts)
 
         def one() -> Any:
@@ -228,7 +228,7 @@ class AsyncTemplate(TemplateBase):
         return await cls._once(get_tags_call(ConnectionConfig.resolve(**opts), template_id), opts)
 
     @staticmethod
-    async def _once(call: Any, opts: dict[str, Any]) -> Any:
+    async def _once(call: Any, opts: ConnectionOptions) -> Any:
         config = ConnectionConfig.resolve(**opts)
 
         def one() -> Any:

@@ -40,6 +40,7 @@ from .template_models import (
     BuildStatusReason,
     FileUploadException,
     LogEntry,
+    LogEntryLevel,
     TemplateBuildStatus,
     TemplateBuildStatusResponse,
     TemplateException,
@@ -135,9 +136,9 @@ def get_tags_call(config: ConnectionConfig, template: str) -> HttpCall[list[Temp
 
 # ---- the build ----------------------------------------------------------------------------------------
 
-def _log(on_build_logs: LogCallback, message: str, level: str = "info") -> None:
+def _log(on_build_logs: LogCallback, message: str, level: LogEntryLevel = "info") -> None:
     if on_build_logs:
-        on_build_logs(LogEntry(timestamp=datetime.now(UTC), level=level, message=message))  # type: ignore[arg-type]
+        on_build_logs(LogEntry(timestamp=datetime.now(UTC), level=level, message=message))
 
 
 def build_flow(config: ConnectionConfig, template: TemplateBase, name: str, *, tags: list[str] | None,
@@ -164,10 +165,10 @@ def build_flow(config: ConnectionConfig, template: TemplateBase, name: str, *, t
                                  on_build_logs, ignore, label=f"the build context {template._context}")
         start: dict[str, Any] = {"dockerfile": template._dockerfile_text(), "contextHash": context_hash,
                                  "force": template._force}
-        for key, value in (("startCmd", template._start_cmd), ("readyCmd", template._ready_cmd),
-                           ("buildArgs", build_args)):
-            if value:
-                start[key] = value
+        for key, setting in (("startCmd", template._start_cmd), ("readyCmd", template._ready_cmd),
+                             ("buildArgs", build_args)):
+            if setting:
+                start[key] = setting
     else:
         steps = template._steps_with_hashes()
         seen: set[str] = set()

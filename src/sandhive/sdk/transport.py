@@ -10,7 +10,7 @@ connections, and a later call on the same object still gets the server's answer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from typing import Any, TypeVar
 
 import httpx
@@ -110,7 +110,7 @@ class SyncTransport:
             return call.fail(exc)
         return call.parse(response)
 
-    def stream(self, call: RpcCall[T]) -> Iterator[T]:
+    def stream(self, call: RpcCall[T | None]) -> Generator[T, None, None]:
         """Each parsed message (skipping those `parse` answers None for). Closing the iterator ends the
         request, which is how a handle disconnects."""
         events = getattr(self._rpc_client(call.service), call.method)(
@@ -190,7 +190,7 @@ class AsyncTransport:
             return call.fail(exc)
         return call.parse(response)
 
-    async def stream(self, call: RpcCall[T]) -> AsyncIterator[T]:
+    async def stream(self, call: RpcCall[T | None]) -> AsyncGenerator[T, None]:
         events = getattr(self._rpc_client(call.service), call.method)(
             call.request, headers=dict(call.headers), timeout_ms=call.timeout_ms)
         try:

@@ -8,7 +8,7 @@ stream in a task and calls `on_event` as events arrive — the same split as E2B
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from . import fs_calls as calls
@@ -47,7 +47,7 @@ class WatchHandle:
 class AsyncWatchHandle:
     """A running watch: `on_event` gets each event; `on_exit` gets None or the error that ended it."""
 
-    def __init__(self, events: AsyncIterator[Any], on_event: Callable[[FilesystemEvent], Any],
+    def __init__(self, events: AsyncGenerator[Any, None], on_event: Callable[[FilesystemEvent], Any],
                  on_exit: Callable[[Exception | None], Any] | None) -> None:
         """Internal: handles come from `await files.watch_dir(...)`."""
         self._events = events
@@ -76,7 +76,7 @@ class AsyncWatchHandle:
                 raise
             error = exc
         finally:
-            await self._events.aclose()  # type: ignore[attr-defined]
+            await self._events.aclose()
         if self._on_exit is not None:
             await readers.call(self._on_exit, error)
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -245,17 +245,19 @@ class Store:
     def set_end_at(self, sandbox_id: str, end_at: datetime) -> bool:
         """Move a live sandbox's deadline; False when it is no longer live."""
         with self._write() as s:
-            result = s.execute(update(SandboxRecord).where(SandboxRecord.sandbox_id == sandbox_id,
-                                                           SandboxRecord.state.in_(LIVE_STATES))
-                               .values(end_at=end_at))
+            statement = (update(SandboxRecord)
+                         .where(SandboxRecord.sandbox_id == sandbox_id, SandboxRecord.state.in_(LIVE_STATES))
+                         .values(end_at=end_at))
+            result = cast(CursorResult[Any], s.execute(statement))  # an UPDATE answers with a cursor result
             return result.rowcount > 0
 
     def mark_killed(self, sandbox_id: str, at: datetime | None = None) -> bool:
         """Record a sandbox as killed; False when it already was (so only one caller reports the kill)."""
         with self._write() as s:
-            result = s.execute(update(SandboxRecord).where(SandboxRecord.sandbox_id == sandbox_id,
-                                                           SandboxRecord.state != "killed")
-                               .values(state="killed", killed_at=at or now_utc()))
+            statement = (update(SandboxRecord)
+                         .where(SandboxRecord.sandbox_id == sandbox_id, SandboxRecord.state != "killed")
+                         .values(state="killed", killed_at=at or now_utc()))
+            result = cast(CursorResult[Any], s.execute(statement))  # an UPDATE answers with a cursor result
             return result.rowcount > 0
 
     # ---- idempotency --------------------------------------------------------------------------------
@@ -374,6 +376,8 @@ class Store:
                                         TemplateBuildRecord.finished_at >= since))).all()
         total = 0.0
         for started, finished in rows:
+            if started is None:  # excluded by the query; narrows the type
+                continue
             begin = max(started, since)
             end = finished or now
             if end > begin:

@@ -13,7 +13,7 @@ import threading
 from collections import OrderedDict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 LOGS_DIR = "template-builds"
 LEVELS = ("debug", "info", "warn", "error")
@@ -32,7 +32,7 @@ class BuildLog:
         self.path = path
         self._entries: list[dict[str, Any]] = list(entries or [])
         self._lock = threading.Lock()
-        self._file = None
+        self._file: TextIO | None = None
 
     def add(self, message: str, level: str = "info", step: str | None = None) -> None:
         entry: dict[str, Any] = {"timestamp": datetime.now(UTC).isoformat(), "message": message[:MAX_MESSAGE_CHARS],

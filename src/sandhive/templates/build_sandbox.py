@@ -294,7 +294,9 @@ class Sandbox:
             code = self.wait(producer)
         if code != 0:
             self.check_limits()
-            raise CommandFailed(f"{producer.args[-1] if producer.args else 'producer'} failed (exit status {code})")
+            args = producer.args
+            name = os.fsdecode(args[-1]) if isinstance(args, list | tuple) and args else "producer"
+            raise CommandFailed(f"{name} failed (exit status {code})")
         return out
 
     # ---- trees -----------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from ..envd import ENVD_VERSION
 from ..errors import UserError, report_internal
@@ -43,6 +43,7 @@ from .quotas import TeamTemplateQuota, TemplateQuotas
 from .schemas import (
     AssignedTemplateTags,
     BuildLogEntry,
+    BuildStatus,
     BuildStatusReason,
     TemplateAliasResponse,
     TemplateBuild,
@@ -140,7 +141,7 @@ class TemplateBuildService:
         self.data_dir = Path(settings.data_dir)
         self.store = store
         self.templates = templates
-        self.catalog = TemplateCatalog(store, templates)  # type: ignore[arg-type]
+        self.catalog = TemplateCatalog(store, templates)
         self.quota = TeamTemplateQuota(getattr(settings, "template_quotas", None) or TemplateQuotas(), store)
         self.logs = BuildLogs(self.data_dir)
         self._files: UploadedFiles | None = None
@@ -547,7 +548,7 @@ class TemplateBuildService:
             data = record.reason or {"message": "the build failed"}
             reason = BuildStatusReason(message=data.get("message", "the build failed"), step=data.get("step"),
                                        logEntries=[BuildLogEntry(**e) for e in data.get("logEntries", [])] or None)
-        return TemplateBuildInfo(templateID=record.template_id, buildID=build_id, status=record.status,
+        return TemplateBuildInfo(templateID=record.template_id, buildID=build_id, status=_status(record.status),
                                  logEntries=[BuildLogEntry(**e) for e in entries], reason=reason)
 
     # ---- templates ------------------------------------------------------------------------------------
@@ -585,7 +586,11 @@ class TemplateBuildService:
         if info is not None and not any(r.status == "ready" for r in records):
             builds.append(_host_build(info))  # built on the host: no record, but it was built
         current = next((b for b in builds if b.status == "ready"), builds[0] if builds else None)
-        created = found.owner.created_at if found.owner else _when(info.created_at)  # type: ignore[union-attr]
+        if found.owner is not None:
+            created = found.owner.created_at
+        else:
+            assert info is not None  # a template is built, owned, or both (catalog.Found)
+            created = _when(info.created_at)
         updated = _when(info.created_at) if info else (records[0].updated_at if records else created)
         tags = _tags_of(info) if info else []
         latest = records[0] if records else None
@@ -598,7 +603,7 @@ class TemplateBuildService:
             names=list(info.names) if info else [],
             createdAt=created, updatedAt=updated, buildCount=len(builds),
             envdVersion=str((info.envd or {}).get("version") or ENVD_VERSION) if info else ENVD_VERSION,
-            buildStatus=latest.status if latest else "ready", builds=builds, tags=tags,
+            buildStatus=_status(latest.status) if latest else "ready", builds=builds, tags=tags,
             defaultUser=info.default_user if info else None, defaultWorkdir=info.default_workdir if info else None,
             startCmd=info.start_cmd if info else None, readyCmd=info.ready_cmd if info else None,
             owned=found.owner is not None and found.owner.team_id == team_id)
@@ -728,8 +733,14 @@ def _describe(info: TemplateInfo) -> str:
     return ", ".join(parts)
 
 
+def _status(stored: str) -> BuildStatus:
+    """A stored build status as the API's type (the store holds a plain string; only BuildStatus values
+    are ever written to it)."""
+    return cast(BuildStatus, stored)
+
+
 def _build_view(record: TemplateBuildRecord) -> TemplateBuild:
-    return TemplateBuild(buildID=record.build_id, status=record.status, createdAt=record.created_at,
+    return TemplateBuild(buildID=record.build_id, status=_status(record.status), createdAt=record.created_at,
                          updatedAt=record.updated_at, finishedAt=record.finished_at, cpuCount=record.cpu_count,
                          memoryMB=record.memory_mb, diskSizeMB=record.disk_mb, tags=list(record.tags or []))
 

@@ -132,7 +132,8 @@ def _command_words(value: str) -> list[str]:
 
 def parse(text: str, build_args: dict[str, str] | None = None) -> Dockerfile:
     """Parse and check `text`. Raises DockerfileError naming the offending line."""
-    parser = DockerfileParser(fileobj=io.BytesIO(), env_replace=False)
+    # The parser reads and writes its file object as bytes (its u2b/b2u); the stubs wrongly say IO[str].
+    parser = DockerfileParser(fileobj=io.BytesIO(), env_replace=False)  # type: ignore[arg-type]
     try:
         parser.content = text
         structure = parser.structure

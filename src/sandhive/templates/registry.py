@@ -12,6 +12,7 @@ thread so the server keeps serving meanwhile. `make up` builds it ahead
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import os
 import re
@@ -76,7 +77,7 @@ class TemplateRegistry:
         """
         return self._lookup(name)
 
-    def matching(self, name: str) -> list[TemplateInfo]:
+    def matching(self, name: str) -> builtins.list[TemplateInfo]:  # `list` here is the method above
         """Every built template answering to `name` (id, alias, or `name:tag`), the one with that id first."""
         index = self._current_index()
         bare, sep, tag = name.partition(":")

@@ -188,7 +188,7 @@ async def kill(pid: int | None, directory: Path, timeout: float = 5.0) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + timeout
-    while alive(pid, directory) and time.monotonic() < deadline:
+    while alive(pid, directory) and time.monotonic() < deadline:  # noqa: ASYNC110 — another process's end, in /proc
         await asyncio.sleep(0.005)
 
 

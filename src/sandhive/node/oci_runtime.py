@@ -26,7 +26,7 @@ from .errors import BackendError, BackendUnavailable
 from .hostcmd import run
 from .idmap import IdmapNamespaces
 from .network import Slot, SlotAllocator
-from .runtime import ENVD_PORT, ResourceUsage, SandboxHandle, SandboxSpec
+from .runtime import ENVD_PORT, NotPersistent, ResourceUsage, SandboxHandle, SandboxSpec
 from .storage import SandboxDisk
 
 log = logging.getLogger("sandhive.node.oci")
@@ -73,7 +73,7 @@ def _low_oom_score() -> None:
         f.write(str(ENVD_OOM_SCORE_ADJ))  # needs CAP_SYS_RESOURCE, which some hosts (nested VMs) withhold
 
 
-class OciRuntime:
+class OciRuntime(NotPersistent):
     """Runs sandboxes as OCI bundles with `binary`. Subclasses name themselves and may adapt `global_args`
     and `bundle`; `prepare()` once before use."""
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+from ..errors import NodeError
 
 ENVD_PORT = 49983
 GUEST_ADDRESS = "169.254.0.21"  # every sandbox sees itself at this address, so clones need no re-addressing
@@ -62,6 +64,39 @@ class SandboxHandle:
     @property
     def envd_url(self) -> str:
         return f"http://{self.address}:{ENVD_PORT}"
+
+
+PauseMode = Literal["memory", "filesystem"]
+
+
+@dataclass(frozen=True)
+class Persistence:
+    """What a backend keeps of a sandbox (issue 14), stated in `/health` and docs/persistence.md.
+
+    `pause_modes`: "memory" keeps processes where they were (CRIU, QEMU migration, or a frozen sandbox);
+    "filesystem" keeps the writable layer and drops the processes (the resume cold-boots from it).
+    `memory_snapshots`: `snapshot`/`restore` carry memory into new sandboxes (E2B's snapshots and fork); a
+    backend without them answers 409 naming one that has them.
+    """
+
+    pause_modes: tuple[PauseMode, ...] = ()
+    memory_snapshots: bool = False
+
+
+@dataclass
+class SavedSandbox:
+    """A paused sandbox or a snapshot, as files on this node: what `resume`/`restore` start from.
+
+    `directory` is the node's (under its data dir), made by the backend and kept until the node deletes it.
+    `state` is backend-private and JSON-serialisable, stored beside the sandbox's record, so a restarted
+    server (or a rebooted host) can still resume it.
+    """
+
+    source_id: str  # the sandbox it was saved from
+    backend: str
+    mode: PauseMode
+    directory: Path
+    state: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -112,6 +147,67 @@ class Runtime(Protocol):
         """The sandbox's own log lines (envd's output), oldest first."""
         ...
 
+    # ---- persistence (issue 14). A backend refuses a mode or call it lacks with `NodeError(409, ...)` naming
+    # the backend that can; `persistence` says which it has. ---------------------------------------------
+
+    persistence: Persistence
+
+    async def pause(self, handle: SandboxHandle, mode: PauseMode, dest: Path) -> SavedSandbox:
+        """Save the sandbox into `dest` (made here; must not exist) and stop its processes.
+
+        All or nothing: on failure the sandbox runs on as before and `dest` is gone. On success nothing of
+        the sandbox runs (except a backend's frozen-in-place pause, which `state` records and `stop_saved` ends).
+        """
+        ...
+
+    async def resume(self, saved: SavedSandbox, spec: SandboxSpec) -> SandboxHandle:
+        """Bring a paused sandbox back under its own id (`spec.sandbox_id == saved.source_id`): "memory" where its
+        processes left off, "filesystem" by a cold boot of its kept layer. Returns once envd answers `/health`.
+        On failure `saved` is untouched (the sandbox stays paused, resumable again)."""
+        ...
+
+    async def snapshot(self, handle: SandboxHandle, dest: Path) -> SavedSandbox:
+        """Save the sandbox's memory and files into `dest` while it keeps running (it may stand still for the
+        dump, and keeps its id, address and end time)."""
+        ...
+
+    async def restore(self, saved: SavedSandbox, spec: SandboxSpec) -> SandboxHandle:
+        """Start a new sandbox `spec.sandbox_id` from a snapshot: its own slot, netns, cgroup and writable layer.
+        `saved` is only read: one snapshot serves many restores (fork)."""
+        ...
+
+    async def stop_saved(self, saved: SavedSandbox) -> None:
+        """Free what a saved sandbox holds besides its directory (a frozen-in-place sandbox's processes)."""
+        ...
+
     async def close(self) -> None:
         """Server stop: free what the backend holds itself (clients, namespaces); sandboxes keep running."""
         ...
+
+
+def not_supported(backend: str, what: str) -> NodeError:
+    """The 409 for a persistence call a backend lacks, pointing at the matrix of who has it."""
+    return NodeError(409, f"{what} is not supported by the {backend} backend (see docs/persistence.md for "
+                          "which backend supports what)")
+
+
+class NotPersistent:
+    """The persistence half of `Runtime` for a backend that has none (yet): every call is a clear 409."""
+
+    name: str
+    persistence = Persistence()
+
+    async def pause(self, handle: SandboxHandle, mode: PauseMode, dest: Path) -> SavedSandbox:
+        raise not_supported(self.name, f"pause ({mode})")
+
+    async def resume(self, saved: SavedSandbox, spec: SandboxSpec) -> SandboxHandle:
+        raise not_supported(self.name, f"resume ({saved.mode})")
+
+    async def snapshot(self, handle: SandboxHandle, dest: Path) -> SavedSandbox:
+        raise not_supported(self.name, "a snapshot with memory")
+
+    async def restore(self, saved: SavedSandbox, spec: SandboxSpec) -> SandboxHandle:
+        raise not_supported(self.name, "a restore from a snapshot")
+
+    async def stop_saved(self, saved: SavedSandbox) -> None:
+        return None

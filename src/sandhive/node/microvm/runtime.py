@@ -29,7 +29,7 @@ from ...images import guest, system_image
 from .. import envd_client, network
 from ..errors import BackendUnavailable
 from ..network import Slot, SlotAllocator
-from ..runtime import ResourceUsage, SandboxHandle, SandboxSpec
+from ..runtime import NotPersistent, ResourceUsage, SandboxHandle, SandboxSpec
 from . import accel, disks, qemu
 from .snapshot import Inputs, Snapshot, SnapshotStore, wait_healthy
 
@@ -39,7 +39,7 @@ START_DEADLINE = {"kvm": 30.0, "tcg": 120.0}  # seconds from restore to envd's /
 ENTROPY_BYTES = 64
 
 
-class MicrovmRuntime:
+class MicrovmRuntime(NotPersistent):
     """Runs sandboxes as microVM clones of template snapshots. `prepare()` once before use."""
 
     name = "microvm"

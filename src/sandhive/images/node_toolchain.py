@@ -6,8 +6,10 @@ libraries into a directory of their own (mmdebstrap, `extract` variant: no maint
 them through that directory's own dynamic loader, as envd's system image runs its Python.
 
 runc takes `--criu PATH` and execs PATH as one binary, so the image gets a small wrapper script
-(`bin/criu`) that execs the loader with the image's library path and the real criu. The loader, not the
-environment, carries the library path, so whatever criu itself starts sees the host's libraries.
+(`bin/criu-wrapper`) that execs the loader with the image's library path and the real criu. The loader, not
+the environment, carries the library path, so whatever criu itself starts sees the host's libraries. The
+wrapper also makes the loader preload `criu_sockopt_shim.c` (CRIU 4.1.1 cannot dump TCP sockets on Linux
+>= 6.16 without it) and points criu at the image's `criu.conf` unless the caller names its own config.
 
 Cached under `<cache>/node-toolchain/image-<key>` (key: suite, packages, excludes, apt sources, layout),
 built on first use. Usage: `python -m sandhive.images.node_toolchain build [--force] [--cache-dir DIR]`.
@@ -40,6 +42,12 @@ CRIU = "usr/sbin/criu"
 CRUN = "usr/bin/crun"
 CRIU_WRAPPER = "bin/criu-wrapper"
 CRUN_WRAPPER = "bin/crun-wrapper"
+CRIU_CONFIG = "etc/sandhive-criu.conf"
+SOCKOPT_SHIM = "lib/sandhive/criu_sockopt_shim.so"
+SOCKOPT_SHIM_SOURCE = Path(__file__).with_name("criu_sockopt_shim.c")
+# Options runc 1.1 has no flag for. tcp-close: a connection open at dump time (the API's keep-alive to envd)
+# is restored closed rather than failing the dump; the sandbox may come back on another address anyway.
+CRIU_OPTIONS = ("tcp-close",)
 MIN_CRIU_VERSION = (4, 0)
 KEEP_GENERATIONS = 2
 
@@ -62,7 +70,8 @@ def trixie_sources() -> list[str]:
 
 
 def image_key(sources: list[str]) -> str:
-    spec = {"layout": LAYOUT_VERSION, "suite": SUITE, "packages": PACKAGES, "excludes": DPKG_EXCLUDES,
+    spec = {"layout": LAYOUT_VERSION, "suite": SUITE, "shim": SOCKOPT_SHIM_SOURCE.read_text(),
+            "criu_options": CRIU_OPTIONS, "packages": PACKAGES, "excludes": DPKG_EXCLUDES,
             "sources": sources}
     return _digest(json.dumps(spec, sort_keys=True))
 
@@ -121,7 +130,10 @@ def build(cache_dir: Path | None = None, force: bool = False, log: Log = print) 
                 make_symlinks_relative(tmp)
                 for transient in ("dev", "var/cache/apt", "var/lib/apt", "var/log"):
                     shutil.rmtree(tmp / transient, ignore_errors=True)
-                _write_wrapper(tmp, tree, CRIU_WRAPPER, CRIU)
+                _compile_shim(tmp / SOCKOPT_SHIM)
+                (tmp / CRIU_CONFIG).parent.mkdir(parents=True, exist_ok=True)
+                (tmp / CRIU_CONFIG).write_text("".join(f"{option}\n" for option in CRIU_OPTIONS))
+                _write_wrapper(tmp, tree, CRIU_WRAPPER, CRIU, criu=True)
                 _write_wrapper(tmp, tree, CRUN_WRAPPER, CRUN)
                 _check(tmp)
                 if tree.exists():
@@ -138,18 +150,36 @@ def build(cache_dir: Path | None = None, force: bool = False, log: Log = print) 
     return tree
 
 
-def _write_wrapper(tmp: Path, final: Path, name: str, program: str) -> None:
-    """A shell script that execs `program` through the image's loader; paths are those of the final tree."""
-    argv = [*loader_command(final), str(final / program)]
+def _write_wrapper(tmp: Path, final: Path, name: str, program: str, criu: bool = False) -> None:
+    """A shell script that execs `program` through the image's loader; paths are those of the final tree.
+
+    For criu: the loader preloads the sockopt shim, and CRIU_CONFIG_FILE (read by criu in runc's RPC mode
+    too) defaults to the image's config; a caller may export its own (it must repeat CRIU_OPTIONS).
+    """
+    loader = loader_command(final)
+    if criu:
+        loader = [loader[0], "--preload", str(final / SOCKOPT_SHIM), *loader[1:]]
+    argv = [*loader, str(final / program)]
+    head = f': "${{CRIU_CONFIG_FILE:={final / CRIU_CONFIG}}}"\nexport CRIU_CONFIG_FILE\n' if criu else ""
     wrapper = tmp / name
     wrapper.parent.mkdir(parents=True, exist_ok=True)
-    wrapper.write_text("#!/bin/sh\nexec " + " ".join(f"'{a}'" for a in argv) + ' "$@"\n')
+    wrapper.write_text("#!/bin/sh\n" + head + "exec " + " ".join(f"'{a}'" for a in argv) + ' "$@"\n')
     wrapper.chmod(0o755)
+
+
+def _compile_shim(target: Path) -> None:
+    """Build the sockopt shim with the host's gcc (glibc 2.36): trixie's newer glibc runs it unchanged."""
+    compiler = shutil.which("gcc")
+    if compiler is None:
+        raise BuildError("the node toolchain needs gcc for its criu shim (apt-get install gcc libc6-dev)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    run([compiler, "-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o", str(target), str(SOCKOPT_SHIM_SOURCE)])
 
 
 def _check(tmp: Path) -> None:
     """Fail the build, not the first checkpoint, if the image's criu does not run or is too old."""
-    out = _output([*loader_command(tmp), str(tmp / CRIU), "--version"])
+    loader = loader_command(tmp)
+    out = _output([loader[0], "--preload", str(tmp / SOCKOPT_SHIM), *loader[1:], str(tmp / CRIU), "--version"])
     version = next((w for w in out.split() if w[:1].isdigit()), "0")
     if tuple(int(p) for p in version.split(".")[:2] if p.isdigit()) < MIN_CRIU_VERSION:
         raise BuildError(f"the toolchain's criu is {version}; CRIU >= 4.0 is needed on new kernels")

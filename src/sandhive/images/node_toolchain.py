@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from .apt_sources import host_sources
+from .apt_sources import APT_DIR, host_sources
 from .debian import BuildError, make_symlinks_relative, mmdebstrap, remove_tree, run
 from .system_image import LIBRARY_DIRS, LOADER, Log, _digest, default_cache_dir
 
@@ -52,14 +52,14 @@ MIN_CRIU_VERSION = (4, 0)
 KEEP_GENERATIONS = 2
 
 
-def trixie_sources() -> list[str]:
+def trixie_sources(apt_dir: Path = APT_DIR) -> list[str]:
     """One-line apt entries for trixie from the host's mirror and keyring.
 
     The host (Debian 12) lists only bookworm suites: each bookworm line is reused with its suite renamed,
     so the build fetches from the same mirror (or proxy) the host is configured with. Debian's archive
     keyring on the host carries trixie's keys.
     """
-    by_host_suite = host_sources(HOST_SUITES.values())
+    by_host_suite = host_sources(HOST_SUITES.values(), apt_dir)
     lines: list[str] = []
     for suite, host_suite in HOST_SUITES.items():
         for line in by_host_suite[host_suite]:

@@ -22,6 +22,7 @@ import fcntl
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -187,7 +188,6 @@ def _check(tmp: Path) -> None:
 
 
 def _output(argv: list[str]) -> str:
-    import subprocess
     proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0:
         raise BuildError(f"{argv[-2:]} failed: {proc.stdout[-2000:]}")

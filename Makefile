@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 DATA_DIR ?= /var/lib/sandhive
 
-.PHONY: up down test test-unit test-microvm lint bench proto system-image system-image-force base-template debian-packages venv openapi
+.PHONY: up down test test-unit test-microvm lint bench proto system-image system-image-force node-toolchain base-template debian-packages venv openapi
 
 debian-packages:
 	@scripts/install-debian-packages.sh
@@ -31,11 +31,16 @@ system-image: venv
 system-image-force: venv
 	$(BIN)/python -m sandhive.images.system_image build --force
 
+# Debian 13's criu (and crun) with their libraries, for the container backend's checkpoint/restore
+# (Debian 12's CRIU fails on new kernels). Cached beside the system image; see images/node_toolchain.py.
+node-toolchain: venv
+	$(BIN)/python -m sandhive.images.node_toolchain build
+
 base-template: system-image
 	$(BIN)/python -m sandhive.templates.base build --data-dir $(DATA_DIR)
 
 # Start the server in the background (as root: sandboxes need namespaces, cgroups and mounts).
-up: base-template
+up: base-template node-toolchain
 	@mkdir -p $(RUN_DIR)
 	@if [ -f $(RUN_DIR)/server.pid ] && kill -0 $$(cat $(RUN_DIR)/server.pid) 2>/dev/null; then \
 	  echo "sandhive already runs (pid $$(cat $(RUN_DIR)/server.pid))"; \

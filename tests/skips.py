@@ -19,7 +19,7 @@ ALLOWED_SKIPS: tuple[tuple[str, str], ...] = (
     (r"no OCI backend can run here", "no container backend on this host"),
     (r"cannot create a user namespace here", "user namespaces are disabled on this host"),
     (r"\bcannot run here\b", "a backend's own probe says it cannot run on this host"),
-    (r"runsc always sets no_new_privs", "a gVisor limitation: sudo cannot work under it"),
+    (r"runsc always sets no_new_privs|sudo cannot work under gVisor", "a gVisor limitation: sudo cannot work under it"),
     (r"need root in the initial user namespace", "RNDADDENTROPY needs the host's root"),
     (r"\(known gap, issue \d+\)", "a gap written down in an issue"),
     (r"httpcore's connection pool lock is not where", "an httpcore internal a regression test pokes at moved"),

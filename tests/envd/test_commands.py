@@ -58,10 +58,11 @@ def test_large_output_arrives_whole(sbx: Sandbox) -> None:
 
 def test_callbacks_stream_incrementally(sbx: Sandbox) -> None:
     seen: list[tuple[float, str]] = []
-    start = time.monotonic()
     sbx.commands.run("echo one; sleep 0.6; echo two", on_stdout=lambda line: seen.append((time.monotonic(), line)))
     assert [line for _, line in seen] == ["one\n", "two\n"]
-    assert seen[0][0] - start < 0.5 < seen[1][0] - start  # the first line came before the sleep ended
+    # The first line came as it was printed, not with the second at the end: they arrived the sleep apart
+    # (measured between the two lines, so a slow start on a loaded host does not matter).
+    assert seen[1][0] - seen[0][0] > 0.4
 
 
 def test_background_list_connect_kill(sbx: Sandbox) -> None:

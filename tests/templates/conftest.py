@@ -49,6 +49,17 @@ class BuiltBase:
         return self.images[0].rootfs
 
 
+
+BASE_BUILD_TIMEOUT = 900  # a cold build of the base from the mirror: about a minute quiet, several on a busy host
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The test that first needs `base_built` pays for the base's cold build: it gets the build's time budget
+    (the default 300 s bounds a hang, and a busy CI host took longer than that to build)."""
+    for item in items:
+        if "base_built" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(BASE_BUILD_TIMEOUT))
+
 @pytest.fixture(scope="session")
 def work_root() -> Iterator[Path]:
     """A directory every uid can traverse (the sandbox range included); removed with all it holds."""

@@ -8,8 +8,6 @@ Skips, with the reason printed, where the toolchain cannot be built (no Debian m
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,26 +25,14 @@ from sandhive.node.runtime import TemplateImage
 from .conftest import sdk
 
 
-class PipedStdioRuntime(ContainerRuntime):
-    """The container backend with envd's stdio on a pipe drained into its log, as CRIU needs (see
-    sandhive.node.checkpoint); the shared runtime still hands envd the log file itself."""
-
-    async def _run_detached(self, sandbox_id: str, bundle: Path, out, command: str) -> None:
-        read_end, write_end = os.pipe()
-        subprocess.Popen(["cat"], stdin=read_end, stdout=out, stderr=out, start_new_session=True)
-        os.close(read_end)
-        with os.fdopen(write_end, "wb") as stdio:
-            await super()._run_detached(sandbox_id, bundle, stdio, command)
-
-
 @pytest.fixture(scope="module")
-def criu_runtime(data_dir: Path) -> Iterator[PipedStdioRuntime]:
+def criu_runtime(data_dir: Path) -> Iterator[ContainerRuntime]:
     try:
         node_toolchain.build(log=lambda m: print(m))
     except BuildError as exc:
         print(f"skipping the checkpoint tests: the node toolchain cannot be built here: {exc}")
         pytest.skip(f"node toolchain unavailable: {exc}")
-    rt = PipedStdioRuntime(data_dir / "container-criu")
+    rt = ContainerRuntime(data_dir / "container-criu")
     asyncio.run(rt.prepare())
     yield rt
     leftovers = asyncio.run(rt.running_ids())
@@ -73,7 +59,7 @@ def _first_call_after_restore(sandbox) -> int:
 
 
 async def test_checkpoint_restore_keeps_process_memory_and_files(
-        criu_runtime: PipedStdioRuntime, busybox_template: TemplateImage, data_dir: Path) -> None:
+        criu_runtime: ContainerRuntime, busybox_template: TemplateImage, data_dir: Path) -> None:
     node = Node(criu_runtime)
     handle = await node.create(CreateRequest(busybox_template, cpu_count=1, memory_mb=256, disk_mb=64,
                                              allow_internet_access=False), Identity(default_user="root"))

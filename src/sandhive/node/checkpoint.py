@@ -12,17 +12,15 @@ docs/persistence.md ("Container backend: CRIU").
   the new namespace gets. Connections open at dump time come back closed (the toolchain's `tcp-close`).
 - The writable layer and the bundle stay where they are: a restore here is into the same sandbox id, slot
   and disk. Restoring into a new id (new slot, cgroup, writable layer copy) is the next step.
-- envd's stdio must be a pipe, not the host's log file: CRIU cannot dump an fd to a file on a mount the
-  sandbox cannot see. runc re-creates stdio pipes on restore (`inherit-fd`), so `restore` hands it a fresh
-  pipe drained into the same log. Today's `OciRuntime` starts envd with the log file as its stdio; the
-  runtime change (a pipe drained by the node) is needed before a production pause.
+- envd's stdio is a pipe drained into the sandbox's log (`oci_runtime.log_pipe`), not the host's log file:
+  CRIU cannot dump an fd to a file on a mount the sandbox cannot see. runc re-creates stdio pipes on restore
+  (`inherit-fd`), so `restore` hands it a fresh pipe drained into the same log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +28,7 @@ from pathlib import Path
 from ..images import node_toolchain
 from . import network
 from .network import Slot
-from .oci_runtime import OciRuntime
+from .oci_runtime import OciRuntime, log_pipe
 from .runtime import SandboxHandle
 
 
@@ -91,7 +89,7 @@ async def restore(runtime: OciRuntime, handle: SandboxHandle, image: Checkpoint,
     criu = await _criu_wrapper()
     sandbox_dir = runtime.sandboxes_dir / handle.sandbox_id
     started = time.monotonic()
-    stdio = _log_pipe(sandbox_dir / "envd.log")
+    stdio = await asyncio.to_thread(_log_pipe_into, sandbox_dir / "envd.log")
     try:
         proc = await asyncio.create_subprocess_exec(
             *_oci(runtime, criu, "restore", "--detach", "--bundle", str(sandbox_dir),
@@ -109,16 +107,9 @@ async def restore(runtime: OciRuntime, handle: SandboxHandle, image: Checkpoint,
     return time.monotonic() - started
 
 
-def _log_pipe(log: Path) -> int:
-    """The write end of a pipe whose reader appends to `log`: envd's restored stdio.
-
-    The reader (`cat`) exits by itself when the last writer (envd) does, so nothing needs stopping.
-    """
-    read_end, write_end = os.pipe()
+def _log_pipe_into(log: Path) -> int:
     with open(log, "ab") as out:
-        subprocess.Popen(["cat"], stdin=read_end, stdout=out, stderr=out, start_new_session=True)
-    os.close(read_end)
-    return write_end
+        return log_pipe(out)
 
 
 __all__ = ["Checkpoint", "CheckpointError", "checkpoint", "restore"]

@@ -14,8 +14,10 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 
@@ -49,6 +51,23 @@ def _ensure_traversable(data_dir: Path, directory: Path) -> None:
                                f"or chmod o+x {parent}")
         if parent == Path("/"):
             break
+
+
+def log_pipe(out: BinaryIO) -> int:
+    """The write end of a pipe whose reader appends to the open log `out`: a sandbox's stdio.
+
+    The reader (`cat`, in its own session) ends by itself when the last writer (envd and its children) does, so
+    nothing needs stopping; it holds no sandbox resource. The caller closes the returned fd once handed on.
+    """
+    read_end, write_end = os.pipe()
+    try:
+        subprocess.Popen(["cat"], stdin=read_end, stdout=out, stderr=out, start_new_session=True)
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    return write_end
 
 
 def _wake(fut: asyncio.Future[None]) -> None:
@@ -169,15 +188,21 @@ class OciRuntime(NotPersistent):
         (sandbox_dir / "config.json").write_text(json.dumps(self.bundle(config, spec, disk)))
 
     async def _run_detached(self, sandbox_id: str, bundle: Path, out, command: str) -> None:
-        """`run --detach` (or `create`) hands its own stdio to the container, so both go to the sandbox's log
-        file (a pipe would stay open for the container's whole life); the runtime's own errors land there too."""
+        """`run --detach` (or `create`) hands its own stdio to the container: a pipe drained into the sandbox's
+        log file (`log_pipe`), because CRIU can dump and restore a pipe but not an fd on a host file the
+        sandbox's mount namespace cannot see (docs/persistence.md). The runtime's own errors land there too."""
         detach = ["--detach"] if command == "run" else []
-        proc = await asyncio.create_subprocess_exec(
-            *self._oci(command, *detach, "--bundle", str(bundle), "--pid-file", str(bundle / "pid"), sandbox_id),
-            stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, preexec_fn=_low_oom_score,
-            # Its own session: signals to the server's process group or terminal never reach sandboxes.
-            start_new_session=True)
+        stdio = log_pipe(out)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self._oci(command, *detach, "--bundle", str(bundle), "--pid-file", str(bundle / "pid"), sandbox_id),
+                stdin=asyncio.subprocess.DEVNULL, stdout=stdio, stderr=stdio, preexec_fn=_low_oom_score,
+                # Its own session: signals to the server's process group or terminal never reach sandboxes.
+                start_new_session=True)
+        finally:
+            os.close(stdio)
         if await proc.wait() != 0:
+            await asyncio.sleep(0.05)  # the drain may still be copying the runtime's last words into the log
             tail = (bundle / "envd.log").read_text(errors="replace").strip().splitlines()[-5:]
             raise BackendError(f"{Path(self.binary).name} could not start sandbox {sandbox_id}: {' '.join(tail)}")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from .admission import Admission, Budget, HostFull, Kind, Resources
 from .backends import BackendMismatch, check_template
 from .pool import PoolSettings, PoolStatus, WarmPools
 from .request import CreateRequest, Identity, new_sandbox_id
-from .runtime import ResourceUsage, Runtime, SandboxHandle
+from .runtime import PauseMode, ResourceUsage, Runtime, SandboxHandle, SavedSandbox, not_supported
 from .startup import ReadyPolicy, prepare
 
 log = logging.getLogger("sandhive.node")
@@ -82,6 +83,7 @@ class Node:
         self.pools = WarmPools(pools or PoolSettings(), self.admission, runtime.name, self._fill, self.runtime.stop,
                                clock)
         self._watches: dict[str, asyncio.Task] = {}
+        self._on_exit: dict[str, OnExit] = {}
 
     @property
     def backend(self) -> str:
@@ -175,15 +177,73 @@ class Node:
         await self.runtime.stop(handle)
         self.admission.release(handle.sandbox_id)
 
+    # ---- pause and resume (issue 14) -------------------------------------------------------
+    async def pause(self, handle: SandboxHandle, mode: PauseMode, dest: Path) -> SavedSandbox:
+        """Save the sandbox into `dest` and stop its processes; its budget is given back while it is paused.
+        On failure it runs on as before, still watched."""
+        if mode not in self.runtime.persistence.pause_modes:
+            raise not_supported(self.backend, f"pause ({mode})")
+        on_exit = self._on_exit.get(handle.sandbox_id)
+        self.unwatch(handle.sandbox_id)  # its end is a pause, not news
+        try:
+            saved = await self.runtime.pause(handle, mode, dest)
+        except BaseException:
+            if on_exit is not None:
+                self.watch(handle, on_exit)
+            raise
+        self.admission.release(handle.sandbox_id)
+        return saved
+
+    async def resume(self, saved: SavedSandbox, request: CreateRequest, identity: Identity) -> SandboxHandle:
+        """Bring a paused sandbox back under its id, its budget taken again (`HostFull` when it does not fit).
+        A "filesystem" pause cold-boots: the template's start command and `/init` run again, as on create.
+        On failure it stays paused (`saved` untouched) and resumable."""
+        sandbox_id = saved.source_id
+        need = request.resources
+        if not self.admission.try_reserve(sandbox_id, need, Kind.SANDBOX):
+            self.pools.evict(need)
+            self.admission.reserve(sandbox_id, need, Kind.SANDBOX)  # raises HostFull
+        try:
+            handle = await self.runtime.resume(saved, request.spec(sandbox_id))
+        except BaseException:
+            self.admission.release(sandbox_id)
+            raise
+        if saved.mode == "filesystem":
+            try:
+                await prepare(self._http, handle, request.template, self.ca_bundle, self.ready_policy)
+                await self._init(handle, request, identity)
+            except BaseException:
+                # Back to paused, on the same layer: the files are still all there is.
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(shutil.rmtree, saved.directory, True)
+                    await self.runtime.pause(handle, "filesystem", saved.directory)
+                self.admission.release(sandbox_id)
+                raise
+        return handle
+
+    async def stop_saved(self, saved: SavedSandbox) -> None:
+        """End a paused sandbox for good: what it holds (disk, slot) and its pause directory."""
+        await self.runtime.stop_saved(saved)
+        await self.discard_saved(saved)
+
+    @staticmethod
+    async def discard_saved(saved: SavedSandbox) -> None:
+        """Delete a pause directory once nothing needs it (after a resume was recorded, or a kill)."""
+        await asyncio.to_thread(shutil.rmtree, saved.directory, True)
+        with contextlib.suppress(OSError):
+            saved.directory.with_name(saved.directory.name + ".lock").unlink()
+
     # ---- liveness -------------------------------------------------------------------------
     def watch(self, handle: SandboxHandle, on_exit: OnExit) -> None:
         """Call `on_exit(handle, reason)` once if the sandbox ends by itself (its envd or init died, it was
         killed from outside): the owner frees it (`kill`) and stops reporting it as running. Ended by `kill`
         or `unwatch`, it is never called."""
         self.unwatch(handle.sandbox_id)
+        self._on_exit[handle.sandbox_id] = on_exit
         self._watches[handle.sandbox_id] = asyncio.create_task(self._watch(handle, on_exit))
 
     def unwatch(self, sandbox_id: str) -> None:
+        self._on_exit.pop(sandbox_id, None)
         task = self._watches.pop(sandbox_id, None)
         if task is not None and task is not asyncio.current_task():
             task.cancel()
@@ -226,9 +286,11 @@ class Node:
                           self.admission.used(Kind.POOL), self.pools.status())
 
     async def reconcile(self, known: Sequence[SandboxHandle],
-                        resources: Mapping[str, Resources] | None = None) -> set[str]:
+                        resources: Mapping[str, Resources] | None = None,
+                        paused: Iterable[str] = ()) -> set[str]:
         """After a restart: adopt what still runs (with its `resources` reserved), stop what the store does
-        not know — among them any warm-pool sandbox a previous server left behind.
+        not know — among them any warm-pool sandbox a previous server left behind. `paused` sandboxes (their
+        disks and slots) are left as they are.
 
         Returns the ids of `known` sandboxes that are alive; the caller marks the others gone.
         """
@@ -239,7 +301,7 @@ class Node:
                     await self.runtime.stop(handle)  # free what a half-dead sandbox still holds
             elif resources and handle.sandbox_id in resources:
                 self.admission.adopt(handle.sandbox_id, resources[handle.sandbox_id])
-        orphans = await self.runtime.running_ids() - {h.sandbox_id for h in known}
+        orphans = await self.runtime.running_ids() - {h.sandbox_id for h in known} - set(paused)
         for orphan in orphans:
             log.warning("removing orphan sandbox %s that the store does not know", orphan)
             with contextlib.suppress(Exception):

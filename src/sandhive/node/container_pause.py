@@ -1,0 +1,148 @@
+"""Pause and resume of a `container` sandbox (issue 14): "memory" through CRIU, "filesystem" by a cold boot.
+
+Both modes keep the sandbox's id, network slot, bundle and writable layer (its ext4 disk stays mounted on the
+host) while it is paused, and give back its processes, memory and network namespace: a paused sandbox costs
+disk, not RAM. `resume` brings it back into the same id, slot and disk.
+
+- "memory": the sandbox's TCP connections are reset first (`ss -K` in its namespace). CRIU then dumps no
+  established connection (the toolchain's `tcp-close` would bring them back closed), and every peer on the
+  host (the edge proxy's and the node's keep-alive pools) gets an RST now, so no pooled connection is reused
+  into a restored sandbox that no longer knows it. Then `checkpoint.checkpoint` (runc + CRIU, `--empty-ns
+  network`) and, on resume, `checkpoint.restore`.
+- "filesystem": the processes are killed and the runtime's container deleted; resume runs envd again on the
+  kept bundle and disk, as a start does, and the node then runs the template's start command and `/init`.
+
+Crash safety: the record of a pause (`saved.json` in the pause directory) is written, by rename, only after
+the dump completed, and a flock on the directory's lock file keeps two pauses or resumes of one sandbox
+apart. A crash before the record leaves the sandbox running (a failed dump leaves it as it was) or, if the
+dump had finished, its images without a record, which the API then finds by its directory (`read_record`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import NodeError
+from . import checkpoint, network
+from .errors import BackendError
+from .hostcmd import run
+from .network import Slot
+from .oci_runtime import OciRuntime
+from .runtime import PauseMode, SandboxHandle, SandboxSpec, SavedSandbox
+
+RECORD = "saved.json"
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """An exclusive flock beside `directory` (`<directory>.lock`), held for one pause or resume; a second one
+    at the same time (another server on the same data dir) is refused rather than waited for."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory.parent / f"{directory.name}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise NodeError(409, "The sandbox is being paused or resumed already; retry in a moment") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def write_record(saved: SavedSandbox) -> None:
+    """Mark `saved.directory` as a whole pause: written last, atomically."""
+    body = {"source_id": saved.source_id, "backend": saved.backend, "mode": saved.mode, "state": saved.state}
+    tmp = saved.directory / f".{RECORD}.tmp"
+    tmp.write_text(json.dumps(body))
+    os.replace(tmp, saved.directory / RECORD)
+
+
+def read_record(directory: Path) -> SavedSandbox | None:
+    """The pause recorded in `directory`, or None when there is none (no dump finished there)."""
+    try:
+        body = json.loads((directory / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return SavedSandbox(body["source_id"], body["backend"], body["mode"], directory, dict(body.get("state") or {}))
+
+
+async def reset_connections(sandbox_id: str) -> None:
+    """Abort every TCP connection in the sandbox's network namespace (RST to each peer); listeners stay."""
+    await run("ip", "netns", "exec", network.netns_name(sandbox_id), "ss", "-K", "-t", "-n", check=False)
+
+
+async def pause(runtime: OciRuntime, handle: SandboxHandle, mode: PauseMode, dest: Path) -> SavedSandbox:
+    if mode not in ("memory", "filesystem"):
+        raise BackendError(f"unknown pause mode {mode!r}")
+    with _locked(dest):
+        if await asyncio.to_thread(dest.exists):
+            raise BackendError(f"pause directory {dest} exists already")
+        state: dict[str, Any] = {"slot": handle.state["slot"], "cpu_count": handle.state.get("cpu_count"),
+                                 "memory_mb": handle.state.get("memory_mb"), "address": handle.address}
+        saved = SavedSandbox(handle.sandbox_id, runtime.name, mode, dest, state)
+        try:
+            if mode == "memory":
+                await reset_connections(handle.sandbox_id)
+                image = await checkpoint.checkpoint(runtime, handle, dest)
+                state["dump_seconds"] = round(image.seconds, 3)
+            else:
+                await asyncio.to_thread(dest.mkdir, parents=True)
+                await run(*runtime._oci("kill", handle.sandbox_id, "KILL"), check=False)
+                await runtime._delete(handle.sandbox_id)
+                await network.destroy(handle.sandbox_id, Slot(handle.state["slot"]))
+            await asyncio.to_thread(write_record, saved)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, dest, True)
+            raise
+    return saved
+
+
+async def resume(runtime: OciRuntime, saved: SavedSandbox, spec: SandboxSpec) -> SandboxHandle:
+    if spec.sandbox_id != saved.source_id:
+        raise BackendError(f"a pause of {saved.source_id} resumes under its own id, not {spec.sandbox_id}")
+    slot = Slot(int(saved.state["slot"]))
+    handle = SandboxHandle(spec.sandbox_id, runtime.name, slot.sandbox_ip,
+                           {"slot": slot.index, "cpu_count": spec.cpu_count, "memory_mb": spec.memory_mb})
+    with _locked(saved.directory):
+        if read_record(saved.directory) is None:
+            raise BackendError(f"no pause of {saved.source_id} is recorded in {saved.directory}")
+        try:
+            if saved.mode == "memory":
+                image = checkpoint.Checkpoint(spec.sandbox_id, saved.directory, 0.0)
+                await checkpoint.restore(runtime, handle, image, spec.allow_internet_access)
+            else:
+                await _cold_boot(runtime, handle, spec)
+            await runtime._wait_healthy(handle)
+        except BaseException:
+            # Back to paused: nothing of this attempt runs; the images and the disk are untouched.
+            await run(*runtime._oci("kill", spec.sandbox_id, "KILL"), check=False)
+            await runtime._delete(spec.sandbox_id)
+            await network.destroy(spec.sandbox_id, slot)
+            raise
+    return handle
+
+
+async def _cold_boot(runtime: OciRuntime, handle: SandboxHandle, spec: SandboxSpec) -> None:
+    """envd again on the kept bundle and disk: `create`, the network wired in, `start` (as `OciRuntime.start`)."""
+    sandbox_dir = runtime.sandboxes_dir / spec.sandbox_id
+    with await asyncio.to_thread(open, sandbox_dir / "envd.log", "ab") as out:
+        await runtime._run_detached(spec.sandbox_id, sandbox_dir, out, "create")
+    pid = int((sandbox_dir / "pid").read_text())
+    await network.attach_namespace(spec.sandbox_id, pid)
+    await network.create(spec.sandbox_id, Slot(handle.state["slot"]), spec.allow_internet_access)
+    await run(*runtime._oci("start", spec.sandbox_id))
+
+
+async def stop_saved(runtime: OciRuntime, saved: SavedSandbox) -> None:
+    """Free the paused sandbox's disk, bundle, cgroup and slot (its pause directory is the node's to delete)."""
+    handle = SandboxHandle(saved.source_id, runtime.name, str(saved.state.get("address", "")),
+                           {"slot": int(saved.state["slot"])} if "slot" in saved.state else {})
+    await runtime.stop(handle)

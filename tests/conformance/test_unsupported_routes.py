@@ -22,12 +22,9 @@ def _not_enabled(exc: BaseException, feature: str) -> bool:
             and f"400: use of {feature} is not enabled" in str(exc))
 
 
-def test_pause_and_snapshots_say_they_are_not_enabled_sync() -> None:
+def test_snapshots_say_they_are_not_enabled_sync() -> None:
     sbx = Sandbox.create(timeout=120)
     try:
-        with pytest.raises(SandboxException) as paused:
-            sbx.pause()
-        assert _not_enabled(paused.value, "sandbox pause"), repr(paused.value)
         with pytest.raises(SandboxException) as snapshot:
             sbx.create_snapshot()
         assert _not_enabled(snapshot.value, "sandbox snapshots"), repr(snapshot.value)
@@ -36,28 +33,21 @@ def test_pause_and_snapshots_say_they_are_not_enabled_sync() -> None:
         sbx.kill()
 
 
-def test_pause_and_snapshot_listing_say_they_are_not_enabled_async() -> None:
-    async def scenario() -> tuple[BaseException, BaseException, bool]:
+def test_snapshot_listing_says_it_is_not_enabled_async() -> None:
+    async def scenario() -> tuple[BaseException, bool]:
         sbx = await AsyncSandbox.create(timeout=120)
         try:
-            try:
-                await sbx.pause()
-            except SandboxException as exc:
-                paused: BaseException = exc
-            else:
-                raise AssertionError("pause succeeded on a server that cannot pause")
             try:
                 await sbx.list_snapshots().next_items()
             except SandboxException as exc:
                 listed: BaseException = exc
             else:
                 raise AssertionError("listing snapshots succeeded on a server that has none")
-            return paused, listed, await sbx.is_running()
+            return listed, await sbx.is_running()
         finally:
             await sbx.kill()
 
-    paused, listed, running = asyncio.run(scenario())
-    assert _not_enabled(paused, "sandbox pause"), repr(paused)
+    listed, running = asyncio.run(scenario())
     assert _not_enabled(listed, "sandbox snapshots"), repr(listed)
     assert running
 

@@ -24,7 +24,7 @@ from sandhive.node.backends import BackendMismatch
 from sandhive.node.errors import BackendError
 from sandhive.node.node import Node
 from sandhive.node.pool import PoolSettings
-from sandhive.node.runtime import ResourceUsage, SandboxHandle, SandboxSpec
+from sandhive.node.runtime import Persistence, ResourceUsage, SandboxHandle, SandboxSpec
 from sandhive.node.startup import StartCommandFailed
 from sandhive.store import Store
 from sandhive.templates.info import TemplateInfo
@@ -104,6 +104,7 @@ class FailingRuntime:
     """A runtime whose every start fails as runc's does: with its output, which names host paths."""
 
     name = "container"
+    persistence = Persistence()  # none: a create asking to pause at its timeout is a user error
 
     def __init__(self) -> None:
         self.closed = False

@@ -18,6 +18,7 @@ from ..templates.build_service import TemplateBuildService, Templates
 from ..version import __version__
 from .errors import InternalErrors, install_error_handlers
 from .openapi import build_openapi
+from .pause_routes import pause_router
 from .request_guard import BodyLimits, RequestGuard
 from .routes import health_router, node_router, sandbox_router, template_router
 from .sandboxes import SandboxService
@@ -60,10 +61,10 @@ def create_app(settings: Settings, node: Node | None, templates: Templates | Non
     app = FastAPI(title="Sandhive", version=__version__, description=DESCRIPTION, docs_url=None, redoc_url=None,
                   lifespan=lifespan, generate_unique_id_function=lambda route: route.name)
     app.state.service = service
-    app.state.resolve_sandbox = service.directory.resolve
+    app.state.resolve_sandbox = service.pauses.resolve  # a paused sandbox with auto-resume wakes on traffic
     install_error_handlers(app)
     routers = [health_router(service), sandbox_router(service), template_build_router(builds, service.store),
-               template_router(service), node_router(service)]
+               template_router(service), node_router(service), pause_router(service)]
     # E2B's routes that have no real one answer "use of X is not enabled"; first, so that a static path such
     # as /sandboxes/metrics is not taken for a sandbox id.
     app.include_router(unsupported_router(service, served(route for r in routers for route in r.routes)))

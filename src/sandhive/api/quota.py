@@ -18,8 +18,13 @@ RETRY_AFTER_SECONDS = 10  # sandboxes end on their own timers; nothing frees a t
 
 
 class TeamQuota:
-    def __init__(self, limit: int | None) -> None:
+    """`what` names the counted things in the 429 (running sandboxes; paused ones have a quota of their own)."""
+
+    def __init__(self, limit: int | None, what: str = "running sandboxes",
+                 error_code: str = "team_sandbox_limit") -> None:
         self.limit = limit
+        self.what = what
+        self.error_code = error_code
         self._live: defaultdict[str, set[str]] = defaultdict(set)
         self._creating: defaultdict[str, int] = defaultdict(int)
 
@@ -33,8 +38,8 @@ class TeamQuota:
     def slot(self, team_id: str) -> Iterator[None]:
         """Hold one of the team's places while its sandbox is created; 429 when none is left."""
         if self.limit is not None and len(self._live[team_id]) + self._creating[team_id] >= self.limit:
-            raise UserError(429, f"Your team has reached its limit of {self.limit} running sandboxes on this "
-                                "server; kill one or retry later", "team_sandbox_limit",
+            raise UserError(429, f"Your team has reached its limit of {self.limit} {self.what} on this "
+                                "server; kill one or retry later", self.error_code,
                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         self._creating[team_id] += 1
         try:

@@ -22,6 +22,7 @@ from .schemas import (
     NewSandbox,
     NewSandboxV2,
     NodeStatus,
+    Persistence,
     RefreshBody,
     Sandbox,
     SandboxDetail,
@@ -64,12 +65,18 @@ def sandbox_router(service: SandboxService) -> APIRouter:
         """Create a sandbox (v1, older SDKs)."""
         return await service.create(team, body, "v1", idempotency_key)
 
-    async def connect(sandbox_id: SandboxID, team: Team, body: ConnectSandbox | None = None) -> Sandbox:
-        """Connect to a running sandbox; its timeout is extended, never shortened."""
-        return await service.connect(team, sandbox_id, body or ConnectSandbox())
+    async def connect(sandbox_id: SandboxID, team: Team, response: Response,
+                      body: ConnectSandbox | None = None) -> Sandbox:
+        """Connect to a sandbox: 200 when it runs (its timeout is extended, never shortened), 201 when it was
+        paused and is resumed now."""
+        view, resumed = await service.connect(team, sandbox_id, body or ConnectSandbox())
+        response.status_code = 201 if resumed else 200
+        return view
 
     for path in ("/v2/sandboxes/{sandboxID}/connect", "/sandboxes/{sandboxID}/connect"):
-        router.add_api_route(path, connect, methods=["POST"], status_code=200, responses=errors(400, 401, 404),
+        router.add_api_route(path, connect, methods=["POST"], status_code=200,
+                             responses={201: {"model": Sandbox, "description": "Resumed"},
+                                        **errors(400, 401, 404, 409, 429, 503)},
                              operation_id=f"connect_sandbox{'_v2' if path.startswith('/v2') else ''}")
 
     @router.get("/v2/sandboxes", responses={200: {"headers": NEXT_TOKEN_HEADER}, **errors(400, 401)})
@@ -192,7 +199,11 @@ def health_router(service: SandboxService) -> APIRouter:
     async def health() -> Health:
         """Liveness, the server's version and the sandbox backend it runs (no API key needed)."""
         runtime = service.node.runtime if service.node else None
+        kept = runtime.persistence if runtime is not None else None
+        persistence = Persistence(pauseModes=list(kept.pause_modes), memorySnapshots=kept.memory_snapshots) if kept \
+            else Persistence()
         return Health(status="ok", version=__version__, backend=service.backend,
-                      platform=getattr(runtime, "platform", None), accelerator=getattr(runtime, "accelerator", None))
+                      platform=getattr(runtime, "platform", None), accelerator=getattr(runtime, "accelerator", None),
+                      persistence=persistence)
 
     return router

@@ -28,6 +28,7 @@ from ..templates.catalog import TemplateCatalog
 from .directory import SandboxDirectory
 from .errors import not_found
 from .lifetime import Lifetime
+from .pause import Pauses, check_lifecycle
 from .quota import TeamQuota
 from .schemas import (
     ConnectSandbox,
@@ -61,10 +62,6 @@ def request_hash(version: str, body: NewSandboxV2) -> str:
 def _unsupported(body: NewSandboxV2) -> str | None:
     """The first requested feature this server cannot honour. Refusing beats silently ignoring it (a
     denyOut rule that is not enforced, or a sandbox killed when it was asked to pause)."""
-    if body.autoPause:
-        return "autoPause (lifecycle on_timeout='pause')"
-    if body.autoResume is not None and body.autoResume.enabled:
-        return "autoResume"
     if body.network and any(v is not None and (k, v) != ("allowPublicTraffic", True) for k, v in body.network.items()):
         return "network configuration (use allow_internet_access)"
     if body.mcp:
@@ -91,6 +88,7 @@ class SandboxService:
         self.lifetime = Lifetime(settings.max_lifetime_seconds)
         self.directory = SandboxDirectory()
         self.quota = TeamQuota(settings.max_sandboxes_per_team)
+        self.pauses = Pauses(self, settings.max_paused_per_team)
         self._secret = b""
         self._ca_bundle: str | None = None
 
@@ -128,10 +126,16 @@ class SandboxService:
             for record in live:
                 self.directory.add(record.sandbox_id, record.address)
             return
-        mine = [r for r in live if r.backend == self.node.backend]
+        mine = [r for r in live if r.backend == self.node.backend and r.state == "running"]
+        paused = [r for r in live if r.state == "paused"]
         alive = await self.node.reconcile([handle_of(r) for r in mine],
-                                          {r.sandbox_id: Resources(r.memory_mb, r.cpu_count) for r in mine})
+                                          {r.sandbox_id: Resources(r.memory_mb, r.cpu_count) for r in mine},
+                                          paused=[r.sandbox_id for r in paused])
+        for record in paused:  # files on this node's disk: kept whatever the backend, resumed on demand
+            self.pauses.adopt(record)
         for record in live:
+            if record.state == "paused" or (record.sandbox_id not in alive and await self.pauses.recover(record)):
+                continue
             if record.sandbox_id in alive:
                 self.directory.add(record.sandbox_id, record.address)
                 self.quota.add(record.team_id, record.sandbox_id)
@@ -179,6 +183,7 @@ class SandboxService:
         feature = _unsupported(body)
         if feature:
             raise UserError(400, f"{feature} is not supported by this server")
+        check_lifecycle(body, self.node.runtime.persistence.pause_modes if self.node else (), self.backend)
         timeout = body.timeout if body.timeout is not None else self.settings.default_timeout_seconds
         self.lifetime.check_timeout(timeout)
         if self.node is None:
@@ -205,7 +210,9 @@ class SandboxService:
             cpu_count=request.cpu_count, memory_mb=request.memory_mb, disk_mb=request.disk_mb,
             envd_version=ENVD_VERSION,
             envd_access_token=token, allow_internet_access=allow_internet, backend=handle.backend,
-            address=handle.address, runtime_state=dict(handle.state))
+            address=handle.address, runtime_state=dict(handle.state), auto_pause=bool(body.autoPause),
+            auto_pause_memory=body.autoPauseMemory is not False,
+            auto_resume=bool(body.autoResume is not None and body.autoResume.enabled))
         try:
             await asyncio.to_thread(self.store.add_sandbox, record)
         except BaseException:
@@ -216,6 +223,10 @@ class SandboxService:
         self.directory.add(sandbox_id, handle.address)
         self.node.watch(handle, self._ended)
         return record
+
+    @staticmethod
+    def view(record: SandboxRecord) -> Sandbox:
+        return sandbox_view(record)
 
     def _token(self, sandbox_id: str) -> str:
         return access_token(self._secret, sandbox_id)
@@ -244,13 +255,16 @@ class SandboxService:
     async def info(self, team_id: str, sandbox_id: str) -> SandboxDetail:
         return detail_view(await self._owned(team_id, sandbox_id))
 
-    async def connect(self, team_id: str, sandbox_id: str, body: ConnectSandbox) -> Sandbox:
-        """Connect to a running sandbox; its deadline only moves later, never earlier."""
+    async def connect(self, team_id: str, sandbox_id: str, body: ConnectSandbox) -> tuple[Sandbox, bool]:
+        """Connect to a sandbox, resuming it if paused (True: it was); a running sandbox's deadline only moves
+        later, never earlier."""
         record = await self._owned(team_id, sandbox_id)
         timeout = body.timeout if body.timeout is not None else self.settings.default_timeout_seconds
         self.lifetime.check_timeout(timeout)
+        if record.state == "paused" and await self.pauses.resume(team_id, sandbox_id, timeout, body.memory):
+            return sandbox_view(await self._owned(team_id, sandbox_id)), True
         await self._extend(record, timeout)
-        return sandbox_view(record)
+        return sandbox_view(record), False
 
     async def refresh(self, team_id: str, sandbox_id: str, duration: int | None) -> None:
         seconds = DEFAULT_REFRESH_SECONDS if duration is None else duration
@@ -275,7 +289,10 @@ class SandboxService:
 
     async def kill(self, team_id: str, sandbox_id: str) -> None:
         record = await self._owned(team_id, sandbox_id)
-        await self._stop(record)
+        if record.state == "paused":
+            await self.pauses.kill_paused(record)
+        else:
+            await self._stop(record)
         await self._forget(record)
 
     async def metrics(self, team_id: str, sandbox_id: str, start: int | None, end: int | None) -> list[SandboxMetric]:
@@ -283,7 +300,7 @@ class SandboxService:
         record = await self._owned(team_id, sandbox_id, live=False)
         now = self._now()
         in_window = (start is None or int(now.timestamp()) >= start) and (end is None or int(now.timestamp()) <= end)
-        if record.state == "killed" or self.node is None or not in_window:
+        if record.state != "running" or self.node is None or not in_window:
             return []
         usage = await self.node.usage(handle_of(record))
         return [SandboxMetric(timestamp=now, timestampUnix=int(now.timestamp()), cpuCount=usage.cpu_count,
@@ -318,6 +335,8 @@ class SandboxService:
             await asyncio.gather(*(self._expire(record) for record in due))
 
     async def _expire(self, record: SandboxRecord) -> None:
+        if await self.pauses.pause_at_timeout(record):
+            return
         try:
             await self._stop(record)
         except Exception:

@@ -56,6 +56,27 @@ class ConnectSandbox(_Request):
     memory: bool | None = None
 
 
+class PauseBody(_Request):
+    """`POST /sandboxes/{id}/pause`: `memory` false keeps only the files (the resume cold-boots)."""
+
+    memory: bool | None = None
+    requireHealthyGuest: bool | None = None
+
+
+class ResumeBody(_Request):
+    """`POST /sandboxes/{id}/resume` (deprecated): `autoPause` is accepted and ignored, as E2B now does."""
+
+    timeout: int | None = None
+    autoPause: bool | None = None
+
+
+class Persistence(BaseModel):
+    """What the server's backend keeps of a sandbox (docs/persistence.md)."""
+
+    pauseModes: list[str] = Field(default_factory=list, description="memory and/or filesystem")
+    memorySnapshots: bool = False
+
+
 class TimeoutBody(_Request):
     timeout: int
 
@@ -139,6 +160,7 @@ class Health(BaseModel):
     backend: str
     platform: str | None = Field(None, description="gvisor: the runsc platform in use (systrap or ptrace)")
     accelerator: str | None = Field(None, description="microvm: kvm, or tcg (emulation) where KVM cannot run")
+    persistence: Persistence = Field(default_factory=Persistence)
 
 
 class TemplateListing(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..node.runtime import SandboxHandle
 from ..store import SandboxRecord
-from .schemas import ListedSandbox, Sandbox, SandboxDetail
+from .schemas import Lifecycle, ListedSandbox, Sandbox, SandboxDetail
 
 
 def handle_of(record: SandboxRecord) -> SandboxHandle:
@@ -30,4 +30,6 @@ def listed_view(record: SandboxRecord) -> ListedSandbox:
 
 def detail_view(record: SandboxRecord) -> SandboxDetail:
     return SandboxDetail(**_listed_fields(record), envdAccessToken=record.envd_access_token,
-                         allowInternetAccess=record.allow_internet_access)
+                         allowInternetAccess=record.allow_internet_access,
+                         lifecycle=Lifecycle(autoResume=bool(record.auto_resume),
+                                             onTimeout="pause" if record.auto_pause else "kill"))

@@ -53,6 +53,8 @@ def serve(
     cpu_overcommit: CpuOvercommit = 32.0,
     # ---- what one client may cost the server (request_guard.py, slow_clients.py) ----
     max_sandboxes_per_team: MaxPerTeam = 20,
+    max_paused_per_team: Annotated[int, typer.Option(
+        min=0, help="Paused sandboxes a team may keep (0: no limit; 429 beyond).")] = 100,
     max_json_body: Annotated[int, typer.Option(
         "--max-json-body", min=1024, envvar="SANDHIVE_MAX_JSON_BODY",
         help="Largest JSON request body in bytes (413 beyond, refused before it is read).")] = 2**20,
@@ -103,6 +105,7 @@ def serve(
     _log_to_stderr(log_level)
     settings = Settings(data_dir=data_dir, database_url=database_url, max_lifetime_seconds=max_lifetime,
                         trust_host_ca=host_ca, max_sandboxes_per_team=max_sandboxes_per_team or None,
+                        max_paused_per_team=max_paused_per_team or None,
                         max_json_body_bytes=max_json_body, max_upload_body_bytes=max_upload_body,
                         body_timeout_seconds=body_timeout,
                         template_quotas=TemplateQuotas(

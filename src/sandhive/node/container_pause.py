@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -37,8 +36,7 @@ from .hostcmd import run
 from .network import Slot
 from .oci_runtime import OciRuntime
 from .runtime import PauseMode, SandboxHandle, SandboxSpec, SavedSandbox
-
-RECORD = "saved.json"
+from .saved import read_record, write_record
 
 
 @contextlib.contextmanager
@@ -55,23 +53,6 @@ def _locked(directory: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def write_record(saved: SavedSandbox) -> None:
-    """Mark `saved.directory` as a whole pause: written last, atomically."""
-    body = {"source_id": saved.source_id, "backend": saved.backend, "mode": saved.mode, "state": saved.state}
-    tmp = saved.directory / f".{RECORD}.tmp"
-    tmp.write_text(json.dumps(body))
-    os.replace(tmp, saved.directory / RECORD)
-
-
-def read_record(directory: Path) -> SavedSandbox | None:
-    """The pause recorded in `directory`, or None when there is none (no dump finished there)."""
-    try:
-        body = json.loads((directory / RECORD).read_text())
-    except (OSError, ValueError):
-        return None
-    return SavedSandbox(body["source_id"], body["backend"], body["mode"], directory, dict(body.get("state") or {}))
 
 
 async def reset_connections(sandbox_id: str) -> None:

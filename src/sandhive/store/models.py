@@ -20,6 +20,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -102,6 +103,13 @@ class SandboxRecord(Base):
     address: Mapped[str] = mapped_column(String(255))
     runtime_state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     killed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # ---- pause (issue 14, revision 0004) ----
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # while paused: {"directory", "mode", "backend", "state"} of the node's `SavedSandbox`
+    saved: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    auto_pause: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # on timeout: pause
+    auto_pause_memory: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    auto_resume: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class IdempotencyRecord(Base):

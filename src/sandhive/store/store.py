@@ -260,6 +260,28 @@ class Store:
             result = cast(CursorResult[Any], s.execute(statement))  # an UPDATE answers with a cursor result
             return result.rowcount > 0
 
+    def mark_paused(self, sandbox_id: str, saved: dict[str, Any], at: datetime | None = None) -> bool:
+        """Record a running sandbox as paused with its saved state; False when it was not running."""
+        with self._write() as s:
+            statement = (update(SandboxRecord)
+                         .where(SandboxRecord.sandbox_id == sandbox_id, SandboxRecord.state == "running")
+                         .values(state="paused", saved=saved, paused_at=at or now_utc()))
+            return cast(CursorResult[Any], s.execute(statement)).rowcount > 0
+
+    def mark_resumed(self, sandbox_id: str, address: str, runtime_state: dict[str, Any], end_at: datetime) -> bool:
+        """Record a paused sandbox as running again; False when it was not paused."""
+        with self._write() as s:
+            statement = (update(SandboxRecord)
+                         .where(SandboxRecord.sandbox_id == sandbox_id, SandboxRecord.state == "paused")
+                         .values(state="running", saved=None, paused_at=None, address=address,
+                                 runtime_state=runtime_state, end_at=end_at))
+            return cast(CursorResult[Any], s.execute(statement)).rowcount > 0
+
+    def paused_count(self, team_id: str) -> int:
+        with self._read() as s:
+            return len(list(s.scalars(select(SandboxRecord.sandbox_id).where(
+                SandboxRecord.team_id == team_id, SandboxRecord.state == "paused"))))
+
     # ---- idempotency --------------------------------------------------------------------------------
 
     def claim_idempotency(self, team_id: str, key: str, request_hash: str, now: datetime | None = None) -> Claim:

@@ -1,0 +1,114 @@
+"""Pause, list and connect with the released `e2b` SDK (container backend): a memory pause keeps a background
+process and its in-memory state; a filesystem pause keeps the files and drops the processes."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from e2b import Sandbox, SandboxQuery, SandboxState
+
+from tests.helpers import wait_until
+
+from .conftest import Live, counter, start_counter
+
+pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(600)]
+
+
+def _listed(states: list[SandboxState]) -> set[str]:
+    return {s.sandbox_id for s in Sandbox.list(query=SandboxQuery(state=states)).next_items()}
+
+
+def _state(sandbox_id: str) -> str:
+    return Sandbox.get_info(sandbox_id).state.value
+
+
+def test_pause_then_connect_keeps_process_memory_and_files(live: Live) -> None:
+    sandbox = Sandbox.create(timeout=300)
+    try:
+        start_counter(sandbox)
+        before = wait_until(lambda: counter(sandbox) >= 3 and counter(sandbox), 30, "the counter to count")
+        assert sandbox.pause() is True
+        assert _state(sandbox.sandbox_id) == "paused"
+        assert sandbox.sandbox_id in _listed([SandboxState.PAUSED])
+        assert sandbox.sandbox_id in _listed([SandboxState.RUNNING, SandboxState.PAUSED])
+        assert sandbox.sandbox_id not in _listed([SandboxState.RUNNING])
+        time.sleep(1.0)  # nothing counts while paused
+
+        resumed = Sandbox.connect(sandbox.sandbox_id, timeout=120)
+        assert _state(sandbox.sandbox_id) == "running"
+        after = counter(resumed)
+        assert before <= after < before + 20, (before, after)  # went on from memory, not restarted at 1
+        wait_until(lambda: counter(resumed) > after, 30, "the counter to go on counting")
+        assert resumed.files.read("/home/user/kept.txt") == "kept"
+    finally:
+        Sandbox.kill(sandbox.sandbox_id)
+
+
+def test_filesystem_pause_keeps_files_not_processes(live: Live) -> None:
+    sandbox = Sandbox.create(timeout=300)
+    try:
+        start_counter(sandbox)
+        wait_until(lambda: counter(sandbox) >= 2, 30, "the counter to count")
+        assert sandbox.pause(mode="filesystem") is True
+        assert _state(sandbox.sandbox_id) == "paused"
+        resumed = Sandbox.connect(sandbox.sandbox_id, timeout=120)
+        assert resumed.files.read("/home/user/kept.txt") == "kept"
+        first = counter(resumed)
+        time.sleep(0.5)
+        assert counter(resumed) == first  # the loop did not survive: only the files did
+        assert resumed.commands.run("echo $HOME", user="user").stdout.strip() == "/home/user"  # /init ran again
+    finally:
+        Sandbox.kill(sandbox.sandbox_id)
+
+
+def test_connect_status_and_pause_errors(live: Live) -> None:
+    """201 from connect when it resumed, 200 when it ran; 409 for a second pause, 404 for an unknown id and for
+    another team's sandbox."""
+    sandbox = Sandbox.create(timeout=300)
+    other = live.server.key("persistence-other")
+    try:
+        with live.server.client(live.key) as api, live.server.client(other) as intruder:
+            assert api.post(f"/sandboxes/{sandbox.sandbox_id}/connect", json={"timeout": 60}).status_code == 200
+            assert intruder.post(f"/sandboxes/{sandbox.sandbox_id}/pause", json={}).status_code == 404
+            assert api.post(f"/sandboxes/{sandbox.sandbox_id}/pause", json={}).status_code == 204
+            second = api.post(f"/sandboxes/{sandbox.sandbox_id}/pause", json={})
+            assert second.status_code == 409 and second.json()["code"] == 409
+            assert intruder.post(f"/sandboxes/{sandbox.sandbox_id}/connect", json={"timeout": 60}).status_code == 404
+            assert api.post("/sandboxes/inope00000000000000000/pause", json={}).status_code == 404
+            resumed = api.post(f"/v2/sandboxes/{sandbox.sandbox_id}/connect", json={"timeout": 60})
+            assert resumed.status_code == 201, resumed.text
+            assert resumed.json()["sandboxID"] == sandbox.sandbox_id
+            assert api.post(f"/sandboxes/{sandbox.sandbox_id}/resume", json={}).status_code == 409  # running
+            health = httpx.get(f"{live.url}/health", trust_env=False).json()
+            assert health["persistence"]["pauseModes"] == ["memory", "filesystem"]
+        assert Sandbox.connect(sandbox.sandbox_id).commands.run("echo ok").stdout == "ok\n"
+    finally:
+        Sandbox.kill(sandbox.sandbox_id)
+
+
+def test_paused_quota_answers_429(live: Live) -> None:
+    from .conftest import PAUSED_QUOTA
+
+    team = live.server.key("persistence-quota")
+    ids: list[str] = []
+    try:
+        with live.server.client(team) as api:
+            for _ in range(PAUSED_QUOTA + 1):
+                created = api.post("/v2/sandboxes", json={"templateID": "base", "timeout": 300})
+                assert created.status_code == 201, created.text
+                ids.append(created.json()["sandboxID"])
+            for sandbox_id in ids[:PAUSED_QUOTA]:
+                assert api.post(f"/sandboxes/{sandbox_id}/pause", json={"memory": False}).status_code == 204
+            refused = api.post(f"/sandboxes/{ids[-1]}/pause", json={"memory": False})
+            assert refused.status_code == 429 and refused.headers["Retry-After"]
+            assert api.get(f"/sandboxes/{ids[-1]}").json()["state"] == "running"  # refused: it runs on
+            # a paused sandbox is killed like any other, and frees its place in the quota
+            assert api.delete(f"/sandboxes/{ids[0]}").status_code == 204
+            assert api.get(f"/sandboxes/{ids[0]}").status_code == 404
+            assert api.post(f"/sandboxes/{ids[-1]}/pause", json={"memory": False}).status_code == 204
+    finally:
+        with live.server.client(team) as api:
+            for sandbox_id in ids:
+                api.delete(f"/sandboxes/{sandbox_id}")

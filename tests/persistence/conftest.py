@@ -1,5 +1,5 @@
 """Pause and resume (issue 14) through the released `e2b` SDK against a live `sandhive serve` on the container
-backend (the gvisor and microvm suites are their backends' own). One server per module (`live`), a small
+backend (the gvisor and microvm suites are their backends' own). One server for the session (`live`), a small
 paused-sandbox quota so that its 429 is cheap to reach, and the SDK pointed at it through the environment.
 """
 
@@ -26,7 +26,7 @@ class Live:
         return self.server.url
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def live() -> Iterator[Live]:
     with container_server("persistence", TEAM, "--max-paused-per-team", str(PAUSED_QUOTA), "--pool-size", "1",
                           backend="container") as server:

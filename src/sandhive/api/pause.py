@@ -199,15 +199,15 @@ class Pauses:
             self._auto_resume.add(record.sandbox_id)
 
     async def recover(self, record: SandboxRecord) -> bool:
-        """After a restart: a "running" sandbox that is gone but whose pause finished (the server died before
-        the store heard of it) is recorded as paused. True when it was."""
+        """After a restart, before the node reconciles: a "running" sandbox whose pause finished on disk (the
+        server died before the store heard of it; a finished dump means its processes are gone) is recorded as
+        paused, and `record` updated. True when it was."""
         saved = await asyncio.to_thread(read_record, self.root / record.sandbox_id)
         if saved is None or saved.source_id != record.sandbox_id:
             return False
         if not await asyncio.to_thread(self.s.store.mark_paused, record.sandbox_id, saved_to_json(saved)):
             return False
         record.state, record.saved = "paused", saved_to_json(saved)
-        self.adopt(record)
         log.warning("sandbox %s was paused when the server stopped; recorded as paused", record.sandbox_id)
         return True
 

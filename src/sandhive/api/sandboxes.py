@@ -126,6 +126,9 @@ class SandboxService:
             for record in live:
                 self.directory.add(record.sandbox_id, record.address)
             return
+        for record in live:  # a pause that finished on disk while the server died is a pause (pause.py)
+            if record.state == "running" and record.backend == self.node.backend:
+                await self.pauses.recover(record)
         mine = [r for r in live if r.backend == self.node.backend and r.state == "running"]
         paused = [r for r in live if r.state == "paused"]
         alive = await self.node.reconcile([handle_of(r) for r in mine],
@@ -134,7 +137,7 @@ class SandboxService:
         for record in paused:  # files on this node's disk: kept whatever the backend, resumed on demand
             self.pauses.adopt(record)
         for record in live:
-            if record.state == "paused" or (record.sandbox_id not in alive and await self.pauses.recover(record)):
+            if record.state == "paused":
                 continue
             if record.sandbox_id in alive:
                 self.directory.add(record.sandbox_id, record.address)

@@ -146,6 +146,16 @@ def kill(target: Target, sandbox_id: str) -> bool:
     return bool(sdk().Sandbox.kill(sandbox_id, **_opts(target)))
 
 
+def pause(target: Target, sandbox_id: str, filesystem: bool = False) -> bool:
+    """True if it was paused now, False if it was paused already."""
+    mode = "filesystem" if filesystem else "memory"
+    return bool(sdk().Sandbox.pause(sandbox_id, mode=mode, **_opts(target)))
+
+
+def resume(target: Target, sandbox_id: str, timeout: int | None) -> None:
+    sdk().Sandbox.resume(sandbox_id, timeout, **_opts(target))
+
+
 def metrics(target: Target, sandbox_id: str) -> list[MetricRow]:
     return [MetricRow.of(m) for m in sdk().Sandbox.get_metrics(sandbox_id, **_opts(target))]
 

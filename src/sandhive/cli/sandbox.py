@@ -1,4 +1,4 @@
-"""`sandhive sandbox create|list|info|kill|metrics`; `exec`, `shell` and `logs` come from their own modules."""
+"""`sandhive sandbox create|list|info|kill|pause|resume|metrics`; `exec`, `shell`, `logs` have their own modules."""
 
 from __future__ import annotations
 
@@ -101,6 +101,36 @@ def kill(
             err.print(f"[bold red]error:[/] sandbox {sandbox_id} not found. {SEE_LIST}")
     if missing:
         raise typer.Exit(EXIT_NOT_FOUND)
+
+
+@app.command()
+def pause(
+    sandbox_id: SandboxId,
+    filesystem: Annotated[bool, typer.Option(
+        "--filesystem", help="Keep only its files: the resume starts it afresh (default: its memory too).")] = False,
+    url: ApiUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Pause a sandbox: its processes stop where they are (or, with --filesystem, end) until it is resumed."""
+    target = resolve(url, api_key)
+    with reporting(target.url, f"cannot pause sandbox {sandbox_id}"):
+        paused = client.pause(target, sandbox_id, filesystem)
+    out.print(f"Paused {sandbox_id}" if paused else f"{sandbox_id} was paused already")
+
+
+@app.command()
+def resume(
+    sandbox_id: SandboxId,
+    timeout: Annotated[int | None, typer.Option(
+        min=1, help="Seconds it then lives (default: the server's, 300).")] = None,
+    url: ApiUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Resume a paused sandbox (a running one just has its timeout extended)."""
+    target = resolve(url, api_key)
+    with reporting(target.url, f"cannot resume sandbox {sandbox_id}"):
+        client.resume(target, sandbox_id, timeout)
+    out.print(f"Resumed {sandbox_id}")
 
 
 # In the order `--help` lists them: the lifecycle above, then into the sandbox and out of it.

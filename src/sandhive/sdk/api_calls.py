@@ -60,6 +60,14 @@ def kill(config: ConnectionConfig, sandbox_id: str, *, request_timeout: float | 
                  sandbox_id=sandbox_id, special={404: lambda r: False}, request_timeout=request_timeout)
 
 
+def pause(config: ConnectionConfig, sandbox_id: str, *, memory: bool, request_timeout: float | None) -> HttpCall[bool]:
+    """`POST /sandboxes/{id}/pause`: True if this call paused it, False if it was paused already (E2B's meaning).
+    `memory` False keeps only its files (the resume cold-boots)."""
+    return _call(config, "POST", f"/sandboxes/{sandbox_id}/pause", f"pause sandbox {sandbox_id}", lambda r: True,
+                 sandbox_id=sandbox_id, json={"memory": memory}, special={409: lambda r: False},
+                 request_timeout=request_timeout)
+
+
 def set_timeout(config: ConnectionConfig, sandbox_id: str, timeout: int, *,
                 request_timeout: float | None) -> HttpCall[None]:
     """The sandbox ends `timeout` seconds from now (which may shorten its life)."""

@@ -15,7 +15,7 @@ import builtins
 import contextlib
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from . import api_calls
 from .commands import AsyncCommands, Commands
@@ -47,6 +47,15 @@ def _query(query: SandboxQuery | None, metadata: dict[str, str] | None,
         return query
     return SandboxQuery(metadata=metadata if metadata is not None else (query.metadata if query else None),
                         state=state if state is not None else (query.state if query else None))
+
+
+PauseMode = Literal["memory", "filesystem"]
+
+
+def _memory(mode: PauseMode) -> bool:
+    if mode not in ("memory", "filesystem"):
+        raise ValueError(f"mode must be 'memory' or 'filesystem', not {mode!r}")
+    return mode == "memory"
 
 
 class _SandboxBase:
@@ -165,6 +174,27 @@ class Sandbox(_SandboxBase):
             return self._io.call(api_calls.kill(self._ref.config, self.sandbox_id, request_timeout=request_timeout))
         finally:
             self._io.close()
+
+    @dualmethod
+    def pause(cls, sandbox_id: str, *, mode: PauseMode = "memory", **opts: Unpack[ConnectionOptions]) -> bool:
+        """Pause a sandbox by id: "memory" keeps its processes where they are, "filesystem" only its files.
+        True if paused now, False if it was paused already; `connect` (or `resume`) brings it back."""
+        config = ConnectionConfig.resolve(**opts)
+        return _once(config, api_calls.pause(config, sandbox_id, memory=_memory(mode), request_timeout=None))
+
+    @pause.instance
+    def _pause_on_instance(self, *, mode: PauseMode = "memory", request_timeout: float | None = None) -> bool:
+        return self._io.call(api_calls.pause(self._ref.config, self.sandbox_id, memory=_memory(mode),
+                                             request_timeout=request_timeout))
+
+    @dualmethod
+    def resume(cls, sandbox_id: str, timeout: int | None = None, **opts: Unpack[ConnectionOptions]) -> Self:
+        """Resume a paused sandbox (the same as `connect`, which also attaches to a running one)."""
+        return cls.connect(sandbox_id, timeout, **opts)
+
+    @resume.instance
+    def _resume_on_instance(self, timeout: int | None = None, request_timeout: float | None = None) -> Self:
+        return self._connect_on_instance(timeout, request_timeout)
 
     @dualmethod
     def set_timeout(cls, sandbox_id: str, timeout: int, **opts: Unpack[ConnectionOptions]) -> None:
@@ -290,6 +320,27 @@ class AsyncSandbox(_SandboxBase):
                                                       request_timeout=request_timeout))
         finally:
             await self._io.close()
+
+    @dualmethod
+    async def pause(cls, sandbox_id: str, *, mode: PauseMode = "memory", **opts: Unpack[ConnectionOptions]) -> bool:
+        """Pause a sandbox by id (see `Sandbox.pause`)."""
+        config = ConnectionConfig.resolve(**opts)
+        return await _once_async(config, api_calls.pause(config, sandbox_id, memory=_memory(mode),
+                                                         request_timeout=None))
+
+    @pause.instance
+    async def _pause_on_instance(self, *, mode: PauseMode = "memory", request_timeout: float | None = None) -> bool:
+        return await self._io.call(api_calls.pause(self._ref.config, self.sandbox_id, memory=_memory(mode),
+                                                   request_timeout=request_timeout))
+
+    @dualmethod
+    async def resume(cls, sandbox_id: str, timeout: int | None = None, **opts: Unpack[ConnectionOptions]) -> Self:
+        """Resume a paused sandbox (the same as `connect`)."""
+        return await cls.connect(sandbox_id, timeout, **opts)
+
+    @resume.instance
+    async def _resume_on_instance(self, timeout: int | None = None, request_timeout: float | None = None) -> Self:
+        return await self._connect_on_instance(timeout, request_timeout)
 
     @dualmethod
     async def set_timeout(cls, sandbox_id: str, timeout: int, **opts: Unpack[ConnectionOptions]) -> None:

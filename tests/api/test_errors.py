@@ -24,7 +24,8 @@ def assert_error(r: httpx.Response, status: int, contains: str = "") -> dict:
 def test_health_needs_no_key(server: Server) -> None:
     r = httpx.get(f"{server.url}/health", trust_env=False)
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "version": "0.1.0", "backend": "none", "platform": None, "accelerator": None}
+    assert r.json() == {"status": "ok", "version": "0.1.0", "backend": "none", "platform": None, "accelerator": None,
+                        "persistence": {"pauseModes": [], "memorySnapshots": False}}
 
 
 @pytest.mark.parametrize(("method", "path"), [
@@ -66,7 +67,8 @@ def test_unknown_sandbox_is_404(server: Server, api_key: str) -> None:
         for method, path in [("GET", "/sandboxes/inope"), ("DELETE", "/sandboxes/inope"),
                              ("POST", "/v2/sandboxes/inope/connect"), ("POST", "/sandboxes/inope/connect"),
                              ("GET", "/sandboxes/inope/metrics"), ("GET", "/sandboxes/inope/logs"),
-                             ("POST", "/sandboxes/inope/refreshes")]:
+                             ("POST", "/sandboxes/inope/refreshes"), ("POST", "/sandboxes/inope/pause"),
+                             ("POST", "/sandboxes/inope/resume")]:
             assert_error(c.request(method, path, json={}), 404, "Sandbox inope not found")
         assert_error(c.post("/sandboxes/inope/timeout", json={"timeout": 10}), 404)
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from . import container_snapshot
 from .oci_runtime import ENVD_OOM_SCORE_ADJ, START_DEADLINE, SYSTEM_IMAGE_MOUNT, OciRuntime
+from .runtime import Persistence, SandboxHandle, SandboxSpec, SavedSandbox
 
 __all__ = ["ENVD_OOM_SCORE_ADJ", "START_DEADLINE", "SYSTEM_IMAGE_MOUNT", "ContainerRuntime"]
 
@@ -21,6 +23,7 @@ class ContainerRuntime(OciRuntime):
     """Runs sandboxes as OCI containers with runc (or `oci_runtime` / $SANDHIVE_OCI_RUNTIME). `prepare()` once."""
 
     name = "container"
+    persistence = Persistence(memory_snapshots=True)
 
     def __init__(self, data_dir: Path, oci_runtime: str | None = None) -> None:
         self.binary = oci_runtime or os.environ.get("SANDHIVE_OCI_RUNTIME") or "runc"
@@ -29,3 +32,10 @@ class ContainerRuntime(OciRuntime):
     @property
     def oci_runtime(self) -> str:
         return self.binary
+
+    # ---- snapshots (container_snapshot.py): CRIU dump of a frozen sandbox + its writable layer -------------
+    async def snapshot(self, handle: SandboxHandle, dest: Path) -> SavedSandbox:
+        return await container_snapshot.snapshot(self, handle, dest)
+
+    async def restore(self, saved: SavedSandbox, spec: SandboxSpec) -> SandboxHandle:
+        return await container_snapshot.restore(self, saved, spec)

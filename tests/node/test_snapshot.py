@@ -22,6 +22,8 @@ from sandhive.envd import ENVD_VERSION
 from sandhive.images import node_toolchain
 from sandhive.images.debian import BuildError
 from sandhive.node.container import ContainerRuntime
+from sandhive.node.container_snapshot import FROZEN_MARK, thaw_interrupted
+from sandhive.node.hostcmd import run as host_run
 from sandhive.node.node import Node
 from sandhive.node.request import CreateRequest, Identity
 from sandhive.node.runtime import SandboxHandle, TemplateImage
@@ -117,6 +119,13 @@ async def test_snapshot_restores_into_new_sandboxes_and_the_source_runs_on(
             with pytest.raises(Exception):  # noqa: B017,PT011 - the SDK's auth error type varies by version
                 await asyncio.to_thread(sdk(copy, token(source.sandbox_id)).commands.run, "true")
         assert len(urandom) == 2
+
+        # A server that died while a sandbox was frozen for a snapshot: the next one thaws it at start.
+        (criu_runtime.sandboxes_dir / source.sandbox_id / FROZEN_MARK).touch()
+        await host_run(*criu_runtime._oci("pause", source.sandbox_id))
+        assert not await criu_runtime.is_running(source)
+        assert await thaw_interrupted(criu_runtime) == [source.sandbox_id]
+        assert await criu_runtime.is_running(source)
 
         # Writes stay in their own sandbox.
         for copy in copies:

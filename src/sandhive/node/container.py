@@ -34,6 +34,10 @@ class ContainerRuntime(OciRuntime):
         return self.binary
 
     # ---- snapshots (container_snapshot.py): CRIU dump of a frozen sandbox + its writable layer -------------
+    async def prepare(self) -> None:
+        await super().prepare()
+        await container_snapshot.thaw_interrupted(self)  # a snapshot a dead server left frozen
+
     async def snapshot(self, handle: SandboxHandle, dest: Path) -> SavedSandbox:
         return await container_snapshot.snapshot(self, handle, dest)
 

@@ -40,6 +40,7 @@ from .runtime import SandboxHandle, SandboxSpec, SavedSandbox
 from .storage import SandboxDisk
 
 IMAGES, UPPER = "images", "upper"
+FROZEN_MARK = "snapshotting"  # in a sandbox's dir while the node holds it frozen for a snapshot
 FORMAT = 1  # bump when the layout above changes; `restore` refuses other formats
 
 
@@ -87,7 +88,9 @@ async def snapshot(runtime: OciRuntime, handle: SandboxHandle, dest: Path) -> Sa
     await asyncio.to_thread(shutil.rmtree, partial, True)
     await asyncio.to_thread(partial.mkdir, parents=True)
     started = time.monotonic()
+    mark = sandbox_dir / FROZEN_MARK
     try:
+        await asyncio.to_thread(mark.touch)  # a server that dies while the sandbox is frozen thaws it at start
         await run(*runtime._oci("pause", handle.sandbox_id))
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -104,6 +107,7 @@ async def snapshot(runtime: OciRuntime, handle: SandboxHandle, dest: Path) -> Sa
                                     partial / ".view", host_root, userns.BASE)
         finally:
             await run(*runtime._oci("resume", handle.sandbox_id), check=False)
+            mark.unlink(missing_ok=True)
         frozen = time.monotonic() - started
         size = await asyncio.to_thread(_tree_bytes, partial)
         await asyncio.to_thread(os.rename, partial, dest)
@@ -114,6 +118,19 @@ async def snapshot(runtime: OciRuntime, handle: SandboxHandle, dest: Path) -> Sa
              "dump_seconds": round(dumped - started, 3), "frozen_seconds": round(frozen, 3)}
     return SavedSandbox(source_id=handle.sandbox_id, backend=runtime.name, mode="memory", directory=dest,
                         state=state)
+
+
+async def thaw_interrupted(runtime: OciRuntime) -> list[str]:
+    """Server start: thaw every sandbox a previous server froze for a snapshot and died before thawing (a
+    snapshot never leaves its source stopped). Returns their ids."""
+    thawed = []
+    marks = await asyncio.to_thread(lambda: list(runtime.sandboxes_dir.glob(f"*/{FROZEN_MARK}")))
+    for mark in marks:
+        sandbox_id = mark.parent.name
+        await run(*runtime._oci("resume", sandbox_id), check=False)
+        mark.unlink(missing_ok=True)
+        thawed.append(sandbox_id)
+    return thawed
 
 
 def _link_images(source: Path, dest: Path) -> None:

@@ -104,3 +104,47 @@ def test_snapshot_errors(live: Live) -> None:
         assert r.status_code == 400
         r = c.post("/sandboxes/inosuchsandbox0000000/snapshots", json={"name": "Bad Name!"})
         assert r.status_code == 400
+
+
+def test_sandhive_sdk_and_cli_snapshot_fork_list_and_delete(live: Live) -> None:
+    """Sandhive's own SDK (both faces, one core) and CLI over the same routes."""
+    import asyncio
+
+    import sandhive
+    from tests.api.rig import cli
+
+    opts = {"api_key": live.key, "api_url": live.url, "sandbox_url": live.url}
+    source = sandhive.Sandbox.create(timeout=120, **opts)
+    try:
+        source.files.write("/home/user/note", "from the source")
+        info = source.create_snapshot(name="sdk")
+        assert isinstance(info, sandhive.SnapshotInfo) and info.snapshot_id.endswith("/sdk:default")
+        forks = source.fork(count=1, timeout=60)
+        assert len(forks) == 1 and isinstance(forks[0], sandhive.Sandbox), forks
+        assert forks[0].files.read("/home/user/note") == "from the source"
+        forks[0].kill()
+
+        async def async_face() -> str:
+            copy = await sandhive.AsyncSandbox.create(info.snapshot_id, timeout=60, **opts)
+            try:
+                return await copy.files.read("/home/user/note")
+            finally:
+                await copy.kill()
+
+        assert asyncio.run(async_face()) == "from the source"
+        assert [s.snapshot_id for s in sandhive.Sandbox.list_snapshots(source.sandbox_id, **opts)] == [
+            info.snapshot_id]
+
+        env = {"SANDHIVE_API_URL": live.url, "SANDHIVE_API_KEY": live.key}
+        taken = cli("sandbox", "snapshot", source.sandbox_id, "--name", "cli", env=env).stdout.strip()
+        assert taken.endswith("/cli:default")
+        listed = cli("snapshot", "list", "--sandbox", source.sandbox_id, env=env).stdout.split()
+        assert listed == [taken, info.snapshot_id]
+        copies = cli("sandbox", "fork", source.sandbox_id, "--count", "2", "--timeout", "60", env=env).stdout.split()
+        assert len(copies) == 2 and source.sandbox_id not in copies
+        cli("sandbox", "kill", *copies, env=env)
+        cli("snapshot", "delete", taken, info.snapshot_id, env=env)
+        assert cli("snapshot", "delete", taken, env=env, check=False).returncode == 3
+        assert sandhive.Sandbox.list_snapshots(source.sandbox_id, **opts) == []
+    finally:
+        source.kill()

@@ -120,6 +120,11 @@ async def test_snapshot_restores_into_new_sandboxes_and_the_source_runs_on(
                 await asyncio.to_thread(sdk(copy, token(source.sandbox_id)).commands.run, "true")
         assert len(urandom) == 2
 
+        # Two snapshots of one sandbox at once take turns (one freeze at a time) and both succeed.
+        both = await asyncio.gather(node.snapshot(source, dest.with_name("a")),
+                                    node.snapshot(source, dest.with_name("b")))
+        assert all(s.state["bytes"] > 0 for s in both) and await criu_runtime.is_running(source)
+
         # A server that died while a sandbox was frozen for a snapshot: the next one thaws it at start.
         (criu_runtime.sandboxes_dir / source.sandbox_id / FROZEN_MARK).touch()
         await host_run(*criu_runtime._oci("pause", source.sandbox_id))
@@ -137,4 +142,5 @@ async def test_snapshot_restores_into_new_sandboxes_and_the_source_runs_on(
         for handle in handles:
             await node.kill(handle)
         await node.close()
-        shutil.rmtree(dest, ignore_errors=True)
+        for path in (dest, dest.with_name("a"), dest.with_name("b")):
+            shutil.rmtree(path, ignore_errors=True)

@@ -41,6 +41,9 @@ from .storage import SandboxDisk
 
 IMAGES, UPPER = "images", "upper"
 FROZEN_MARK = "snapshotting"  # in a sandbox's dir while the node holds it frozen for a snapshot
+# One snapshot of a sandbox at a time: a second `runc pause` would fail and its `resume` would thaw the sandbox
+# under the first one's dump and copy. Keyed by sandbox id: its lock and how many snapshots hold or await it.
+_snapshotting: dict[str, tuple[asyncio.Lock, list[int]]] = {}
 FORMAT = 1  # bump when the layout above changes; `restore` refuses other formats
 
 
@@ -80,7 +83,19 @@ async def snapshot(runtime: OciRuntime, handle: SandboxHandle, dest: Path) -> Sa
     """Save `handle`'s processes and files into `dest` (made here, must not exist); the sandbox runs on.
 
     All or nothing: the work happens in `<dest>.partial`, renamed into place at the end; on failure it is
-    removed and the sandbox is thawed as it was."""
+    removed and the sandbox is thawed as it was. Snapshots of one sandbox take turns."""
+    lock, users = _snapshotting.setdefault(handle.sandbox_id, (asyncio.Lock(), [0]))
+    users[0] += 1
+    try:
+        async with lock:
+            return await _snapshot(runtime, handle, dest)
+    finally:
+        users[0] -= 1
+        if users[0] == 0:
+            del _snapshotting[handle.sandbox_id]
+
+
+async def _snapshot(runtime: OciRuntime, handle: SandboxHandle, dest: Path) -> SavedSandbox:
     criu = await _criu_wrapper()
     sandbox_dir = runtime.sandboxes_dir / handle.sandbox_id
     host_root = userns.sandbox_range(int(handle.state["slot"]))

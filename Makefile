@@ -91,6 +91,7 @@ bench: venv
 	$(BIN)/python -m bench.template_bench
 	$(BIN)/python -m bench.microvm_bench
 	$(BIN)/python -m bench.pause_bench
+	$(BIN)/python -m bench.fork_bench
 
 # Regenerate src/sandhive/rpc from proto/ (needs protoc: Debian's protobuf-compiler).
 proto: venv

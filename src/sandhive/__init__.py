@@ -20,6 +20,7 @@ _SDK_NAMES = (
     "LogEntryEnd", "LogEntryLevel", "LogEntryStart", "NotEnoughSpaceException", "NotFoundException", "ProcessInfo",
     "PtySize", "RateLimitException", "ReadyCmd", "Sandbox", "SandboxException", "SandboxInfo", "SandboxMetrics",
     "SandboxNotFoundException", "SandboxPaginator", "SandboxQuery", "SandboxState", "ServerUnreachableException",
+    "SnapshotInfo",
     "Template", "TemplateBase", "TemplateBuildStatus", "TemplateBuildStatusResponse", "TemplateBuilder",
     "TemplateClass", "TemplateException", "TemplateFinal", "TemplateTag", "TemplateTagInfo", "TimeoutException",
     "WatchHandle", "WriteEntry", "WriteInfo", "default_build_logger", "wait_for_file", "wait_for_port",

@@ -23,6 +23,8 @@ from .request_guard import BodyLimits, RequestGuard
 from .routes import health_router, node_router, sandbox_router, template_router
 from .sandboxes import SandboxService
 from .settings import Settings
+from .snapshot_routes import snapshot_router
+from .snapshots import SnapshotService
 from .template_routes import template_build_router
 from .timers import run_expiry
 from .tokens import load_secret
@@ -43,10 +45,13 @@ def create_app(settings: Settings, node: Node | None, templates: Templates | Non
     builds = TemplateBuildService(settings, service.store, templates, node,
                                   load_secret=load_secret)
     service.catalog = builds.catalog  # sandbox creates resolve names as the team sees them
+    snapshots = SnapshotService(service)
+    service.snapshots = builds.snapshots = snapshots  # a snapshot is a template: create from it, delete it
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await service.start()
+        await snapshots.start()
         await builds.start()
         timer = asyncio.create_task(run_expiry(service, settings.expiry_interval_seconds))
         try:
@@ -64,7 +69,8 @@ def create_app(settings: Settings, node: Node | None, templates: Templates | Non
     app.state.resolve_sandbox = service.pauses.resolve  # a paused sandbox with auto-resume wakes on traffic
     install_error_handlers(app)
     routers = [health_router(service), sandbox_router(service), template_build_router(builds, service.store),
-               template_router(service), node_router(service), pause_router(service)]
+               template_router(service), node_router(service), pause_router(service),
+               snapshot_router(snapshots, builds.delete)]
     # E2B's routes that have no real one answer "use of X is not enabled"; first, so that a static path such
     # as /sandboxes/metrics is not taken for a sandbox id.
     app.include_router(unsupported_router(service, served(route for r in routers for route in r.routes)))

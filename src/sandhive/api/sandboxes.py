@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Protocol
 
 from ..envd import ENVD_VERSION
 from ..errors import UserError
@@ -22,7 +23,7 @@ from ..node.admission import Resources
 from ..node.node import Node, host_ca_bundle
 from ..node.request import CreateRequest, Identity
 from ..node.runtime import SandboxHandle, TemplateImage
-from ..store import ClaimOutcome, SandboxQuery, SandboxRecord, Store
+from ..store import ClaimOutcome, SandboxQuery, SandboxRecord, SnapshotRecord, Store
 from ..store.store import now_utc
 from ..templates.catalog import TemplateCatalog
 from .directory import SandboxDirectory
@@ -73,6 +74,15 @@ def _unsupported(body: NewSandboxV2) -> str | None:
     return None
 
 
+class SnapshotStarts(Protocol):
+    """What a create asks of the snapshot service (`api/snapshots.py`): is `templateID` one of the team's
+    snapshots, and if so, a sandbox restored from it."""
+
+    async def resolve(self, team_id: str, ref: str) -> SnapshotRecord | None: ...
+
+    async def start_from(self, team_id: str, snapshot: SnapshotRecord, body: NewSandboxV2) -> SandboxRecord: ...
+
+
 class SandboxService:
     """Sandboxes of every team on this server: the store's records and the node's processes, kept in step."""
 
@@ -85,6 +95,7 @@ class SandboxService:
         self.node = node
         self.templates = templates
         self.catalog: TemplateCatalog | None = None  # team-scoped names; set by create_app
+        self.snapshots: SnapshotStarts | None = None  # `templateID` may name a snapshot; set by create_app
         self.lifetime = Lifetime(settings.max_lifetime_seconds)
         self.directory = SandboxDirectory()
         self.quota = TeamQuota(settings.max_sandboxes_per_team)
@@ -187,6 +198,10 @@ class SandboxService:
         if feature:
             raise UserError(400, f"{feature} is not supported by this server")
         check_lifecycle(body, self.node.runtime.persistence.pause_modes if self.node else (), self.backend)
+        if self.snapshots is not None:  # a snapshot is a template in E2B: `Sandbox.create(snapshot_id)`
+            snapshot = await self.snapshots.resolve(team_id, body.templateID)
+            if snapshot is not None:
+                return await self.snapshots.start_from(team_id, snapshot, body)
         timeout = body.timeout if body.timeout is not None else self.settings.default_timeout_seconds
         self.lifetime.check_timeout(timeout)
         if self.node is None:

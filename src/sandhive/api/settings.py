@@ -23,6 +23,7 @@ class Settings:
     max_sandboxes_per_team: int | None = 20
     # Paused sandboxes a team may keep on this server (each holds its disk and memory image on the node's disk).
     max_paused_per_team: int | None = 100
+    max_snapshot_bytes_per_team: int | None = 20 * 2**30  # snapshots a team may keep (429 beyond); None: no limit
     max_json_body_bytes: int = 2**20  # JSON request bodies (413 beyond, checked before they are read)
     max_upload_body_bytes: int = 4 * 2**30  # a template-files tar, streamed to disk
     body_timeout_seconds: float = 30.0  # a whole JSON body, or a pause within an upload (408 beyond)

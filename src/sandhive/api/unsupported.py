@@ -41,10 +41,7 @@ class Unsupported:
 UNSUPPORTED = (
     Unsupported("GET", "/sandboxes/metrics", "metrics of many sandboxes at once"),
     Unsupported("GET", "/v2/sandboxes/{sandboxID}/logs", "v2 sandbox logs (GET /sandboxes/{sandboxID}/logs works)"),
-    Unsupported("POST", "/sandboxes/{sandboxID}/fork", "sandbox fork"),
-    Unsupported("POST", "/sandboxes/{sandboxID}/snapshots", "sandbox snapshots"),
     Unsupported("PUT", "/sandboxes/{sandboxID}/network", "sandbox network updates"),
-    Unsupported("GET", "/snapshots", "sandbox snapshots"),
     Unsupported("GET", "/secrets", "secrets"),
     Unsupported("POST", "/secrets", "secrets"),
     Unsupported("GET", "/secrets/{secretID}", "secrets"),

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from . import client, exec_cmd, logs_cmd, shell_cmd
+from . import client, exec_cmd, logs_cmd, shell_cmd, snapshot_cmd
 from .common import EXIT_NOT_FOUND, err, out, parse_pairs
 from .config import ApiKey, ApiUrl, resolve
 from .failures import SEE_LIST, reporting
@@ -137,6 +137,8 @@ def resume(
 app.command("exec")(exec_cmd.exec_command)
 app.command("shell")(shell_cmd.shell_command)
 app.command("logs")(logs_cmd.logs_command)
+app.command("snapshot")(snapshot_cmd.snapshot_command)
+app.command("fork")(snapshot_cmd.fork_command)
 
 
 @app.command()

@@ -80,6 +80,9 @@ def serve(
         min=0, help="Build minutes a team may use in any 24 hours (0: no limit).")] = 120,
     max_upload_mb_per_team: Annotated[int, typer.Option(
         min=0, help="MiB of uploaded template files a team may store (0: no limit).")] = 10240,
+    max_snapshot_mb_per_team: Annotated[int, typer.Option(
+        min=0, envvar="SANDHIVE_MAX_SNAPSHOT_MB_PER_TEAM",
+        help="MiB of sandbox snapshots a team may keep (429 + Retry-After beyond; 0: no limit).")] = 20480,
     build_memory_mb: Annotated[int, typer.Option(
         min=256, help="Memory one template build may use (buildah and its RUN steps), in MB.")] = 4096,
     build_cpus: Annotated[float, typer.Option(min=0.1, help="CPUs one template build may use.")] = 2.0,
@@ -107,6 +110,7 @@ def serve(
                         trust_host_ca=host_ca, max_sandboxes_per_team=max_sandboxes_per_team or None,
                         max_paused_per_team=max_paused_per_team or None,
                         max_json_body_bytes=max_json_body, max_upload_body_bytes=max_upload_body,
+                        max_snapshot_bytes_per_team=max_snapshot_mb_per_team * 2**20 or None,
                         body_timeout_seconds=body_timeout,
                         template_quotas=TemplateQuotas(
                             max_templates=max_templates_per_team or None,

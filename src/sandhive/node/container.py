@@ -12,9 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import container_pause
 from .oci_runtime import ENVD_OOM_SCORE_ADJ, START_DEADLINE, SYSTEM_IMAGE_MOUNT, OciRuntime
-from .runtime import PauseMode, Persistence, SandboxHandle, SandboxSpec, SavedSandbox
+from .runtime import Persistence
 
 __all__ = ["ENVD_OOM_SCORE_ADJ", "START_DEADLINE", "SYSTEM_IMAGE_MOUNT", "ContainerRuntime"]
 
@@ -23,8 +22,9 @@ class ContainerRuntime(OciRuntime):
     """Runs sandboxes as OCI containers with runc (or `oci_runtime` / $SANDHIVE_OCI_RUNTIME). `prepare()` once."""
 
     name = "container"
-    # Pause with memory through CRIU (the node toolchain's), or of the files alone (container_pause.py).
-    persistence = Persistence(pause_modes=("memory", "filesystem"))
+    # Pause with memory through CRIU (the node toolchain's), or of the files alone (container_pause.py);
+    # snapshots and restores into new sandboxes (container_snapshot.py).
+    persistence = Persistence(pause_modes=("memory", "filesystem"), memory_snapshots=True)
 
     def __init__(self, data_dir: Path, oci_runtime: str | None = None) -> None:
         self.binary = oci_runtime or os.environ.get("SANDHIVE_OCI_RUNTIME") or "runc"
@@ -34,12 +34,6 @@ class ContainerRuntime(OciRuntime):
     def oci_runtime(self) -> str:
         return self.binary
 
-    # ---- persistence (issue 14): container_pause.py --------------------------------------------------
-    async def pause(self, handle: SandboxHandle, mode: PauseMode, dest: Path) -> SavedSandbox:
-        return await container_pause.pause(self, handle, mode, dest)
-
-    async def resume(self, saved: SavedSandbox, spec: SandboxSpec) -> SandboxHandle:
-        return await container_pause.resume(self, saved, spec)
-
-    async def stop_saved(self, saved: SavedSandbox) -> None:
-        await container_pause.stop_saved(self, saved)
+    # Pause with memory through CRIU (the node toolchain's), or of the files alone (container_pause.py);
+    # snapshots and restores into new sandboxes (container_snapshot.py).
+    persistence = Persistence(pause_modes=("memory", "filesystem"), memory_snapshots=True)

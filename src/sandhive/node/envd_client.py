@@ -122,13 +122,16 @@ async def run(http: httpx.AsyncClient, envd_url: str, command: Command, timeout:
     return code, tail.text
 
 
-async def init(http: httpx.AsyncClient, envd_url: str, body: dict, attempts: int = 50) -> None:
+async def init(http: httpx.AsyncClient, envd_url: str, body: dict, attempts: int = 50,
+               token: str | None = None) -> None:
     """POST /init. envd answers /health before it takes /init, so the first attempt normally succeeds;
-    the retries cover a backend whose port forwarding lags its health check."""
+    the retries cover a backend whose port forwarding lags its health check. `token`: the envd's current
+    access token (a sandbox restored from a snapshot still holds its source's until this call)."""
     last: Exception | None = None
     for _ in range(attempts):
         try:
-            r = await http.post(f"{envd_url}/init", json=body)
+            r = await http.post(f"{envd_url}/init", json=body,
+                                headers={"X-Access-Token": token} if token else None)
         except httpx.TransportError as exc:
             last = exc
             await asyncio.sleep(0.02)

@@ -11,8 +11,10 @@ picks the sandbox id; the caller reads it from the returned handle.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
+import os
 import shutil
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -33,6 +35,7 @@ log = logging.getLogger("sandhive.node")
 
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
+RESTORE_ENTROPY_BYTES = 64  # seed each restored sandbox's kernel RNG afresh (envd/entropy.py)
 LIVENESS_POLL_SECONDS = 1.0  # for backends that cannot signal a sandbox's end (no `wait_exit`)
 
 OnExit = Callable[[SandboxHandle, str], Awaitable[None]]
@@ -143,6 +146,35 @@ class Node:
             raise
         try:
             await self._init(handle, request, identity)
+        except BaseException:
+            await self._discard(handle)
+            raise
+        return handle
+
+    # ---- snapshots (issue 14): the source runs on; each restore is a new sandbox ----------------
+    async def snapshot(self, handle: SandboxHandle, dest: Path) -> SavedSandbox:
+        """Save a running sandbox's memory and files into `dest`; it keeps running (runtime.snapshot)."""
+        return await self.runtime.snapshot(handle, dest)
+
+    async def restore(self, saved: SavedSandbox, request: CreateRequest, identity: Identity,
+                      source_token: str | None) -> SandboxHandle:
+        """A new sandbox from a snapshot, become `identity`: its own id, slot and disk (runtime.restore), then
+        `/init` with a fresh token, env, clock and entropy seed. `source_token` is the token the snapshot's envd
+        still holds (its source's). Admission as for `create`; on failure nothing is left running."""
+        sandbox_id = new_sandbox_id()
+        need = request.resources
+        if not self.admission.try_reserve(sandbox_id, need, Kind.SANDBOX):
+            self.pools.evict(need)
+            self.admission.reserve(sandbox_id, need, Kind.SANDBOX)  # raises HostFull
+        try:
+            handle = await self.runtime.restore(saved, request.spec(sandbox_id))
+        except BaseException:
+            self.admission.release(sandbox_id)
+            raise
+        try:
+            body = identity.init_body(handle.sandbox_id, request.template.template_id)
+            body["entropy"] = base64.b64encode(os.urandom(RESTORE_ENTROPY_BYTES)).decode()
+            await envd_client.init(self._http, handle.envd_url, body, token=source_token)
         except BaseException:
             await self._discard(handle)
             raise

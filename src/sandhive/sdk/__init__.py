@@ -43,6 +43,7 @@ from .models import (
 )
 from .paginator import AsyncSandboxPaginator, SandboxPaginator
 from .sandbox import AsyncSandbox, Sandbox
+from .snapshot_calls import SnapshotInfo
 from .template import AsyncTemplate, Template, TemplateClass, default_build_logger
 from .template_builder import TemplateBase, TemplateBuilder, TemplateFinal
 from .template_models import (
@@ -102,6 +103,7 @@ __all__ = [
     "Sandbox",
     "SandboxException",
     "SandboxInfo",
+    "SnapshotInfo",
     "SandboxMetrics",
     "SandboxNotFoundException",
     "SandboxPaginator",

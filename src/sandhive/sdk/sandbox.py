@@ -17,7 +17,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
-from . import api_calls
+from . import api_calls, snapshot_calls
 from .commands import AsyncCommands, Commands
 from .config import ConnectionConfig
 from .dual import dualmethod
@@ -28,6 +28,7 @@ from .models import SandboxInfo, SandboxMetrics, SandboxQuery, SandboxState
 from .paginator import AsyncSandboxPaginator, SandboxPaginator
 from .pty import AsyncPty, Pty
 from .ref import SandboxRef
+from .snapshot_calls import SnapshotInfo
 from .transport import AsyncTransport, SyncTransport
 from .wire import HttpCall
 
@@ -229,6 +230,60 @@ class Sandbox(_SandboxBase):
         return self._io.call(api_calls.get_metrics(self._ref.config, self.sandbox_id, start=start, end=end,
                                                    request_timeout=request_timeout))
 
+    # ---- snapshots and forks (issue 14; the requests are built in snapshot_calls.py) ------------------------
+    @dualmethod
+    def create_snapshot(cls, sandbox_id: str, name: str | None = None,
+                        **opts: Unpack[ConnectionOptions]) -> SnapshotInfo:
+        """Snapshot a running sandbox's memory and files (it keeps running); `Sandbox.create(snapshot_id)` starts
+        new sandboxes from it. A `name` makes its id `<team-slug>/<name>:default`."""
+        config = ConnectionConfig.resolve(**opts)
+        return _once(config, snapshot_calls.create_snapshot(config, sandbox_id, name, request_timeout=None))
+
+    @create_snapshot.instance
+    def _create_snapshot_on_instance(self, name: str | None = None,
+                                     request_timeout: float | None = None) -> SnapshotInfo:
+        return self._io.call(snapshot_calls.create_snapshot(self._ref.config, self.sandbox_id, name,
+                                                            request_timeout=request_timeout))
+
+    @dualmethod
+    def fork(cls, sandbox_id: str, count: int = 1, timeout: int | None = None,
+             **opts: Unpack[ConnectionOptions]) -> builtins.list[Self | SandboxException]:
+        """`count` (1–100) new sandboxes from one snapshot of a running one, which keeps its id and end time. One
+        entry per fork: the sandbox, or the exception that kept it from starting."""
+        config = ConnectionConfig.resolve(**opts)
+        refs = _once(config, snapshot_calls.fork(config, sandbox_id, count=count, timeout=timeout,
+                                                 request_timeout=None))
+        return [cls._from_ref(r, SyncTransport(config)) if isinstance(r, SandboxRef) else r for r in refs]
+
+    @fork.instance
+    def _fork_on_instance(self, count: int = 1, timeout: int | None = None,
+                          request_timeout: float | None = None) -> builtins.list[Self | SandboxException]:
+        config = self._ref.config
+        refs = self._io.call(snapshot_calls.fork(config, self.sandbox_id, count=count, timeout=timeout,
+                                                 request_timeout=request_timeout))
+        return [type(self)._from_ref(r, SyncTransport(config)) if isinstance(r, SandboxRef) else r for r in refs]
+
+    @classmethod
+    def list_snapshots(cls, sandbox_id: str | None = None, limit: int | None = None,
+                       **opts: Unpack[ConnectionOptions]) -> builtins.list[SnapshotInfo]:
+        """The team's snapshots (of `sandbox_id` only, if given), newest first, every page."""
+        config = ConnectionConfig.resolve(**opts)
+        found: builtins.list[SnapshotInfo] = []
+        token: str | None = None
+        while True:
+            page = _once(config, snapshot_calls.list_snapshots(config, sandbox_id, limit=limit, next_token=token,
+                                                               request_timeout=None))
+            found += page.items
+            if not page.next_token:
+                return found
+            token = page.next_token
+
+    @classmethod
+    def delete_snapshot(cls, snapshot_id: str, **opts: Unpack[ConnectionOptions]) -> bool:
+        """Delete one of the team's snapshots: True if deleted, False if there was none of that id."""
+        config = ConnectionConfig.resolve(**opts)
+        return _once(config, snapshot_calls.delete_snapshot(config, snapshot_id, request_timeout=None))
+
     def is_running(self, request_timeout: float | None = None) -> bool:
         """Whether envd answers: False once the sandbox is gone."""
         try:
@@ -374,6 +429,55 @@ class AsyncSandbox(_SandboxBase):
                           request_timeout: float | None = None) -> builtins.list[SandboxMetrics]:
         return await self._io.call(api_calls.get_metrics(self._ref.config, self.sandbox_id, start=start, end=end,
                                                          request_timeout=request_timeout))
+
+    # ---- snapshots and forks: as `Sandbox`'s -------------------------------------------------------------
+    @dualmethod
+    async def create_snapshot(cls, sandbox_id: str, name: str | None = None,
+                              **opts: Unpack[ConnectionOptions]) -> SnapshotInfo:
+        config = ConnectionConfig.resolve(**opts)
+        return await _once_async(config, snapshot_calls.create_snapshot(config, sandbox_id, name,
+                                                                        request_timeout=None))
+
+    @create_snapshot.instance
+    async def _create_snapshot_on_instance(self, name: str | None = None,
+                                           request_timeout: float | None = None) -> SnapshotInfo:
+        return await self._io.call(snapshot_calls.create_snapshot(self._ref.config, self.sandbox_id, name,
+                                                                  request_timeout=request_timeout))
+
+    @dualmethod
+    async def fork(cls, sandbox_id: str, count: int = 1, timeout: int | None = None,
+                   **opts: Unpack[ConnectionOptions]) -> builtins.list[Self | SandboxException]:
+        config = ConnectionConfig.resolve(**opts)
+        refs = await _once_async(config, snapshot_calls.fork(config, sandbox_id, count=count, timeout=timeout,
+                                                             request_timeout=None))
+        return [cls._from_ref(r, AsyncTransport(config)) if isinstance(r, SandboxRef) else r for r in refs]
+
+    @fork.instance
+    async def _fork_on_instance(self, count: int = 1, timeout: int | None = None,
+                                request_timeout: float | None = None) -> builtins.list[Self | SandboxException]:
+        config = self._ref.config
+        refs = await self._io.call(snapshot_calls.fork(config, self.sandbox_id, count=count, timeout=timeout,
+                                                       request_timeout=request_timeout))
+        return [type(self)._from_ref(r, AsyncTransport(config)) if isinstance(r, SandboxRef) else r for r in refs]
+
+    @classmethod
+    async def list_snapshots(cls, sandbox_id: str | None = None, limit: int | None = None,
+                             **opts: Unpack[ConnectionOptions]) -> builtins.list[SnapshotInfo]:
+        config = ConnectionConfig.resolve(**opts)
+        found: builtins.list[SnapshotInfo] = []
+        token: str | None = None
+        while True:
+            page = await _once_async(config, snapshot_calls.list_snapshots(config, sandbox_id, limit=limit,
+                                                                           next_token=token, request_timeout=None))
+            found += page.items
+            if not page.next_token:
+                return found
+            token = page.next_token
+
+    @classmethod
+    async def delete_snapshot(cls, snapshot_id: str, **opts: Unpack[ConnectionOptions]) -> bool:
+        config = ConnectionConfig.resolve(**opts)
+        return await _once_async(config, snapshot_calls.delete_snapshot(config, snapshot_id, request_timeout=None))
 
     async def is_running(self, request_timeout: float | None = None) -> bool:
         try:

@@ -167,3 +167,36 @@ class TemplateBuildRecord(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class SnapshotRecord(Base):
+    """A snapshot of a running sandbox (E2B's `create_snapshot`; issue 14): the team's, started from by
+    `POST /sandboxes {templateID: <snapshot>}`, deleted by `DELETE /templates/<snapshot>`.
+
+    `directory` holds the node's files (CRIU images and the writable layer), `state` the backend's facts about
+    them (`SavedSandbox.state`); with `backend` they let any later server restore it. The limits, env and
+    template are the source's: a restored sandbox gets the same memory it was dumped with.
+    """
+
+    __tablename__ = "snapshots"
+    __table_args__ = (
+        UniqueConstraint("team_id", "name", name="uq_snapshots_team_name"),
+        Index("ix_snapshots_team_created", "team_id", "created_at"),
+    )
+
+    snapshot_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id"))
+    name: Mapped[str | None] = mapped_column(String(255), nullable=True)  # unique per team
+    source_sandbox_id: Mapped[str] = mapped_column(String(32), index=True)
+    template_id: Mapped[str] = mapped_column(String(255))  # the source's template: its rootfs is the lower layer
+    backend: Mapped[str] = mapped_column(String(32))
+    directory: Mapped[str] = mapped_column(String(1024))
+    bytes: Mapped[int] = mapped_column(Integer)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    cpu_count: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    disk_mb: Mapped[int] = mapped_column(Integer)
+    allow_internet_access: Mapped[bool] = mapped_column(Boolean, default=True)
+    env_vars: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    meta: Mapped[dict[str, str]] = mapped_column("metadata", JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -130,6 +130,14 @@ class _Plan:
     descriptions: list[str]  # of the SDK steps, in order
 
 
+class SnapshotTemplates(Protocol):
+    """What deleting a template asks of the API's snapshots (a snapshot is a template in E2B; issue 14)."""
+
+    async def delete(self, team_id: str, ref: str) -> bool: ...
+
+    async def check_template_unused(self, template_id: str) -> None: ...
+
+
 class TemplateBuildService:
     """Template builds of every team on this server."""
 
@@ -142,6 +150,7 @@ class TemplateBuildService:
         self.store = store
         self.templates = templates
         self.catalog = TemplateCatalog(store, templates)
+        self.snapshots: SnapshotTemplates | None = None  # set by create_app: DELETE /templates/<snapshot>
         self.quota = TeamTemplateQuota(getattr(settings, "template_quotas", None) or TemplateQuotas(), store)
         self.logs = BuildLogs(self.data_dir)
         self._files: UploadedFiles | None = None
@@ -609,6 +618,8 @@ class TemplateBuildService:
             owned=found.owner is not None and found.owner.team_id == team_id)
 
     async def delete(self, team_id: str, name: str) -> None:
+        if self.snapshots is not None and await self.snapshots.delete(team_id, name):
+            return
         found = await self._owned(team_id, name, "delete")
         template_id = found.template_id
         if template_id in self._active.values():
@@ -618,6 +629,8 @@ class TemplateBuildService:
             raise UserError(409, f"{running} sandbox{'es' if running > 1 else ''} of template '{template_id}' "
                                 f"{'are' if running > 1 else 'is'} running: kill them first (`sandhive sandbox "
                                 "list`), then delete the template")
+        if self.snapshots is not None:
+            await self.snapshots.check_template_unused(template_id)
         if found.info is not None:
             registry = self._registry()
             with contextlib.suppress(LookupError):  # deleted by a concurrent request

@@ -5,9 +5,20 @@ SQLite (`<data_dir>/sandhive.db`) is the embedded default; PostgreSQL serves man
 """
 
 from .engine import database_url
-from .models import ApiKey, IdempotencyRecord, SandboxRecord, Team, TemplateBuildRecord, TemplateOwner
+from .models import (
+    ApiKey,
+    IdempotencyRecord,
+    SandboxRecord,
+    Team,
+    TemplateBuildRecord,
+    TemplateOwner,
+    VolumeMountRecord,
+    VolumeRecord,
+)
 from .paging import SandboxQuery
 from .store import Caller, Claim, ClaimOutcome, KeyInfo, Store
+from .volumes import VolumeNameTaken
 
 __all__ = ["ApiKey", "Caller", "Claim", "ClaimOutcome", "IdempotencyRecord", "KeyInfo", "SandboxQuery", "SandboxRecord",
-           "Store", "Team", "TemplateBuildRecord", "TemplateOwner", "database_url"]
+           "Store", "Team", "TemplateBuildRecord", "TemplateOwner",
+           "VolumeMountRecord", "VolumeNameTaken", "VolumeRecord", "database_url"]

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from .engine import database_url, is_sqlite, make_engine, migrate
 from .models import ApiKey, IdempotencyRecord, SandboxRecord, Team, TemplateBuildRecord, TemplateOwner
 from .paging import SandboxQuery, decode_cursor, encode_cursor
+from .volumes import VolumeQueries
 
 KEY_PREFIX = "e2b_"  # keys look like E2B's, so tools that check the shape accept them
 KEY_HEX_CHARS = 40
@@ -83,7 +84,7 @@ class Claim:
     response: dict[str, Any] | None = None
 
 
-class Store:
+class Store(VolumeQueries):
     """The database behind one control plane: SQLite file by default, PostgreSQL by URL."""
 
     def __init__(self, url: str) -> None:

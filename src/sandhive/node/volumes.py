@@ -38,7 +38,7 @@ DEFAULT_UID = 1000  # the SDK's default sandbox user ("user"): owner of a volume
 MS_NOSUID, MS_NODEV = 2, 4
 # Mount points a volume may not take: the sandbox's own machinery, and file system roots the kernel serves.
 RESERVED = ("proc", "sys", "dev", ".sandhive")
-RESERVED_FILES = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
+RESERVED_FILES = ("/etc", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
 MAX_PATH = 1024
 MKFS = ("mkfs.ext4", "-q", "-F", "-m", "0", "-E",
         f"lazy_itable_init=1,lazy_journal_init=1,nodiscard,root_owner={userns.BASE + DEFAULT_UID}:"

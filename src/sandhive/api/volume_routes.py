@@ -46,17 +46,18 @@ def volume_router(volumes: VolumeService) -> APIRouter:
         """Create a volume (its size is the server's `--volume-size-mb`)."""
         return await volumes.create(team, body.name)
 
-    @router.get("/volumes", responses=errors(401))
+    @router.get("/volumes", responses=errors(400, 401, 500))
     async def list_volumes(team: Team) -> list[Volume]:
         """The team's volumes, oldest first."""
         return await volumes.list(team)
 
-    @router.get("/volumes/{volumeID}", responses=errors(401, 404))
+    @router.get("/volumes/{volumeID}", responses=errors(400, 401, 404, 500))
     async def get_volume(volume_id: VolumeID, team: Team) -> VolumeAndToken:
         """A volume and its content token."""
         return await volumes.get(team, volume_id)
 
-    @router.delete("/volumes/{volumeID}", status_code=204, response_class=Response, responses=errors(401, 404, 409))
+    @router.delete("/volumes/{volumeID}", status_code=204, response_class=Response,
+                   responses=errors(400, 401, 404, 409, 500))
     async def delete_volume(volume_id: VolumeID, team: Team) -> Response:
         """Delete a volume and its files; 409 while a live sandbox mounts it."""
         await volumes.delete(team, volume_id)
@@ -64,14 +65,14 @@ def volume_router(volumes: VolumeService) -> APIRouter:
 
     # ---- content -------------------------------------------------------------------------------------------
 
-    @router.get("/volumecontent/{volumeID}/path", responses=errors(400, 401, 404))
+    @router.get("/volumecontent/{volumeID}/path", responses=errors(400, 401, 404, 500))
     async def stat_volume_path(volume_id: VolumeID, path: FilePath, authorization: Authorization = None
                                ) -> VolumeEntryStat:
         """What is at `path` (a symlink is described, not followed)."""
         files = await volumes.files(volume_id, authorization)
         return entry_view(await asyncio.to_thread(files.stat, path))
 
-    @router.patch("/volumecontent/{volumeID}/path", responses=errors(400, 401, 404))
+    @router.patch("/volumecontent/{volumeID}/path", responses=errors(400, 401, 404, 500))
     async def update_volume_path(volume_id: VolumeID, path: FilePath, body: VolumeMetadata,
                                  authorization: Authorization = None) -> VolumeEntryStat:
         """Change the owner (ids as a sandbox sees them) or mode of what is at `path`."""
@@ -79,7 +80,7 @@ def volume_router(volumes: VolumeService) -> APIRouter:
         return entry_view(await asyncio.to_thread(files.update, path, body.uid, body.gid, body.mode))
 
     @router.delete("/volumecontent/{volumeID}/path", status_code=204, response_class=Response,
-                   responses=errors(400, 401, 404))
+                   responses=errors(400, 401, 404, 500))
     async def remove_volume_path(volume_id: VolumeID, path: FilePath, authorization: Authorization = None
                                  ) -> Response:
         """Remove a file, or a directory with everything in it."""
@@ -87,14 +88,14 @@ def volume_router(volumes: VolumeService) -> APIRouter:
         await asyncio.to_thread(files.remove, path)
         return Response(status_code=204)
 
-    @router.get("/volumecontent/{volumeID}/dir", responses=errors(400, 401, 404))
+    @router.get("/volumecontent/{volumeID}/dir", responses=errors(400, 401, 404, 500))
     async def list_volume_dir(volume_id: VolumeID, path: FilePath, depth: Annotated[int | None, Query()] = None,
                               authorization: Authorization = None) -> list[VolumeEntryStat]:
         """The entries of a directory, `depth` levels deep (default 1)."""
         files = await volumes.files(volume_id, authorization)
         return [entry_view(e) for e in await asyncio.to_thread(files.list_dir, path, depth)]
 
-    @router.post("/volumecontent/{volumeID}/dir", status_code=201, responses=errors(400, 401, 404, 409))
+    @router.post("/volumecontent/{volumeID}/dir", status_code=201, responses=errors(400, 401, 404, 409, 500))
     async def make_volume_dir(volume_id: VolumeID, path: FilePath, uid: int | None = None, gid: int | None = None,
                               mode: int | None = None, force: bool = False, authorization: Authorization = None
                               ) -> VolumeEntryStat:
@@ -103,7 +104,7 @@ def volume_router(volumes: VolumeService) -> APIRouter:
         return entry_view(await asyncio.to_thread(files.make_dir, path, uid, gid, mode, force))
 
     @router.get("/volumecontent/{volumeID}/file", response_class=StreamingResponse,
-                responses={200: {"content": {"application/octet-stream": {}}}, **errors(400, 401, 404)})
+                responses={200: {"content": {"application/octet-stream": {}}}, **errors(400, 401, 404, 500)})
     async def read_volume_file(volume_id: VolumeID, path: FilePath, authorization: Authorization = None
                                ) -> StreamingResponse:
         """A file's bytes."""
@@ -111,7 +112,7 @@ def volume_router(volumes: VolumeService) -> APIRouter:
         f = await asyncio.to_thread(files.open_read, path)
         return StreamingResponse(read_chunks(f), media_type="application/octet-stream")
 
-    @router.put("/volumecontent/{volumeID}/file", status_code=201, responses=errors(400, 401, 404))
+    @router.put("/volumecontent/{volumeID}/file", status_code=201, responses=errors(400, 401, 404, 500))
     async def put_volume_file(request: Request, volume_id: VolumeID, path: FilePath, uid: int | None = None,
                               gid: int | None = None, mode: int | None = None, force: bool = False,
                               authorization: Authorization = None) -> VolumeEntryStat:

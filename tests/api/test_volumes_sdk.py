@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from e2b import Sandbox, Volume
 
-from tests.api.rig import BACKENDS, Server, container_server
+from tests.api.rig import BACKENDS, Server, cli, container_server
 
 pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900)]
 TEAM = "volumes"
@@ -102,3 +102,26 @@ def test_content_api_round_trip(volume: Volume) -> None:
     assert volume.exists("/a/b/c.bin")
     volume.remove("/a")
     assert not volume.exists("/a/b/c.bin")
+
+
+def test_sandhive_sdk_and_cli(live: Server) -> None:
+    """Sandhive's own SDK (`sandhive.Volume`, `Sandbox.create(volume_mounts=...)`) and `sandhive volume ...`."""
+    import sandhive
+
+    opts = {"api_key": live.key(TEAM), "api_url": live.url}
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    env = {"SANDHIVE_API_KEY": live.key(TEAM), "SANDHIVE_API_URL": live.url}
+    volume_id = cli("volume", "create", name, env=env).stdout.strip()
+    try:
+        assert f"{volume_id}  {name}" in cli("volume", "list", env=env).stdout
+        vol = sandhive.Volume.connect(volume_id, **opts)
+        vol.write_file("/in/hello.txt", "from outside")
+        with sandhive.Sandbox.create(volume_mounts={"/work": vol}, timeout=120, **opts) as sbx:
+            assert sbx.commands.run("cat /work/in/hello.txt && echo back > /work/out.txt").stdout == "from outside"
+        assert vol.read_file("/out.txt") == "back\n"
+        assert sorted(vol.list("/")) == ["/in", "/out.txt"]
+        assert name in {v.name for v in sandhive.Volume.list(**opts)}
+    finally:
+        assert f"Deleted {volume_id}" in cli("volume", "delete", volume_id, env=env).stdout
+    missing = cli("volume", "delete", volume_id, env=env, check=False)
+    assert missing.returncode == 3 and "not found" in missing.stderr

@@ -66,6 +66,8 @@ from .template_models import (
     wait_for_timeout,
     wait_for_url,
 )
+from .volume import Volume
+from .volume_calls import VolumeInfo
 from .watch import AsyncWatchHandle, WatchHandle
 
 __all__ = [
@@ -119,6 +121,8 @@ __all__ = [
     "TemplateTag",
     "TemplateTagInfo",
     "TimeoutException",
+    "Volume",
+    "VolumeInfo",
     "WatchHandle",
     "WriteEntry",
     "WriteInfo",

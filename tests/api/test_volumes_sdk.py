@@ -14,6 +14,7 @@ import pytest
 from e2b import Sandbox, Volume
 
 from tests.api.rig import BACKENDS, Server, cli, container_server
+from tests.api.volume_rig import delete_team_volumes
 
 pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900)]
 TEAM = "volumes"
@@ -22,7 +23,11 @@ TEAM = "volumes"
 @pytest.fixture(scope="module", params=BACKENDS)
 def live(request: pytest.FixtureRequest) -> Iterator[Server]:
     with container_server("volumes", TEAM, "--volume-size-mb", "64", backend=request.param) as server:
-        yield server
+        try:
+            yield server
+        finally:
+            delete_team_volumes(server, TEAM)
+
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -18,6 +18,7 @@ import pytest
 from e2b import CommandExitException, Sandbox, Volume
 
 from tests.api.rig import BACKENDS, Server, container_server
+from tests.api.volume_rig import delete_team_volumes
 
 pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900)]
 TEAM, OTHER = "vol-owner", "vol-other"
@@ -29,7 +30,10 @@ BASE = 100_000  # userns.BASE: the canonical range volumes store files in
 def live(request: pytest.FixtureRequest) -> Iterator[Server]:
     with container_server("hostile-volumes", TEAM, "--volume-size-mb", str(SIZE_MB), "--team-volume-mb", "100",
                           backend=request.param) as server:
-        yield server
+        try:
+            yield server
+        finally:
+            delete_team_volumes(server, TEAM, OTHER, "vol-quota")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -115,6 +115,8 @@ class VolumeService:
         users = await asyncio.to_thread(self.store.volume_users, record.volume_id)
         if users:
             raise UserError(409, f"Volume {volume_id} is mounted by sandbox {users[0]}: kill it first")
+        if await asyncio.to_thread(self.images.in_use, record.volume_id):
+            raise UserError(409, f"Volume {volume_id} is being mounted by a sandbox: try again once it is killed")
         await asyncio.to_thread(self.store.delete_volume, record.volume_id)
         await asyncio.to_thread(self.images.delete, record.volume_id)
 

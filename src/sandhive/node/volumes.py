@@ -111,6 +111,12 @@ class VolumeImages:
         st = os.statvfs(self.mounted(volume_id))
         return (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_blocks * st.f_frsize
 
+    def in_use(self, volume_id: str) -> bool:
+        """Whether a sandbox on this node has the volume bound (the store may not know yet: a create under way)."""
+        fs = self._dir(volume_id) / "fs"
+        with self._lock:
+            return bool(_other_mounts_of(fs))
+
     def delete(self, volume_id: str) -> None:
         """Unmount and remove the volume; safe on a missing one. The caller made sure no sandbox mounts it."""
         directory = self._dir(volume_id)

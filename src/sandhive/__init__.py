@@ -23,8 +23,8 @@ _SDK_NAMES = (
     "SnapshotInfo",
     "Template", "TemplateBase", "TemplateBuildStatus", "TemplateBuildStatusResponse", "TemplateBuilder",
     "TemplateClass", "TemplateException", "TemplateFinal", "TemplateTag", "TemplateTagInfo", "TimeoutException",
-    "WatchHandle", "WriteEntry", "WriteInfo", "default_build_logger", "wait_for_file", "wait_for_port",
-    "wait_for_process", "wait_for_timeout", "wait_for_url",
+    "Volume", "VolumeInfo", "WatchHandle", "WriteEntry", "WriteInfo", "default_build_logger", "wait_for_file",
+    "wait_for_port", "wait_for_process", "wait_for_timeout", "wait_for_url",
 )
 
 __all__ = ["__version__", *_SDK_NAMES]

@@ -29,6 +29,7 @@ from .template_routes import template_build_router
 from .timers import run_expiry
 from .tokens import load_secret
 from .unsupported import served, unsupported_router
+from .volume_routes import volume_router
 
 DESCRIPTION = "Self-hosted sandboxes for AI agents. The REST API of E2B, so the official e2b SDKs work unchanged."
 
@@ -70,7 +71,7 @@ def create_app(settings: Settings, node: Node | None, templates: Templates | Non
     install_error_handlers(app)
     routers = [health_router(service), sandbox_router(service), template_build_router(builds, service.store),
                template_router(service), node_router(service), pause_router(service),
-               snapshot_router(snapshots, builds.delete)]
+               snapshot_router(snapshots, builds.delete), volume_router(service.volumes)]
     # E2B's routes that have no real one answer "use of X is not enabled"; first, so that a static path such
     # as /sandboxes/metrics is not taken for a sandbox id.
     app.include_router(unsupported_router(service, served(route for r in routers for route in r.routes)))

@@ -37,7 +37,8 @@ from .auth import TEAM_STATE, authenticate
 JSON_LIMIT = 2**20  # 1 MiB: the largest JSON body E2B's SDKs send is a few KiB of env vars and metadata
 UPLOAD_LIMIT = 4 * 2**30  # a template-files tar, compressed (template_files.MAX_UPLOAD_BYTES)
 BODY_TIMEOUT = 30.0  # seconds for a whole JSON body, or between two chunks of an upload
-UPLOAD_ROUTES = frozenset({"upload_template_files"})  # streamed to disk, authorised by a signature
+UPLOAD_ROUTES = frozenset({"upload_template_files",  # streamed to disk, authorised by a signature
+                           "put_volume_file"})  # streamed into a volume, authorised by its token
 UPLOAD_PATH_SUFFIX = "/upload"  # the same route, should it be renamed (PUT /templates/{id}/files/{hash}/upload)
 
 

@@ -46,6 +46,7 @@ from .settings import Settings
 from .templates import TemplateResolver
 from .tokens import access_token, load_secret
 from .views import detail_view, handle_of, listed_view, sandbox_view
+from .volumes import VolumeService
 
 log = logging.getLogger("sandhive.api")
 
@@ -67,8 +68,6 @@ def _unsupported(body: NewSandboxV2) -> str | None:
         return "network configuration (use allow_internet_access)"
     if body.mcp:
         return "mcp"
-    if body.volumeMounts:
-        return "volumeMounts"
     if body.iam:
         return "iam"
     return None
@@ -102,6 +101,7 @@ class SandboxService:
         self.pauses = Pauses(self, settings.max_paused_per_team)
         self._secret = b""
         self._ca_bundle: str | None = None
+        self.volumes = VolumeService(settings, store)
 
     @property
     def backend(self) -> str:
@@ -209,7 +209,8 @@ class SandboxService:
         template = await self._template(team_id, body.templateID)
         allow_internet = True if body.allow_internet_access is None else body.allow_internet_access
         env = {**template.env, **(body.envVars or {})}
-        request = CreateRequest.of(template, allow_internet)
+        volumes = await self.volumes.mounts_for(team_id, self.node.backend, body.volumeMounts)
+        request = CreateRequest.of(template, allow_internet, volumes)
         identity = Identity(env_vars=env, default_user=template.default_user,
                             default_workdir=template.default_workdir, token_for=self._token)
         with self.quota.slot(team_id):
@@ -233,6 +234,7 @@ class SandboxService:
             auto_resume=bool(body.autoResume is not None and body.autoResume.enabled))
         try:
             await asyncio.to_thread(self.store.add_sandbox, record)
+            await self.volumes.record(sandbox_id, volumes)
         except BaseException:
             self.quota.remove(team_id, sandbox_id)
             with contextlib.suppress(Exception):

@@ -35,3 +35,6 @@ class Settings:
     build_timeout_seconds: int = 1800
     # -- sandbox egress (node/network.py) --
     egress_allow: tuple[str, ...] = ()  # CIDRs sandboxes may reach despite the default drops (private ranges, ...)
+    # -- volumes (api/volumes.py): each volume's size, and what a team's volumes may take together (429 beyond)
+    volume_size_mb: int = 1024
+    team_volume_mb: int = 10240

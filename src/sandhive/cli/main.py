@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from . import auth, keys, sandbox, snapshot_cmd, template
+from . import auth, keys, sandbox, snapshot_cmd, template, volume
 from .serve import serve
 
 app = typer.Typer(help="Sandhive: self-hosted, E2B-compatible sandboxes.", no_args_is_help=True,
@@ -19,6 +19,7 @@ app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(template.app, name="template")
 app.add_typer(snapshot_cmd.app, name="snapshot")
 app.add_typer(auth.app, name="auth")
+app.add_typer(volume.app, name="volume")
 
 
 @app.command()

@@ -90,6 +90,10 @@ def serve(
     build_timeout: Annotated[int, typer.Option(
         min=10, help="Longest a template build may take, in seconds (default 30 minutes).")] = 1800,
     egress_allow: EgressAllow = None,
+    volume_size_mb: Annotated[int, typer.Option(
+        min=8, help="Size of each volume (an ext4 image on this node), in MB.")] = 1024,
+    team_volume_mb: Annotated[int, typer.Option(
+        min=8, help="MB a team's volumes may take together (429 beyond).")] = 10240,
 ) -> None:
     """Run the Sandhive server: E2B's REST API and sandbox traffic on one port."""
     import uvicorn  # the server's imports are paid only by `serve`, not by every `keys` call
@@ -118,7 +122,8 @@ def serve(
                             build_minutes_per_day=build_minutes_per_day or None,
                             max_upload_bytes=max_upload_mb_per_team * 2**20 or None),
                         build_memory_mb=build_memory_mb, build_cpus=build_cpus, build_pids=build_pids,
-                        build_timeout_seconds=build_timeout, egress_allow=_egress_allow(egress_allow))
+                        build_timeout_seconds=build_timeout, egress_allow=_egress_allow(egress_allow),
+                        volume_size_mb=volume_size_mb, team_volume_mb=team_volume_mb)
     templates = _templates(data_dir) if backend is not Backend.none else None
 
     async def run() -> bool:

@@ -119,7 +119,8 @@ class Node:
         is spent even after the pools gave theirs back, `BackendMismatch` for a template that asks for another
         backend (before anything is made for it). On failure nothing is left running."""
         check_template(request.template, self.backend)
-        handle = self.pools.take(request)
+        # Volumes are mounted when a sandbox starts: a pooled sandbox started without them cannot serve.
+        handle = self.pools.take(request) if not request.volumes else None
         while handle is not None:  # a hit: hand it over
             self.admission.hand_out(handle.sandbox_id)
             try:

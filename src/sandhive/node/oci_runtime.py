@@ -22,7 +22,7 @@ from typing import BinaryIO
 import httpx
 
 from ..images import system_image
-from . import network, oci, userns
+from . import network, oci, userns, volumes
 from .cgroups import CgroupReader
 from .errors import BackendError, BackendUnavailable
 from .hostcmd import run
@@ -150,7 +150,9 @@ class OciRuntime(NotPersistent):
             host_root = userns.sandbox_range(slot.index)
             disk = SandboxDisk(sandbox_dir)
             await asyncio.to_thread(self._create_disk, disk, spec, host_root)
-            self._write_bundle(spec, sandbox_dir, disk, host_root)
+            volume_mounts = await asyncio.to_thread(
+                volumes.attach, sandbox_dir, spec.volumes, self.idmaps.get(userns.BASE, host_root, userns.SIZE))
+            self._write_bundle(spec, sandbox_dir, disk, host_root, volume_mounts)
             with await asyncio.to_thread(open, sandbox_dir / "envd.log", "ab") as out:
                 if self.runtime_makes_netns:
                     await self._run_detached(spec.sandbox_id, sandbox_dir, out, "create")
@@ -171,7 +173,8 @@ class OciRuntime(NotPersistent):
         """The sandbox's root: its template seen through an idmapped mount into its own range (`storage.py`)."""
         disk.create(spec.template.rootfs, spec.disk_mb, host_root, self.idmaps.get(userns.BASE, host_root, userns.SIZE))
 
-    def _write_bundle(self, spec: SandboxSpec, sandbox_dir: Path, disk: SandboxDisk, host_root: int) -> None:
+    def _write_bundle(self, spec: SandboxSpec, sandbox_dir: Path, disk: SandboxDisk, host_root: int,
+                      volume_mounts: list[dict] | None = None) -> None:
         etc = sandbox_dir / "etc"
         etc.mkdir()
         servers = network.host_nameservers()
@@ -185,6 +188,7 @@ class OciRuntime(NotPersistent):
             hostname=spec.sandbox_id, argv=argv, env=env, system_image=str(self.system_image),
             etc_files={f"/etc/{name}": str(etc / name) for name in ("resolv.conf", "hosts", "hostname")},
             cpu_count=spec.cpu_count, memory_mb=spec.memory_mb, host_root=host_root)
+        config["mounts"].extend(volume_mounts or ())  # after the system's own, so none can cover them
         (sandbox_dir / "config.json").write_text(json.dumps(self.bundle(config, spec, disk)))
 
     async def _run_detached(self, sandbox_id: str, bundle: Path, out, command: str) -> None:

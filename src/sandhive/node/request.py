@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from .admission import Resources
-from .runtime import SandboxSpec, TemplateImage
+from .runtime import SandboxSpec, TemplateImage, VolumeMount
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
 ID_LENGTH = 20  # after the leading "i", like E2B's ids; no dashes, the proxy splits <port>-<id> on them
@@ -33,11 +33,14 @@ class CreateRequest:
     memory_mb: int
     disk_mb: int
     allow_internet_access: bool = True
+    volumes: tuple[VolumeMount, ...] = ()  # a sandbox with volumes is never a warm-pool one
 
     @classmethod
-    def of(cls, template: TemplateImage, allow_internet_access: bool = True) -> CreateRequest:
+    def of(cls, template: TemplateImage, allow_internet_access: bool = True,
+           volumes: tuple[VolumeMount, ...] = ()) -> CreateRequest:
         """The template's own limits."""
-        return cls(template, template.cpu_count, template.memory_mb, template.disk_mb, allow_internet_access)
+        return cls(template, template.cpu_count, template.memory_mb, template.disk_mb, allow_internet_access,
+                   volumes)
 
     @property
     def resources(self) -> Resources:
@@ -46,7 +49,7 @@ class CreateRequest:
     def spec(self, sandbox_id: str) -> SandboxSpec:
         return SandboxSpec(sandbox_id=sandbox_id, template=self.template, cpu_count=self.cpu_count,
                            memory_mb=self.memory_mb, disk_mb=self.disk_mb,
-                           allow_internet_access=self.allow_internet_access)
+                           allow_internet_access=self.allow_internet_access, volumes=self.volumes)
 
 
 @dataclass(frozen=True)

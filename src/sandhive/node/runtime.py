@@ -41,6 +41,17 @@ class TemplateImage:
 
 
 @dataclass(frozen=True)
+class VolumeMount:
+    """A team's volume shown read-write at `path` inside the sandbox. `source` is the volume's file system as the
+    node mounted it (`node/volumes.py`), stored in the canonical uid range; the backend shows it shifted into
+    the sandbox's own range, as it does the template."""
+
+    volume_id: str
+    source: Path
+    path: str
+
+
+@dataclass(frozen=True)
 class SandboxSpec:
     """What to run: one sandbox of a template with limits."""
 
@@ -50,6 +61,7 @@ class SandboxSpec:
     memory_mb: int
     disk_mb: int
     allow_internet_access: bool = True
+    volumes: tuple[VolumeMount, ...] = ()  # a resume or restore passes the sandbox's volumes again
 
 
 @dataclass

@@ -17,7 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
-from . import idmap, mounts, scratch, userns
+from . import idmap, mounts, scratch, userns, volumes
 
 TMP_PLACEHOLDER = ".sandhive"  # keeps /tmp non-empty under gVisor (see keep_tmp_on_disk)
 
@@ -93,6 +93,8 @@ class SandboxDisk:
 
     def destroy(self) -> None:
         """Unmount and remove everything; safe to call at any stage and more than once."""
+        # Volume views first: deleting the directory through a still-mounted one would delete the volume's files.
+        volumes.detach_all(self.dir)
         for target in (self.rootfs, self.lower, self.rw):
             if target.exists():
                 try:

@@ -67,6 +67,8 @@ from .template_models import (
     wait_for_timeout,
     wait_for_url,
 )
+from .volume import Volume
+from .volume_calls import VolumeInfo
 from .watch import AsyncWatchHandle, WatchHandle
 
 __all__ = [
@@ -121,6 +123,8 @@ __all__ = [
     "TemplateTag",
     "TemplateTagInfo",
     "TimeoutException",
+    "Volume",
+    "VolumeInfo",
     "WatchHandle",
     "WriteEntry",
     "WriteInfo",

@@ -29,13 +29,15 @@ def _call(config: ConnectionConfig, method: str, path: str, what: str, parse: An
 
 def create(config: ConnectionConfig, template: str, *, timeout: int | None, metadata: dict[str, str] | None,
            envs: dict[str, str] | None, allow_internet_access: bool | None,
-           request_timeout: float | None) -> HttpCall[SandboxRef]:
+           request_timeout: float | None, volume_mounts: dict[str, Any] | None = None) -> HttpCall[SandboxRef]:
     """`POST /v2/sandboxes`. `timeout` (seconds to live) is sent only when given: the server defaults to 300."""
     body: dict[str, Any] = {"templateID": template, "metadata": dict(metadata or {}), "envVars": dict(envs or {})}
     if timeout is not None:
         body["timeout"] = int(timeout)
     if allow_internet_access is not None:
         body["allow_internet_access"] = allow_internet_access
+    if volume_mounts:  # {path: Volume or volume name}, as E2B's SDK takes them
+        body["volumeMounts"] = [{"name": getattr(v, "name", v), "path": p} for p, v in volume_mounts.items()]
     return _call(config, "POST", "/v2/sandboxes", f"create a sandbox from template '{template}'",
                  lambda r: SandboxRef.from_json(r.json(), config), json=body, request_timeout=request_timeout)
 

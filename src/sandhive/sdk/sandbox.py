@@ -107,7 +107,7 @@ class Sandbox(_SandboxBase):
     def __init__(self, template: str | None = None, timeout: int | None = None,
                  metadata: dict[str, str] | None = None, envs: dict[str, str] | None = None, *,
                  env_vars: dict[str, str] | None = None, allow_internet_access: bool | None = None,
-                 **opts: Unpack[ConnectionOptions]) -> None:
+                 volume_mounts: dict[str, Any] | None = None, **opts: Unpack[ConnectionOptions]) -> None:
         """Create a sandbox from `template` (default `base`) that lives `timeout` seconds (server default 300).
 
         `envs` (the seed's `env_vars`) are set for every command; `metadata` is yours to filter `list` by.
@@ -116,7 +116,8 @@ class Sandbox(_SandboxBase):
         transport = SyncTransport(config)
         call = api_calls.create(config, template or DEFAULT_TEMPLATE, timeout=timeout, metadata=metadata,
                                 envs=envs if envs is not None else env_vars,
-                                allow_internet_access=allow_internet_access, request_timeout=None)
+                                allow_internet_access=allow_internet_access, request_timeout=None,
+                                volume_mounts=volume_mounts)
         self._attach(_send(transport, call), transport)
 
     def _attach(self, ref: SandboxRef, transport: SyncTransport) -> None:
@@ -137,9 +138,10 @@ class Sandbox(_SandboxBase):
     @classmethod
     def create(cls, template: str | None = None, timeout: int | None = None, metadata: dict[str, str] | None = None,
                envs: dict[str, str] | None = None, *, allow_internet_access: bool | None = None,
-               **opts: Unpack[ConnectionOptions]) -> Self:
-        """Create a sandbox (see `Sandbox.__init__`)."""
-        return cls(template, timeout, metadata, envs, allow_internet_access=allow_internet_access, **opts)
+               volume_mounts: dict[str, Any] | None = None, **opts: Unpack[ConnectionOptions]) -> Self:
+        """Create a sandbox (see `Sandbox.__init__`); `volume_mounts` maps paths to `Volume`s or volume names."""
+        return cls(template, timeout, metadata, envs, allow_internet_access=allow_internet_access,
+                   volume_mounts=volume_mounts, **opts)
 
     @dualmethod
     def connect(cls, sandbox_id: str, timeout: int | None = None, **opts: Unpack[ConnectionOptions]) -> Self:
@@ -334,12 +336,14 @@ class AsyncSandbox(_SandboxBase):
     @classmethod
     async def create(cls, template: str | None = None, timeout: int | None = None,
                      metadata: dict[str, str] | None = None, envs: dict[str, str] | None = None, *,
-                     allow_internet_access: bool | None = None, **opts: Unpack[ConnectionOptions]) -> Self:
+                     allow_internet_access: bool | None = None, volume_mounts: dict[str, Any] | None = None,
+                     **opts: Unpack[ConnectionOptions]) -> Self:
         """As `Sandbox.create`."""
         config = ConnectionConfig.resolve(**opts)
         transport = AsyncTransport(config)
         call = api_calls.create(config, template or DEFAULT_TEMPLATE, timeout=timeout, metadata=metadata, envs=envs,
-                                allow_internet_access=allow_internet_access, request_timeout=None)
+                                allow_internet_access=allow_internet_access, request_timeout=None,
+                                volume_mounts=volume_mounts)
         return cls._from_ref(await _send_async(transport, call), transport)
 
     @dualmethod

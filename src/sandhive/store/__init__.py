@@ -13,9 +13,13 @@ from .models import (
     Team,
     TemplateBuildRecord,
     TemplateOwner,
+    VolumeMountRecord,
+    VolumeRecord,
 )
 from .paging import SandboxQuery
 from .store import Caller, Claim, ClaimOutcome, KeyInfo, Store
+from .volumes import VolumeNameTaken
 
 __all__ = ["ApiKey", "Caller", "Claim", "ClaimOutcome", "IdempotencyRecord", "KeyInfo", "SandboxQuery", "SandboxRecord",
-           "SnapshotRecord", "Store", "Team", "TemplateBuildRecord", "TemplateOwner", "database_url"]
+           "SnapshotRecord", "Store", "Team", "TemplateBuildRecord", "TemplateOwner",
+           "VolumeMountRecord", "VolumeNameTaken", "VolumeRecord", "database_url"]

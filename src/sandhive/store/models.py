@@ -200,3 +200,28 @@ class SnapshotRecord(Base):
     env_vars: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     meta: Mapped[dict[str, str]] = mapped_column("metadata", JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class VolumeRecord(Base):
+    """A team's volume (E2B's beta volumes): a named ext4 image of `size_mb` on the node, kept after the sandboxes
+    that mounted it end. Names are unique per team; the id is random (`node/volumes.py` keeps the image)."""
+
+    __tablename__ = "volumes"
+    __table_args__ = (UniqueConstraint("team_id", "name", name="uq_volumes_team_name"),)
+
+    volume_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    size_mb: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class VolumeMountRecord(Base):
+    """A volume mounted into a sandbox at `path`: the volume is in use while the sandbox is live (running or
+    paused), and a resumed or restored sandbox mounts the same volumes again from these rows."""
+
+    __tablename__ = "volume_mounts"
+
+    sandbox_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    volume_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+    path: Mapped[str] = mapped_column(String(1024))

@@ -27,6 +27,7 @@ from .engine import database_url, is_sqlite, make_engine, migrate
 from .models import ApiKey, IdempotencyRecord, SandboxRecord, Team, TemplateBuildRecord, TemplateOwner
 from .paging import SandboxQuery, decode_cursor, encode_cursor
 from .snapshots import SnapshotQueries
+from .volumes import VolumeQueries
 
 KEY_PREFIX = "e2b_"  # keys look like E2B's, so tools that check the shape accept them
 KEY_HEX_CHARS = 40
@@ -84,7 +85,7 @@ class Claim:
     response: dict[str, Any] | None = None
 
 
-class Store(SnapshotQueries):
+class Store(SnapshotQueries, VolumeQueries):
     """The database behind one control plane: SQLite file by default, PostgreSQL by URL."""
 
     def __init__(self, url: str) -> None:

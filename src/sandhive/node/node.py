@@ -96,6 +96,14 @@ class Node:
             self.pools = WarmPools(pools or self.pools.settings, self.admission, self.runtime.name, self._fill,
                                    self.runtime.stop, self._clock)
 
+    def use_tokens(self, token_for: Callable[[str], str]) -> None:
+        """envd's access token of a sandbox id (the API's `tokens.access_token`, the same function `Identity`
+        takes), for a runtime whose persistence talks to an envd that already holds one: the microvm backend
+        syncs a guest before a filesystem pause, sets a resumed guest's clock, and gives a restored clone its
+        own id, token and entropy. Call it once, before the first pause, resume, snapshot or restore."""
+        if hasattr(self.runtime, "token_for"):
+            self.runtime.token_for = token_for
+
     async def start(self, *, ca_bundle: str | None = None, prewarm: Iterable[CreateRequest] = ()) -> None:
         """Begin pooling. `ca_bundle` goes to every new sandbox; `prewarm` pools are kept warm from now on."""
         self.ca_bundle = ca_bundle

@@ -170,7 +170,9 @@ class Node:
 
     async def _init(self, handle: SandboxHandle, request: CreateRequest, identity: Identity) -> None:
         body = identity.init_body(handle.sandbox_id, request.template.template_id)
-        await envd_client.init(self._http, handle.envd_url, body)
+        # A new sandbox's envd holds no token yet; a restored one already holds its own (the runtime gave it).
+        token = identity.token_for(handle.sandbox_id) if identity.token_for else None
+        await envd_client.init(self._http, handle.envd_url, body, token=token)
 
     async def _discard(self, handle: SandboxHandle) -> None:
         with contextlib.suppress(Exception):

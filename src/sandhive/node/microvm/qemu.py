@@ -87,7 +87,7 @@ class Machine:
     accel: str  # "kvm" or "tcg"
     cpus: int
     memory_mb: int
-    ram_file: Path
+    ram_file: Path | None  # None: anonymous RAM (a VM whose RAM comes whole from a saved stream, or a cold boot)
     root_disk: Path  # qcow2: this VM's copy-on-write layer
     system_disk: Path  # erofs: the system image, read-only
     directory: Path  # console.log, qmp.sock, qemu.pid
@@ -100,7 +100,7 @@ class Machine:
     # line so that the qcow2 headers' backing paths do not matter: a saved sandbox's directory holds its own
     # hard links of every layer and can be moved. Empty: the headers' paths.
     root_backing: tuple[Path, ...] = ()
-    private_ram: bool = False  # map ram_file privately without `-incoming` (a cold boot whose RAM is scratch)
+    incoming: bool = False  # wait for `migrate-incoming` (as a clone does) with anonymous RAM
 
     @property
     def console(self) -> Path:
@@ -122,8 +122,7 @@ def command(m: Machine) -> list[str]:
         binary(m.accel), "-name", "sandhive-vm,process=sandhive-vm",
         "-M", "microvm,x-option-roms=off,rtc=on,isa-serial=on,memory-backend=ram", "-accel", accel,
         "-cpu", cpu, "-smp", str(m.cpus), "-m", f"{m.memory_mb}M",
-        "-object", f"memory-backend-file,id=ram,size={m.memory_mb}M,mem-path={m.ram_file},"
-                   f"share={'off' if m.clone or m.private_ram else 'on'}",
+        "-object", ram_backend(m),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-chardev", f"file,id=console,path={m.console},append=on", "-serial", "chardev:console",
         "-qmp", f"unix:{m.qmp_socket},server=on,wait=off",
@@ -143,9 +142,18 @@ def command(m: Machine) -> list[str]:
         argv += ["-kernel", str(m.kernel), "-append", m.cmdline]
         if m.initramfs is not None:
             argv += ["-initrd", str(m.initramfs)]
-    if m.clone:
+    if m.clone or m.incoming:
         argv += ["-incoming", "defer"]
     return argv
+
+
+def ram_backend(m: Machine) -> str:
+    """A template boot's RAM is its file, shared (the snapshot is that file); a clone maps the file privately.
+    A VM loading a whole saved RAM stream has plain anonymous RAM: its untouched pages cost nothing."""
+    if m.ram_file is None:
+        return f"memory-backend-ram,id=ram,size={m.memory_mb}M"
+    return (f"memory-backend-file,id=ram,size={m.memory_mb}M,mem-path={m.ram_file},"
+            f"share={'off' if m.clone else 'on'}")
 
 
 def root_drive(m: Machine) -> str:

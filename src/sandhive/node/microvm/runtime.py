@@ -273,7 +273,11 @@ class MicrovmRuntime:
         cpus, memory_mb = (shape.cpus, shape.memory_mb) if memory else (spec.cpu_count, spec.memory_mb)
         directory = self.sandboxes_dir / spec.sandbox_id
         os.makedirs(directory)
-        slot = self.slots.claim(spec.sandbox_id)
+        try:
+            slot = self.slots.claim(spec.sandbox_id)
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
         handle = SandboxHandle(spec.sandbox_id, self.name, slot.sandbox_ip, {
             "slot": slot.index, "cpu_count": cpus, "memory_mb": memory_mb, "disk_mb": shape.disk_mb,
             "accelerator": accel, "template_id": meta.get("template_id", ""), "start_cmd_in_snapshot": memory,
@@ -288,22 +292,28 @@ class MicrovmRuntime:
                 "kernel": self.inputs.assets.kernel, "initramfs": self.inputs.assets.initramfs,
                 "cmdline": qemu.kernel_cmdline(accel, f"sandhive.dns={','.join(self.inputs.nameservers)}"
                                                if self.inputs.nameservers else "")}
-            machine = qemu.Machine(accel, cpus, memory_mb, directory / "ram", directory / saved.TOP, system_disk,
-                                   directory, netns=network.netns_path(spec.sandbox_id), clone=memory,
-                                   private_ram=not memory, root_backing=tuple(lower), **boot)
+            machine = qemu.Machine(accel, cpus, memory_mb, None, directory / saved.TOP, system_disk, directory,
+                                   netns=network.netns_path(spec.sandbox_id), incoming=memory,
+                                   root_backing=tuple(lower), **boot)
             how = "restored from a snapshot of" if new_identity else f"resumed ({meta.get('mode')}) as"
             machine.console.write_text(f"sandhive: {spec.sandbox_id} {how} {saved_vm.source_id} "
                                        f"({accel}) at {datetime.now(UTC).isoformat()}\n")
+            t0 = time.monotonic()
             pid = handle.state["pid"] = await qemu.spawn(machine)
+            t1 = time.monotonic()
             if memory:
                 async with qemu.Monitor(machine.qmp_socket) as monitor:
                     await monitor.restore(saved_vm.directory / saved.STATE, SAVE_DEADLINE, with_ram=True)
+            t2 = time.monotonic()
             await wait_healthy(handle.envd_url, pid, machine, (START_DEADLINE if memory else BOOT_DEADLINE)[accel])
+            t3 = time.monotonic()
             identity = {"sandboxId": spec.sandbox_id} if new_identity else {}
             token = self._token(spec.sandbox_id)
             if new_identity and token:
                 identity["accessToken"] = token
             await self.reseed(handle, token=self._token(saved_vm.source_id) if memory else None, identity=identity)
+            log.info("microvm: %s from %s: QEMU %.2f s, state %.2f s, envd %.2f s, reseed %.2f s", spec.sandbox_id,
+                     saved_vm.source_id, t1 - t0, t2 - t1, t3 - t2, time.monotonic() - t3)
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.stop(handle)

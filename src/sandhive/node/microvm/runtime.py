@@ -200,7 +200,7 @@ class MicrovmRuntime:
             raise NodeError(400, f"unknown pause mode {mode!r}")
         directory = self._running(handle)
         os.makedirs(dest.parent, exist_ok=True)
-        os.mkdir(dest)  # must not exist: two saves into one place are the caller's bug
+        os.mkdir(dest, 0o700)  # must not exist (two saves into one place are the caller's bug); holds guest RAM
         try:
             lower, system_disk = self._lower_layers(handle)
             names = await asyncio.to_thread(saved.link_layers, lower, system_disk, dest)

@@ -165,7 +165,7 @@ def link_or_copy(src: Path, dest: Path) -> None:
     try:
         os.link(src, dest)
     except OSError as exc:
-        if exc.errno != errno.EXDEV:
+        if exc.errno not in (errno.EXDEV, errno.EMLINK):  # another filesystem, or the inode's links are used up
             raise
         copy_sparse(src, dest)
 

@@ -109,7 +109,7 @@ class MicrovmRuntime:
             _, (lower, system_disk) = await asyncio.gather(
                 network.create_for_vm(spec.sandbox_id, slot, spec.allow_internet_access),
                 asyncio.to_thread(self._disks_for_clone, snap, directory))
-            handle.state.update(layers=[p.name for p in lower], system_disk=str(system_disk))
+            handle.state.update(layers=[_within(p, directory) for p in lower], system_disk=str(system_disk))
             machine = self.machine(directory, snap, network.netns_path(spec.sandbox_id), lower, system_disk)
             machine.console.write_text(f"sandhive: {spec.sandbox_id} restored from template snapshot "
                                        f"{snap.directory.name} ({snap.accel}) at {datetime.now(UTC).isoformat()}\n")
@@ -139,9 +139,14 @@ class MicrovmRuntime:
         chain = self._chains.get(snap.directory)
         if chain is None:
             chain = self._chains[snap.directory] = [snap.disk, *disks.chain(snap.disk)]
-        lower = [directory / saved.layer_name(i, layer) for i, layer in enumerate(chain)]
-        for src, dest in zip(chain, lower, strict=True):
-            os.link(src, dest)
+        lower = []
+        for i, layer in enumerate(chain):
+            link = directory / saved.layer_name(i, layer)
+            try:
+                os.link(layer, link)
+            except OSError:  # the inode's links are used up (ext4: 65000): the snapshot's own name, then
+                link = layer
+            lower.append(link)
         system_disk = directory / saved.SYSTEM
         try:
             os.link(self.inputs.system_disk, system_disk)
@@ -287,7 +292,7 @@ class MicrovmRuntime:
                 network.create_for_vm(spec.sandbox_id, slot, spec.allow_internet_access),
                 asyncio.to_thread(saved.into_sandbox, saved_vm.directory, shape, directory))
             system_disk = directory / saved.SYSTEM if memory else self.inputs.system_disk
-            handle.state.update(layers=[p.name for p in lower], system_disk=str(system_disk))
+            handle.state.update(layers=[_within(p, directory) for p in lower], system_disk=str(system_disk))
             boot: dict[str, Any] = {} if memory else {
                 "kernel": self.inputs.assets.kernel, "initramfs": self.inputs.assets.initramfs,
                 "cmdline": qemu.kernel_cmdline(accel, f"sandhive.dns={','.join(self.inputs.nameservers)}"
@@ -415,3 +420,9 @@ async def probe_any_accelerator() -> str | None:
     if os.geteuid() != 0:
         return "needs root (network namespaces, TAP devices, mounts)"
     return disks.require_tools()
+
+
+def _within(path: Path, directory: Path) -> str:
+    """A layer's name in the sandbox's state: relative to its directory when it is in it (a link), else whole
+    (`directory / name` gives the path back either way)."""
+    return path.name if path.parent == directory else str(path)

@@ -112,6 +112,8 @@ class SandboxService:
         await asyncio.to_thread(self.store.migrate)
         self._secret = await asyncio.to_thread(load_secret, self.settings.data_dir)
         self._ca_bundle = await asyncio.to_thread(host_ca_bundle, self.settings.trust_host_ca)
+        if self.node is not None:  # before any pause, resume or restore (a microvm's envd already holds its token)
+            self.node.use_tokens(self._token)
         await self.reconcile()
         if self.node is not None:  # pools start after reconcile removed an old server's pooled sandboxes
             await self.node.start(ca_bundle=self._ca_bundle, prewarm=await self._prewarm())

@@ -45,10 +45,16 @@ class Command:
         return body
 
 
-def _headers(user: str) -> dict[str, str]:
+TOKEN_HEADER = "X-Access-Token"
+
+
+def _headers(user: str, token: str | None = None) -> dict[str, str]:
     auth = base64.b64encode(f"{user}:".encode()).decode()
-    return {"Content-Type": "application/connect+json", "Connect-Protocol-Version": "1",
-            "Authorization": f"Basic {auth}"}
+    headers = {"Content-Type": "application/connect+json", "Connect-Protocol-Version": "1",
+               "Authorization": f"Basic {auth}"}
+    if token:
+        headers[TOKEN_HEADER] = token
+    return headers
 
 
 def _envelope(message: dict) -> bytes:
@@ -86,8 +92,9 @@ class _Tail:
 
 
 async def run(http: httpx.AsyncClient, envd_url: str, command: Command, timeout: float | None,
-              started: asyncio.Future[int] | None = None) -> tuple[int, str]:
+              started: asyncio.Future[int] | None = None, token: str | None = None) -> tuple[int, str]:
     """Run `command` to its end: (exit code, the tail of its stdout+stderr); -1 when it was killed or timed out.
+    `token`: envd's access token, once it has one.
 
     `started` gets the pid as soon as envd reports the start. Cancelling the call closes the stream and
     leaves the process running (envd keeps processes whose clients went away).
@@ -96,7 +103,8 @@ async def run(http: httpx.AsyncClient, envd_url: str, command: Command, timeout:
 
     async def follow() -> int:
         async with http.stream("POST", envd_url + START_PATH, content=_envelope(command.request()),
-                               headers=_headers(command.user), timeout=httpx.Timeout(10.0, read=None)) as response:
+                               headers=_headers(command.user, token),
+                               timeout=httpx.Timeout(10.0, read=None)) as response:
             if response.status_code != 200:
                 raise EnvdError(f"envd refused to run `{command.line}`: {response.status_code} "
                                 f"{(await response.aread()).decode(errors='replace')[:500]}")
@@ -125,13 +133,13 @@ async def run(http: httpx.AsyncClient, envd_url: str, command: Command, timeout:
 async def init(http: httpx.AsyncClient, envd_url: str, body: dict, attempts: int = 50,
                token: str | None = None) -> None:
     """POST /init. envd answers /health before it takes /init, so the first attempt normally succeeds;
-    the retries cover a backend whose port forwarding lags its health check. `token`: the envd's current
-    access token (a sandbox restored from a snapshot still holds its source's until this call)."""
+    the retries cover a backend whose port forwarding lags its health check. `token`: the one envd already
+    holds (a resumed or restored sandbox's), which it asks of any later /init."""
     last: Exception | None = None
+    headers = {TOKEN_HEADER: token} if token else None
     for _ in range(attempts):
         try:
-            r = await http.post(f"{envd_url}/init", json=body,
-                                headers={"X-Access-Token": token} if token else None)
+            r = await http.post(f"{envd_url}/init", json=body, headers=headers)
         except httpx.TransportError as exc:
             last = exc
             await asyncio.sleep(0.02)

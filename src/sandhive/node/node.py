@@ -101,6 +101,14 @@ class Node:
             self.pools = WarmPools(pools or self.pools.settings, self.admission, self.runtime.name, self._fill,
                                    self.runtime.stop, self._clock)
 
+    def use_tokens(self, token_for: Callable[[str], str]) -> None:
+        """envd's access token of a sandbox id (the API's `tokens.access_token`, the same function `Identity`
+        takes), for a runtime whose persistence talks to an envd that already holds one: the microvm backend
+        syncs a guest before a filesystem pause, sets a resumed guest's clock, and gives a restored clone its
+        own id, token and entropy. Call it once, before the first pause, resume, snapshot or restore."""
+        if hasattr(self.runtime, "token_for"):
+            self.runtime.token_for = token_for
+
     async def start(self, *, ca_bundle: str | None = None, prewarm: Iterable[CreateRequest] = ()) -> None:
         """Begin pooling. `ca_bundle` goes to every new sandbox; `prewarm` pools are kept warm from now on."""
         self.ca_bundle = ca_bundle
@@ -175,7 +183,10 @@ class Node:
         try:
             body = identity.init_body(handle.sandbox_id, request.template.template_id)
             body["entropy"] = base64.b64encode(os.urandom(RESTORE_ENTROPY_BYTES)).decode()
-            await envd_client.init(self._http, handle.envd_url, body, token=source_token)
+            # A backend that re-identifies its clones itself (microvm: `use_tokens`) left the new id's token there.
+            reidentified = getattr(self.runtime, "token_for", None) is not None and identity.token_for is not None
+            token = identity.token_for(handle.sandbox_id) if reidentified and identity.token_for else source_token
+            await envd_client.init(self._http, handle.envd_url, body, token=token)
         except BaseException:
             await self._discard(handle)
             raise
@@ -197,7 +208,9 @@ class Node:
 
     async def _init(self, handle: SandboxHandle, request: CreateRequest, identity: Identity) -> None:
         body = identity.init_body(handle.sandbox_id, request.template.template_id)
-        await envd_client.init(self._http, handle.envd_url, body)
+        # A new sandbox's envd holds no token yet; a restored one already holds its own (the runtime gave it).
+        token = identity.token_for(handle.sandbox_id) if identity.token_for else None
+        await envd_client.init(self._http, handle.envd_url, body, token=token)
 
     async def _discard(self, handle: SandboxHandle) -> None:
         with contextlib.suppress(Exception):

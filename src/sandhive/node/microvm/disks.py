@@ -12,10 +12,12 @@ are the copy-on-write that works everywhere QEMU does.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
 import shutil
+import struct
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -119,6 +121,58 @@ def overlay(path: Path, backing: Path) -> None:
     fmt = "qcow2" if backing.suffix == ".qcow2" else "raw"
     _run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=65536", "-b", str(backing), "-F", fmt,
           str(path)])
+
+
+def overlay_over(path: Path, backing: Path, size: int) -> None:
+    """A qcow2 at `path` over the qcow2 `backing`, without opening it (`-u`): its own backing chain is named
+    on QEMU's command line (qemu.Machine.root_backing), not by the paths in its header."""
+    _run(["qemu-img", "create", "-q", "-f", "qcow2", "-u", "-o", "cluster_size=65536", "-b", str(backing),
+          "-F", "qcow2", str(path), str(size)])
+
+
+def qcow2_header(path: Path) -> tuple[int, Path | None]:
+    """A qcow2 file's virtual size and the backing path its header names (None: it has none)."""
+    with open(path, "rb") as f:
+        head = f.read(32)
+        magic, _version, offset, length, size = struct.unpack(">4sIQI4xQ", head)
+        if magic != b"QFI\xfb":
+            raise BuildError(f"{path} is not a qcow2 image")
+        if not offset:
+            return size, None
+        f.seek(offset)
+        name = f.read(length).decode()
+    backing = Path(name)
+    return size, backing if backing.is_absolute() else path.parent / backing
+
+
+def chain(top: Path) -> list[Path]:
+    """The layers under a qcow2 `top`, top-down, as its headers name them (the last one is raw)."""
+    layers: list[Path] = []
+    current = top
+    while current.suffix == ".qcow2":
+        _, backing = qcow2_header(current)
+        if backing is None:
+            break
+        layers.append(backing)
+        current = backing
+        if len(layers) > 64:
+            raise BuildError(f"the backing chain of {top} does not end")
+    return layers
+
+
+def link_or_copy(src: Path, dest: Path) -> None:
+    """`dest` as another name of the read-only `src` (a copy across filesystems)."""
+    try:
+        os.link(src, dest)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EMLINK):  # another filesystem, or the inode's links are used up
+            raise
+        copy_sparse(src, dest)
+
+
+def copy_sparse(src: Path, dest: Path) -> None:
+    """A copy that keeps the holes of a sparse image (no reflinks on the host's ext4)."""
+    _run(["cp", "--sparse=always", "--", str(src), str(dest)])
 
 
 def allocated_bytes(path: Path) -> int:

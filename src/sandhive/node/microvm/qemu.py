@@ -30,6 +30,7 @@ from ..errors import BackendError
 
 SLIM_BINARY = "qemu-system-x86_64-microvm"  # Debian's KVM-only build for the microvm machine
 FULL_BINARY = "qemu-system-x86_64"  # has TCG as well
+MIGRATION_BANDWIDTH = 64 * 2**30  # bytes/s: no cap
 KERNEL_CMDLINE = "console=ttyS0 quiet panic=-1 pci=off 8250.nr_uarts=1 i8042.noaux"
 
 
@@ -86,7 +87,7 @@ class Machine:
     accel: str  # "kvm" or "tcg"
     cpus: int
     memory_mb: int
-    ram_file: Path
+    ram_file: Path | None  # None: anonymous RAM (a VM whose RAM comes whole from a saved stream, or a cold boot)
     root_disk: Path  # qcow2: this VM's copy-on-write layer
     system_disk: Path  # erofs: the system image, read-only
     directory: Path  # console.log, qmp.sock, qemu.pid
@@ -95,6 +96,11 @@ class Machine:
     initramfs: Path | None = None
     cmdline: str = ""
     clone: bool = False  # map ram_file privately and wait for `migrate-incoming`
+    # The root disk's lower layers, top-down (the last one raw unless it ends in .qcow2), named on the command
+    # line so that the qcow2 headers' backing paths do not matter: a saved sandbox's directory holds its own
+    # hard links of every layer and can be moved. Empty: the headers' paths.
+    root_backing: tuple[Path, ...] = ()
+    incoming: bool = False  # wait for `migrate-incoming` (as a clone does) with anonymous RAM
 
     @property
     def console(self) -> Path:
@@ -116,8 +122,7 @@ def command(m: Machine) -> list[str]:
         binary(m.accel), "-name", "sandhive-vm,process=sandhive-vm",
         "-M", "microvm,x-option-roms=off,rtc=on,isa-serial=on,memory-backend=ram", "-accel", accel,
         "-cpu", cpu, "-smp", str(m.cpus), "-m", f"{m.memory_mb}M",
-        "-object", f"memory-backend-file,id=ram,size={m.memory_mb}M,mem-path={m.ram_file},"
-                   f"share={'off' if m.clone else 'on'}",
+        "-object", ram_backend(m),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-chardev", f"file,id=console,path={m.console},append=on", "-serial", "chardev:console",
         "-qmp", f"unix:{m.qmp_socket},server=on,wait=off",
@@ -125,7 +130,7 @@ def command(m: Machine) -> list[str]:
         # QEMU's seccomp filter: no obsolete system calls, no scheduler/affinity changes. Spawning stays
         # allowed (migration to and from files runs `cat`), and so do set*id (`-daemonize` needs them).
         "-sandbox", "on,obsolete=deny,resourcecontrol=deny",
-        "-drive", f"if=none,id=root,file={m.root_disk},format=qcow2,cache=unsafe,discard=unmap",
+        "-drive", root_drive(m),
         "-device", "virtio-blk-device,drive=root,serial=sandhive-root",
         "-drive", f"if=none,id=system,file={m.system_disk},format=raw,readonly=on",
         "-device", "virtio-blk-device,drive=system,serial=sandhive-system",
@@ -137,9 +142,29 @@ def command(m: Machine) -> list[str]:
         argv += ["-kernel", str(m.kernel), "-append", m.cmdline]
         if m.initramfs is not None:
             argv += ["-initrd", str(m.initramfs)]
-    if m.clone:
+    if m.clone or m.incoming:
         argv += ["-incoming", "defer"]
     return argv
+
+
+def ram_backend(m: Machine) -> str:
+    """A template boot's RAM is its file, shared (the snapshot is that file); a clone maps the file privately.
+    A VM loading a whole saved RAM stream has plain anonymous RAM: its untouched pages cost nothing."""
+    if m.ram_file is None:
+        return f"memory-backend-ram,id=ram,size={m.memory_mb}M"
+    return (f"memory-backend-file,id=ram,size={m.memory_mb}M,mem-path={m.ram_file},"
+            f"share={'off' if m.clone else 'on'}")
+
+
+def root_drive(m: Machine) -> str:
+    if not m.root_backing:
+        return f"if=none,id=root,file={m.root_disk},format=qcow2,cache=unsafe,discard=unmap"
+    drive, prefix = f"if=none,id=root,driver=qcow2,file.filename={m.root_disk}", "backing."
+    for layer in m.root_backing:
+        fmt = "qcow2" if layer.suffix == ".qcow2" else "raw"
+        drive += f",{prefix}driver={fmt},{prefix}file.filename={layer}"
+        prefix += "backing."
+    return drive + ",cache=unsafe,discard=unmap"
 
 
 async def spawn(m: Machine) -> int:
@@ -216,23 +241,32 @@ class Monitor:
         except Exception as exc:
             raise QemuError(f"QMP {command} failed: {exc}") from exc
 
-    async def _ignore_shared(self) -> None:
+    async def _ignore_shared(self, on: bool) -> None:
+        """Both ends must agree: the stream's layout differs with the capability."""
         await self.execute("migrate-set-capabilities",
-                           {"capabilities": [{"capability": "x-ignore-shared", "state": True}]})
+                           {"capabilities": [{"capability": "x-ignore-shared", "state": on}]})
 
-    async def save(self, state_file: Path, timeout: float = 120.0) -> None:
-        """Stop the guest and write its device state (not its RAM: that is the shared RAM file)."""
+    async def save(self, state_file: Path, timeout: float = 120.0, with_ram: bool = False) -> None:
+        """Stop the guest and write its device state; its RAM too `with_ram` (a clone's private RAM: a
+        pause or a snapshot of a sandbox), else not (a template's RAM is the shared RAM file itself).
+
+        The guest stays stopped (`cont` runs it on: QEMU takes its disks back from the finished migration).
+        """
         await self.execute("stop")
-        await self._ignore_shared()
+        await self._ignore_shared(not with_ram)
+        # The default bandwidth cap (32 MiB/s) is for live migration over a network; this is a stopped
+        # guest written to a local file.
+        await self.execute("migrate-set-parameters", {"max-bandwidth": MIGRATION_BANDWIDTH})
         await self.execute("migrate", {"uri": f"exec:cat > '{state_file}'"})
         await self._wait_migration(timeout)
 
-    async def restore(self, state_file: Path, timeout: float = 60.0) -> None:
-        """Load a saved device state into this `-incoming defer` QEMU and run the guest.
+    async def restore(self, state_file: Path, timeout: float = 60.0, with_ram: bool = False) -> None:
+        """Load a saved state (`with_ram`: one that carries the RAM) into this `-incoming defer` QEMU and run
+        the guest.
 
-        The template was saved stopped, so the clone arrives paused and needs a `cont`.
+        States are saved stopped, so the clone arrives paused and needs a `cont`.
         """
-        await self._ignore_shared()
+        await self._ignore_shared(not with_ram)
         await self.execute("migrate-incoming", {"uri": f"exec:cat '{state_file}'"})
         await self._wait_migration(timeout, poll=0.001)
         await self.execute("cont")

@@ -20,31 +20,42 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from ...errors import NodeError
 from ...images import guest, system_image
 from .. import envd_client, network
-from ..errors import BackendUnavailable
+from ..errors import BackendError, BackendUnavailable
 from ..network import Slot, SlotAllocator
-from ..runtime import NotPersistent, ResourceUsage, SandboxHandle, SandboxSpec
-from . import accel, disks, qemu
-from .snapshot import Inputs, Snapshot, SnapshotStore, wait_healthy
+from ..runtime import PauseMode, Persistence, ResourceUsage, SandboxHandle, SandboxSpec, SavedSandbox
+from . import accel, disks, qemu, saved
+from .snapshot import BOOT_DEADLINE, Inputs, Snapshot, SnapshotStore, wait_healthy
 
 log = logging.getLogger("sandhive.node.microvm")
 
 START_DEADLINE = {"kvm": 30.0, "tcg": 120.0}  # seconds from restore to envd's /health in a clone
+SAVE_DEADLINE = 300.0  # seconds to write or read a guest's RAM (all of it: a sandbox's RAM is its own)
+SYNC_DEADLINE = 120.0  # seconds for the guest's `sync` before a filesystem pause
 ENTROPY_BYTES = 64
 
 
-class MicrovmRuntime(NotPersistent):
-    """Runs sandboxes as microVM clones of template snapshots. `prepare()` once before use."""
+class MicrovmRuntime:
+    """Runs sandboxes as microVM clones of template snapshots. `prepare()` once before use.
+
+    `token_for(sandbox_id)` is envd's access token of a sandbox (the API's; `Node.use_tokens` sets it):
+    pausing, resuming and restoring talk to an envd that already holds one. None: envd is open (tests).
+    """
 
     name = "microvm"
+    persistence = Persistence(pause_modes=("memory", "filesystem"), memory_snapshots=True)
 
-    def __init__(self, data_dir: Path, cache_dir: Path | None = None, snapshot_start_cmd: bool = False) -> None:
+    def __init__(self, data_dir: Path, cache_dir: Path | None = None, snapshot_start_cmd: bool = False,
+                 token_for: Callable[[str], str] | None = None) -> None:
         self.data_dir = Path(data_dir).absolute()  # QEMU's command line names it: is_running matches on it
         self.cache_dir = cache_dir or system_image.default_cache_dir()
         self.sandboxes_dir = self.data_dir / "microvm" / "sandboxes"
@@ -54,6 +65,8 @@ class MicrovmRuntime(NotPersistent):
         self.acceleration: accel.Accelerator | None = None
         self._cpu_samples: dict[str, tuple[float, float]] = {}
         self._http = httpx.AsyncClient(timeout=10.0, trust_env=False)
+        self.token_for = token_for
+        self._chains: dict[Path, list[Path]] = {}
 
     @property
     def accelerator(self) -> str | None:
@@ -91,11 +104,13 @@ class MicrovmRuntime(NotPersistent):
         handle = SandboxHandle(spec.sandbox_id, self.name, slot.sandbox_ip, {
             "slot": slot.index, "cpu_count": spec.cpu_count, "memory_mb": spec.memory_mb,
             "disk_mb": spec.template.disk_mb, "accelerator": snap.accel, "snapshot": snap.directory.name,
-            "start_cmd_in_snapshot": snap.start_cmd_running})
+            "start_cmd_in_snapshot": snap.start_cmd_running, "template_id": spec.template.template_id})
         try:
-            await asyncio.gather(network.create_for_vm(spec.sandbox_id, slot, spec.allow_internet_access),
-                                 asyncio.to_thread(disks.overlay, directory / "disk.qcow2", snap.disk))
-            machine = self.machine(directory, snap, network.netns_path(spec.sandbox_id))
+            _, (lower, system_disk) = await asyncio.gather(
+                network.create_for_vm(spec.sandbox_id, slot, spec.allow_internet_access),
+                asyncio.to_thread(self._disks_for_clone, snap, directory))
+            handle.state.update(layers=[_within(p, directory) for p in lower], system_disk=str(system_disk))
+            machine = self.machine(directory, snap, network.netns_path(spec.sandbox_id), lower, system_disk)
             machine.console.write_text(f"sandhive: {spec.sandbox_id} restored from template snapshot "
                                        f"{snap.directory.name} ({snap.accel}) at {datetime.now(UTC).isoformat()}\n")
             pid = handle.state["pid"] = await qemu.spawn(machine)
@@ -109,21 +124,210 @@ class MicrovmRuntime(NotPersistent):
             raise
         return handle
 
-    def machine(self, directory: Path, snap: Snapshot, netns: str | None) -> qemu.Machine:
+    def machine(self, directory: Path, snap: Snapshot, netns: str | None, lower: list[Path] | None = None,
+                system_disk: Path | None = None) -> qemu.Machine:
         assert self.inputs is not None
-        return qemu.Machine(snap.accel, snap.cpus, snap.memory_mb, snap.ram, directory / "disk.qcow2",
-                            self.inputs.system_disk, directory, netns=netns, clone=True)
+        return qemu.Machine(snap.accel, snap.cpus, snap.memory_mb, snap.ram, directory / saved.TOP,
+                            system_disk or self.inputs.system_disk, directory, netns=netns, clone=True,
+                            root_backing=tuple(lower or ()))
 
-    async def reseed(self, handle: SandboxHandle) -> None:
+    def _disks_for_clone(self, snap: Snapshot, directory: Path) -> tuple[list[Path], Path]:
+        """A clone's top layer over hard links of its snapshot's layers (and of the system disk, where the
+        cache shares the data dir's filesystem), so that a later pause or snapshot only adds links, and a
+        template rebuild (which prunes its old snapshot) never pulls a disk from under a sandbox."""
+        assert self.inputs is not None
+        chain = self._chains.get(snap.directory)
+        if chain is None:
+            chain = self._chains[snap.directory] = [snap.disk, *disks.chain(snap.disk)]
+        lower = []
+        for i, layer in enumerate(chain):
+            link = directory / saved.layer_name(i, layer)
+            try:
+                os.link(layer, link)
+            except OSError:  # the inode's links are used up (ext4: 65000): the snapshot's own name, then
+                link = layer
+            lower.append(link)
+        system_disk = directory / saved.SYSTEM
+        try:
+            os.link(self.inputs.system_disk, system_disk)
+        except OSError:
+            system_disk = self.inputs.system_disk
+        disks.overlay_over(directory / saved.TOP, lower[0], disks.qcow2_header(snap.disk)[0])
+        return lower, system_disk
+
+    async def reseed(self, handle: SandboxHandle, token: str | None = None,
+                     identity: dict[str, Any] | None = None) -> None:
         """The clone's own clock and a fresh RNG seed, before anything else runs in it.
 
         Every clone resumes with the snapshot's kernel RNG state and clock; envd (started with
         --set-clock in the guest) sets the clock and mixes the seed into the kernel's pool and reseeds
         its CRNG at once. The owner's /init later sets the clock again, to the hand-over time.
+        `token`: what envd holds (a saved sandbox's); `identity`: /init fields a restored clone takes over
+        (its id and its own token).
         """
         body = {"timestamp": datetime.now(UTC).isoformat(),
-                "entropy": base64.b64encode(os.urandom(ENTROPY_BYTES)).decode()}
-        await envd_client.init(self._http, handle.envd_url, body)
+                "entropy": base64.b64encode(os.urandom(ENTROPY_BYTES)).decode(), **(identity or {})}
+        await envd_client.init(self._http, handle.envd_url, body, token=token)
+
+    # ---- persistence (issue 14; the layout is saved.py's) ----------------------------------
+    def _token(self, sandbox_id: str) -> str | None:
+        return self.token_for(sandbox_id) if self.token_for is not None else None
+
+    def _lower_layers(self, handle: SandboxHandle) -> tuple[list[Path], Path]:
+        """A running VM's layers under its top, and its system disk."""
+        directory = self.sandboxes_dir / handle.sandbox_id
+        names = handle.state.get("layers")
+        lower = [directory / n for n in names] if names else disks.chain(directory / saved.TOP)
+        system = handle.state.get("system_disk")
+        if system:
+            return lower, Path(system)
+        assert self.inputs is not None, "prepare() first"
+        return lower, self.inputs.system_disk
+
+    def _running(self, handle: SandboxHandle) -> Path:
+        directory = self.sandboxes_dir / handle.sandbox_id
+        if not qemu.alive(self._pid(handle), directory):
+            raise NodeError(409, f"sandbox {handle.sandbox_id} is not running")
+        return directory
+
+    def _shape(self, handle: SandboxHandle, directory: Path, layers: tuple[str, ...]) -> saved.Machine:
+        state = handle.state
+        return saved.Machine(str(state.get("accelerator") or self.accelerator), int(state["cpu_count"]),
+                             int(state["memory_mb"]), int(state.get("disk_mb", 0)),
+                             disks.qcow2_header(directory / saved.TOP)[0], layers)
+
+    async def _save(self, handle: SandboxHandle, mode: PauseMode, dest: Path, keep_running: bool) -> SavedSandbox:
+        """The one save behind pause and snapshot: links of the lower layers first (cheap, while the guest
+        runs), then the guest stopped, its RAM streamed out ("memory"), its top layer linked (pause: QEMU
+        writes no more) or copied (snapshot: it runs on), `saved.json` last. Until then any failure runs the
+        guest on and removes `dest`."""
+        if mode not in self.persistence.pause_modes:
+            raise NodeError(400, f"unknown pause mode {mode!r}")
+        directory = self._running(handle)
+        os.makedirs(dest.parent, exist_ok=True)
+        os.mkdir(dest, 0o700)  # must not exist (two saves into one place are the caller's bug); holds guest RAM
+        try:
+            lower, system_disk = self._lower_layers(handle)
+            names = await asyncio.to_thread(saved.link_layers, lower, system_disk, dest)
+            if mode == "filesystem":  # the guest's dirty page cache onto its disk: processes are dropped
+                code, out = await envd_client.run(
+                    self._http, handle.envd_url, envd_client.Command("sync", "root", "/", {}), SYNC_DEADLINE,
+                    token=self._token(handle.sandbox_id))
+                if code != 0:
+                    raise BackendError(f"sync in sandbox {handle.sandbox_id} failed ({code}): {out}")
+            async with qemu.Monitor(directory / "qmp.sock") as monitor:
+                try:
+                    if mode == "memory":
+                        await monitor.save(dest / saved.STATE, SAVE_DEADLINE, with_ram=True)
+                    else:
+                        await monitor.execute("stop")  # flushes QEMU's qcow2 caches to the file
+                    copy = disks.copy_sparse if keep_running else disks.link_or_copy
+                    await asyncio.to_thread(copy, directory / saved.TOP, dest / saved.TOP)
+                    meta = self._shape(handle, directory, names).meta(
+                        mode, handle.sandbox_id, str(handle.state.get("template_id", "")))
+                    await asyncio.to_thread(saved.write_meta, dest, meta)
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await monitor.execute("cont")
+                    raise
+                if keep_running:
+                    await monitor.execute("cont")
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, dest, True)
+            raise
+        return SavedSandbox(handle.sandbox_id, self.name, mode, dest, meta)
+
+    async def pause(self, handle: SandboxHandle, mode: PauseMode, dest: Path) -> SavedSandbox:
+        """"memory": QEMU migrates the stopped guest, RAM and all, into `dest/state`; "filesystem": the
+        guest syncs its disk first. Then the VM, its network and its slot are freed (resume gets new ones)."""
+        paused = await self._save(handle, mode, dest, keep_running=False)
+        await self.stop(handle)
+        return paused
+
+    async def snapshot(self, handle: SandboxHandle, dest: Path) -> SavedSandbox:
+        """The guest stands still for the RAM stream and its top layer's copy, then runs on."""
+        return await self._save(handle, "memory", dest, keep_running=True)
+
+    async def resume(self, saved_vm: SavedSandbox, spec: SandboxSpec) -> SandboxHandle:
+        if spec.sandbox_id != saved_vm.source_id:
+            raise BackendError(f"resume of {saved_vm.source_id} asked under another id {spec.sandbox_id}")
+        return await self._start_saved(saved_vm, spec, new_identity=False)
+
+    async def restore(self, saved_vm: SavedSandbox, spec: SandboxSpec) -> SandboxHandle:
+        if saved_vm.mode != "memory":
+            raise NodeError(409, "a filesystem-mode pause has no memory to restore from")
+        return await self._start_saved(saved_vm, spec, new_identity=True)
+
+    async def _start_saved(self, saved_vm: SavedSandbox, spec: SandboxSpec, new_identity: bool) -> SandboxHandle:
+        """A VM over a new top layer on links of the saved one's: "memory" loads the RAM stream into a QEMU
+        started with `-incoming defer` (same shape as saved), "filesystem" cold-boots the guest on the disk.
+
+        A restored clone then gets its own id and access token, a new clock and fresh entropy from an /init
+        authorised by the token its envd still holds (the source's). `saved_vm` is only read.
+        """
+        meta = saved.read_meta(saved_vm.directory, saved_vm.state)
+        try:
+            shape = saved.Machine.of(meta)
+        except (KeyError, ValueError) as exc:
+            raise BackendError(f"{saved_vm.directory} is not a saved microVM: {exc}") from exc
+        if self.inputs is None:
+            await self.prepare()
+        assert self.inputs is not None
+        memory = meta.get("mode", saved_vm.mode) == "memory"
+        accel = shape.accel if memory else self.inputs.accel
+        cpus, memory_mb = (shape.cpus, shape.memory_mb) if memory else (spec.cpu_count, spec.memory_mb)
+        directory = self.sandboxes_dir / spec.sandbox_id
+        os.makedirs(directory)
+        try:
+            slot = self.slots.claim(spec.sandbox_id)
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        handle = SandboxHandle(spec.sandbox_id, self.name, slot.sandbox_ip, {
+            "slot": slot.index, "cpu_count": cpus, "memory_mb": memory_mb, "disk_mb": shape.disk_mb,
+            "accelerator": accel, "template_id": meta.get("template_id", ""), "start_cmd_in_snapshot": memory,
+            "from_saved": saved_vm.source_id})
+        try:
+            _, lower = await asyncio.gather(
+                network.create_for_vm(spec.sandbox_id, slot, spec.allow_internet_access),
+                asyncio.to_thread(saved.into_sandbox, saved_vm.directory, shape, directory))
+            system_disk = directory / saved.SYSTEM if memory else self.inputs.system_disk
+            handle.state.update(layers=[_within(p, directory) for p in lower], system_disk=str(system_disk))
+            boot: dict[str, Any] = {} if memory else {
+                "kernel": self.inputs.assets.kernel, "initramfs": self.inputs.assets.initramfs,
+                "cmdline": qemu.kernel_cmdline(accel, f"sandhive.dns={','.join(self.inputs.nameservers)}"
+                                               if self.inputs.nameservers else "")}
+            machine = qemu.Machine(accel, cpus, memory_mb, None, directory / saved.TOP, system_disk, directory,
+                                   netns=network.netns_path(spec.sandbox_id), incoming=memory,
+                                   root_backing=tuple(lower), **boot)
+            how = "restored from a snapshot of" if new_identity else f"resumed ({meta.get('mode')}) as"
+            machine.console.write_text(f"sandhive: {spec.sandbox_id} {how} {saved_vm.source_id} "
+                                       f"({accel}) at {datetime.now(UTC).isoformat()}\n")
+            t0 = time.monotonic()
+            pid = handle.state["pid"] = await qemu.spawn(machine)
+            t1 = time.monotonic()
+            if memory:
+                async with qemu.Monitor(machine.qmp_socket) as monitor:
+                    await monitor.restore(saved_vm.directory / saved.STATE, SAVE_DEADLINE, with_ram=True)
+            t2 = time.monotonic()
+            await wait_healthy(handle.envd_url, pid, machine, (START_DEADLINE if memory else BOOT_DEADLINE)[accel])
+            t3 = time.monotonic()
+            identity = {"sandboxId": spec.sandbox_id} if new_identity else {}
+            token = self._token(spec.sandbox_id)
+            if new_identity and token:
+                identity["accessToken"] = token
+            await self.reseed(handle, token=self._token(saved_vm.source_id) if memory else None, identity=identity)
+            log.info("microvm: %s from %s: QEMU %.2f s, state %.2f s, envd %.2f s, reseed %.2f s", spec.sandbox_id,
+                     saved_vm.source_id, t1 - t0, t2 - t1, t3 - t2, time.monotonic() - t3)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.stop(handle)
+            raise
+        return handle
+
+    async def stop_saved(self, saved_vm: SavedSandbox) -> None:
+        """Nothing of a saved microVM runs: its directory is all of it (the node deletes that)."""
+        return None
 
     # ---- stop and state -------------------------------------------------------------------
     def _pid(self, handle: SandboxHandle) -> int | None:
@@ -216,3 +420,9 @@ async def probe_any_accelerator() -> str | None:
     if os.geteuid() != 0:
         return "needs root (network namespaces, TAP devices, mounts)"
     return disks.require_tools()
+
+
+def _within(path: Path, directory: Path) -> str:
+    """A layer's name in the sandbox's state: relative to its directory when it is in it (a link), else whole
+    (`directory / name` gives the path back either way)."""
+    return path.name if path.parent == directory else str(path)

@@ -14,6 +14,8 @@ Networking: runsc's own netstack (`--network=sandbox`) refuses to start on these
 with network enabled in root network namespace": its check misfires). With `--network=host` runsc
 starts its sandbox inside the network namespace the bundle names — the sandbox's own, made by the node
 — and the sentry uses host sockets there. What that costs is in docs/security.md.
+
+Persistence (pause frozen in place, or with its filesystem only) is `gvisor_pause.py`; docs/persistence.md.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from pathlib import Path
 
 from . import oci
 from .errors import BackendUnavailable
+from .gvisor_pause import FreezePause
 from .hostcmd import run
-from .oci_runtime import OciRuntime
 from .runtime import SandboxHandle, SandboxSpec
 from .storage import SandboxDisk
 
@@ -116,7 +118,7 @@ def reap_orphans() -> int:
     return reaped
 
 
-class GVisorRuntime(OciRuntime):
+class GVisorRuntime(FreezePause):
     """Runs sandboxes with runsc. `prepare()` once: it also picks the platform."""
 
     name = "gvisor"
@@ -145,7 +147,10 @@ class GVisorRuntime(OciRuntime):
         await super().prepare()
 
     def global_args(self) -> list[str]:
-        return [*super().global_args(), f"--platform={self.platform or PLATFORMS[-1]}", "--network=host"]
+        # --overlay2=none: the sandbox's writes go through the gofer to its writable layer on the host, where a
+        # pause keeps them (gvisor_pause.py); runsc's default root overlay holds them in the sentry, lost at stop.
+        return [*super().global_args(), f"--platform={self.platform or PLATFORMS[-1]}", "--network=host",
+                "--overlay2=none"]
 
     async def _delete(self, sandbox_id: str) -> None:
         """`runsc delete` waits for its killed sandbox to be reaped: reap while it waits."""

@@ -125,8 +125,10 @@ class GVisorRuntime(FreezePause):
     binary = "runsc"
     runtime_makes_netns = False  # runsc's host networking runs in the node's namespace; its sysfs is its own
 
-    def __init__(self, data_dir: Path, platform: str | None = None) -> None:
-        super().__init__(data_dir)
+    def __init__(self, data_dir: Path, platform: str | None = None, files_on_disk: bool | None = None) -> None:
+        if files_on_disk is None:
+            files_on_disk = os.environ.get("SANDHIVE_GVISOR_FILES_ON_DISK", "") == "1"
+        super().__init__(data_dir, files_on_disk)
         self.platform = platform or os.environ.get("SANDHIVE_GVISOR_PLATFORM") or None
         self.version: str | None = None
 
@@ -147,10 +149,10 @@ class GVisorRuntime(FreezePause):
         await super().prepare()
 
     def global_args(self) -> list[str]:
-        # --overlay2=none: the sandbox's writes go through the gofer to its writable layer on the host, where a
-        # pause keeps them (gvisor_pause.py); runsc's default root overlay holds them in the sentry, lost at stop.
-        return [*super().global_args(), f"--platform={self.platform or PLATFORMS[-1]}", "--network=host",
-                "--overlay2=none"]
+        # Files on disk (--overlay2=none): the sandbox's writes go through the gofer to its writable layer on the
+        # host, where a pause keeps them; under runsc's default root overlay they live in the sentry (gvisor_pause.py).
+        overlay = ["--overlay2=none"] if self.files_on_disk else []
+        return [*super().global_args(), f"--platform={self.platform or PLATFORMS[-1]}", "--network=host", *overlay]
 
     async def _delete(self, sandbox_id: str) -> None:
         """`runsc delete` waits for its killed sandbox to be reaped: reap while it waits."""

@@ -1,22 +1,26 @@
-"""Pause and resume for the `gvisor` backend (issue 14): frozen in place, with its filesystem kept on disk.
+"""Pause and resume for the `gvisor` backend (issue 14): frozen in place, and with files on disk a filesystem pause.
 
-runsc cannot checkpoint a sandbox that uses host networking (`--network=host`, the only network mode that
-starts here), so a pause with memory cannot be written to a file. What gVisor can do is stop every task of its
-kernel where it is (`runsc pause`): the sandbox uses no CPU, and its memory stays resident. So:
+runsc cannot checkpoint a sandbox that uses host networking (`--network=host`, the network mode the node runs
+gVisor with); its own netstack could checkpoint here but refuses — and kills the sandbox — while any TCP
+connection is open or in TIME_WAIT (docs/persistence.md). So memory cannot be written to a file. What gVisor
+can do is stop every task of its kernel where it is (`runsc pause`): no CPU, memory resident.
 
-- `pause(handle, "memory")` freezes the sandbox, then makes its writable layer durable: the layer's file
-  system is flushed (syncfs) and its image (`disk.ext4`) is hard-linked into `dest` — copied where `dest` is
-  on another file system. Nothing writes to it while frozen, so the link is a consistent copy of the files.
-  `resume` is `runsc resume`: the processes go on where they were, on the same address, with the
-  connections they had. If the frozen sandbox is gone (a host reboot, or it was killed), `resume` falls
-  back to a cold boot of the kept filesystem — the "filesystem" resume below.
-- `pause(handle, "filesystem")` does the same, then stops the sandbox: the processes are dropped, the slot,
-  network and mounts are freed, and only `dest/disk.ext4` remains. `resume` starts a new sandbox of the same
-  id on that image: a cold boot of envd on the kept files.
-- `snapshot`/`restore` (memory into a new sandbox) are the clear 409 of `runtime.not_supported`.
+Where the sandbox's files live decides the rest (`files_on_disk`, `$SANDHIVE_GVISOR_FILES_ON_DISK=1`):
 
-The files reach the image only because the gvisor backend runs with `--overlay2=none` (gvisor.py): under
-runsc's default root overlay the sandbox's writes live in the sentry's own overlay and vanish with it.
+- By default runsc wraps the root in its own overlay (`--overlay2=root:self`): the sandbox's writes live in the
+  sentry, so they go with it. Only `pause(handle, "memory")` is offered: the sandbox is frozen in place and
+  `resume` is `runsc resume` — the processes go on where they were, on the same address, with the connections
+  they had. It outlives a server restart, not a host reboot. A "filesystem" pause is the 409 of
+  `runtime.not_supported`.
+- With files on disk (`--overlay2=none`), the writes go through the gofer into the sandbox's writable layer on
+  the host (what the container backend has), at the cost of file metadata (gVisor's gofer has no xattrs, so
+  `files.write(metadata=...)` fails) and of watchers under `/` needing `allow_network_mounts` (the root shows as
+  9p). Then both modes work: a "memory" pause freezes the sandbox *and* makes its layer durable — flushed
+  (syncfs) and its image (`disk.ext4`) hard-linked into `dest` (copied across file systems); nothing writes to
+  it while frozen, so the link is a consistent copy. If the frozen sandbox is gone at resume (host reboot,
+  killed), `resume` cold-boots the kept files instead. A "filesystem" pause does the same and then stops the
+  sandbox: only `dest/disk.ext4` remains, and `resume` cold-boots envd on it under the same id.
+- `snapshot`/`restore` (memory into a new sandbox) are the 409 of `runtime.not_supported`.
 
 A cold boot may come up on another network slot, hence another host uid range (`userns.sandbox_range`): the
 kept upper dir is then re-owned from the old range into the new one (`shift_range`) before it is mounted. The
@@ -41,7 +45,7 @@ from . import idmap, mounts, scratch, userns
 from .errors import BackendError
 from .hostcmd import run
 from .oci_runtime import OciRuntime
-from .runtime import PauseMode, Persistence, SandboxHandle, SandboxSpec, SavedSandbox
+from .runtime import PauseMode, Persistence, SandboxHandle, SandboxSpec, SavedSandbox, not_supported
 from .storage import SandboxDisk
 
 IMAGE = "disk.ext4"  # the kept writable layer inside a saved sandbox's directory
@@ -128,17 +132,21 @@ class _Kept:
 class FreezePause(OciRuntime):
     """The persistence half of the gvisor backend (see the module's docstring); mixed into `GVisorRuntime`."""
 
-    persistence = Persistence(pause_modes=("memory", "filesystem"), memory_snapshots=False)
-
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, files_on_disk: bool = False) -> None:
         super().__init__(data_dir)
+        self.files_on_disk = files_on_disk
+        self.persistence = Persistence(pause_modes=("memory", "filesystem") if files_on_disk else ("memory",),
+                                       memory_snapshots=False)
         self._kept: dict[str, _Kept] = {}  # sandbox id → the layer its next `start` boots from
 
     # ---- pause ----------------------------------------------------------------------------
     async def pause(self, handle: SandboxHandle, mode: PauseMode, dest: Path) -> SavedSandbox:
         sandbox_id = handle.sandbox_id
-        if mode not in self.persistence.pause_modes:
+        if mode not in ("memory", "filesystem"):
             raise NodeError(400, f"unknown pause mode {mode!r}: choose memory or filesystem")
+        if mode not in self.persistence.pause_modes:
+            raise not_supported(self.name, f"pause ({mode}) while files live in gVisor's own overlay "
+                                           "(SANDHIVE_GVISOR_FILES_ON_DISK=1 keeps them on disk)")
         status = await self._state(sandbox_id)
         if status != "running":
             raise NodeError(409, f"sandbox {sandbox_id} is {status or 'gone'}: only a running sandbox can be paused")
@@ -147,8 +155,9 @@ class FreezePause(OciRuntime):
         try:
             await asyncio.to_thread(dest.mkdir, parents=True)
             try:
-                await asyncio.to_thread(syncfs, disk.rw)
-                await asyncio.to_thread(link_or_copy, disk.image, dest / IMAGE)
+                if self.files_on_disk:
+                    await asyncio.to_thread(syncfs, disk.rw)
+                    await asyncio.to_thread(link_or_copy, disk.image, dest / IMAGE)
             except BaseException:
                 await asyncio.to_thread(shutil.rmtree, dest, True)
                 raise
@@ -156,8 +165,8 @@ class FreezePause(OciRuntime):
             await run(*self._oci("resume", sandbox_id), check=False)  # all or nothing: it runs on as before
             raise
         slot = int(handle.state["slot"])
-        state = {"frozen": mode == "memory", "address": handle.address, "handle": dict(handle.state),
-                 "host_root": userns.sandbox_range(slot)}
+        state = {"frozen": mode == "memory", "files_kept": self.files_on_disk, "address": handle.address,
+                 "handle": dict(handle.state), "host_root": userns.sandbox_range(slot)}
         saved = SavedSandbox(sandbox_id, self.name, mode, dest, state)
         if mode == "filesystem":
             await self.stop(handle)  # the image in `dest` is a link of its own: the sandbox's removal leaves it
@@ -182,6 +191,9 @@ class FreezePause(OciRuntime):
 
     async def _cold_boot(self, saved: SavedSandbox, spec: SandboxSpec) -> SandboxHandle:
         image = saved.directory / IMAGE
+        if not saved.state.get("files_kept"):
+            raise NodeError(404, f"paused sandbox {saved.source_id} is gone: it was frozen in place on the gvisor "
+                                 "backend, which keeps its memory and files only while the host runs")
         if not image.is_file():
             raise BackendError(f"the paused sandbox {saved.source_id} has no kept layer at {image}")
         self._kept[spec.sandbox_id] = _Kept(image, int(saved.state["host_root"]))

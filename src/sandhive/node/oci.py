@@ -131,8 +131,8 @@ def for_gvisor(config: dict) -> dict:
     - /tmp: no mount of its own. runsc would mount an unbounded in-memory tmpfs over an empty /tmp, whose
       pages are the sandbox's memory (a /tmp filler ended the whole sandbox); the node keeps /tmp non-empty
       (`SandboxDisk.keep_tmp_on_disk`), so it stays on the root, on the sandbox's disk as in the container
-      backend: a /tmp filler gets ENOSPC at the disk size. runsc runs with `--overlay2=none` (gvisor.py), so the
-      sandbox's writes land in that disk's upper directory itself, where a pause keeps them.
+      backend: a /tmp filler gets ENOSPC at the disk size. runsc's root overlay (`--overlay2=root:self`, its
+      default) keeps its file store in the root, i.e. on that disk too.
 
     The user namespace mapping stays: runsc then runs its sentry and gofer as the sandbox range's root, not
     host root.

@@ -14,6 +14,8 @@ Networking: runsc's own netstack (`--network=sandbox`) refuses to start on these
 with network enabled in root network namespace": its check misfires). With `--network=host` runsc
 starts its sandbox inside the network namespace the bundle names — the sandbox's own, made by the node
 — and the sentry uses host sockets there. What that costs is in docs/security.md.
+
+Persistence (pause frozen in place, or with its filesystem only) is `gvisor_pause.py`; docs/persistence.md.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from pathlib import Path
 
 from . import oci
 from .errors import BackendUnavailable
+from .gvisor_pause import FreezePause
 from .hostcmd import run
-from .oci_runtime import OciRuntime
 from .runtime import SandboxHandle, SandboxSpec
 from .storage import SandboxDisk
 
@@ -116,15 +118,17 @@ def reap_orphans() -> int:
     return reaped
 
 
-class GVisorRuntime(OciRuntime):
+class GVisorRuntime(FreezePause):
     """Runs sandboxes with runsc. `prepare()` once: it also picks the platform."""
 
     name = "gvisor"
     binary = "runsc"
     runtime_makes_netns = False  # runsc's host networking runs in the node's namespace; its sysfs is its own
 
-    def __init__(self, data_dir: Path, platform: str | None = None) -> None:
-        super().__init__(data_dir)
+    def __init__(self, data_dir: Path, platform: str | None = None, files_on_disk: bool | None = None) -> None:
+        if files_on_disk is None:
+            files_on_disk = os.environ.get("SANDHIVE_GVISOR_FILES_ON_DISK", "") == "1"
+        super().__init__(data_dir, files_on_disk)
         self.platform = platform or os.environ.get("SANDHIVE_GVISOR_PLATFORM") or None
         self.version: str | None = None
 
@@ -145,7 +149,10 @@ class GVisorRuntime(OciRuntime):
         await super().prepare()
 
     def global_args(self) -> list[str]:
-        return [*super().global_args(), f"--platform={self.platform or PLATFORMS[-1]}", "--network=host"]
+        # Files on disk (--overlay2=none): the sandbox's writes go through the gofer to its writable layer on the
+        # host, where a pause keeps them; under runsc's default root overlay they live in the sentry (gvisor_pause.py).
+        overlay = ["--overlay2=none"] if self.files_on_disk else []
+        return [*super().global_args(), f"--platform={self.platform or PLATFORMS[-1]}", "--network=host", *overlay]
 
     async def _delete(self, sandbox_id: str) -> None:
         """`runsc delete` waits for its killed sandbox to be reaped: reap while it waits."""

@@ -1,0 +1,221 @@
+"""Pause and resume for the `gvisor` backend (issue 14): frozen in place, and with files on disk a filesystem pause.
+
+runsc cannot checkpoint a sandbox that uses host networking (`--network=host`, the network mode the node runs
+gVisor with); its own netstack could checkpoint here but refuses — and kills the sandbox — while any TCP
+connection is open or in TIME_WAIT (docs/persistence.md). So memory cannot be written to a file. What gVisor
+can do is stop every task of its kernel where it is (`runsc pause`): no CPU, memory resident.
+
+Where the sandbox's files live decides the rest (`files_on_disk`, `$SANDHIVE_GVISOR_FILES_ON_DISK=1`):
+
+- By default runsc wraps the root in its own overlay (`--overlay2=root:self`): the sandbox's writes live in the
+  sentry, so they go with it. Only `pause(handle, "memory")` is offered: the sandbox is frozen in place and
+  `resume` is `runsc resume` — the processes go on where they were, on the same address, with the connections
+  they had. It outlives a server restart, not a host reboot. A "filesystem" pause is the 409 of
+  `runtime.not_supported`.
+- With files on disk (`--overlay2=none`), the writes go through the gofer into the sandbox's writable layer on
+  the host (what the container backend has), at the cost of file metadata (gVisor's gofer has no xattrs, so
+  `files.write(metadata=...)` fails) and of watchers under `/` needing `allow_network_mounts` (the root shows as
+  9p). Then both modes work: a "memory" pause freezes the sandbox *and* makes its layer durable — flushed
+  (syncfs) and its image (`disk.ext4`) hard-linked into `dest` (copied across file systems); nothing writes to
+  it while frozen, so the link is a consistent copy. If the frozen sandbox is gone at resume (host reboot,
+  killed), `resume` cold-boots the kept files instead. A "filesystem" pause does the same and then stops the
+  sandbox: only `dest/disk.ext4` remains, and `resume` cold-boots envd on it under the same id.
+- `snapshot`/`restore` (memory into a new sandbox) are the 409 of `runtime.not_supported`.
+
+A cold boot may come up on another network slot, hence another host uid range (`userns.sandbox_range`): the
+kept upper dir is then re-owned from the old range into the new one (`shift_range`) before it is mounted. The
+sandbox is not running while that happens, so nothing can swap a path under the walk; links are never
+followed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import os
+import shutil
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import NodeError
+from . import idmap, mounts, scratch, userns
+from .errors import BackendError
+from .hostcmd import run
+from .oci_runtime import OciRuntime
+from .runtime import PauseMode, Persistence, SandboxHandle, SandboxSpec, SavedSandbox, not_supported
+from .storage import SandboxDisk
+
+IMAGE = "disk.ext4"  # the kept writable layer inside a saved sandbox's directory
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def syncfs(path: Path) -> None:
+    """Flush the file system holding `path` (the sandbox's writable layer) down to its backing image."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs {path} failed: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """`dst` becomes `src`'s image: a hard link (instant, no space), or a sparse copy across file systems."""
+    try:
+        os.link(src, dst)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            raise
+        proc = subprocess.run(["cp", "--sparse=always", str(src), str(dst)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise OSError(f"copying {src} to {dst} failed: {proc.stderr.strip()}") from exc
+
+
+def shift_range(root: Path, old: int, new: int) -> None:
+    """Re-own every entry under `root` (itself included) from host range `old` to host range `new` (ids keep
+    their offset in the range). Ids outside `old`'s range are left alone; links are changed, never followed;
+    setuid/setgid bits, which chown clears, are put back."""
+    if old == new:
+        return
+
+    def moved(i: int) -> int:
+        return new + i - old if old <= i < old + userns.SIZE else i
+
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames, None]:
+            path = os.path.join(dirpath, name) if name is not None else dirpath
+            st = os.lstat(path)
+            uid, gid = moved(st.st_uid), moved(st.st_gid)
+            if (uid, gid) == (st.st_uid, st.st_gid):
+                continue
+            os.lchown(path, uid, gid)
+            if not stat.S_ISLNK(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                os.chmod(path, stat.S_IMODE(st.st_mode))
+
+
+def mount_kept(disk: SandboxDisk, template: Path, image: Path, old_root: int, host_root: int,
+               idmap_fd: int) -> None:
+    """`SandboxDisk.create` for a cold boot of a kept layer: the sandbox's root is `template` (idmapped into
+    `host_root`'s range) under the writable layer in `image`, which was the sandbox's at `old_root`.
+    Undone by `disk.destroy()`, called here on failure (`image` itself is only linked, never removed)."""
+    try:
+        disk.rw.mkdir(parents=True, exist_ok=True)
+        disk.rootfs.mkdir(exist_ok=True)
+        disk.lower.mkdir(exist_ok=True)
+        idmap.bind(template, disk.lower, idmap_fd)
+        link_or_copy(image, disk.image)
+        scratch.mount_image(disk.image, disk.rw)
+        disk.rw.chmod(0o700)
+        upper, work = disk.rw / "upper", disk.rw / "work"
+        if not upper.is_dir():
+            raise BackendError(f"the kept layer {image} has no upper directory")
+        shift_range(upper, old_root, host_root)
+        shutil.rmtree(work, ignore_errors=True)  # the overlay's scratch space: nothing in it is kept
+        work.mkdir()
+        mounts.mount("overlay", str(disk.rootfs), "overlay", 0,
+                     f"lowerdir={disk.lower},upperdir={upper},workdir={work}")
+    except BaseException:
+        disk.destroy()
+        raise
+
+
+@dataclass(frozen=True)
+class _Kept:
+    image: Path
+    old_root: int
+
+
+class FreezePause(OciRuntime):
+    """The persistence half of the gvisor backend (see the module's docstring); mixed into `GVisorRuntime`."""
+
+    def __init__(self, data_dir: Path, files_on_disk: bool = False) -> None:
+        super().__init__(data_dir)
+        self.files_on_disk = files_on_disk
+        self.persistence = Persistence(pause_modes=("memory", "filesystem") if files_on_disk else ("memory",),
+                                       memory_snapshots=False)
+        self._kept: dict[str, _Kept] = {}  # sandbox id → the layer its next `start` boots from
+
+    # ---- pause ----------------------------------------------------------------------------
+    async def pause(self, handle: SandboxHandle, mode: PauseMode, dest: Path) -> SavedSandbox:
+        sandbox_id = handle.sandbox_id
+        if mode not in ("memory", "filesystem"):
+            raise NodeError(400, f"unknown pause mode {mode!r}: choose memory or filesystem")
+        if mode not in self.persistence.pause_modes:
+            raise not_supported(self.name, f"pause ({mode}) while files live in gVisor's own overlay "
+                                           "(SANDHIVE_GVISOR_FILES_ON_DISK=1 keeps them on disk)")
+        status = await self._state(sandbox_id)
+        if status != "running":
+            raise NodeError(409, f"sandbox {sandbox_id} is {status or 'gone'}: only a running sandbox can be paused")
+        disk = SandboxDisk(self.sandboxes_dir / sandbox_id)
+        await run(*self._oci("pause", sandbox_id))
+        try:
+            await asyncio.to_thread(dest.mkdir, parents=True)
+            try:
+                if self.files_on_disk:
+                    await asyncio.to_thread(syncfs, disk.rw)
+                    await asyncio.to_thread(link_or_copy, disk.image, dest / IMAGE)
+            except BaseException:
+                await asyncio.to_thread(shutil.rmtree, dest, True)
+                raise
+        except BaseException:
+            await run(*self._oci("resume", sandbox_id), check=False)  # all or nothing: it runs on as before
+            raise
+        slot = int(handle.state["slot"])
+        state = {"frozen": mode == "memory", "files_kept": self.files_on_disk, "address": handle.address,
+                 "handle": dict(handle.state), "host_root": userns.sandbox_range(slot)}
+        saved = SavedSandbox(sandbox_id, self.name, mode, dest, state)
+        if mode == "filesystem":
+            await self.stop(handle)  # the image in `dest` is a link of its own: the sandbox's removal leaves it
+        return saved
+
+    # ---- resume ---------------------------------------------------------------------------
+    async def resume(self, saved: SavedSandbox, spec: SandboxSpec) -> SandboxHandle:
+        if spec.sandbox_id != saved.source_id:
+            raise BackendError(f"resume of {saved.source_id} asked for as {spec.sandbox_id}")
+        if saved.state.get("frozen"):
+            handle = SandboxHandle(saved.source_id, self.name, saved.state["address"], dict(saved.state["handle"]))
+            status = await self._state(saved.source_id)
+            if status == "paused":
+                await run(*self._oci("resume", saved.source_id))
+                await self._wait_healthy(handle)
+                return handle
+            if status == "running":
+                return handle
+            # The frozen sandbox is gone (host reboot, or killed): free what is left of it, then cold-boot.
+            await self.stop(handle)
+        return await self._cold_boot(saved, spec)
+
+    async def _cold_boot(self, saved: SavedSandbox, spec: SandboxSpec) -> SandboxHandle:
+        image = saved.directory / IMAGE
+        if not saved.state.get("files_kept"):
+            raise NodeError(404, f"paused sandbox {saved.source_id} is gone: it was frozen in place on the gvisor "
+                                 "backend, which keeps its memory and files only while the host runs")
+        if not image.is_file():
+            raise BackendError(f"the paused sandbox {saved.source_id} has no kept layer at {image}")
+        self._kept[spec.sandbox_id] = _Kept(image, int(saved.state["host_root"]))
+        try:
+            return await self.start(spec)
+        finally:
+            self._kept.pop(spec.sandbox_id, None)
+
+    def _create_disk(self, disk: SandboxDisk, spec: SandboxSpec, host_root: int) -> None:
+        kept = self._kept.get(spec.sandbox_id)
+        if kept is None:
+            return super()._create_disk(disk, spec, host_root)
+        mount_kept(disk, spec.template.rootfs, kept.image, kept.old_root, host_root,
+                   self.idmaps.get(userns.BASE, host_root, userns.SIZE))
+
+    # ---- the rest -------------------------------------------------------------------------
+    async def stop_saved(self, saved: SavedSandbox) -> None:
+        """A frozen sandbox still holds its processes, memory, slot and mounts: free them (unless it was
+        resumed meanwhile). A filesystem pause holds nothing but its directory."""
+        if not saved.state.get("frozen"):
+            return
+        if await self._state(saved.source_id) == "running":
+            return
+        handle = SandboxHandle(saved.source_id, self.name, saved.state["address"], dict(saved.state["handle"]))
+        await self.stop(handle)

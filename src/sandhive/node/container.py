@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from . import container_pause, container_snapshot
 from .oci_runtime import ENVD_OOM_SCORE_ADJ, START_DEADLINE, SYSTEM_IMAGE_MOUNT, OciRuntime
-from .runtime import Persistence
+from .runtime import PauseMode, Persistence, SandboxHandle, SandboxSpec, SavedSandbox
 
 __all__ = ["ENVD_OOM_SCORE_ADJ", "START_DEADLINE", "SYSTEM_IMAGE_MOUNT", "ContainerRuntime"]
 
@@ -34,6 +35,23 @@ class ContainerRuntime(OciRuntime):
     def oci_runtime(self) -> str:
         return self.binary
 
-    # Pause with memory through CRIU (the node toolchain's), or of the files alone (container_pause.py);
-    # snapshots and restores into new sandboxes (container_snapshot.py).
-    persistence = Persistence(pause_modes=("memory", "filesystem"), memory_snapshots=True)
+    # ---- persistence (issue 14): container_pause.py --------------------------------------------------
+    async def pause(self, handle: SandboxHandle, mode: PauseMode, dest: Path) -> SavedSandbox:
+        return await container_pause.pause(self, handle, mode, dest)
+
+    async def resume(self, saved: SavedSandbox, spec: SandboxSpec) -> SandboxHandle:
+        return await container_pause.resume(self, saved, spec)
+
+    async def stop_saved(self, saved: SavedSandbox) -> None:
+        await container_pause.stop_saved(self, saved)
+
+    # ---- snapshots (container_snapshot.py): CRIU dump of a frozen sandbox + its writable layer -------------
+    async def prepare(self) -> None:
+        await super().prepare()
+        await container_snapshot.thaw_interrupted(self)  # a snapshot a dead server left frozen
+
+    async def snapshot(self, handle: SandboxHandle, dest: Path) -> SavedSandbox:
+        return await container_snapshot.snapshot(self, handle, dest)
+
+    async def restore(self, saved: SavedSandbox, spec: SandboxSpec) -> SandboxHandle:
+        return await container_snapshot.restore(self, saved, spec)

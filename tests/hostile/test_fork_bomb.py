@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900)]
 
 BOMB = ":(){ :|:& };:"
 BOMB_SECONDS = 12  # long enough to reach any limit: the pids fill within a second or two
-ANSWER_WITHIN = 20.0  # seconds for `echo alive` while the bomb is at its limit
+ANSWER_WITHIN = 40.0  # seconds for `echo alive` at the bomb's limit (gVisor on 2 loaded cores took over 20 s)
 
 
 def host_pids(sandbox_id: str) -> int:

@@ -20,7 +20,7 @@ def pause_router(service: SandboxService) -> APIRouter:
     Team = Annotated[str, Depends(team_of_key(service.store))]  # noqa: N806 — a type alias, read as one
 
     @router.post("/sandboxes/{sandboxID}/pause", status_code=204, response_class=Response,
-                 responses=errors(401, 404, 409, 429, 500))
+                 responses=errors(400, 401, 404, 409, 429, 500, 503))
     async def pause_sandbox(sandbox_id: SandboxID, team: Team, body: PauseBody | None = None) -> Response:
         """Pause a sandbox: with its memory (default, `memory: true`) or its files alone (`memory: false`).
         409 when it is paused already; `connect` resumes it."""

@@ -113,6 +113,29 @@ class SlotAllocator:
             return Slot(index)
         raise HostFull("no free network slot: too many sandboxes on this host; retry when some have ended")
 
+    def reclaim(self, sandbox_id: str, index: int) -> tuple[Slot, bool]:
+        """Slot `index` for `sandbox_id` once more, for a paused sandbox that resumes: (slot, True when this call
+        claimed it). Kept when its file still names the sandbox; claimed again when it is free (a host reboot
+        emptied /run); another free slot when a different sandbox took it meanwhile — the sandbox then comes
+        back on another address and uid range (`userns.sandbox_range`), which the caller must follow."""
+        if self.owns(sandbox_id, Slot(index)):
+            return Slot(index), False
+        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.dir / str(index), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            return self.claim(sandbox_id), True
+        with os.fdopen(fd, "w") as f:
+            f.write(sandbox_id)
+        return Slot(index), True
+
+    def owns(self, sandbox_id: str, slot: Slot) -> bool:
+        """Whether `slot`'s file names `sandbox_id` (after a host reboot it may name another sandbox, or none)."""
+        try:
+            return (self.dir / str(slot.index)).read_text() == sandbox_id
+        except OSError:
+            return False
+
     def owned_by(self, sandbox_id: str) -> Slot | None:
         for entry in self.dir.iterdir():
             with contextlib.suppress(OSError):

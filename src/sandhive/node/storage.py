@@ -58,6 +58,41 @@ class SandboxDisk:
             self.destroy()
             raise
 
+    def is_mounted(self) -> bool:
+        """Whether the sandbox's root is mounted on the host (not after a host reboot)."""
+        return mounts.is_mounted(str(self.rootfs))
+
+    def remount(self, template: Path, host_root: int, idmap_fd: int) -> None:
+        """Mount a kept disk again after a host reboot took its mounts: the template idmapped into `host_root`'s
+        range, the writable layer from `disk.ext4`, its upper dir re-owned into that range (`userns.rehome`: the
+        sandbox may come back on another slot), a fresh overlay work dir, the overlay.
+        Never deletes anything of the layer: on failure the mounts are undone (`unmount`) and the disk is kept."""
+        try:
+            self.rootfs.mkdir(exist_ok=True)
+            self.lower.mkdir(exist_ok=True)
+            idmap.bind(template, self.lower, idmap_fd)
+            scratch.mount_image(self.image, self.rw)
+            self.rw.chmod(0o700)
+            upper, work = self.rw / "upper", self.rw / "work"
+            if not upper.is_dir():
+                raise OSError(f"the kept layer {self.image} has no upper directory")
+            userns.rehome(upper, host_root)  # always walked: a re-owning cut short by a crash is finished here
+            shutil.rmtree(work, ignore_errors=True)  # the overlay's scratch space: nothing in it is kept
+            work.mkdir()
+            mounts.mount("overlay", str(self.rootfs), "overlay", 0,
+                         f"lowerdir={self.lower},upperdir={upper},workdir={work}")
+        except BaseException:
+            self.unmount()
+            raise
+
+    def unmount(self) -> None:
+        """Undo the host mounts of the root (overlay, template view, writable layer), keeping every file."""
+        for target in (self.rootfs, self.lower, self.rw):
+            try:
+                mounts.umount(str(target))
+            except OSError:
+                mounts.umount(str(target), lazy=True)
+
     def _mount_writable(self, disk_mb: int) -> None:
         """The writable layer's backing, mounted at `rw` (see scratch.py for why not a tmpfs)."""
         scratch.make_image(self.image, disk_mb)

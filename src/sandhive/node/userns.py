@@ -34,6 +34,46 @@ def sandbox_range(slot_index: int) -> int:
     return start
 
 
+def range_of(host_uid: int) -> int | None:
+    """The first host uid of the per-sandbox range holding `host_uid`, or None for an id outside every
+    sandbox range (host users, the canonical and build ranges). Ranges are SIZE-aligned from
+    SANDBOX_RANGES_START, so an owner alone says whose range it is in."""
+    if host_uid < SANDBOX_RANGES_START or host_uid >= 2**32 - 1:
+        return None
+    return host_uid - (host_uid - SANDBOX_RANGES_START) % SIZE
+
+
+def rehome(root: Path, host_root: int) -> int:
+    """Re-own every entry under `root` (itself included) whose uid or gid lies in any sandbox range into the
+    same offset of the range starting at `host_root`; return how many entries changed.
+
+    For a sandbox's kept writable layer that comes back on another slot (a resume after a host reboot), and so
+    another range. The old range is not needed: an entry's own id names it (`range_of`), which also makes an
+    interrupted re-owning safe to run again. Ids outside the sandbox ranges are left alone; links are changed,
+    never followed; setuid/setgid bits, which chown clears, are put back. Only for a tree no sandbox is running
+    on (nothing can swap a path under the walk)."""
+    if range_of(host_root) != host_root:
+        raise ValueError(f"{host_root} does not start a sandbox range")
+
+    def moved(i: int) -> int:
+        start = range_of(i)
+        return i if start is None else host_root + i - start
+
+    changed = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames, None]:
+            path = os.path.join(dirpath, name) if name is not None else dirpath
+            st = os.lstat(path)
+            uid, gid = moved(st.st_uid), moved(st.st_gid)
+            if (uid, gid) == (st.st_uid, st.st_gid):
+                continue
+            os.lchown(path, uid, gid)
+            if not stat.S_ISLNK(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                os.chmod(path, stat.S_IMODE(st.st_mode))
+            changed += 1
+    return changed
+
+
 def host_id(inner: int) -> int:
     """The host uid (or gid) of a sandbox's uid (or gid)."""
     if not 0 <= inner < SIZE:

@@ -4,6 +4,12 @@ Both modes keep the sandbox's id, network slot, bundle and writable layer (its e
 host) while it is paused, and give back its processes, memory and network namespace: a paused sandbox costs
 disk, not RAM. `resume` brings it back into the same id, slot and disk.
 
+A host reboot takes what lives under /run and in the kernel: the slot's claim (/run/sandhive/net-slots), the
+disk's host mounts (overlay, template view, ext4 layer). `resume` then claims the slot again, or another one if
+a different sandbox took it meanwhile (new address and uid range: the upper dir is re-owned, the bundle's
+mapping and the dump's user namespace retargeted, as a snapshot restore does), and mounts the disk again
+(`SandboxDisk.remount`) before the restore or cold boot. Test: tests/persistence/test_reboot.py.
+
 - "memory": the sandbox's TCP connections are reset first (`ss -K` in its namespace). CRIU then dumps no
   established connection (the toolchain's `tcp-close` would bring them back closed), and every peer on the
   host (the edge proxy's and the node's keep-alive pools) gets an RST now, so no pooled connection is reused
@@ -23,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -30,13 +37,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NodeError
-from . import checkpoint, network
+from . import checkpoint, criu_images, network, userns
+from .container_snapshot import link_images
 from .errors import BackendError
 from .hostcmd import run
 from .network import Slot
 from .oci_runtime import OciRuntime
 from .runtime import PauseMode, SandboxHandle, SandboxSpec, SavedSandbox
 from .saved import read_record, write_record
+from .storage import SandboxDisk
 
 
 @contextlib.contextmanager
@@ -89,26 +98,71 @@ async def pause(runtime: OciRuntime, handle: SandboxHandle, mode: PauseMode, des
 async def resume(runtime: OciRuntime, saved: SavedSandbox, spec: SandboxSpec) -> SandboxHandle:
     if spec.sandbox_id != saved.source_id:
         raise BackendError(f"a pause of {saved.source_id} resumes under its own id, not {spec.sandbox_id}")
-    slot = Slot(int(saved.state["slot"]))
-    handle = SandboxHandle(spec.sandbox_id, runtime.name, slot.sandbox_ip,
-                           {"slot": slot.index, "cpu_count": spec.cpu_count, "memory_mb": spec.memory_mb})
     with _locked(saved.directory):
         if read_record(saved.directory) is None:
             raise BackendError(f"no pause of {saved.source_id} is recorded in {saved.directory}")
+        # After a host reboot the slot's claim under /run is gone (and another sandbox may hold the slot now),
+        # as are the disk's host mounts: both are taken again here, and this attempt's own undone on failure.
+        slot, claimed = runtime.slots.reclaim(spec.sandbox_id, int(saved.state["slot"]))
+        handle = SandboxHandle(spec.sandbox_id, runtime.name, slot.sandbox_ip,
+                               {"slot": slot.index, "cpu_count": spec.cpu_count, "memory_mb": spec.memory_mb})
+        disk = SandboxDisk(runtime.sandboxes_dir / spec.sandbox_id)
+        mounted = False
         try:
+            if not await asyncio.to_thread(disk.is_mounted):
+                await asyncio.to_thread(_remount, runtime, disk, spec, slot)
+                mounted = True
             if saved.mode == "memory":
-                image = checkpoint.Checkpoint(spec.sandbox_id, saved.directory, 0.0)
+                image = await asyncio.to_thread(_images_for, runtime, saved, slot)
                 await checkpoint.restore(runtime, handle, image, spec.allow_internet_access)
+                if image.directory != saved.directory:
+                    await asyncio.to_thread(shutil.rmtree, image.directory, True)
             else:
                 await _cold_boot(runtime, handle, spec)
             await runtime._wait_healthy(handle)
         except BaseException:
-            # Back to paused: nothing of this attempt runs; the images and the disk are untouched.
+            # Back to paused: nothing of this attempt runs; the images and the disk's files are untouched.
             await run(*runtime._oci("kill", spec.sandbox_id, "KILL"), check=False)
             await runtime._delete(spec.sandbox_id)
             await network.destroy(spec.sandbox_id, slot)
+            if mounted:
+                await asyncio.to_thread(disk.unmount)
+            if claimed:
+                runtime.slots.release(slot)
             raise
     return handle
+
+
+def _remount(runtime: OciRuntime, disk: SandboxDisk, spec: SandboxSpec, slot: Slot) -> None:
+    """The host side of a kept sandbox that a host reboot took away, rebuilt for `slot` (perhaps not the slot
+    it paused on): its disk mounted again in the slot's uid range, and the bundle's user namespace mapping
+    pointed at that range. runc's state, the cgroup and the network namespace need nothing here: a pause
+    already removed them (`runc checkpoint`/`delete`, `network.destroy`), and a restore or `create` makes them."""
+    host_root = userns.sandbox_range(slot.index)
+    disk.remount(spec.template.rootfs, host_root, runtime.idmaps.get(userns.BASE, host_root, userns.SIZE))
+    config_path = disk.dir / "config.json"
+    config = json.loads(config_path.read_text())
+    mapping = [{"containerID": 0, "hostID": host_root, "size": userns.SIZE}]
+    if config["linux"].get("uidMappings") != mapping or config["linux"].get("gidMappings") != mapping:
+        config["linux"]["uidMappings"] = config["linux"]["gidMappings"] = mapping
+        tmp = config_path.with_name(".config.json.tmp")
+        tmp.write_text(json.dumps(config))
+        os.replace(tmp, config_path)
+
+
+def _images_for(runtime: OciRuntime, saved: SavedSandbox, slot: Slot) -> checkpoint.Checkpoint:
+    """The dump to restore into `slot`: the pause's own images when the sandbox is back on the slot it paused
+    on; else per-resume copies whose user namespace names the new slot's range (`criu_images.retarget`; the
+    pause directory is only read, so a failed resume can be tried again)."""
+    old_root = userns.sandbox_range(int(saved.state["slot"]))
+    new_root = userns.sandbox_range(slot.index)
+    if old_root == new_root:
+        return checkpoint.Checkpoint(saved.source_id, saved.directory, 0.0)
+    images = runtime.sandboxes_dir / saved.source_id / "criu"
+    shutil.rmtree(images, ignore_errors=True)
+    link_images(saved.directory, images)
+    criu_images.retarget(images, old_root, new_root, saved.source_id)
+    return checkpoint.Checkpoint(saved.source_id, images, 0.0)
 
 
 async def _cold_boot(runtime: OciRuntime, handle: SandboxHandle, spec: SandboxSpec) -> None:
@@ -123,7 +177,10 @@ async def _cold_boot(runtime: OciRuntime, handle: SandboxHandle, spec: SandboxSp
 
 
 async def stop_saved(runtime: OciRuntime, saved: SavedSandbox) -> None:
-    """Free the paused sandbox's disk, bundle, cgroup and slot (its pause directory is the node's to delete)."""
-    handle = SandboxHandle(saved.source_id, runtime.name, str(saved.state.get("address", "")),
-                           {"slot": int(saved.state["slot"])} if "slot" in saved.state else {})
+    """Free the paused sandbox's disk, bundle, cgroup and slot (its pause directory is the node's to delete).
+    The slot only if it is still the sandbox's: after a host reboot another sandbox may hold it (and its veth)."""
+    state: dict[str, Any] = {}
+    if "slot" in saved.state and runtime.slots.owns(saved.source_id, Slot(int(saved.state["slot"]))):
+        state = {"slot": int(saved.state["slot"])}
+    handle = SandboxHandle(saved.source_id, runtime.name, str(saved.state.get("address", "")), state)
     await runtime.stop(handle)

@@ -148,7 +148,7 @@ async def thaw_interrupted(runtime: OciRuntime) -> list[str]:
     return thawed
 
 
-def _link_images(source: Path, dest: Path) -> None:
+def link_images(source: Path, dest: Path) -> None:
     """`dest` gets every image of `source` as a hard link (a copy across file systems); logs are not taken."""
     dest.mkdir()
     for entry in source.iterdir():
@@ -198,7 +198,7 @@ async def restore(runtime: OciRuntime, saved: SavedSandbox, spec: SandboxSpec) -
         await asyncio.to_thread(_seed_disk, runtime, disk, spec, host_root, saved.directory / UPPER)
         runtime._write_bundle(spec, sandbox_dir, disk, host_root)
         images = sandbox_dir / "criu"
-        await asyncio.to_thread(_link_images, saved.directory / IMAGES, images)
+        await asyncio.to_thread(link_images, saved.directory / IMAGES, images)
         await asyncio.to_thread(criu_images.retarget, images, int(saved.state["host_root"]), host_root,
                                 spec.sandbox_id)
         stdio = await asyncio.to_thread(_log_pipe_into, sandbox_dir / "envd.log")

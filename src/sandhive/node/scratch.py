@@ -22,6 +22,7 @@ import errno
 import fcntl
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from . import mounts
@@ -85,6 +86,31 @@ def _attach(image: Path) -> tuple[int, str]:
             os.close(control)
     finally:
         os.close(backing)  # the loop device holds its own reference to the file
+
+
+def loop_devices_of(image: Path) -> list[str]:
+    """The loop devices backed by `image` now. One left after its mount is gone means the file system still
+    lives (another mount namespace holds a copy of the mount): mounting the image again would put a second
+    superblock on the same blocks, reading what the first one has not written back yet."""
+    target = os.path.realpath(image)
+    found = []
+    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
+        try:
+            if backing.read_text().strip() == target:
+                found.append(f"/dev/{backing.parent.parent.name}")
+        except OSError:
+            continue  # detached meanwhile
+    return found
+
+
+def wait_detached(image: Path, timeout: float = 10.0) -> None:
+    """Return once no loop device is backed by `image` (OSError after `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while devices := loop_devices_of(image):
+        if time.monotonic() > deadline:
+            raise OSError(errno.EBUSY, f"{image} is still attached to {', '.join(devices)}: its file system is "
+                                       "alive elsewhere (another mount namespace), so it cannot be mounted again")
+        time.sleep(0.05)
 
 
 def mount_image(image: Path, target: Path) -> None:

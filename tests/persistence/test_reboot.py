@@ -2,7 +2,8 @@
 of its own). The server is SIGKILLed, a reboot is simulated by removing what one removes (`simulate_host_reboot`),
 and a server started on the same data dir resumes each paused sandbox on `connect`: a memory pause with its
 process and in-memory state, a filesystem pause with its files; one of them on its old slot, the others on another
-one because a different sandbox took theirs meanwhile. A snapshot taken before the reboot still restores."""
+one because a different sandbox took theirs meanwhile; a volume is bound again. A snapshot taken before the
+reboot still restores."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2b import Sandbox
+from e2b import Sandbox, Volume
 
 from sandhive.node import cgroups, mounts, network
 from tests.api.rig import Server, container_server, start_server
@@ -37,6 +39,7 @@ def rebootable() -> Iterator[Server]:
 def e2b_env(rebootable: Server, monkeypatch: pytest.MonkeyPatch) -> None:  # overrides the session server's
     monkeypatch.setenv("E2B_API_URL", rebootable.url)
     monkeypatch.setenv("E2B_SANDBOX_URL", rebootable.url)
+    monkeypatch.setenv("E2B_VOLUME_API_URL", rebootable.url)
     monkeypatch.setenv("E2B_API_KEY", rebootable.key(TEAM))
 
 
@@ -48,31 +51,43 @@ def slot_of(sandbox_id: str) -> int:
     raise AssertionError(f"sandbox {sandbox_id} holds no slot")
 
 
-def simulate_host_reboot(data_dir: Path, sandbox_id: str) -> None:
-    """Remove, for one paused sandbox of the `container` backend, exactly what a host reboot removes; what is on
-    disk (the data dir's files) stays.
+def simulate_host_reboot(data_dir: Path, sandbox_ids: list[str]) -> None:
+    """Remove, for the paused sandboxes `sandbox_ids` of the `container` backend, exactly what a host reboot
+    removes; what is on disk (the data dir's files) stays.
 
-    A reboot empties /run and the kernel's state: the host mounts of the sandbox's disk (the overlay root, the
-    idmapped template view and the ext4 writable layer under `<data-dir>/sandboxes/<id>/`, with its loop device),
-    its network namespace (/run/netns/sandhive-<id>), its slot's claim (/run/sandhive/net-slots/<n>), its cgroup
-    (`sandhive/<id>` in each hierarchy) and runc's record of a live container (`<data-dir>/runc/<id>`, which
-    would then be stale). A paused sandbox has no netns, cgroup or runc container left (the pause removed them),
-    so those three are removed only if present. Each of the others is checked to be there first, so the test
-    notices if the node stops keeping them while paused (this simulation would then prove nothing)."""
-    sandbox_dir = data_dir / "sandboxes" / sandbox_id
-    for mount in ("rootfs", "lower", "rw"):  # the overlay first: it stands on the other two
-        target = sandbox_dir / mount
-        assert mounts.is_mounted(str(target)), f"{target} is not mounted: nothing for a reboot to take"
-        subprocess.run(["umount", str(target)], check=True)
-    slot = network.HOST_SLOTS_DIR / str(slot_of(sandbox_id))
-    slot.unlink()
-    if (network.NETNS_DIR / network.netns_name(sandbox_id)).exists():
-        subprocess.run(["ip", "netns", "del", network.netns_name(sandbox_id)], check=True)
-    subprocess.run(["rm", "-rf", "--", str(data_dir / "runc" / sandbox_id)], check=True)
-    for hierarchy in cgroups.V1.iterdir():
-        cgroup = hierarchy / "sandhive" / sandbox_id
-        if cgroup.is_dir():
-            cgroup.rmdir()
+    A reboot empties /run and the kernel's state. For each sandbox: the host mounts of its disk (the overlay
+    root, the idmapped template view and the ext4 writable layer under `<data-dir>/sandboxes/<id>/`, with its
+    loop device) and of its volume views (`.../volumes/<n>`), its network namespace (/run/netns/sandhive-<id>),
+    its slot's claim (/run/sandhive/net-slots/<n>), its cgroup (`sandhive/<id>` in each hierarchy) and runc's
+    record of a live container (`<data-dir>/runc/<id>`, which would be stale). A paused sandbox has no netns,
+    cgroup or runc container left (the pause removed them), so those three go only if present; the mounts and
+    the slot are checked to be there first, so that the test notices if the node stops keeping them while
+    paused (this simulation would then prove nothing). For the data dir: each volume's host mount
+    (`<data-dir>/volumes/<id>/fs`). And the file systems themselves, flushed (see the wait at the end)."""
+    for sandbox_id in sandbox_ids:
+        sandbox_dir = data_dir / "sandboxes" / sandbox_id
+        views = sorted((sandbox_dir / "volumes").iterdir()) if (sandbox_dir / "volumes").is_dir() else []
+        for target in [*views, sandbox_dir / "rootfs", sandbox_dir / "lower", sandbox_dir / "rw"]:
+            assert mounts.is_mounted(str(target)), f"{target} is not mounted: nothing for a reboot to take"
+            subprocess.run(["umount", str(target)], check=True)  # the overlay before the two it stands on
+        (network.HOST_SLOTS_DIR / str(slot_of(sandbox_id))).unlink()
+        if (network.NETNS_DIR / network.netns_name(sandbox_id)).exists():
+            subprocess.run(["ip", "netns", "del", network.netns_name(sandbox_id)], check=True)
+        subprocess.run(["rm", "-rf", "--", str(data_dir / "runc" / sandbox_id)], check=True)
+        for hierarchy in cgroups.V1.iterdir():
+            cgroup = hierarchy / "sandhive" / sandbox_id
+            if cgroup.is_dir():
+                cgroup.rmdir()
+    for fs in (data_dir / "volumes").glob("*/fs"):
+        if mounts.is_mounted(str(fs)):
+            subprocess.run(["umount", str(fs)], check=True)
+    # A reboot ends those file systems, flushed. An unmount here only detaches our view of one: a mount namespace
+    # copied meanwhile (any `ip netns exec` on the host) keeps it alive, unflushed, until it ends. So wait until
+    # the kernel has let go of each image (its loop device detached by itself).
+    images = [*(data_dir / "sandboxes" / i / "disk.ext4" for i in sandbox_ids), *data_dir.glob("volumes/*/volume.ext4")]
+    for image in images:
+        wait_until(lambda image=image: not subprocess.run(["losetup", "-j", str(image)], capture_output=True,
+                                                          text=True, check=True).stdout, 60, f"{image} to be let go")
 
 
 def squat(index: int) -> Path:
@@ -84,8 +99,9 @@ def squat(index: int) -> Path:
 
 
 def test_paused_sandboxes_and_a_snapshot_survive_a_host_reboot(rebootable: Server) -> None:
+    volume = Volume.create(f"reboot-{uuid.uuid4().hex[:8]}")
     in_place = Sandbox.create(timeout=300)  # memory pause; its slot is free again after the reboot
-    moved = Sandbox.create(timeout=300)  # memory pause; its slot is taken after the reboot
+    moved = Sandbox.create(timeout=300, volume_mounts={"/mnt/data": volume})  # memory pause; its slot is taken
     on_disk = Sandbox.create(timeout=300)  # filesystem pause; its slot is taken after the reboot
     sandboxes = (in_place, moved, on_disk)
     squatted: list[Path] = []
@@ -93,6 +109,7 @@ def test_paused_sandboxes_and_a_snapshot_survive_a_host_reboot(rebootable: Serve
     try:
         for sandbox in sandboxes:
             start_counter(sandbox)
+        moved.commands.run("echo on the volume > /mnt/data/note.txt")
         before = {s.sandbox_id: wait_until(lambda s=s: counter(s) >= 3 and counter(s), 30, "the counter to count")
                   for s in sandboxes}
         snapshot_id = in_place.create_snapshot().snapshot_id
@@ -103,8 +120,7 @@ def test_paused_sandboxes_and_a_snapshot_survive_a_host_reboot(rebootable: Serve
 
         os.kill(rebootable.proc.pid, signal.SIGKILL)
         rebootable.proc.wait(10)
-        for sandbox in sandboxes:
-            simulate_host_reboot(rebootable.data_dir, sandbox.sandbox_id)
+        simulate_host_reboot(rebootable.data_dir, [s.sandbox_id for s in sandboxes])
         squatted = [squat(slots[moved.sandbox_id]), squat(slots[on_disk.sandbox_id])]
         port = int(rebootable.url.rsplit(":", 1)[1])
         restarted = start_server(rebootable.data_dir, "--pool-size", "0", backend="container", port=port,
@@ -119,6 +135,10 @@ def test_paused_sandboxes_and_a_snapshot_survive_a_host_reboot(rebootable: Serve
             wait_until(lambda r=resumed, a=after: counter(r) > a, 30, "the counter to go on counting")
             assert resumed.files.read("/home/user/kept.txt") == "kept"
             assert resumed.commands.run("id -un", user="user").stdout.strip() == "user"
+
+        assert moved.commands.run("cat /mnt/data/note.txt").stdout == "on the volume\n"  # bound again
+        moved.commands.run("echo after > /mnt/data/after.txt", user="user")
+        assert volume.read_file("/after.txt") == "after\n"
 
         resumed = Sandbox.connect(on_disk.sandbox_id, timeout=120)  # filesystem: the files, no process
         assert resumed.files.read("/home/user/kept.txt") == "kept"
@@ -150,6 +170,7 @@ def test_paused_sandboxes_and_a_snapshot_survive_a_host_reboot(rebootable: Serve
             Sandbox.kill(sandbox.sandbox_id)
         if snapshot_id is not None:
             Sandbox.delete_snapshot(snapshot_id)
+        Volume.destroy(volume.volume_id)
         for path in squatted:
             if path.exists() and path.read_text() == SQUATTER:
                 path.unlink()

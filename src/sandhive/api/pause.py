@@ -140,8 +140,9 @@ class Pauses:
                 raise UserError(409, f"Sandbox {sandbox_id} was paused on the {record.backend} backend, which this "
                                      "server does not run")
             template = await self.s._template(team_id, record.template_id)
+            # Its volumes, so that a node which lost their views (a host reboot) can bind them again.
             request = CreateRequest(template, record.cpu_count, record.memory_mb, record.disk_mb,
-                                    record.allow_internet_access)
+                                    record.allow_internet_access, await self.s.volumes.remount(sandbox_id))
             identity = Identity(env_vars=dict(record.env_vars or {}), default_user=template.default_user,
                                 default_workdir=template.default_workdir, token_for=self.s._token)
             saved = saved_of(record)

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NodeError
-from . import checkpoint, criu_images, network, userns
+from . import checkpoint, criu_images, network, userns, volumes
 from .container_snapshot import link_images
 from .errors import BackendError
 from .hostcmd import run
@@ -109,7 +109,9 @@ async def resume(runtime: OciRuntime, saved: SavedSandbox, spec: SandboxSpec) ->
         disk = SandboxDisk(runtime.sandboxes_dir / spec.sandbox_id)
         mounted = False
         try:
-            if not await asyncio.to_thread(disk.is_mounted):
+            moved = slot.index != int(saved.state["slot"])
+            if moved or not await asyncio.to_thread(disk.is_mounted):
+                await asyncio.to_thread(disk.unmount)  # a view into the old slot's range must not stay
                 await asyncio.to_thread(_remount, runtime, disk, spec, slot)
                 mounted = True
             if saved.mode == "memory":
@@ -135,19 +137,26 @@ async def resume(runtime: OciRuntime, saved: SavedSandbox, spec: SandboxSpec) ->
 
 def _remount(runtime: OciRuntime, disk: SandboxDisk, spec: SandboxSpec, slot: Slot) -> None:
     """The host side of a kept sandbox that a host reboot took away, rebuilt for `slot` (perhaps not the slot
-    it paused on): its disk mounted again in the slot's uid range, and the bundle's user namespace mapping
-    pointed at that range. runc's state, the cgroup and the network namespace need nothing here: a pause
-    already removed them (`runc checkpoint`/`delete`, `network.destroy`), and a restore or `create` makes them."""
+    it paused on): its disk and its volumes' views (`spec.volumes`) mounted again in the slot's uid range, and
+    the bundle's user namespace mapping pointed at that range. runc's state, the cgroup and the network
+    namespace need nothing here: a pause already removed them (`runc checkpoint`/`delete`, `network.destroy`),
+    and a restore or `create` makes them again."""
     host_root = userns.sandbox_range(slot.index)
-    disk.remount(spec.template.rootfs, host_root, runtime.idmaps.get(userns.BASE, host_root, userns.SIZE))
-    config_path = disk.dir / "config.json"
-    config = json.loads(config_path.read_text())
-    mapping = [{"containerID": 0, "hostID": host_root, "size": userns.SIZE}]
-    if config["linux"].get("uidMappings") != mapping or config["linux"].get("gidMappings") != mapping:
-        config["linux"]["uidMappings"] = config["linux"]["gidMappings"] = mapping
-        tmp = config_path.with_name(".config.json.tmp")
-        tmp.write_text(json.dumps(config))
-        os.replace(tmp, config_path)
+    idmap_fd = runtime.idmaps.get(userns.BASE, host_root, userns.SIZE)
+    disk.remount(spec.template.rootfs, host_root, idmap_fd)
+    try:
+        config_path = disk.dir / "config.json"
+        config = json.loads(config_path.read_text())
+        volumes.reattach(disk.dir, spec.volumes, config["mounts"], idmap_fd)
+        mapping = [{"containerID": 0, "hostID": host_root, "size": userns.SIZE}]
+        if config["linux"].get("uidMappings") != mapping or config["linux"].get("gidMappings") != mapping:
+            config["linux"]["uidMappings"] = config["linux"]["gidMappings"] = mapping
+            tmp = config_path.with_name(".config.json.tmp")
+            tmp.write_text(json.dumps(config))
+            os.replace(tmp, config_path)
+    except BaseException:
+        disk.unmount()
+        raise
 
 
 def _images_for(runtime: OciRuntime, saved: SavedSandbox, slot: Slot) -> checkpoint.Checkpoint:

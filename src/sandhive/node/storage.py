@@ -71,6 +71,7 @@ class SandboxDisk:
             self.rootfs.mkdir(exist_ok=True)
             self.lower.mkdir(exist_ok=True)
             idmap.bind(template, self.lower, idmap_fd)
+            scratch.wait_detached(self.image)  # never a second superblock on a layer that is still mounted
             scratch.mount_image(self.image, self.rw)
             self.rw.chmod(0o700)
             upper, work = self.rw / "upper", self.rw / "work"
@@ -86,7 +87,9 @@ class SandboxDisk:
             raise
 
     def unmount(self) -> None:
-        """Undo the host mounts of the root (overlay, template view, writable layer), keeping every file."""
+        """Undo the host mounts of the root (overlay, template view, writable layer) and the volume views, keeping
+        every file."""
+        volumes.detach_all(self.dir)
         for target in (self.rootfs, self.lower, self.rw):
             try:
                 mounts.umount(str(target))

@@ -103,6 +103,7 @@ class VolumeImages:
                 if not image.is_file():
                     raise NodeError(404, f"volume {volume_id} has no image on this node")
                 fs.mkdir(mode=0o700, exist_ok=True)
+                scratch.wait_detached(image)  # never a second superblock on an image whose old one lives on
                 _mount_image(image, fs)
         return fs
 
@@ -174,6 +175,27 @@ def attach(sandbox_dir: Path, volumes: Sequence[VolumeMount], idmap_fd: int) -> 
         oci_mounts.append({"destination": volume.path, "type": "none", "source": str(view),
                            "options": ["rbind", "rw", "nosuid", "nodev"]})
     return oci_mounts
+
+
+def reattach(sandbox_dir: Path, volumes: Sequence[VolumeMount], bundle_mounts: Sequence[dict], idmap_fd: int) -> None:
+    """After a host reboot took a kept sandbox's views: bind each volume again, idmapped through `idmap_fd`, on the
+    view its bundle shows at the volume's path (the bundle outlives the reboot; the order of `volumes` need not
+    be the one of the create). A view whose volume is not in `volumes` is an error, not an empty directory where
+    the sandbox's data was. Views still mounted are left as they are. Undone by `detach_all`."""
+    base = views_dir(sandbox_dir)
+    by_path = {v.path: v for v in volumes}
+    for mount in bundle_mounts:
+        view = Path(str(mount.get("source", "")))
+        if view.parent != base:
+            continue
+        volume = by_path.get(str(mount.get("destination")))
+        if volume is None:
+            raise OSError(f"no volume was given for {mount.get('destination')}, which the sandbox mounts")
+        if mounts.is_mounted(str(view)):
+            continue
+        base.mkdir(mode=0o711, exist_ok=True)
+        view.mkdir(mode=0o711, exist_ok=True)
+        idmap.bind(volume.source, view, idmap_fd, readonly=False, nosuid=True)
 
 
 def detach_all(sandbox_dir: Path) -> None:

@@ -55,3 +55,10 @@ def test_a_slot_another_sandbox_took_gives_another_slot(tmp_path: Path) -> None:
     assert claimed and slot != Slot(0)
     assert slots.owns("sbx1", slot) and not slots.owns("sbx1", Slot(0))
     assert (tmp_path / "0").read_text() == "squatter"  # untouched
+
+
+def test_a_sandbox_holding_another_slot_gets_that_one(tmp_path: Path) -> None:
+    slots = SlotAllocator(tmp_path)
+    (tmp_path / "3").write_text("sbx1")  # taken by an earlier attempt that kept it
+    assert slots.reclaim("sbx1", 0) == (Slot(3), False)
+    assert not (tmp_path / "0").exists()

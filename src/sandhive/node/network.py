@@ -117,9 +117,13 @@ class SlotAllocator:
         """Slot `index` for `sandbox_id` once more, for a paused sandbox that resumes: (slot, True when this call
         claimed it). Kept when its file still names the sandbox; claimed again when it is free (a host reboot
         emptied /run); another free slot when a different sandbox took it meanwhile — the sandbox then comes
-        back on another address and uid range (`userns.sandbox_range`), which the caller must follow."""
+        back on another address and uid range (`userns.sandbox_range`), which the caller must follow. A sandbox
+        that holds another slot already (an earlier attempt's, kept by a re-pause) gets that one back."""
         if self.owns(sandbox_id, Slot(index)):
             return Slot(index), False
+        held = self.owned_by(sandbox_id)
+        if held is not None:
+            return held, False
         self.dir.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(self.dir / str(index), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
@@ -137,6 +141,8 @@ class SlotAllocator:
             return False
 
     def owned_by(self, sandbox_id: str) -> Slot | None:
+        if not self.dir.is_dir():  # /run emptied by a reboot since the server started
+            return None
         for entry in self.dir.iterdir():
             with contextlib.suppress(OSError):
                 if entry.read_text() == sandbox_id:

@@ -5,10 +5,11 @@ host) while it is paused, and give back its processes, memory and network namesp
 disk, not RAM. `resume` brings it back into the same id, slot and disk.
 
 A host reboot takes what lives under /run and in the kernel: the slot's claim (/run/sandhive/net-slots), the
-disk's host mounts (overlay, template view, ext4 layer). `resume` then claims the slot again, or another one if
-a different sandbox took it meanwhile (new address and uid range: the upper dir is re-owned, the bundle's
-mapping and the dump's user namespace retargeted, as a snapshot restore does), and mounts the disk again
-(`SandboxDisk.remount`) before the restore or cold boot. Test: tests/persistence/test_reboot.py.
+disk's host mounts (overlay, template view, ext4 layer) and its volume views. `resume` then claims the slot
+again, or another one if a different sandbox took it meanwhile (new address and uid range: the upper dir is
+re-owned, the bundle's mapping and the dump's user namespace retargeted, as a snapshot restore does), and mounts
+the disk and the volumes (`spec.volumes`) again before the restore or cold boot. docs/persistence.md ("after a
+host reboot"); test: tests/persistence/test_reboot.py.
 
 - "memory": the sandbox's TCP connections are reset first (`ss -K` in its namespace). CRIU then dumps no
   established connection (the toolchain's `tcp-close` would bring them back closed), and every peer on the

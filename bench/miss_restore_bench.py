@@ -11,7 +11,10 @@ Three things measured in one run, on the container backend through the node alon
 - a miss from restore: `Node.restore` of a CRIU checkpoint of a freshly started, ready sandbox of the same
   template (what a pool would keep per template): a new id and slot, the writable layer seeded from the
   checkpoint's, the bundle, the two retargeted CRIU images, `runc restore`, the network, envd's `/health`, and
-  the owner's `/init` with a fresh token, clock and entropy seed (as snapshots and forks do).
+  the owner's `/init` with a fresh token, clock and entropy seed (as snapshots and forks do);
+- the same restore with CRIU's `network-lock skip` (an experiment, through the criu wrapper's
+  `CRIU_CONFIG_FILE`): with `--empty-ns network` nothing reaches the namespace before the node wires it, and
+  CRIU's iptables unlock is a large step of its own.
 
 Cold and restored starts alternate, so drift on a shared machine falls on both alike. The restore's steps are
 timed by wrapping the functions that do them (`bench.breakdown._timed`).
@@ -22,21 +25,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import shutil
 import statistics
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import baselines, breakdown
 from bench.common import machine, pct
+from sandhive.images import node_toolchain
 from sandhive.node import container_snapshot, criu_images, envd_client, network
 from sandhive.node.node import Node, host_ca_bundle
 from sandhive.node.request import CreateRequest, Identity, new_sandbox_id
 from sandhive.node.storage import SandboxDisk
 
-COLD, RESTORE = "cold", "restore"
+COLD, RESTORE, NO_LOCK = "cold", "restore", "restore, CRIU `network-lock skip`"
+KINDS = (COLD, RESTORE, NO_LOCK)
 
 # (owner, attribute, step name, which start it belongs to)
 TARGETS = [
@@ -87,7 +94,10 @@ async def measure(data_dir: Path, runs: int) -> dict[str, list]:
     request = CreateRequest.of(template)
     identity = Identity(env_vars=dict(template.env), default_user=template.default_user,
                         default_workdir=template.default_workdir, token_for=lambda i: (i * 8)[:64])
-    out: dict[str, list] = {COLD: [], RESTORE: [], "steps_" + COLD: [], "steps_" + RESTORE: [], "checkpoint": []}
+    out: dict[str, list] = {key: [] for kind in KINDS for key in (kind, "steps_" + kind)}
+    # The third kind: CRIU told not to lock (and so not unlock) the network, through the wrapper's config variable.
+    no_lock = data_dir / "criu-no-lock.conf"
+    no_lock.write_text("".join(f"{option}\n" for option in (*node_toolchain.CRIU_OPTIONS, "network-lock skip")))
     try:
         handle = await node.create(request, identity)  # warms the host's caches; not measured
         await node.kill(handle)
@@ -102,12 +112,18 @@ async def measure(data_dir: Path, runs: int) -> dict[str, list]:
         with instrumented(type(runtime)):
             breakdown.STEPS.clear()
             for _ in range(runs):
-                for kind in (COLD, RESTORE):
+                for kind in KINDS:
                     started = time.perf_counter()
                     if kind == COLD:
                         handle = await node.create(request, identity)
-                    else:
+                    elif kind == RESTORE:
                         handle = await node.restore(saved, request, identity, None)
+                    else:
+                        os.environ["CRIU_CONFIG_FILE"] = str(no_lock)
+                        try:
+                            handle = await node.restore(saved, request, identity, None)
+                        finally:
+                            del os.environ["CRIU_CONFIG_FILE"]
                     out[kind].append((time.perf_counter() - started) * 1000)
                     out["steps_" + kind].append(_take_steps())
                     await node.kill(handle)
@@ -134,6 +150,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--data-dir", default=None, help="a data dir whose `base` template is built")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     with contextlib.ExitStack() as stack:
         if args.data_dir:
             data_dir = Path(args.data_dir)
@@ -150,7 +167,8 @@ def main() -> None:
     raw = raw_before + raw_after
     base = statistics.median(raw)
     print(f"\nPool miss: cold start vs restore of a ready sandbox's checkpoint (container backend, template base, "
-          f"node only) · {machine()}\n")
+          f"node only) · {machine()} · load average {load_before[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end · "
+          f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n")
     print(f"Checkpoint of a ready `base` sandbox: {out['checkpoint'][0]:.0f} ms, {out['checkpoint'][1]:.1f} MB "
           "(CRIU images + writable layer)\n")
     print("| measurement | p50 ms | p99 ms | n | p50 vs raw `runc run` /bin/true |")
@@ -160,11 +178,13 @@ def main() -> None:
     print(ratio_row("pool miss, cold: `Node.create`, no pool (envd's Python starts)", out[COLD], base))
     print(ratio_row("pool miss from restore: `Node.restore` of a ready sandbox's checkpoint into a new id",
                     out[RESTORE], base))
+    print(ratio_row("same, CRIU told `network-lock skip` (an experiment: not what the node runs)", out[NO_LOCK],
+                    base))
     print(f"\ntarget: p50 ≤ 1.3× raw = {1.3 * base:.1f} ms\n")
-    for kind in (COLD, RESTORE):
+    for kind in KINDS:
         totals, steps = out[kind], out["steps_" + kind]
         names = list(dict.fromkeys(name for run in steps for name in run))
-        print(f"| step of a {kind} miss (node only) | p50 ms | share of the p50 total | vs raw runc p50 |")
+        print(f"| step of a miss: {kind} (node only) | p50 ms | share of the p50 total | vs raw runc p50 |")
         print("|---|---|---|---|")
         total = statistics.median(totals)
         for name in names:

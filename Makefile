@@ -92,6 +92,7 @@ bench: venv
 	$(BIN)/python -m bench.microvm_bench
 	$(BIN)/python -m bench.pause_bench
 	$(BIN)/python -m bench.fork_bench
+	$(BIN)/python -m bench.miss_restore_bench
 	$(BIN)/python -m bench.microvm_persistence_bench
 
 # Regenerate src/sandhive/rpc from proto/ (needs protoc: Debian's protobuf-compiler).

@@ -3,7 +3,8 @@ baseline from the same run.
 
     python -m bench [--runs 20] [--concurrent 20] [--idle 10] [--fit-budget 4096] [--backends container,gvisor]
 
-Rows: create → first command (p50/p99) on a pool hit and a pool miss, per backend, against the raw OCI
+Rows: create → first command (p50/p99) on a pool hit and a pool miss, per backend (container: also a miss served
+by restoring a ready sandbox's CRIU checkpoint, `bench/miss_restore_bench.py`), against the raw OCI
 runtime's start (`runc run` of /bin/true with a sandbox's isolation; `runsc do /bin/true` for gvisor); a
 pool miss also against the same sandbox bundle started by the raw runtime until its envd answers (Sandhive's
 own overhead), and a hit next to its floor, `bash -l -c true` timed by a shell inside an idle sandbox (the
@@ -27,7 +28,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import baselines, breakdown, live
+from bench import baselines, breakdown, live, miss_restore_bench
 from bench.common import machine, pct
 
 
@@ -76,7 +77,7 @@ def main() -> None:
             runc_idle = baselines.raw_runc_idle_memory(bundle)
         platform = baselines.runsc_platform()
         runsc = baselines.runsc_do(platform, args.runs) if platform else []
-        results, skipped, same_bundle = [], {}, {}
+        results, skipped, same_bundle, from_restore = [], {}, {}, {}
         for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
             if backend == "gvisor" and not Path(__file__).resolve().parents[1].joinpath(
                     "src/sandhive/node/gvisor.py").exists():
@@ -89,6 +90,8 @@ def main() -> None:
             results.append(live.run_backend(data_dir, backend, args.runs, args.concurrent, args.idle,
                                             args.fit_budget))
             same_bundle[backend] = breakdown.same_bundle_start(data_dir, backend, max(5, args.runs // 2))
+            if backend == "container":  # the only backend with CRIU restores into a new id here
+                from_restore[backend] = miss_restore_bench.restore_miss(data_dir, max(5, args.runs // 2))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     minutes = (time.monotonic() - started) / 60
@@ -112,6 +115,13 @@ def main() -> None:
         base_name, base = raw[f.backend]
         hit_p50 = pct(f.hit, 50)
         miss_ratio = pct(f.miss, 50) / statistics.median(base) if base else float("inf")
+        restore_rows = []
+        if f.backend in from_restore and base:
+            cold, restored = from_restore[f.backend]
+            restore_rows.append(timing_row(
+                f"pool miss from restore of a ready sandbox's CRIU checkpoint (node only; cold `Node.create` "
+                f"alternated with it: p50 {pct(cold, 50):.0f} ms)", f.backend, restored, base_name, base,
+                verdict(pct(restored, 50) / statistics.median(base) <= 1.3, "p50 ≤ 1.3× raw start")))
         lines += [
             timing_row(f"create → first command, pool hit ({f.hits_counted}/{len(f.hit)} counted as hits)",
                        f.backend, f.hit, base_name, base, verdict(hit_p50 <= 30, "p50 ≤ 30 ms")),
@@ -122,6 +132,7 @@ def main() -> None:
             timing_row("same pool miss against the same bundle's raw start (runtime + envd until /health, no "
                        "network, /init, API)", f.backend, f.miss, "raw runtime start of the sandbox bundle",
                        same_bundle.get(f.backend, [])),
+            *restore_rows,
             timing_row("exec round trip: commands.run('true') through the proxy", f.backend, f.exec_rt,
                        "subprocess.run", true_local),
             timing_row("10 MB files.write + files.read", f.backend, f.files, "local 10 MB write + read",

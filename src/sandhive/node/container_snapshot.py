@@ -201,20 +201,7 @@ async def restore(runtime: OciRuntime, saved: SavedSandbox, spec: SandboxSpec) -
         await asyncio.to_thread(link_images, saved.directory / IMAGES, images)
         await asyncio.to_thread(criu_images.retarget, images, int(saved.state["host_root"]), host_root,
                                 spec.sandbox_id)
-        stdio = await asyncio.to_thread(_log_pipe_into, sandbox_dir / "envd.log")
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                runtime.binary, *runtime.global_args(), "--criu", str(criu), "restore", "--detach",
-                "--bundle", str(sandbox_dir), "--pid-file", str(sandbox_dir / "pid"),
-                "--image-path", str(images), "--work-path", str(images), "--empty-ns", "network", spec.sandbox_id,
-                stdin=asyncio.subprocess.DEVNULL, stdout=stdio, stderr=stdio, start_new_session=True)
-            returncode = await proc.wait()
-        finally:
-            os.close(stdio)
-        if returncode != 0:
-            await asyncio.sleep(0.05)  # the drain may still be copying runc's last words into the log
-            raise CheckpointError(f"restore of {saved.source_id} into {spec.sandbox_id} failed: "
-                                  f"{_log_tail(sandbox_dir / 'envd.log', 3)} | {_log_tail(images / 'restore.log')}")
+        await _runc_restore(runtime, criu, sandbox_dir, images, spec.sandbox_id, saved.source_id)
         pid = int((sandbox_dir / "pid").read_text())
         await network.attach_namespace(spec.sandbox_id, pid)
         await network.create(spec.sandbox_id, slot, spec.allow_internet_access)
@@ -225,6 +212,25 @@ async def restore(runtime: OciRuntime, saved: SavedSandbox, spec: SandboxSpec) -
             await runtime.stop(handle)
         raise
     return handle
+
+
+async def _runc_restore(runtime: OciRuntime, criu: Path, sandbox_dir: Path, images: Path, sandbox_id: str,
+                        source_id: str) -> None:
+    """`runc restore --detach` of `images` as `sandbox_id` from its bundle, stdio a pipe drained into its log."""
+    stdio = await asyncio.to_thread(_log_pipe_into, sandbox_dir / "envd.log")
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            runtime.binary, *runtime.global_args(), "--criu", str(criu), "restore", "--detach",
+            "--bundle", str(sandbox_dir), "--pid-file", str(sandbox_dir / "pid"),
+            "--image-path", str(images), "--work-path", str(images), "--empty-ns", "network", sandbox_id,
+            stdin=asyncio.subprocess.DEVNULL, stdout=stdio, stderr=stdio, start_new_session=True)
+        returncode = await proc.wait()
+    finally:
+        os.close(stdio)
+    if returncode != 0:
+        await asyncio.sleep(0.05)  # the drain may still be copying runc's last words into the log
+        raise CheckpointError(f"restore of {source_id} into {sandbox_id} failed: "
+                              f"{_log_tail(sandbox_dir / 'envd.log', 3)} | {_log_tail(images / 'restore.log')}")
 
 
 def _log_tail(path: Path, lines: int = 8) -> str:

@@ -1,0 +1,200 @@
+"""Could a pool miss restore a checkpoint instead of cold-starting envd? (issue 14, "faster misses from restore")
+
+    python -m bench.miss_restore_bench [--runs 10] [--data-dir DIR]
+
+Three things measured in one run, on the container backend through the node alone (no API, no SDK), template
+`base`, every figure also as a ratio to the raw runtime's start from the same run:
+
+- baseline: a raw `runc run` of /bin/true with a sandbox's namespaces and seccomp (bench/baselines.py);
+- a cold miss: `Node.create` with no pool (slot, network, overlay, `runc create/start`, envd's Python start
+  until `/health`, the template's first `/init`, the owner's `/init`);
+- a miss from restore: `Node.restore` of a CRIU checkpoint of a freshly started, ready sandbox of the same
+  template (what a pool would keep per template): a new id and slot, the writable layer seeded from the
+  checkpoint's, the bundle, the two retargeted CRIU images, `runc restore`, the network, envd's `/health`, and
+  the owner's `/init` with a fresh token, clock and entropy seed (as snapshots and forks do);
+- the same restore with CRIU's `network-lock skip` (an experiment, through the criu wrapper's
+  `CRIU_CONFIG_FILE`): with `--empty-ns network` nothing reaches the namespace before the node wires it, and
+  CRIU's iptables unlock is a large step of its own.
+
+Cold and restored starts alternate, so drift on a shared machine falls on both alike. The restore's steps are
+timed by wrapping the functions that do them (`bench.breakdown._timed`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import baselines, breakdown
+from bench.common import machine, pct
+from sandhive.images import node_toolchain
+from sandhive.node import container_snapshot, criu_images, envd_client, network
+from sandhive.node.node import Node, host_ca_bundle
+from sandhive.node.request import CreateRequest, Identity, new_sandbox_id
+from sandhive.node.storage import SandboxDisk
+
+COLD, RESTORE, NO_LOCK = "cold", "restore", "restore, CRIU `network-lock skip`"
+KINDS = (COLD, RESTORE, NO_LOCK)
+
+# (owner, attribute, step name, which start it belongs to)
+TARGETS = [
+    (network, "create", "network: veth, addresses, firewall", None),
+    (network, "attach_namespace", "network: name the runtime's netns", None),
+    (SandboxDisk, "create", "root filesystem: idmapped lower + ext4 writable layer + overlay", COLD),
+    (container_snapshot, "_seed_disk", "writable layer: ext4 + copy of the checkpoint's upper dir + overlay", RESTORE),
+    (container_snapshot, "_link_images", "CRIU images: hard links", RESTORE),
+    (criu_images, "retarget", "CRIU images: userns/utsns rewritten for the new range and id", RESTORE),
+    (container_snapshot, "_runc_restore", "`runc restore` (CRIU restores envd's memory)", RESTORE),
+    (envd_client, "init", "/init round trips", None),
+]
+
+
+@contextlib.contextmanager
+def instrumented(runtime_class: type) -> Iterator[None]:
+    targets = [*[(o, a, n) for o, a, n, _ in TARGETS],
+               (runtime_class, "_write_bundle", "bundle: config.json and /etc files"),
+               (runtime_class, "_run_detached", "`runc create` (cold)"),
+               (runtime_class, "_wait_healthy", "envd until GET /health answers")]
+    saved = []
+    for owner, attr, name in targets:
+        original = getattr(owner, attr)
+        saved.append((owner, attr, original))
+        setattr(owner, attr, breakdown._timed(name, original))
+    try:
+        yield
+    finally:
+        for owner, attr, original in saved:
+            setattr(owner, attr, original)
+
+
+def _take_steps() -> dict[str, float]:
+    steps = {name: sum(values) for name, values in breakdown.STEPS.items()}
+    breakdown.STEPS.clear()
+    return steps
+
+
+async def measure(data_dir: Path, runs: int) -> dict[str, list]:
+    from sandhive.node.backends import select
+    from sandhive.templates.registry import TemplateRegistry
+
+    selection = await select("container", data_dir)
+    runtime = selection.runtime
+    node = Node(runtime)
+    node.ca_bundle = host_ca_bundle()
+    template = await TemplateRegistry(data_dir).resolve("base")
+    request = CreateRequest.of(template)
+    identity = Identity(env_vars=dict(template.env), default_user=template.default_user,
+                        default_workdir=template.default_workdir, token_for=lambda i: (i * 8)[:64])
+    out: dict[str, list] = {key: [] for kind in KINDS for key in (kind, "steps_" + kind)}
+    # The third kind: CRIU told not to lock (and so not unlock) the network, through the wrapper's config variable.
+    no_lock = data_dir / "criu-no-lock.conf"
+    no_lock.write_text("".join(f"{option}\n" for option in (*node_toolchain.CRIU_OPTIONS, "network-lock skip")))
+    try:
+        handle = await node.create(request, identity)  # warms the host's caches; not measured
+        await node.kill(handle)
+        # The checkpoint a pool would keep: a sandbox started as for the pool (start command, first /init,
+        # warm-up), not yet handed to anyone, dumped with the node's snapshot.
+        ready = await node._boot(request, new_sandbox_id(), pooled=True)
+        started = time.perf_counter()
+        saved = await node.snapshot(ready, data_dir / "miss-checkpoints" / "base")
+        out["checkpoint"] = [(time.perf_counter() - started) * 1000, saved.state["bytes"] / 2**20]
+        await node.runtime.stop(ready)
+        await node.kill(await node.restore(saved, request, identity, None))  # warm-up
+        with instrumented(type(runtime)):
+            breakdown.STEPS.clear()
+            for _ in range(runs):
+                for kind in KINDS:
+                    started = time.perf_counter()
+                    if kind == COLD:
+                        handle = await node.create(request, identity)
+                    elif kind == RESTORE:
+                        handle = await node.restore(saved, request, identity, None)
+                    else:
+                        os.environ["CRIU_CONFIG_FILE"] = str(no_lock)
+                        try:
+                            handle = await node.restore(saved, request, identity, None)
+                        finally:
+                            del os.environ["CRIU_CONFIG_FILE"]
+                    out[kind].append((time.perf_counter() - started) * 1000)
+                    out["steps_" + kind].append(_take_steps())
+                    await node.kill(handle)
+                    breakdown.STEPS.clear()
+        await asyncio.to_thread(shutil.rmtree, saved.directory, True)
+    finally:
+        await node.close()
+    return out
+
+
+def restore_miss(data_dir: Path, runs: int) -> tuple[list[float], list[float]]:
+    """`make bench`'s rows: milliseconds of (cold misses, misses from restore), alternated, in `data_dir`."""
+    out = asyncio.run(measure(data_dir, runs))
+    return out[COLD], out[RESTORE]
+
+
+def ratio_row(name: str, samples: list[float], base: float) -> str:
+    p50 = pct(samples, 50)
+    return f"| {name} | {p50:.1f} | {pct(samples, 99):.1f} | {len(samples)} | {p50 / base:.2f}× |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.miss_restore_bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--data-dir", default=None, help="a data dir whose `base` template is built")
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    with contextlib.ExitStack() as stack:
+        if args.data_dir:
+            data_dir = Path(args.data_dir)
+        else:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sandhive-miss-restore-",
+                                                                         dir="/var/tmp")))
+            root.chmod(0o711)
+            data_dir = root / "data"
+        with baselines.runc_bundle() as bundle:
+            raw_before = baselines.raw_runc(bundle, args.runs)
+        out = asyncio.run(measure(data_dir, args.runs))
+        with baselines.runc_bundle() as bundle:
+            raw_after = baselines.raw_runc(bundle, args.runs)
+    raw = raw_before + raw_after
+    base = statistics.median(raw)
+    print(f"\nPool miss: cold start vs restore of a ready sandbox's checkpoint (container backend, template base, "
+          f"node only) · {machine()} · load average {load_before[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end · "
+          f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n")
+    print(f"Checkpoint of a ready `base` sandbox: {out['checkpoint'][0]:.0f} ms, {out['checkpoint'][1]:.1f} MB "
+          "(CRIU images + writable layer)\n")
+    print("| measurement | p50 ms | p99 ms | n | p50 vs raw `runc run` /bin/true |")
+    print("|---|---|---|---|---|")
+    print(ratio_row("baseline: raw `runc run` of /bin/true, sandbox namespaces + seccomp (before and after)", raw,
+                    base))
+    print(ratio_row("pool miss, cold: `Node.create`, no pool (envd's Python starts)", out[COLD], base))
+    print(ratio_row("pool miss from restore: `Node.restore` of a ready sandbox's checkpoint into a new id",
+                    out[RESTORE], base))
+    print(ratio_row("same, CRIU told `network-lock skip` (an experiment: not what the node runs)", out[NO_LOCK],
+                    base))
+    print(f"\ntarget: p50 ≤ 1.3× raw = {1.3 * base:.1f} ms\n")
+    for kind in KINDS:
+        totals, steps = out[kind], out["steps_" + kind]
+        names = list(dict.fromkeys(name for run in steps for name in run))
+        print(f"| step of a miss: {kind} (node only) | p50 ms | share of the p50 total | vs raw runc p50 |")
+        print("|---|---|---|---|")
+        total = statistics.median(totals)
+        for name in names:
+            p50 = statistics.median(run.get(name, 0.0) for run in steps)
+            print(f"| {name} | {p50:.1f} | {p50 / total:.0%} | {p50 / base:.2f}× |")
+        rest = statistics.median(t - sum(run.values()) for t, run in zip(totals, steps, strict=True))
+        print(f"| everything else (slot, `runc start` on cold, Python) | {rest:.1f} | {rest / total:.0%} | "
+              f"{rest / base:.2f}× |")
+        print(f"| **total** | **{total:.1f}** | 100% | {total / base:.2f}× |\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -11,10 +11,8 @@ Three things measured in one run, on the container backend through the node alon
 - a miss from restore: `Node.restore` of a CRIU checkpoint of a freshly started, ready sandbox of the same
   template (what a pool would keep per template): a new id and slot, the writable layer seeded from the
   checkpoint's, the bundle, the two retargeted CRIU images, `runc restore`, the network, envd's `/health`, and
-  the owner's `/init` with a fresh token, clock and entropy seed (as snapshots and forks do);
-- the same restore with CRIU's `network-lock skip` (an experiment, through the criu wrapper's
-  `CRIU_CONFIG_FILE`): with `--empty-ns network` nothing reaches the namespace before the node wires it, and
-  CRIU's iptables unlock is a large step of its own.
+  the owner's `/init` with a fresh token, clock and entropy seed (as snapshots and forks do). CRIU runs with
+  the node toolchain's options, `network-lock skip` among them (its unlock was 53-66 ms of each restore).
 
 Cold and restored starts alternate, so drift on a shared machine falls on both alike. The restore's steps are
 timed by wrapping the functions that do them (`bench.breakdown._timed`).
@@ -36,14 +34,13 @@ from pathlib import Path
 
 from bench import baselines, breakdown
 from bench.common import machine, pct
-from sandhive.images import node_toolchain
 from sandhive.node import container_snapshot, criu_images, envd_client, network
 from sandhive.node.node import Node, host_ca_bundle
 from sandhive.node.request import CreateRequest, Identity, new_sandbox_id
 from sandhive.node.storage import SandboxDisk
 
-COLD, RESTORE, NO_LOCK = "cold", "restore", "restore, CRIU `network-lock skip`"
-KINDS = (COLD, RESTORE, NO_LOCK)
+COLD, RESTORE = "cold", "restore"
+KINDS = (COLD, RESTORE)
 
 # (owner, attribute, step name, which start it belongs to)
 TARGETS = [
@@ -95,9 +92,6 @@ async def measure(data_dir: Path, runs: int) -> dict[str, list]:
     identity = Identity(env_vars=dict(template.env), default_user=template.default_user,
                         default_workdir=template.default_workdir, token_for=lambda i: (i * 8)[:64])
     out: dict[str, list] = {key: [] for kind in KINDS for key in (kind, "steps_" + kind)}
-    # The third kind: CRIU told not to lock (and so not unlock) the network, through the wrapper's config variable.
-    no_lock = data_dir / "criu-no-lock.conf"
-    no_lock.write_text("".join(f"{option}\n" for option in (*node_toolchain.CRIU_OPTIONS, "network-lock skip")))
     try:
         handle = await node.create(request, identity)  # warms the host's caches; not measured
         await node.kill(handle)
@@ -116,14 +110,8 @@ async def measure(data_dir: Path, runs: int) -> dict[str, list]:
                     started = time.perf_counter()
                     if kind == COLD:
                         handle = await node.create(request, identity)
-                    elif kind == RESTORE:
-                        handle = await node.restore(saved, request, identity, None)
                     else:
-                        os.environ["CRIU_CONFIG_FILE"] = str(no_lock)
-                        try:
-                            handle = await node.restore(saved, request, identity, None)
-                        finally:
-                            del os.environ["CRIU_CONFIG_FILE"]
+                        handle = await node.restore(saved, request, identity, None)
                     out[kind].append((time.perf_counter() - started) * 1000)
                     out["steps_" + kind].append(_take_steps())
                     await node.kill(handle)
@@ -178,8 +166,6 @@ def main() -> None:
     print(ratio_row("pool miss, cold: `Node.create`, no pool (envd's Python starts)", out[COLD], base))
     print(ratio_row("pool miss from restore: `Node.restore` of a ready sandbox's checkpoint into a new id",
                     out[RESTORE], base))
-    print(ratio_row("same, CRIU told `network-lock skip` (an experiment: not what the node runs)", out[NO_LOCK],
-                    base))
     print(f"\ntarget: p50 ≤ 1.3× raw = {1.3 * base:.1f} ms\n")
     for kind in KINDS:
         totals, steps = out[kind], out["steps_" + kind]

@@ -48,7 +48,10 @@ SOCKOPT_SHIM = "lib/sandhive/criu_sockopt_shim.so"
 SOCKOPT_SHIM_SOURCE = Path(__file__).with_name("criu_sockopt_shim.c")
 # Options runc 1.1 has no flag for. tcp-close: a connection open at dump time (the API's keep-alive to envd)
 # is restored closed rather than failing the dump; the sandbox may come back on another address anyway.
-CRIU_OPTIONS = ("tcp-close",)
+# network-lock skip: CRIU's lock (firewall rules in the namespace while it works) guards live TCP state,
+# which Sandhive never carries over (tcp-close, and `ss -K` before a pause); on restore the namespace is
+# empty until the node wires it. The unlock alone cost 53-66 ms of every restore (bench/RESULTS.md).
+CRIU_OPTIONS = ("tcp-close", "network-lock skip")
 MIN_CRIU_VERSION = (4, 0)
 KEEP_GENERATIONS = 2
 

@@ -271,7 +271,8 @@ class ExecuteHandler(Handler):
         if not isinstance(env_vars, dict):
             raise RequestError(400, "`env_vars` must be an object of strings")
         token = self.request.headers.get("X-Access-Token")
-        envs = {**await asyncio.to_thread(sandbox_envs, token), **{str(k): str(v) for k, v in env_vars.items()}}
+        wanted = {**await asyncio.to_thread(sandbox_envs, token), **{str(k): str(v) for k, v in env_vars.items()}}
+        envs = {k: v for k, v in wanted.items() if os.environ.get(k) != v}  # kernels start with this env
         self.set_header("Content-Type", "application/x-ndjson")
         self.set_header("Cache-Control", "no-cache")
         async with context.lock:

@@ -11,8 +11,10 @@ tests need one sandbox.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -25,7 +27,23 @@ BUILD_TIMEOUT = 900  # seconds the first create may take: the template's build f
 @pytest.fixture(scope="session")
 def live() -> Iterator[tuple[Server, str]]:
     with container_server("codeint", TEAM, "--pool-size", "0", backend="container") as server:
-        yield server, server.key(TEAM)
+        try:
+            yield server, server.key(TEAM)
+        finally:
+            forget_images(server.data_dir)
+
+
+def forget_images(data_dir: Path) -> None:
+    """A build from PyPI imported `base` into the host's buildah storage under this data dir's name; the data
+    dir goes at the end of the session, so does that image (the template's own is removed by its build)."""
+    from sandhive.templates import builder
+    from sandhive.templates import code_interpreter as template
+
+    with contextlib.suppress(Exception), builder.storage_session() as storage:
+        for template_id in ("base", template.TEMPLATE_ID):
+            name = builder.image_name(data_dir, template_id)
+            if storage.image_exists(name):
+                storage.remove_image(name)
 
 
 @pytest.fixture(scope="session")

@@ -123,3 +123,18 @@ def test_code_runs_as_user_and_sees_the_sandboxs_env_vars(sandbox: Sandbox) -> N
     assert sandbox.run_code(code).text == "from-create"  # given at create: envd's /envs, as with E2B
     assert sandbox.run_code(code, envs={"SANDHIVE_CREATE_VAR": "overridden"}).text == "overridden"
     assert sandbox.run_code(code).text == "from-create"
+
+
+def test_execute_needs_the_sandboxs_access_token(sandbox: Sandbox, live) -> None:
+    import httpx
+
+    server, _ = live
+    assert sandbox._envd_access_token  # the SDK's sandboxes are secure by default
+    headers = {"E2b-Sandbox-Id": sandbox.sandbox_id, "E2b-Sandbox-Port": "49999"}
+    for token in (None, "wrong"):
+        sent = {**headers, **({"X-Access-Token": token} if token else {})}
+        answer = httpx.post(f"{server.url}/execute", json={"code": "1"}, headers=sent, timeout=30, trust_env=False)
+        assert answer.status_code == 401, answer.text
+    good = {**headers, "X-Access-Token": sandbox._envd_access_token}
+    answer = httpx.post(f"{server.url}/execute", json={"code": "1"}, headers=good, timeout=30, trust_env=False)
+    assert answer.status_code == 200 and '"text":"1"' in answer.text

@@ -12,6 +12,7 @@ a warm kernel (the template's ready check, so a pool hit's first `run_code` does
   its state and takes the next execution.
 - `env_vars` hold for that execution only: the kernel's `os.environ` is set before the code and put back
   after it. The sandbox's own env vars (those given at create) come from envd's `/envs`, as E2B's do.
+- `X-Access-Token` on `/execute` is checked against the sandbox's envd token (by envd, through `/envs`): 401.
 - Errors are plain text: 404 for an unknown context, 400 for a bad request, as E2B's client expects.
 """
 
@@ -23,6 +24,7 @@ import json
 import logging
 import os
 import queue
+import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
@@ -160,11 +162,17 @@ def normalize_language(language: str | None) -> str:
 
 
 def sandbox_envs(token: str | None) -> dict[str, str]:
-    """The sandbox's env vars from envd (`GET /envs`); none if envd does not answer."""
+    """The sandbox's env vars from envd (`GET /envs`), asked with the caller's `X-Access-Token`: envd's 401
+    (a wrong or missing token of a sandbox that has one) is the caller's too. None if envd does not answer
+    (a server run outside a sandbox)."""
     request = urllib.request.Request(ENVD_ENVS, headers={"X-Access-Token": token} if token else {})
     try:
         with urllib.request.urlopen(request, timeout=2) as response:
             data = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            raise RequestError(401, "unauthorized access, please provide a valid access token") from None
+        return {}
     except (OSError, ValueError):
         return {}
     return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}

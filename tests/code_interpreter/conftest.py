@@ -1,6 +1,6 @@
 """The code interpreter (issue 15) through the released `e2b_code_interpreter` 2.11.5 against a live `sandhive serve`
-on the container backend: the SDK's `Sandbox.create()` names the built-in template `code-interpreter-v1`, and its
-`run_code` and context calls go through the edge proxy to our server on port 49999 inside the sandbox.
+per OCI backend (container, gvisor): the SDK's `Sandbox.create()` names the built-in template `code-interpreter-v1`,
+and its `run_code` and context calls go through the edge proxy to our server on port 49999 inside the sandbox.
 
 The template is built on first use, by that first create, exactly as for a user: from PyPI that takes a few minutes
 (see docs/code-interpreter.md), from the host's tree cache (any earlier build of the same recipe) seconds. So the
@@ -18,15 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.rig import Server, container_server
+from tests.api.rig import BACKENDS, Server, container_server
 
 TEAM = "codeint"
 BUILD_TIMEOUT = 900  # seconds the first create may take: the template's build from PyPI
 
 
-@pytest.fixture(scope="session")
-def live() -> Iterator[tuple[Server, str]]:
-    with container_server("codeint", TEAM, "--pool-size", "0", backend="container") as server:
+@pytest.fixture(scope="session", params=BACKENDS)
+def live(request: pytest.FixtureRequest) -> Iterator[tuple[Server, str]]:
+    with container_server("codeint", TEAM, "--pool-size", "0", backend=request.param) as server:
         try:
             yield server, server.key(TEAM)
         finally:

@@ -326,6 +326,7 @@ class ExecuteHandler(Handler):
             for line in mapper.feed(message):
                 if not await self._send(line):
                     break
+        await drain_shell(client)
         self.finish()
 
     async def _interrupt(self, context: Context, mapper: ExecutionMapper) -> None:
@@ -345,6 +346,16 @@ class ExecuteHandler(Handler):
         if not mapper.done:  # the code ignored the interrupt (e.g. caught KeyboardInterrupt in a loop)
             log.warning("execution %s ignored the interrupt: restarting its kernel", mapper.msg_id)
             await context.restart()
+
+
+async def drain_shell(client: Any) -> None:
+    """Drop the shell channel's replies the execution left (IOPub carried everything the client gets), so they
+    do not pile up over a context's life."""
+    while True:
+        try:
+            await client.get_shell_msg(timeout=0)
+        except queue.Empty:
+            return
 
 
 def make_app(contexts: Contexts) -> web.Application:

@@ -63,13 +63,16 @@ def test_a_matplotlib_plot_gives_a_png(sandbox: Sandbox) -> None:
     assert base64.b64decode(pngs[0]).startswith(PNG_MAGIC)
 
 
-def test_a_dataframe_gives_an_html_table(sandbox: Sandbox) -> None:
-    execution = sandbox.run_code("import pandas as pd\npd.DataFrame({'a': [1, 2], 'b': ['x', 'y']})")
+def test_a_dataframe_gives_an_html_table_and_its_data(sandbox: Sandbox) -> None:
+    execution = sandbox.run_code(
+        "import pandas as pd\npd.DataFrame({'a': [1, 2], 'b': ['x', None], 'c': [float('nan'), 1.5]})")
     assert execution.error is None, execution.error
     result = execution.results[0]
     assert result.is_main_result
     assert result.html is not None and "<table" in result.html and "dataframe" in result.html
     assert result.text is not None and "a" in result.text
+    assert result.data == {"a": [1, 2], "b": ["x", None], "c": [None, 1.5]}  # e2b/data: columns as lists
+    assert execution.logs.stderr == []
 
 
 def test_state_persists_between_calls(sandbox: Sandbox) -> None:

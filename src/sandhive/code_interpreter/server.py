@@ -60,6 +60,36 @@ del __sandhive_env_saved, __k, __v
 """
 
 
+# Run silently in every new (or restarted) Python kernel: a DataFrame also displays as `e2b/data` (its columns as
+# lists, as E2B's kernels give it; NaN and infinities, which JSON lacks, as null), registered by name so that
+# pandas is imported only by code that uses it.
+KERNEL_SETUP = """\
+def __sandhive_setup():
+    import math
+
+    from IPython import get_ipython
+    from IPython.core.formatters import BaseFormatter
+    from traitlets import ObjectName, Unicode
+
+    class DataFormatter(BaseFormatter):
+        format_type = Unicode("e2b/data")
+        print_method = ObjectName("_repr_e2b_data_")
+        _return_type = (dict, str)
+
+    shell = get_ipython()
+    formatter = DataFormatter(parent=shell.display_formatter)
+    def data(frame):
+        def plain(value):
+            return None if isinstance(value, float) and not math.isfinite(value) else value
+        return {str(name): [plain(v) for v in column] for name, column in frame.to_dict(orient="list").items()}
+
+    formatter.for_type_by_name("pandas.core.frame", "DataFrame", data)
+    shell.display_formatter.formatters["e2b/data"] = formatter
+__sandhive_setup()
+del __sandhive_setup
+"""
+
+
 class RequestError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -82,8 +112,13 @@ class Context:
     async def start(self) -> None:
         os.makedirs(self.cwd, exist_ok=True)
         await self.manager.start_kernel(cwd=self.cwd)
+        await self._ready()
+
+    async def _ready(self) -> None:
         self._connect()
         await self.client.wait_for_ready(timeout=60)
+        if self.language == "python":
+            await self.run_silently(KERNEL_SETUP)
 
     def _connect(self) -> None:
         if self.client is not None:
@@ -93,8 +128,7 @@ class Context:
 
     async def restart(self) -> None:
         await self.manager.restart_kernel(now=True)
-        self._connect()
-        await self.client.wait_for_ready(timeout=60)
+        await self._ready()
 
     async def shutdown(self) -> None:
         if self.client is not None:

@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 DATA_DIR ?= /var/lib/sandhive
 
-.PHONY: up down test test-unit test-microvm lint bench proto system-image system-image-force node-toolchain base-template debian-packages venv openapi
+.PHONY: up down test test-unit test-microvm lint bench proto system-image system-image-force node-toolchain base-template code-interpreter-template debian-packages venv openapi
 
 debian-packages:
 	@scripts/install-debian-packages.sh
@@ -38,6 +38,11 @@ node-toolchain: venv
 
 base-template: system-image
 	$(BIN)/python -m sandhive.templates.base build --data-dir $(DATA_DIR)
+
+# Optional, not part of `up`: the built-in `code-interpreter-v1` (e2b_code_interpreter's default), ~2 min from
+# PyPI, seconds from the tree cache. Without it the first create naming it builds it (docs/code-interpreter.md).
+code-interpreter-template: base-template
+	$(BIN)/python -m sandhive.templates.code_interpreter build --data-dir $(DATA_DIR)
 
 # Start the server in the background (as root: sandboxes need namespaces, cgroups and mounts).
 up: base-template node-toolchain

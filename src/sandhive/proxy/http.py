@@ -20,6 +20,19 @@ from . import errors, headers
 
 Unrouted = Callable[[], Awaitable[bool]]  # has the sandbox been taken off the proxy since it was routed?
 
+# The code interpreter's `POST /execute` (port 49999, wire doc §4) is silent while the code computes, for as
+# long as the code runs: its bound is the client's own `timeout` (the client disconnects, which closes the
+# upstream at once), not the proxy's idle read timeout. No keepalive line can stand in: the client's timeout
+# is a read timeout too, and any line would reset it.
+UNBOUNDED_READS = {(49999, "POST", "/execute")}
+
+
+def read_timeout(port: int, method: str, path: str, default: httpx.Timeout) -> httpx.Timeout:
+    """The upstream timeouts of one request: `default`, with no read bound for the UNBOUNDED_READS."""
+    if (port, method.upper(), path.rstrip("/") or "/") in UNBOUNDED_READS:
+        return httpx.Timeout(connect=default.connect, read=None, write=default.write, pool=default.pool)
+    return default
+
 
 class ClientGone(Exception):
     """The client disconnected before its request body was complete."""
@@ -122,7 +135,8 @@ async def _exchange(client: httpx.AsyncClient, scope: Scope, downstream: Downstr
             content = None
             downstream.no_body()
         request = client.build_request(scope["method"], url, headers=headers.upstream_request(
-            raw, scope.get("client"), scope.get("scheme", "http")), content=content)
+            raw, scope.get("client"), scope.get("scheme", "http")), content=content,
+            timeout=read_timeout(port, scope["method"], scope.get("path", ""), client.timeout))
         response = await client.send(request, stream=True)
     except ClientGone:
         return

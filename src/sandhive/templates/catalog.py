@@ -4,7 +4,7 @@ A name a team gives (sandbox create, `GET /templates/aliases/{alias}`, `FROM nam
 resolves in this order, and nowhere else:
 
 1. the team's own template: its id, its name in the team's namespace, one of its aliases (`name:tag` picks a tag);
-2. a built-in of the server: a template built on the host, with no owning team (`base`);
+2. a built-in of the server: a template built on the host, with no owning team (`base`, `code-interpreter-v1`);
 3. another team's **public** template, by its full name `team-slug/name` or its id.
 
 Another team's private template is never found: the caller gets exactly the "not found" of a name that does not
@@ -20,12 +20,13 @@ from typing import Any, Protocol
 
 from ..store import Store, TemplateOwner
 from . import base
+from . import code_interpreter as code_interpreter_template
 from .info import TemplateInfo
 from .registry import tags_of
 
-# Names a team can never register: the server's built-ins and the SDKs' defaults (code-interpreter's template
-# is a built-in to be, and E2B's SDK asks for it by this name), so that no team's template answers to them.
-RESERVED_NAMES = frozenset({*base.ALIASES, base.TEMPLATE_ID, "code-interpreter-v1", "code-interpreter",
+# Names a team can never register: the server's built-ins and the SDKs' defaults (E2B's code-interpreter SDK
+# asks for `code-interpreter-v1`), so that no team's template answers to them.
+RESERVED_NAMES = frozenset({*base.ALIASES, base.TEMPLATE_ID, *code_interpreter_template.NAMES,
                             "e2bdev/base", "e2bdev/code-interpreter", "mcp-gateway", "desktop"})
 
 
@@ -130,14 +131,14 @@ class TemplateCatalog:
         return await asyncio.to_thread(self.find_blocking, team_id, name)
 
     async def resolve(self, team_id: str, name: str) -> Any:
-        """The `TemplateImage` the team means by `name` (LookupError if it sees none). `base` is built on first
-        use, as the registry does."""
+        """The `TemplateImage` the team means by `name` (LookupError if it sees none). `base` and
+        `code-interpreter-v1` are built on first use, as the registry does."""
         if self.registry is None:
             raise LookupError(f"template '{name}' not found")
         found = await self.find(team_id, name)
         if found is None or found.info is None:
             bare = split_tag(name)[0]
-            if found is None and bare in (*base.ALIASES, base.TEMPLATE_ID):
+            if found is None and bare in (*base.ALIASES, base.TEMPLATE_ID, *code_interpreter_template.NAMES):
                 return await self.registry.resolve(bare)
             raise LookupError(f"template '{name}' not found")
         return await self.registry.resolve(found.template_id)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..node.runtime import TemplateImage
 from . import base, layout
+from . import code_interpreter as code_interpreter_template
 from .info import TEMPLATE_JSON, TemplateInfo
 
 _logger = logging.getLogger("sandhive.templates")
@@ -44,6 +45,9 @@ class TemplateRegistry:
         self.log = log
         self._build_lock = asyncio.Lock()  # not bound to a loop until first used
         self._base_checked = False  # has this process made sure `base` is built from today's recipe?
+        self._ci_lock = asyncio.Lock()  # the code interpreter's build (it takes `_build_lock` for base)
+        self._ci_checked = False  # likewise for `code-interpreter-v1`
+        self._ci_task: asyncio.Task[TemplateInfo] | None = None
         self._index: dict[str, TemplateInfo] = {}
         self._index_stamp: tuple[int, int] | None = None
 
@@ -61,6 +65,10 @@ class TemplateRegistry:
         is_base = info.id == base.TEMPLATE_ID if info is not None else name in base.ALIASES + (base.TEMPLATE_ID,)
         if is_base and (info is None or not self._base_checked):
             info = await self._build_base()
+        is_ci = (info.id == code_interpreter_template.TEMPLATE_ID if info is not None
+                 else name in code_interpreter_template.NAMES)
+        if is_ci and (info is None or not self._ci_checked):
+            info = await self._build_code_interpreter()
         if info is None:
             raise LookupError(f"template '{name}' not found")
         return info.image(layout.template_dir(self.data_dir, info.id))
@@ -156,6 +164,35 @@ class TemplateRegistry:
             self._index_stamp = None
             self._base_checked = True
             return info
+
+    async def _build_code_interpreter(self) -> TemplateInfo:
+        """`code-interpreter-v1`: built on first use (minutes from PyPI; a copy from the tree cache when another
+        data dir built it), `base` first, in a build network namespace made on this loop. The build is a task
+        of its own: a caller that gives up (a client's timeout) neither stops it nor pulls its network away."""
+        async with self._ci_lock:
+            built = self._lookup(code_interpreter_template.TEMPLATE_ID)
+            if built is not None and self._ci_checked:
+                return built
+            if self._ci_task is None or self._ci_task.done():
+                self._ci_task = asyncio.get_running_loop().create_task(self._code_interpreter_build())
+            task = self._ci_task
+        return await asyncio.shield(task)
+
+    async def _code_interpreter_build(self) -> TemplateInfo:
+        from . import builder
+
+        ci = code_interpreter_template
+        plan = await asyncio.to_thread(ci.plan, self.data_dir, self.cache_dir)
+        if plan == "build":
+            self.log(f"templates: {ci.TEMPLATE_ID} is not built yet: building it now (a few minutes)")
+            await self._build_base()
+            async with builder.build_network() as netns:
+                info = await asyncio.to_thread(ci.build, self.data_dir, self.cache_dir, log=self.log, netns=netns)
+        else:
+            info = await asyncio.to_thread(ci.build, self.data_dir, self.cache_dir, log=self.log)
+        self._index_stamp = None
+        self._ci_checked = True
+        return info
 
     def _lookup(self, name: str) -> TemplateInfo | None:
         index = self._current_index()

@@ -1,0 +1,204 @@
+"""The built-in template `code-interpreter-v1`: what `e2b_code_interpreter.Sandbox.create()` asks for.
+
+`base` plus a Jupyter stack from PyPI and Sandhive's own server on port 49999 (`sandhive.code_interpreter`),
+which the template's start command runs; the ready check is `GET :49999/health`, which answers once the
+default Python kernel is up, so a sandbox (and a pool's) is handed out with a warm kernel.
+
+Like `base`, it belongs to the server (every team sees it, none can take its name) and is built on first use
+— the first create naming it waits a few minutes, with progress in the server's log — or ahead with
+`python -m sandhive.templates.code_interpreter build` (`make code-interpreter-template`; `make up` does not,
+so it stays as fast as before). The build is an ordinary Dockerfile build (`builder`, buildah): `FROM base`,
+`pip install` through the host's CA bundle (the builder mounts it into RUN steps), the server copied in.
+The finished tree is kept in the tree cache under a key of everything that goes in (the pip set, the server's
+sources, base's recipe), so another data dir — or a test session — gets it as a copy in seconds.
+
+Times here (2 cores): see docs/code-interpreter.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from ..images.debian import BuildError
+from ..images.system_image import default_cache_dir
+from . import base, layout
+from .info import ROOTFS, TemplateInfo, now_iso
+from .tree_cache import TreeCache
+
+TEMPLATE_ID = "code-interpreter-v1"
+ALIASES = ("code-interpreter",)
+NAMES = (TEMPLATE_ID, *ALIASES)
+RECIPE_VERSION = 1  # bump when the Dockerfile below changes in a way the key does not see
+PORT = 49999
+PACKAGE = "sandhive_code_interpreter"  # the server's package name inside the template
+SITE = "/usr/local/lib/python3.11/dist-packages"  # where pip installs as root on bookworm
+# The first slice's set: a Jupyter kernel and the data-science core. Pinned, so a rebuild is the same.
+PIP_PACKAGES = (
+    "jupyter_client==8.6.3",
+    "ipykernel==6.29.5",
+    "numpy==2.2.6",
+    "pandas==2.2.3",
+    "matplotlib==3.10.3",
+)
+START_CMD = f"python3 -m {PACKAGE}.server --port {PORT} --cwd /home/user"  # as `user`, E2B's default
+READY_CMD = f"curl -sf http://127.0.0.1:{PORT}/health"
+CPU_COUNT, MEMORY_MB, DISK_MB = 2, 1024, 4096
+SOURCE_DIR = Path(__file__).resolve().parent.parent / "code_interpreter"
+
+Log = layout.Log
+
+
+def dockerfile() -> str:
+    return f"""FROM base
+USER root
+RUN pip install --no-cache-dir --root-user-action=ignore --disable-pip-version-check {' '.join(PIP_PACKAGES)}
+# matplotlib's font cache, built once here rather than at the first plot of every sandbox
+RUN HOME=/home/user python3 -c 'import matplotlib.pyplot' && chown -R 1000:1000 /home/user/.cache
+COPY {PACKAGE} {SITE}/{PACKAGE}
+RUN python3 -c 'import {PACKAGE}.server, pandas, numpy, matplotlib'
+USER user
+WORKDIR /home/user
+"""
+
+
+def source_files() -> list[Path]:
+    return sorted(p for p in SOURCE_DIR.glob("*.py"))
+
+
+def recipe_key() -> str:
+    """Everything the template is made of: the Dockerfile, the server's sources and base's recipe."""
+    try:
+        base_key = base.recipe_key(base.host_apt_sources())
+    except BuildError:
+        base_key = "unknown"
+    spec = {"recipe": RECIPE_VERSION, "dockerfile": dockerfile(), "base": base_key, "start": START_CMD,
+            "ready": READY_CMD, "sources": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in source_files()}}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def is_current(info: TemplateInfo) -> bool:
+    return info.build.get("recipe") == recipe_key()
+
+
+def plan(data_dir: Path, cache_dir: Path | None = None) -> str:
+    """What `build` would do: "current" (nothing), "cache" (copy from the tree cache) or "build"."""
+    built = layout.read_built(data_dir, TEMPLATE_ID)
+    if built is not None and is_current(built):
+        return "current"
+    if TreeCache(cache_dir or default_cache_dir()).get(TEMPLATE_ID, recipe_key()) is not None:
+        return "cache"
+    return "build"
+
+
+def build(data_dir: Path, cache_dir: Path | None = None, *, force: bool = False, log: Log = print,
+          netns: str | None = None) -> TemplateInfo:
+    """Build the template into `<data_dir>/templates/code-interpreter-v1` unless it is there and current.
+
+    Blocking (minutes from PyPI, seconds from the tree cache). Needs `base` built in `data_dir` when it
+    builds for real (the registry builds it first). `netns`: the build's network namespace (see
+    `builder.build_template`). Raises `builder.TemplateBuildError` or `BuildError` on failure.
+    """
+    cache_dir = Path(cache_dir or default_cache_dir())
+    key = recipe_key()
+    built = layout.read_built(data_dir, TEMPLATE_ID)
+    if built is not None and not force and built.build.get("recipe") == key:
+        log(f"{TEMPLATE_ID}: built {built.created_at} in {built.build.get('seconds', '?')}s")
+        return built
+    cache = TreeCache(cache_dir)
+    hit = None if force else cache.get(TEMPLATE_ID, key)
+    if hit is not None:
+        return _from_cache(data_dir, cache, hit, log)
+    return _build_fresh(data_dir, cache_dir, key, cache, log, netns)
+
+
+def _from_cache(data_dir: Path, cache: TreeCache, hit: tuple[Path, dict], log: Log) -> TemplateInfo:
+    cached, record = hit
+    steps = layout.Steps(TEMPLATE_ID, log)
+    info = TemplateInfo.from_json(json.dumps(record["info"]))
+
+    def copy(tmp: Path) -> TemplateInfo:
+        with steps.step(f"copy the tree built {record.get('built_at', '?')} from the cache"):
+            cache.copy_out(cached, tmp / ROOTFS)
+        return replace(info, created_at=now_iso(),
+                       build={**info.build, "from_cache": {"built_at": record.get("built_at"),
+                                                           "seconds": record.get("seconds")},
+                              "seconds": round(steps.elapsed(), 1)})
+
+    return layout.build_into_place(data_dir, TEMPLATE_ID, copy, force=True)
+
+
+def _build_fresh(data_dir: Path, cache_dir: Path, key: str, cache: TreeCache, log: Log,
+                 netns: str | None) -> TemplateInfo:
+    from . import builder  # buildah and its friends: only when building for real
+
+    log(f"{TEMPLATE_ID}: building from PyPI ({', '.join(PIP_PACKAGES)}); this takes a few minutes")
+    with tempfile.TemporaryDirectory(prefix="sandhive-code-interpreter-") as tmp:
+        context = Path(tmp)
+        package = context / PACKAGE
+        package.mkdir()
+        for source in source_files():
+            shutil.copyfile(source, package / source.name)
+        request = builder.BuildRequest(template_id=TEMPLATE_ID, dockerfile=dockerfile(), context=context,
+                                       aliases=ALIASES, cpu_count=CPU_COUNT, memory_mb=MEMORY_MB, disk_mb=DISK_MB,
+                                       start_cmd=START_CMD, ready_cmd=READY_CMD)
+        info = builder.build_template(data_dir, request, cache_dir=cache_dir, log=lambda m: log(f"{TEMPLATE_ID}: {m}"),
+                                      netns=netns)
+    info = replace(info, build={**info.build, "recipe": key, "builder": "sandhive.templates.code_interpreter",
+                                "pip": list(PIP_PACKAGES)})
+    with layout.build_lock(data_dir, TEMPLATE_ID):
+        info.write(layout.template_dir(data_dir, TEMPLATE_ID))
+    try:
+        record = {"built_at": info.build.get("built_at"), "seconds": info.build.get("seconds"),
+                  "info": json.loads(info.to_json())}
+        cache.put(TEMPLATE_ID, key, layout.template_dir(data_dir, TEMPLATE_ID) / ROOTFS, record)
+    except (BuildError, OSError) as exc:  # the template is fine; only the next data dir's build is slower
+        log(f"{TEMPLATE_ID}: warning: could not store the tree in the cache: {exc}")
+    try:  # the tree cache is this template's cache: its image would only take space in buildah's storage
+        builder.remove_image(data_dir, TEMPLATE_ID, cache_dir)
+    except Exception as exc:  # noqa: BLE001 — best effort; the template is built
+        log(f"{TEMPLATE_ID}: warning: could not remove the build's image: {exc}")
+    return info
+
+
+# ---- command line -------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sandhive.templates.code_interpreter",
+                                     description=f"Build the {TEMPLATE_ID} template ahead of its first use.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    cmd = sub.add_parser("build", help="build the template (and base) unless built; print its directory")
+    cmd.add_argument("--data-dir", type=Path, default=None,
+                     help="Sandhive's data directory (default: $SANDHIVE_DATA_DIR or /var/lib/sandhive)")
+    cmd.add_argument("--cache-dir", type=Path, default=None,
+                     help="download and tree cache (default: $SANDHIVE_CACHE_DIR or /var/cache/sandhive)")
+    cmd.add_argument("--force", action="store_true", help="rebuild from PyPI even if built or cached")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print(f"{TEMPLATE_ID}: building a template needs root", file=sys.stderr)
+        return 1
+    data_dir = args.data_dir or base.default_data_dir()
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    try:
+        if plan(data_dir, args.cache_dir) == "build" or args.force:
+            base.build(data_dir, args.cache_dir, log=say)
+        build(data_dir, args.cache_dir, force=args.force, log=say)
+    except Exception as exc:  # noqa: BLE001 — BuildError, TemplateBuildError: say it and fail
+        print(f"{TEMPLATE_ID}: build failed: {exc}", file=sys.stderr)
+        return 1
+    print(layout.template_dir(data_dir, TEMPLATE_ID))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

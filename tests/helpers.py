@@ -86,3 +86,14 @@ def stop_process_group(proc: subprocess.Popen, timeout: float = 10.0) -> None:
             proc.wait(timeout)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def read_count(read: Callable[[], str], what: str = "a count in the counter file") -> int:
+    """The number a test's counter loop last wrote, read through `read` (a `cat` in the sandbox).
+
+    The loops write with `echo $i > file`, which truncates before it writes: a read that lands in between sees
+    nothing (more often on a loaded host), so it is read again rather than taken as 0 or a failure."""
+    def once() -> int | None:
+        out = read().strip()
+        return int(out) if out.isdigit() else None
+    return wait_until(once, 30, what)

@@ -21,6 +21,7 @@ from sandhive.node.container import ContainerRuntime
 from sandhive.node.node import Node
 from sandhive.node.request import CreateRequest, Identity
 from sandhive.node.runtime import TemplateImage
+from tests.helpers import read_count
 
 from .conftest import sdk
 
@@ -44,7 +45,7 @@ COUNTER_LOOP = ("echo kept > /root/file; "
 
 
 def _counter(sandbox) -> int:
-    return int(sandbox.commands.run("cat /tmp/counter").stdout)
+    return read_count(lambda: sandbox.commands.run("cat /tmp/counter").stdout)
 
 
 def _first_call_after_restore(sandbox) -> int:

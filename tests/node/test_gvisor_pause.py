@@ -24,7 +24,7 @@ from sandhive.node.gvisor_pause import IMAGE
 from sandhive.node.node import Node
 from sandhive.node.request import CreateRequest, Identity
 from sandhive.node.runtime import SandboxHandle, SandboxSpec, TemplateImage
-from tests.helpers import wait_until_async
+from tests.helpers import read_count, wait_until_async
 
 from .conftest import sdk
 
@@ -94,7 +94,7 @@ def _sh(handle: SandboxHandle, cmd: str) -> str:
 
 
 def _counter(handle: SandboxHandle) -> int:
-    return int(_sh(handle, "cat /root/counter"))
+    return read_count(lambda: _sh(handle, "cat /root/counter"))
 
 
 def _traces(sandbox_id: str) -> list[str]:

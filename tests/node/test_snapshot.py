@@ -27,6 +27,7 @@ from sandhive.node.hostcmd import run as host_run
 from sandhive.node.node import Node
 from sandhive.node.request import CreateRequest, Identity
 from sandhive.node.runtime import SandboxHandle, TemplateImage
+from tests.helpers import read_count
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def run(sandbox: Sandbox, line: str) -> str:
 
 
 def counter(sandbox: Sandbox) -> int:
-    return int(run(sandbox, "cat /tmp/counter"))
+    return read_count(lambda: run(sandbox, "cat /tmp/counter"))
 
 
 async def test_snapshot_restores_into_new_sandboxes_and_the_source_runs_on(

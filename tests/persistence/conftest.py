@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.api.rig import Server, container_server
+from tests.helpers import read_count
 
 TEAM = "persistence"
 PAUSED_QUOTA = 2
@@ -53,4 +54,4 @@ def start_counter(sandbox) -> None:
 
 
 def counter(sandbox) -> int:
-    return int(sandbox.commands.run("cat /tmp/counter").stdout.strip() or 0)
+    return read_count(lambda: sandbox.commands.run("cat /tmp/counter").stdout)

@@ -16,7 +16,7 @@ from e2b import Sandbox
 from sandhive.images import node_toolchain
 from sandhive.images.debian import BuildError
 from tests.api.rig import Server, container_server
-from tests.helpers import wait_until
+from tests.helpers import read_count, wait_until
 
 TEAM = "snapshots"
 OTHER_TEAM = "snapshot-rival"
@@ -71,18 +71,11 @@ def point_sdk(monkeypatch: pytest.MonkeyPatch, live: Live, key: str | None = Non
     monkeypatch.delenv("E2B_DOMAIN", raising=False)
 
 
-def _read_counter(sandbox: Sandbox) -> int | None:
-    """The count, or None while the loop is between truncating the file and writing it."""
-    out = sandbox.commands.run("cat /tmp/counter 2>/dev/null || true").stdout.strip()
-    return int(out) if out.isdigit() else None
-
-
 def counter(sandbox: Sandbox) -> int:
-    return wait_until(lambda: _read_counter(sandbox), timeout=30, what="a count in /tmp/counter")
+    return read_count(lambda: sandbox.commands.run("cat /tmp/counter 2>/dev/null || true").stdout)
 
 
 def start_counting(sandbox: Sandbox) -> int:
     """Start the counter; return its value once it has counted a little."""
     sandbox.commands.run(COUNTER)
-    return wait_until(lambda: (c := _read_counter(sandbox)) is not None and c >= 5 and c, timeout=30,
-                      what="the counter loop to count")
+    return wait_until(lambda: (c := counter(sandbox)) >= 5 and c, timeout=30, what="the counter loop to count")

@@ -18,6 +18,7 @@ range `userns.BASE`, so no host root process ever writes into, or follows a link
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import signal
@@ -34,9 +35,11 @@ from typing import IO
 from ..node import userns
 
 Log = Callable[[str], None]
+log = logging.getLogger("sandhive.templates.build")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "sandhive-builds"
 CONTROLLERS = ("memory", "pids", "cpu", "freezer")
+CGROUP_GONE_WITHIN = 30  # seconds a killed build's processes get to leave its cgroup (a loaded host is slow)
 # /var/lib/containers is host root's containers state (0700): unreadable to the BUILD range, and
 # containers/image reads signatures from its `sigstore` by default, so a registry pull failed there with
 # "reading signatures: ... permission denied" (a missing directory just means "no signatures").
@@ -125,15 +128,22 @@ class Sandbox:
         if self._timer is not None:
             self._timer.cancel()
         self.kill()
+        # A killed process leaves its cgroup only once the kernel has torn it down, which on a loaded host can
+        # take seconds (its memory freed, its files closed): wait for that rather than leave the cgroup behind.
+        deadline = time.monotonic() + CGROUP_GONE_WITHIN
         for cgroup in self._cgroups:
-            for _ in range(50):
+            while True:
                 try:
                     cgroup.rmdir()
                     break
                 except FileNotFoundError:
                     break
                 except OSError:
-                    time.sleep(0.02)
+                    if time.monotonic() > deadline:
+                        log.warning("build cgroup %s is still busy after %d s; left behind", cgroup,
+                                    CGROUP_GONE_WITHIN)
+                        break
+                    time.sleep(0.05)
         # Every process of the build is dead: nothing can change the tree while rm walks it (rm follows no links).
         subprocess.run(["rm", "-rf", "--one-file-system", "--", str(self.work)], check=False)
 
@@ -181,7 +191,8 @@ class Sandbox:
         freezer, pids = self._cgroup("freezer"), self._cgroup("pids")
         if pids is None:
             return
-        for _ in range(100):
+        deadline = time.monotonic() + CGROUP_GONE_WITHIN
+        while time.monotonic() < deadline:
             procs = _read_pids(pids / "cgroup.procs")
             if not procs:
                 return

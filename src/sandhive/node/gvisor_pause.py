@@ -23,7 +23,7 @@ Where the sandbox's files live decides the rest (`files_on_disk`, `$SANDHIVE_GVI
 - `snapshot`/`restore` (memory into a new sandbox) are the 409 of `runtime.not_supported`.
 
 A cold boot may come up on another network slot, hence another host uid range (`userns.sandbox_range`): the
-kept upper dir is then re-owned from the old range into the new one (`shift_range`) before it is mounted. The
+kept upper dir is then re-owned into the new range (`userns.rehome`) before it is mounted. The
 sandbox is not running while that happens, so nothing can swap a path under the walk; links are never
 followed.
 """
@@ -35,7 +35,6 @@ import ctypes
 import errno
 import os
 import shutil
-import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,32 +74,9 @@ def link_or_copy(src: Path, dst: Path) -> None:
             raise OSError(f"copying {src} to {dst} failed: {proc.stderr.strip()}") from exc
 
 
-def shift_range(root: Path, old: int, new: int) -> None:
-    """Re-own every entry under `root` (itself included) from host range `old` to host range `new` (ids keep
-    their offset in the range). Ids outside `old`'s range are left alone; links are changed, never followed;
-    setuid/setgid bits, which chown clears, are put back."""
-    if old == new:
-        return
-
-    def moved(i: int) -> int:
-        return new + i - old if old <= i < old + userns.SIZE else i
-
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in [*dirnames, *filenames, None]:
-            path = os.path.join(dirpath, name) if name is not None else dirpath
-            st = os.lstat(path)
-            uid, gid = moved(st.st_uid), moved(st.st_gid)
-            if (uid, gid) == (st.st_uid, st.st_gid):
-                continue
-            os.lchown(path, uid, gid)
-            if not stat.S_ISLNK(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
-                os.chmod(path, stat.S_IMODE(st.st_mode))
-
-
-def mount_kept(disk: SandboxDisk, template: Path, image: Path, old_root: int, host_root: int,
-               idmap_fd: int) -> None:
+def mount_kept(disk: SandboxDisk, template: Path, image: Path, host_root: int, idmap_fd: int) -> None:
     """`SandboxDisk.create` for a cold boot of a kept layer: the sandbox's root is `template` (idmapped into
-    `host_root`'s range) under the writable layer in `image`, which was the sandbox's at `old_root`.
+    `host_root`'s range) under the writable layer in `image`, re-owned into that range if it was another's.
     Undone by `disk.destroy()`, called here on failure (`image` itself is only linked, never removed)."""
     try:
         disk.rw.mkdir(parents=True, exist_ok=True)
@@ -113,7 +89,7 @@ def mount_kept(disk: SandboxDisk, template: Path, image: Path, old_root: int, ho
         upper, work = disk.rw / "upper", disk.rw / "work"
         if not upper.is_dir():
             raise BackendError(f"the kept layer {image} has no upper directory")
-        shift_range(upper, old_root, host_root)
+        userns.rehome(upper, host_root)
         shutil.rmtree(work, ignore_errors=True)  # the overlay's scratch space: nothing in it is kept
         work.mkdir()
         mounts.mount("overlay", str(disk.rootfs), "overlay", 0,
@@ -126,7 +102,6 @@ def mount_kept(disk: SandboxDisk, template: Path, image: Path, old_root: int, ho
 @dataclass(frozen=True)
 class _Kept:
     image: Path
-    old_root: int
 
 
 class FreezePause(OciRuntime):
@@ -196,7 +171,7 @@ class FreezePause(OciRuntime):
                                  "backend, which keeps its memory and files only while the host runs")
         if not image.is_file():
             raise BackendError(f"the paused sandbox {saved.source_id} has no kept layer at {image}")
-        self._kept[spec.sandbox_id] = _Kept(image, int(saved.state["host_root"]))
+        self._kept[spec.sandbox_id] = _Kept(image)
         try:
             return await self.start(spec)
         finally:
@@ -206,8 +181,8 @@ class FreezePause(OciRuntime):
         kept = self._kept.get(spec.sandbox_id)
         if kept is None:
             return super()._create_disk(disk, spec, host_root)
-        mount_kept(disk, spec.template.rootfs, kept.image, kept.old_root, host_root,
-                   self.idmaps.get(userns.BASE, host_root, userns.SIZE))
+        idmap_fd = self.idmaps.get(userns.BASE, host_root, userns.SIZE)
+        mount_kept(disk, spec.template.rootfs, kept.image, host_root, idmap_fd)
 
     # ---- the rest -------------------------------------------------------------------------
     async def stop_saved(self, saved: SavedSandbox) -> None:

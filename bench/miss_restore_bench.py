@@ -15,8 +15,9 @@ Three things measured in one run, on the container backend through the node alon
   the node toolchain's options, `network-lock skip` among them (its unlock was 53-66 ms of each restore).
 - a miss from a warm shell (`Node(shells=1)`, `container_shells.py`): the template's root built on the host, the
   switch into the shell's mount namespace (a forked helper's `pivot_root`), the request's cgroup limits, the
-  template's first `/init` and the owner's. Before each measured create the shell is ready (refilled in the
-  background, not timed), as a node with `--miss-shells N` keeps it.
+  template's first `/init` and the owner's. Before each measured create (of any kind) the shell is ready
+  (refilled in the background, not timed, never during a measured miss), as a node with `--miss-shells N` keeps
+  it between misses.
 
 Cold, restored and shell-served starts alternate, so drift on a shared machine falls on all alike. The steps are
 timed by wrapping the functions that do them (`bench.breakdown._timed`).
@@ -133,7 +134,7 @@ async def measure(data_dir: Path, runs: int, kinds: tuple[str, ...] = KINDS) -> 
             breakdown.STEPS.clear()
             for _ in range(runs):
                 for kind in kinds:
-                    if kind == SHELL and shell_node is not None:
+                    if shell_node is not None:  # no refill runs during any measured miss
                         await _ready_shell(shell_node)
                         await asyncio.sleep(0.2)  # the refill's own work settles before the clock starts
                     breakdown.STEPS.clear()

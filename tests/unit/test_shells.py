@@ -68,12 +68,13 @@ def ready_shells(rig: ShellRig) -> int:
     return sum(p.ready for p in rig.node.shells.status())
 
 
-async def test_a_shell_is_started_at_start_and_told_nothing(rig: ShellRig) -> None:
+async def test_a_shell_is_started_at_start_and_told_nothing_of_a_template_or_owner(rig: ShellRig) -> None:
     await settle(lambda: ready_shells(rig) == 1)
     assert isinstance(rig.runtime, ShellRuntime)
     assert len(rig.runtime.shells_started) == 1
     shell = rig.runtime.shells_started[0]
-    assert rig.envd.inits.get(f"fake-{shell}") is None and rig.envd.commands == []  # no /init, no command
+    assert rig.envd.inits[f"fake-{shell}"] == [{"sandboxId": shell}]  # no user, env, token; no command
+    assert rig.envd.commands == []
     assert rig.node.admission.used(Kind.POOL).memory_mb == 256  # a shell holds its own small reservation
     assert [p.template_id for p in rig.node.status().pools] == [SHELL_TEMPLATE.template_id]
 
@@ -83,9 +84,9 @@ async def test_a_miss_becomes_the_shell_and_the_shell_pool_refills(rig: ShellRig
     shell = rig.runtime.shells_started[0]
     handle = await rig.node.create(request(), USER)
     assert handle.sandbox_id == shell and rig.runtime.filled == [(shell, "base")]
-    first, owner = rig.envd.inits[handle.address]
-    assert first["templateId"] == "base" and "accessToken" not in first  # the template's defaults, after the switch
-    assert owner["accessToken"] == f"token-{shell}" and owner["envVars"] == {"A": "1"}
+    _, init = rig.envd.inits[handle.address]  # one /init after the switch: the template's defaults and the owner's
+    assert init["templateId"] == "base" and init["defaultUser"] == "user" and init["defaultWorkdir"] == "/home/user"
+    assert init["accessToken"] == f"token-{shell}" and init["envVars"] == {"A": "1"}
     assert rig.node.admission.holds(shell)
     assert rig.node.admission.used(Kind.SANDBOX).memory_mb == 512  # the request's limits, not the shell's
     rig.clock.advance(1.0)  # past the refill delay

@@ -38,7 +38,7 @@ from .runtime import (
     TemplateImage,
     not_supported,
 )
-from .startup import ReadyPolicy, prepare
+from .startup import ReadyPolicy, pre_init_body, prepare
 
 log = logging.getLogger("sandhive.node")
 
@@ -225,8 +225,11 @@ class Node:
                 raise
         try:
             handle = await runtime.fill_shell(shell, request.spec(sandbox_id))
-            await prepare(self._http, handle, request.template, self.ca_bundle, self.ready_policy)
-            await self._init(handle, request, identity)
+            # One /init for both: the template's defaults and CA bundle (a cold start's first), then the owner's.
+            body = {**pre_init_body(sandbox_id, request.template, self.ca_bundle),
+                    **identity.init_body(sandbox_id, request.template.template_id)}
+            token = identity.token_for(sandbox_id) if identity.token_for else None
+            await envd_client.init(self._http, handle.envd_url, body, token=token)
         except Exception as exc:  # a shell is used once (ShellUnfit among others): stopped, the miss cold-started
             log.warning("pool miss of %s cold-started: shell %s could not serve it (%s)",
                         request.template.template_id, sandbox_id, exc)
@@ -284,11 +287,23 @@ class Node:
         return await self._boot(request, sandbox_id, pooled=True)
 
     async def _fill_shell(self, request: CreateRequest, sandbox_id: str) -> SandboxHandle:
-        """A warm shell: nothing is said to its envd but `/health` (no `/init`, no command), so nothing it caches
-        (users, limits, files) predates the template's root."""
+        """A warm shell: its envd gets one `/init` with the CA bundle and no user, token or command, so nothing
+        it caches (users, the memory limit its process cap derives from, files) predates the template's root."""
         if not isinstance(self.runtime, ShellRuntime):
             raise RuntimeError(f"the {self.backend} backend has no warm shells")
-        return await self.runtime.start_shell(request.spec(sandbox_id))
+        handle = await self.runtime.start_shell(request.spec(sandbox_id))
+        try:
+            # envd's first /init takes a code path (its thread pool, the CA bundle's file) worth warming; the
+            # bundle lands in the shell's root, which goes, and is given again after the switch.
+            body: dict = {"sandboxId": sandbox_id}
+            if self.ca_bundle:
+                body["caBundle"] = self.ca_bundle
+            await envd_client.init(self._http, handle.envd_url, body)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.runtime.stop(handle)
+            raise
+        return handle
 
     async def _init(self, handle: SandboxHandle, request: CreateRequest, identity: Identity) -> None:
         body = identity.init_body(handle.sandbox_id, request.template.template_id)

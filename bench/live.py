@@ -20,7 +20,7 @@ from e2b import Sandbox
 from bench.baselines import TEN_MB
 from bench.common import measure
 from tests.api.pool_rig import e2b_env, node_status, pool_of, wait_for_pool
-from tests.api.rig import Server, kill_team_sandboxes, start_server
+from tests.api.rig import Server, create_key, kill_team_sandboxes, start_server
 
 TEAM = "bench"
 
@@ -32,6 +32,7 @@ class BackendFigures:
     floor: list[float] = field(default_factory=list)  # `bash -l -c true` timed by a shell inside a sandbox
     hits_counted: int = 0
     miss: list[float] = field(default_factory=list)
+    shell_miss: list[float] = field(default_factory=list)  # a miss served by a warm shell (container only)
     exec_rt: list[float] = field(default_factory=list)
     files: list[float] = field(default_factory=list)
     concurrent_wall: float = 0.0
@@ -145,6 +146,30 @@ def misses(data_dir: Path, figures: BackendFigures, runs: int) -> None:
         figures.miss = [create_and_run() for _ in range(runs)]
 
 
+def shell_misses(data_dir: Path, figures: BackendFigures, runs: int) -> None:
+    """Misses served by a warm shell (`--pool-size 0 --miss-shells 1`): before each create the shell is ready (its
+    refill, in the background, is not timed), as between the misses of a node that keeps one."""
+    with server(data_dir, figures.backend, "--pool-size", "0", "--miss-shells", "1") as (srv, _):
+        admin = create_key(srv.data_dir, "bench-operator", "--admin")
+
+        def shell_ready() -> None:
+            deadline = time.monotonic() + 300
+            while not (pool_of(node_status(srv, admin), "sandhive-shell") or {}).get("ready"):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("no warm shell became ready")
+                time.sleep(0.1)
+            time.sleep(0.3)  # the refill's last work settles
+
+        shell_ready()
+        create_and_run()  # warm the host's caches of the template; not measured
+        for _ in range(runs):
+            shell_ready()
+            figures.shell_miss.append(create_and_run())
+        hits = (pool_of(node_status(srv, admin), "sandhive-shell") or {}).get("hits", 0)
+        if hits < runs + 1:
+            raise RuntimeError(f"only {hits} of {runs + 1} misses were served by a shell")
+
+
 def admission_fit(data_dir: Path, figures: BackendFigures, budget_mb: int) -> None:
     """Idle sandboxes created one after another until the server answers 503 (host budget spent)."""
     figures.fit_budget_mb = budget_mb
@@ -163,6 +188,8 @@ def run_backend(data_dir: Path, backend: str, runs: int, concurrent: int, idle: 
     figures = BackendFigures(backend)
     pooled(data_dir, figures, runs, concurrent)
     misses(data_dir, figures, runs)
+    if backend == "container":
+        shell_misses(data_dir, figures, runs)
     idle_memory(data_dir, figures, idle)
     admission_fit(data_dir, figures, budget_mb)
     return figures

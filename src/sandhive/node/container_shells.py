@@ -2,16 +2,18 @@
 
 A shell is a container sandbox started from no template: its slot, network namespace, cgroup, user namespace
 (the slot's uid range), seccomp filter and envd, healthy, on a root that is a 1 MiB tmpfs holding only mount
-points (`start_shell`). Only envd, trusted code, has run in it, and nobody has talked to it but `/health`.
+points (`start_shell`). Only envd, trusted code, has run in it, and the node has told it nothing but the CA bundle
+(`Node._fill_shell`).
 
 `fill_shell` makes a shell a sandbox of a template, once: the template's root is built on the host as a cold
 start builds it (`SandboxDisk.create`: the idmapped template, the ext4 writable layer, the overlay, at the same
 path a cold start uses), its mount points made where the template lacks them, and a clone of it
-(`open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)`) handed to a forked helper. The helper joins the shell's mount
-namespace (host root holds CAP_SYS_ADMIN over the shell's user namespace; envd holds none) and there:
-attaches the clone, moves `/proc`, `/dev`, `/sys` (each with the masked and read-only paths runc mounted under
-it), the system image at `/.sandhive` and the `/etc` binds into it, `pivot_root`s (which moves the root and
-working directory of every process whose were the old root: envd's) and detaches the old root. The result is
+(`open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)`) handed to a helper thread with filesystem attributes of its own
+(`unshare(CLONE_FS)`), which ends with the switch. The helper joins the shell's mount namespace (host root holds
+CAP_SYS_ADMIN over the shell's user namespace; envd holds none) and there: attaches the clone, moves `/proc`,
+`/dev`, `/sys` (each with the masked and read-only paths runc mounted under it), the system image at `/.sandhive`
+and the `/etc` binds into it, `pivot_root`s (which moves the root and working directory of every process whose were
+the old root: envd's) and detaches the old root. The result is
 the mount table a cold start has (tests/node/test_shells.py compares the two). Then the request's cgroup
 limits and the bundle's `config.json` (which a pause or restore reads) are the request's.
 
@@ -23,11 +25,11 @@ firewall is made with internet), and a template whose mount points are not plain
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import json
 import os
 import stat
+import threading
 from pathlib import Path
 
 from . import idmap, mounts, oci, userns
@@ -38,6 +40,7 @@ from .storage import SandboxDisk
 _libc = ctypes.CDLL(None, use_errno=True)
 SYS_PIVOT_ROOT = 155
 CLONE_NEWNS = 0x00020000
+CLONE_FS = 0x00000200
 MS_MOVE = 0x2000
 
 SHELL_ROOT_SIZE = "1m"
@@ -104,9 +107,13 @@ def _check(result: int, what: str) -> None:
 
 
 def _switch(envd_pid: int, tree_fd: int) -> None:
-    """In a forked child of the node: join the shell's mount namespace and make the attached tree its root."""
-    ns = os.open(f"/proc/{envd_pid}/ns/mnt", os.O_RDONLY)
-    _check(_libc.setns(ns, CLONE_NEWNS), "setns into the shell's mount namespace")
+    """In a task of its own (`_switch_in_thread`): join the shell's mount namespace and make the tree its root.
+    Only system calls from here on: this task then resolves every path in the sandbox's mount namespace."""
+    ns = os.open(f"/proc/{envd_pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _check(_libc.setns(ns, CLONE_NEWNS), "setns into the shell's mount namespace")
+    finally:
+        os.close(ns)
     os.chdir("/")  # setns put this process at the namespace's root
     _check(idmap._syscall(idmap.SYS_MOVE_MOUNT, tree_fd, b"", idmap.AT_FDCWD, NEXT_ROOT.encode(),
                           idmap.MOVE_MOUNT_F_EMPTY_PATH), f"attaching the template's root at {NEXT_ROOT}")
@@ -119,30 +126,24 @@ def _switch(envd_pid: int, tree_fd: int) -> None:
     _check(_libc.umount2(b".", ctypes.c_int(mounts.MNT_DETACH)), "detaching the shell's old root")
 
 
-def _switch_in_child(envd_pid: int, tree_fd: int) -> None:
-    """Fork (setns into a mount namespace needs a single-threaded process) and wait for the switch."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: only system calls, then _exit
-        code = 0
+def _switch_in_thread(envd_pid: int, tree_fd: int) -> None:
+    """Run `_switch` in a thread of its own that first unshares its filesystem attributes (root, cwd: `setns` into a
+    mount namespace refuses a task sharing them) and ends with the switch, so the mount namespace it joined goes
+    with it. Not a fork: copying the server's page tables cost ~10 ms per switch."""
+    failure: list[BaseException] = []
+
+    def work() -> None:
         try:
-            os.close(read_end)
+            _check(_libc.unshare(CLONE_FS), "unshare(CLONE_FS)")
             _switch(envd_pid, tree_fd)
-        except BaseException as exc:  # noqa: BLE001 — reported to the parent through the pipe
-            code = 1
-            with contextlib.suppress(BaseException):
-                os.write(write_end, str(exc).encode()[:1000])
-        os._exit(code)
-    os.close(write_end)
-    try:
-        message = b""
-        while chunk := os.read(read_end, 1024):
-            message += chunk
-    finally:
-        os.close(read_end)
-    _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise BackendError(f"switching shell root failed: {message.decode(errors='replace') or status}")
+        except BaseException as exc:  # noqa: BLE001 — handed to the caller
+            failure.append(exc)
+
+    thread = threading.Thread(target=work, name="sandhive-shell-switch", daemon=True)
+    thread.start()
+    thread.join()
+    if failure:
+        raise BackendError(f"switching a shell's root failed: {failure[0]}")
 
 
 def build_root(sandbox_dir: Path, spec: SandboxSpec, host_root: int, idmap_fd: int) -> SandboxDisk:
@@ -167,7 +168,7 @@ def switch_root(sandbox_dir: Path, disk: SandboxDisk) -> None:
         err = ctypes.get_errno()
         raise BackendError(f"open_tree of {disk.rootfs}: {os.strerror(err)}")
     try:
-        _switch_in_child(envd_pid, tree_fd)
+        _switch_in_thread(envd_pid, tree_fd)
     finally:
         os.close(tree_fd)
 

@@ -220,3 +220,47 @@ def host_budget_default() -> tuple[int, float]:
 
 def cores() -> int:
     return len(os.sched_getaffinity(0))
+
+
+def main() -> None:
+    """`python -m bench.live [--runs 20] [--data-dir DIR]`: create → first command through a live server on the
+    container backend, a cold miss and a miss from a warm shell, next to raw `runc run` before and after."""
+    import argparse
+    import shutil
+    import statistics
+    import tempfile
+
+    from bench import baselines
+    from bench.common import machine, pct
+
+    parser = argparse.ArgumentParser(prog="python -m bench.live", description=main.__doc__)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--data-dir", default=None, help="a data dir whose `base` template is built")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="sandhive-bench-live-", dir="/var/tmp"))
+    root.chmod(0o711)
+    load = os.getloadavg()[0]
+    try:
+        with baselines.runc_bundle() as bundle:
+            raw = baselines.raw_runc(bundle, args.runs)
+        figures = BackendFigures("container")
+        data_dir = Path(args.data_dir) if args.data_dir else root / "data"
+        misses(data_dir, figures, args.runs)
+        shell_misses(data_dir, figures, args.runs)
+        with baselines.runc_bundle() as bundle:
+            raw += baselines.raw_runc(bundle, args.runs)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    base = statistics.median(raw)
+    print(f"\ncreate → first command through `sandhive serve` (container, template base, e2b SDK) · {machine()} · "
+          f"load average {load:.2f} at start, {os.getloadavg()[0]:.2f} at end\n")
+    print("| measurement | p50 ms | p99 ms | n | p50 vs raw `runc run` /bin/true |\n|---|---|---|---|---|")
+    for name, samples in (("baseline: raw `runc run` of /bin/true (before and after)", raw),
+                          ("pool miss, cold (`--pool-size 0`)", figures.miss),
+                          ("pool miss from a warm shell (`--pool-size 0 --miss-shells 1`)", figures.shell_miss)):
+        print(f"| {name} | {pct(samples, 50):.1f} | {pct(samples, 99):.1f} | {len(samples)} | "
+              f"{pct(samples, 50) / base:.2f}× |")
+
+
+if __name__ == "__main__":
+    main()

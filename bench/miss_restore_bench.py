@@ -58,7 +58,7 @@ TARGETS = [
     (container_snapshot, "_runc_restore", "`runc restore` (CRIU restores envd's memory)", RESTORE),
     (container_shells, "build_root", "shell: the template's root on the host (as a cold start's) + mount points",
      SHELL),
-    (container_shells, "switch_root", "shell: open_tree + forked helper: setns, move mounts, pivot_root", SHELL),
+    (container_shells, "switch_root", "shell: open_tree + helper thread: setns, move mounts, pivot_root", SHELL),
     (container_shells, "rewrite_limits", "shell: the request's cgroup limits and config.json", SHELL),
     (envd_client, "init", "/init round trips", None),
 ]

@@ -24,7 +24,7 @@ from sandhive.node.pool import PoolSettings
 from sandhive.node.request import CreateRequest, Identity
 from sandhive.node.runtime import SandboxHandle, TemplateImage
 
-from .conftest import sdk
+from .conftest import make_busybox_rootfs, sdk
 from .test_checkpoint import COUNTER_LOOP, _counter
 
 
@@ -144,6 +144,28 @@ async def test_a_template_with_a_start_command_is_cold_started(shell_node: Node,
     try:
         assert handle.sandbox_id != shell_id
         assert shell_id in {h.sandbox_id for pool in shell_node.shells._pools.values() for h in pool.ready}
+    finally:
+        await shell_node.kill(handle)
+
+
+async def test_a_template_whose_mount_point_is_a_symlink_is_cold_started(shell_node: Node, tmp_path: Path) -> None:
+    """/etc/hosts a symlink: a shell would have to follow it to bind over it, so it refuses, is stopped with
+    everything it had mounted, and the miss is cold-started (runc resolves the link inside the root, and refuses
+    one into /proc itself)."""
+    root = tmp_path / "rootfs"
+    make_busybox_rootfs(root)
+    (root / "etc/hosts.real").write_text("")
+    os.chown(root / "etc/hosts.real", 100_000, 100_000)
+    os.symlink("hosts.real", root / "etc/hosts")
+    template = TemplateImage("busybox-symlink", root, default_user="root", default_workdir="/root")
+    shell_id = await ready_shell(shell_node)
+    runtime: ContainerRuntime = shell_node.runtime  # type: ignore[assignment]
+    handle = await shell_node.create(request_of(template), Identity())
+    try:
+        assert handle.sandbox_id != shell_id
+        assert shell_id not in await runtime.running_ids()
+        assert shell_id not in Path("/proc/self/mountinfo").read_text()
+        assert (await run(handle, "echo ok")).strip() == "ok"
     finally:
         await shell_node.kill(handle)
 

@@ -240,3 +240,33 @@ async def test_pause_of_a_shell_served_sandbox(criu_shell_node: Node, busybox_te
             await node.stop_saved(saved)
         else:
             await node.kill(handle)
+
+
+async def test_snapshot_of_a_shell_served_sandbox_restores_into_a_new_one(
+        criu_shell_node: Node, busybox_template: TemplateImage, data_dir: Path) -> None:
+    """CRIU dumps the pivoted mount namespace as it dumps a cold start's: a restore into a new id carries on."""
+    node = criu_shell_node
+    shell_id = await ready_shell(node)
+    request = request_of(busybox_template, memory_mb=256)
+    identity = Identity(default_user="root")
+    source = await node.create(request, identity)
+    handles = [source]
+    try:
+        assert source.sandbox_id == shell_id
+        box = await asyncio.to_thread(sdk, source)
+        await asyncio.to_thread(box.commands.run, COUNTER_LOOP)
+        await asyncio.sleep(0.5)
+        saved = await node.snapshot(source, data_dir / "snapshots-shells" / source.sandbox_id)
+        at_snapshot = await asyncio.to_thread(counter, box)
+        copy = await node.restore(saved, request, identity, None)
+        handles.append(copy)
+        restored = await asyncio.to_thread(sdk, copy)
+        assert (await asyncio.to_thread(restored.commands.run, "cat /root/file")).stdout == "kept\n"
+        assert (await asyncio.to_thread(restored.commands.run, "hostname")).stdout == copy.sandbox_id + "\n"
+        value = await asyncio.to_thread(counter, restored)
+        assert at_snapshot - 10 <= value <= at_snapshot + 60, (value, at_snapshot)
+        mounts = (await asyncio.to_thread(restored.commands.run, "cat /proc/self/mountinfo")).stdout
+        assert "next-root" not in mounts and "size=1024k" not in mounts
+    finally:
+        for handle in handles:
+            await node.kill(handle)

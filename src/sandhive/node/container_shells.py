@@ -31,11 +31,15 @@ import os
 import stat
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import idmap, mounts, oci, userns
 from .errors import BackendError
 from .runtime import SandboxHandle, SandboxSpec, ShellUnfit
 from .storage import SandboxDisk
+
+if TYPE_CHECKING:
+    from .oci_runtime import OciRuntime
 
 _libc = ctypes.CDLL(None, use_errno=True)
 SYS_PIVOT_ROOT = 155
@@ -180,23 +184,31 @@ def rewrite_limits(sandbox_dir: Path, handle: SandboxHandle, spec: SandboxSpec) 
     config = json.loads(config_path.read_text())
     resources = config["linux"]["resources"]
     resources["memory"] = {"limit": memory, "swap": memory}
-    resources["cpu"] = {"quota": spec.cpu_count * oci.CPU_PERIOD_US, "period": oci.CPU_PERIOD_US}
+    quota = spec.cpu_count * oci.CPU_PERIOD_US
+    resources["cpu"] = {"quota": quota, "period": oci.CPU_PERIOD_US}
     config_path.write_text(json.dumps(config))
     cgroup = Path("/sys/fs/cgroup")
-    memory_dir = cgroup / "memory" / "sandhive" / spec.sandbox_id
-    old = int((memory_dir / "memory.limit_in_bytes").read_text())
-    files = ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
-    # memsw never below the memory limit: raise it first when growing, lower it last when shrinking.
-    for name in (reversed(files) if memory > old else files):
-        if (memory_dir / name).exists():
-            (memory_dir / name).write_text(str(memory))
-    cpu_dir = cgroup / "cpu" / "sandhive" / spec.sandbox_id
-    (cpu_dir / "cpu.cfs_period_us").write_text(str(oci.CPU_PERIOD_US))
-    (cpu_dir / "cpu.cfs_quota_us").write_text(str(spec.cpu_count * oci.CPU_PERIOD_US))
+    if (cgroup / "cgroup.controllers").exists():  # cgroup v2, as runc translates the bundle there
+        own = cgroup / "sandhive" / spec.sandbox_id
+        (own / "memory.max").write_text(str(memory))
+        if (own / "memory.swap.max").exists():
+            (own / "memory.swap.max").write_text("0")  # memory+swap = memory: no swap, as the bundle says
+        (own / "cpu.max").write_text(f"{quota} {oci.CPU_PERIOD_US}")
+    else:
+        memory_dir = cgroup / "memory" / "sandhive" / spec.sandbox_id
+        old = int((memory_dir / "memory.limit_in_bytes").read_text())
+        files = ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
+        # memsw never below the memory limit: raise it first when growing, lower it last when shrinking.
+        for name in (reversed(files) if memory > old else files):
+            if (memory_dir / name).exists():
+                (memory_dir / name).write_text(str(memory))
+        cpu_dir = cgroup / "cpu" / "sandhive" / spec.sandbox_id
+        (cpu_dir / "cpu.cfs_period_us").write_text(str(oci.CPU_PERIOD_US))
+        (cpu_dir / "cpu.cfs_quota_us").write_text(str(quota))
     handle.state.update(cpu_count=spec.cpu_count, memory_mb=spec.memory_mb)
 
 
-async def fill(runtime, shell: SandboxHandle, spec: SandboxSpec) -> SandboxHandle:  # noqa: ANN001
+async def fill(runtime: OciRuntime, shell: SandboxHandle, spec: SandboxSpec) -> SandboxHandle:
     """Make the shell `shell` the sandbox `spec` (same id). On failure the caller stops the shell."""
     if spec.sandbox_id != shell.sandbox_id:
         raise BackendError(f"shell {shell.sandbox_id} asked to become {spec.sandbox_id}")

@@ -20,7 +20,7 @@ from e2b import Sandbox
 from bench.baselines import TEN_MB
 from bench.common import measure
 from tests.api.pool_rig import e2b_env, node_status, pool_of, wait_for_pool
-from tests.api.rig import Server, kill_team_sandboxes, start_server
+from tests.api.rig import Server, create_key, kill_team_sandboxes, start_server
 
 TEAM = "bench"
 
@@ -32,6 +32,7 @@ class BackendFigures:
     floor: list[float] = field(default_factory=list)  # `bash -l -c true` timed by a shell inside a sandbox
     hits_counted: int = 0
     miss: list[float] = field(default_factory=list)
+    shell_miss: list[float] = field(default_factory=list)  # a miss served by a warm shell (container only)
     exec_rt: list[float] = field(default_factory=list)
     files: list[float] = field(default_factory=list)
     concurrent_wall: float = 0.0
@@ -145,6 +146,30 @@ def misses(data_dir: Path, figures: BackendFigures, runs: int) -> None:
         figures.miss = [create_and_run() for _ in range(runs)]
 
 
+def shell_misses(data_dir: Path, figures: BackendFigures, runs: int) -> None:
+    """Misses served by a warm shell (`--pool-size 0 --miss-shells 1`): before each create the shell is ready (its
+    refill, in the background, is not timed), as between the misses of a node that keeps one."""
+    with server(data_dir, figures.backend, "--pool-size", "0", "--miss-shells", "1") as (srv, _):
+        admin = create_key(srv.data_dir, "bench-operator", "--admin")
+
+        def shell_ready() -> None:
+            deadline = time.monotonic() + 300
+            while not (pool_of(node_status(srv, admin), "sandhive-shell") or {}).get("ready"):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("no warm shell became ready")
+                time.sleep(0.1)
+            time.sleep(0.3)  # the refill's last work settles
+
+        shell_ready()
+        create_and_run()  # warm the host's caches of the template; not measured
+        for _ in range(runs):
+            shell_ready()
+            figures.shell_miss.append(create_and_run())
+        hits = (pool_of(node_status(srv, admin), "sandhive-shell") or {}).get("hits", 0)
+        if hits < runs + 1:
+            raise RuntimeError(f"only {hits} of {runs + 1} misses were served by a shell")
+
+
 def admission_fit(data_dir: Path, figures: BackendFigures, budget_mb: int) -> None:
     """Idle sandboxes created one after another until the server answers 503 (host budget spent)."""
     figures.fit_budget_mb = budget_mb
@@ -163,6 +188,8 @@ def run_backend(data_dir: Path, backend: str, runs: int, concurrent: int, idle: 
     figures = BackendFigures(backend)
     pooled(data_dir, figures, runs, concurrent)
     misses(data_dir, figures, runs)
+    if backend == "container":
+        shell_misses(data_dir, figures, runs)
     idle_memory(data_dir, figures, idle)
     admission_fit(data_dir, figures, budget_mb)
     return figures
@@ -193,3 +220,47 @@ def host_budget_default() -> tuple[int, float]:
 
 def cores() -> int:
     return len(os.sched_getaffinity(0))
+
+
+def main() -> None:
+    """`python -m bench.live [--runs 20] [--data-dir DIR]`: create → first command through a live server on the
+    container backend, a cold miss and a miss from a warm shell, next to raw `runc run` before and after."""
+    import argparse
+    import shutil
+    import statistics
+    import tempfile
+
+    from bench import baselines
+    from bench.common import machine, pct
+
+    parser = argparse.ArgumentParser(prog="python -m bench.live", description=main.__doc__)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--data-dir", default=None, help="a data dir whose `base` template is built")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="sandhive-bench-live-", dir="/var/tmp"))
+    root.chmod(0o711)
+    load = os.getloadavg()[0]
+    try:
+        with baselines.runc_bundle() as bundle:
+            raw = baselines.raw_runc(bundle, args.runs)
+        figures = BackendFigures("container")
+        data_dir = Path(args.data_dir) if args.data_dir else root / "data"
+        misses(data_dir, figures, args.runs)
+        shell_misses(data_dir, figures, args.runs)
+        with baselines.runc_bundle() as bundle:
+            raw += baselines.raw_runc(bundle, args.runs)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    base = statistics.median(raw)
+    print(f"\ncreate → first command through `sandhive serve` (container, template base, e2b SDK) · {machine()} · "
+          f"load average {load:.2f} at start, {os.getloadavg()[0]:.2f} at end\n")
+    print("| measurement | p50 ms | p99 ms | n | p50 vs raw `runc run` /bin/true |\n|---|---|---|---|---|")
+    for name, samples in (("baseline: raw `runc run` of /bin/true (before and after)", raw),
+                          ("pool miss, cold (`--pool-size 0`)", figures.miss),
+                          ("pool miss from a warm shell (`--pool-size 0 --miss-shells 1`)", figures.shell_miss)):
+        print(f"| {name} | {pct(samples, 50):.1f} | {pct(samples, 99):.1f} | {len(samples)} | "
+              f"{pct(samples, 50) / base:.2f}× |")
+
+
+if __name__ == "__main__":
+    main()

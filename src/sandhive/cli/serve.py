@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from .common import DEFAULT_DATA_DIR, DatabaseUrl, DataDir, err, fail, prepare_data_dir
-from .node_options import CpuOvercommit, MaxPerTeam, MemoryBudget, PoolSize, TemplatePoolSizes, configure_node
+from .node_options import (
+    CpuOvercommit,
+    MaxPerTeam,
+    MemoryBudget,
+    MissShells,
+    PoolSize,
+    TemplatePoolSizes,
+    configure_node,
+)
 from .stores import open_store
 
 if TYPE_CHECKING:
@@ -49,6 +57,7 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     pool_size: PoolSize = 2,
     template_pool_size: TemplatePoolSizes = None,
+    miss_shells: MissShells = 0,
     memory_budget: MemoryBudget = None,
     cpu_overcommit: CpuOvercommit = 32.0,
     # ---- what one client may cost the server (request_guard.py, slow_clients.py) ----
@@ -130,7 +139,7 @@ def serve(
         node = await _node(backend, data_dir)
         if node is not None:
             await _apply_egress(settings.egress_allow)
-        configure_node(node, pool_size, template_pool_size, memory_budget, cpu_overcommit)
+        configure_node(node, pool_size, template_pool_size, memory_budget, cpu_overcommit, miss_shells)
         api = create_app(settings, node, templates)  # from here on the app owns the node (its lifespan closes it)
         chosen = node.backend if node is not None else Backend.none.value
         err.print(f"sandhive: serving on http://{host}:{port} (backend {chosen}, data dir {data_dir})")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import container_pause, container_snapshot
+from . import container_pause, container_shells, container_snapshot
 from .oci_runtime import ENVD_OOM_SCORE_ADJ, START_DEADLINE, SYSTEM_IMAGE_MOUNT, OciRuntime
 from .runtime import PauseMode, Persistence, SandboxHandle, SandboxSpec, SavedSandbox
 
@@ -55,3 +55,18 @@ class ContainerRuntime(OciRuntime):
 
     async def restore(self, saved: SavedSandbox, spec: SandboxSpec) -> SandboxHandle:
         return await container_snapshot.restore(self, saved, spec)
+
+    # ---- warm shells (container_shells.py, runtime.ShellRuntime): a pool miss without envd's start --------
+    async def start_shell(self, spec: SandboxSpec) -> SandboxHandle:
+        """A shell: `spec`'s id, limits and network, no template; envd healthy and not yet `/init`ed."""
+        return await self._start(spec, shell=True)
+
+    def shell_unfit(self, spec: SandboxSpec) -> str | None:
+        """None when a shell can become `spec`, else why not (the node cold-starts it)."""
+        return container_shells.fits(spec)
+
+    async def fill_shell(self, shell: SandboxHandle, spec: SandboxSpec) -> SandboxHandle:
+        """Make the shell the sandbox `spec` (same id): the template's root, the request's limits. Raises
+        `container_shells.ShellUnfit` for a template whose root a shell cannot take (its mount points); on any
+        failure the caller stops the shell (it is never used twice)."""
+        return await container_shells.fill(self, shell, spec)

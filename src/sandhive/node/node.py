@@ -28,8 +28,17 @@ from .admission import Admission, Budget, HostFull, Kind, Resources
 from .backends import BackendMismatch, check_template
 from .pool import PoolSettings, PoolStatus, WarmPools
 from .request import CreateRequest, Identity, new_sandbox_id
-from .runtime import PauseMode, ResourceUsage, Runtime, SandboxHandle, SavedSandbox, not_supported
-from .startup import ReadyPolicy, prepare
+from .runtime import (
+    PauseMode,
+    ResourceUsage,
+    Runtime,
+    SandboxHandle,
+    SavedSandbox,
+    ShellRuntime,
+    TemplateImage,
+    not_supported,
+)
+from .startup import ReadyPolicy, pre_init_body, prepare
 
 log = logging.getLogger("sandhive.node")
 
@@ -39,6 +48,12 @@ RESTORE_ENTROPY_BYTES = 64  # seed each restored sandbox's kernel RNG afresh (en
 LIVENESS_POLL_SECONDS = 1.0  # for backends that cannot signal a sandbox's end (no `wait_exit`)
 
 OnExit = Callable[[SandboxHandle, str], Awaitable[None]]
+
+# Warm shells (docs/persistence.md "template-agnostic warm shells"): one pool of sandboxes of no template, for
+# the misses of every template. A shell holds this much of the host's budget until it serves a request.
+SHELL_TEMPLATE = TemplateImage("sandhive-shell", Path("/nonexistent-shell-root"), default_user="root",
+                               default_workdir="/")
+SHELL_REQUEST = CreateRequest(SHELL_TEMPLATE, cpu_count=1, memory_mb=256, disk_mb=0)
 
 __all__ = ["CreateRequest", "HostFull", "Identity", "Node", "NodeStatus", "PoolSettings", "Resources"]
 
@@ -71,9 +86,10 @@ class Node:
 
     def __init__(self, runtime: Runtime, *, pools: PoolSettings | None = None, budget: Budget | None = None,
                  ready: ReadyPolicy | None = None, http: httpx.AsyncClient | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        """`http` (envd's client) and `clock` (the pools' monotonic time) are for tests: a fake envd behind
-        `httpx.MockTransport`, and time that moves when the test says so."""
+                 clock: Callable[[], float] = time.monotonic, shells: int = 0) -> None:
+        """`shells`: warm shells kept for pool misses (0: none; only a `ShellRuntime` has them). `http` (envd's
+        client) and `clock` (the pools' monotonic time) are for tests: a fake envd behind `httpx.MockTransport`,
+        and time that moves when the test says so."""
         self.runtime = runtime
         self._clock = clock
         self.admission = Admission(budget or Budget.of_host())
@@ -85,6 +101,7 @@ class Node:
             timeout=10.0, trust_env=False, limits=httpx.Limits(max_keepalive_connections=256, keepalive_expiry=60.0))
         self.pools = WarmPools(pools or PoolSettings(), self.admission, runtime.name, self._fill, self.runtime.stop,
                                clock)
+        self.shells = self._shell_pool(shells)
         self._watches: dict[str, asyncio.Task] = {}
         self._on_exit: dict[str, OnExit] = {}
 
@@ -92,14 +109,25 @@ class Node:
     def backend(self) -> str:
         return self.runtime.name
 
-    def configure(self, *, pools: PoolSettings | None = None, budget: Budget | None = None) -> None:
-        """Replace the pool settings or the host budget; only before `start()` (the CLI builds the node
-        first and applies its options after)."""
+    def configure(self, *, pools: PoolSettings | None = None, budget: Budget | None = None,
+                  shells: int | None = None) -> None:
+        """Replace the pool settings, the host budget or the number of warm shells; only before `start()` (the
+        CLI builds the node first and applies its options after)."""
         if budget is not None:
             self.admission = Admission(budget)
         if pools is not None or budget is not None:
             self.pools = WarmPools(pools or self.pools.settings, self.admission, self.runtime.name, self._fill,
                                    self.runtime.stop, self._clock)
+        if shells is not None or budget is not None:
+            self.shells = self._shell_pool(self.shells.settings.size if shells is None else shells)
+
+    def _shell_pool(self, size: int) -> WarmPools:
+        """The warm shells' pool: one key (`SHELL_REQUEST`), `size` shells, refilled in the background."""
+        if size and not isinstance(self.runtime, ShellRuntime):
+            log.warning("the %s backend has no warm shells: --miss-shells %d is ignored", self.backend, size)
+            size = 0
+        return WarmPools(PoolSettings(size=size, max_size=size), self.admission, self.runtime.name,
+                         self._fill_shell, self.runtime.stop, self._clock)
 
     def use_tokens(self, token_for: Callable[[str], str]) -> None:
         """envd's access token of a sandbox id (the API's `tokens.access_token`, the same function `Identity`
@@ -120,6 +148,9 @@ class Node:
                 continue
             self.pools.pin(request)
         self.pools.start()
+        if self.shells.settings.enabled:
+            self.shells.pin(SHELL_REQUEST)
+            self.shells.start()
 
     # ---- create ---------------------------------------------------------------------------
     async def create(self, request: CreateRequest, identity: Identity) -> SandboxHandle:
@@ -142,10 +173,13 @@ class Node:
                 await self._discard(handle)
                 raise
             return handle
+        handle = await self._from_shell(request, identity)
+        if handle is not None:
+            return handle
         sandbox_id = new_sandbox_id()
         need = request.resources
         if not self.admission.try_reserve(sandbox_id, need, Kind.SANDBOX):
-            self.pools.evict(need)
+            self._evict(need)
             self.admission.reserve(sandbox_id, need, Kind.SANDBOX)  # raises HostFull
         try:
             with self.pools.user_start():
@@ -157,6 +191,52 @@ class Node:
             await self._init(handle, request, identity)
         except BaseException:
             await self._discard(handle)
+            raise
+        return handle
+
+    def _evict(self, need: Resources) -> None:
+        """Give back pooled sandboxes, then shells, until `need` fits (or nothing pooled is left)."""
+        if not self.pools.evict(need):
+            self.shells.evict(need)
+
+    async def _from_shell(self, request: CreateRequest, identity: Identity) -> SandboxHandle | None:
+        """A miss served by a warm shell (its id becomes the sandbox's), or None: no shell, or one cannot serve
+        this request (then it is cold-started, as the log says)."""
+        runtime = self.runtime
+        if not self.shells.settings.enabled or not isinstance(runtime, ShellRuntime):
+            return None
+        why = runtime.shell_unfit(request.spec("unused"))
+        if why is not None:
+            log.info("pool miss of %s cold-started, not from a shell: %s", request.template.template_id, why)
+            return None
+        shell = self.shells.take(SHELL_REQUEST)
+        if shell is None:
+            return None
+        sandbox_id = shell.sandbox_id
+        need = request.resources
+        self.admission.release(sandbox_id)  # the shell's own reservation, replaced by the request's
+        if not self.admission.try_reserve(sandbox_id, need, Kind.SANDBOX):
+            self._evict(need)
+            try:
+                self.admission.reserve(sandbox_id, need, Kind.SANDBOX)  # raises HostFull
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self.runtime.stop(shell)
+                raise
+        try:
+            handle = await runtime.fill_shell(shell, request.spec(sandbox_id))
+            # One /init for both: the template's defaults and CA bundle (a cold start's first), then the owner's.
+            body = {**pre_init_body(sandbox_id, request.template, self.ca_bundle),
+                    **identity.init_body(sandbox_id, request.template.template_id)}
+            token = identity.token_for(sandbox_id) if identity.token_for else None
+            await envd_client.init(self._http, handle.envd_url, body, token=token)
+        except Exception as exc:  # a shell is used once (ShellUnfit among others): stopped, the miss cold-started
+            log.warning("pool miss of %s cold-started: shell %s could not serve it (%s)",
+                        request.template.template_id, sandbox_id, exc)
+            await self._discard(shell)
+            return None
+        except BaseException:
+            await self._discard(shell)
             raise
         return handle
 
@@ -173,7 +253,7 @@ class Node:
         sandbox_id = new_sandbox_id()
         need = request.resources
         if not self.admission.try_reserve(sandbox_id, need, Kind.SANDBOX):
-            self.pools.evict(need)
+            self._evict(need)
             self.admission.reserve(sandbox_id, need, Kind.SANDBOX)  # raises HostFull
         try:
             handle = await self.runtime.restore(saved, request.spec(sandbox_id))
@@ -205,6 +285,25 @@ class Node:
 
     async def _fill(self, request: CreateRequest, sandbox_id: str) -> SandboxHandle:
         return await self._boot(request, sandbox_id, pooled=True)
+
+    async def _fill_shell(self, request: CreateRequest, sandbox_id: str) -> SandboxHandle:
+        """A warm shell: its envd gets one `/init` with the CA bundle and no user, token or command, so nothing
+        it caches (users, the memory limit its process cap derives from, files) predates the template's root."""
+        if not isinstance(self.runtime, ShellRuntime):
+            raise RuntimeError(f"the {self.backend} backend has no warm shells")
+        handle = await self.runtime.start_shell(request.spec(sandbox_id))
+        try:
+            # envd's first /init takes a code path (its thread pool, the CA bundle's file) worth warming; the
+            # bundle lands in the shell's root, which goes, and is given again after the switch.
+            body: dict = {"sandboxId": sandbox_id}
+            if self.ca_bundle:
+                body["caBundle"] = self.ca_bundle
+            await envd_client.init(self._http, handle.envd_url, body)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.runtime.stop(handle)
+            raise
+        return handle
 
     async def _init(self, handle: SandboxHandle, request: CreateRequest, identity: Identity) -> None:
         body = identity.init_body(handle.sandbox_id, request.template.template_id)
@@ -247,7 +346,7 @@ class Node:
         sandbox_id = saved.source_id
         need = request.resources
         if not self.admission.try_reserve(sandbox_id, need, Kind.SANDBOX):
-            self.pools.evict(need)
+            self._evict(need)
             self.admission.reserve(sandbox_id, need, Kind.SANDBOX)  # raises HostFull
         try:
             handle = await self.runtime.resume(saved, request.spec(sandbox_id))
@@ -329,7 +428,7 @@ class Node:
 
     def status(self) -> NodeStatus:
         return NodeStatus(self.backend, self.admission.budget, self.admission.used(),
-                          self.admission.used(Kind.POOL), self.pools.status())
+                          self.admission.used(Kind.POOL), self.pools.status() + self.shells.status())
 
     async def reconcile(self, known: Sequence[SandboxHandle],
                         resources: Mapping[str, Resources] | None = None,
@@ -361,6 +460,7 @@ class Node:
             self.unwatch(sandbox_id)
         try:
             await self.pools.close()
+            await self.shells.close()
             await self._http.aclose()
         finally:
             await self.runtime.close()

@@ -22,7 +22,7 @@ from typing import BinaryIO
 import httpx
 
 from ..images import system_image
-from . import network, oci, userns, volumes
+from . import container_shells, network, oci, userns, volumes
 from .cgroups import CgroupReader
 from .errors import BackendError, BackendUnavailable
 from .hostcmd import run
@@ -137,6 +137,10 @@ class OciRuntime(NotPersistent):
 
     # ---- start ----------------------------------------------------------------------------
     async def start(self, spec: SandboxSpec) -> SandboxHandle:
+        return await self._start(spec)
+
+    async def _start(self, spec: SandboxSpec, shell: bool = False) -> SandboxHandle:
+        """`shell`: no template; the root is a tmpfs of mount points (`container_shells.py`)."""
         if self.system_image is None:
             raise BackendError(f"the {self.name} backend was not prepared: call prepare() first")
         sandbox_dir = self.sandboxes_dir / spec.sandbox_id
@@ -149,9 +153,13 @@ class OciRuntime(NotPersistent):
                 await network.create(spec.sandbox_id, slot, spec.allow_internet_access)
             host_root = userns.sandbox_range(slot.index)
             disk = SandboxDisk(sandbox_dir)
-            await asyncio.to_thread(self._create_disk, disk, spec, host_root)
-            volume_mounts = await asyncio.to_thread(
-                volumes.attach, sandbox_dir, spec.volumes, self.idmaps.get(userns.BASE, host_root, userns.SIZE))
+            if shell:
+                await asyncio.to_thread(container_shells.mount_shell_root, disk.rootfs, host_root)
+                volume_mounts: list[dict] = []
+            else:
+                await asyncio.to_thread(self._create_disk, disk, spec, host_root)
+                volume_mounts = await asyncio.to_thread(
+                    volumes.attach, sandbox_dir, spec.volumes, self.idmaps.get(userns.BASE, host_root, userns.SIZE))
             self._write_bundle(spec, sandbox_dir, disk, host_root, volume_mounts)
             with await asyncio.to_thread(open, sandbox_dir / "envd.log", "ab") as out:
                 if self.runtime_makes_netns:

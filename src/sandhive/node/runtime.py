@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..errors import NodeError
 
@@ -194,6 +194,29 @@ class Runtime(Protocol):
 
     async def close(self) -> None:
         """Server stop: free what the backend holds itself (clients, namespaces); sandboxes keep running."""
+        ...
+
+
+class ShellUnfit(Exception):
+    """This request cannot be served by a shell (the node cold-starts it instead); the message says why."""
+
+
+@runtime_checkable
+class ShellRuntime(Protocol):
+    """A backend that serves pool misses from warm shells (docs/persistence.md "template-agnostic warm shells"):
+    sandboxes started from no template, made a template's sandbox on demand. The container backend's
+    (`container_shells.py`); the node uses it when `Node(shells=N)` and the runtime is one."""
+
+    async def start_shell(self, spec: SandboxSpec) -> SandboxHandle:
+        """A shell with `spec`'s id, limits and network, no template, envd healthy and not `/init`ed."""
+        ...
+
+    def shell_unfit(self, spec: SandboxSpec) -> str | None:
+        """None when a shell can become `spec`, else why not (the node cold-starts it)."""
+        ...
+
+    async def fill_shell(self, shell: SandboxHandle, spec: SandboxSpec) -> SandboxHandle:
+        """Make `shell` the sandbox `spec` (the same id), once; on failure the caller stops it."""
         ...
 
 

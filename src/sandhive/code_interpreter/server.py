@@ -90,6 +90,36 @@ del __sandhive_setup
 """
 
 
+# Run silently in every new (or restarted) Python kernel after KERNEL_SETUP: a matplotlib Figure also displays as
+# `e2b/chart` (`charts.figure_chart`: None, so no chart, for a figure it cannot read), next to its PNG in the same
+# display_data. Registered by name: matplotlib is imported only by code that uses it.
+CHART_SETUP = """\
+def __sandhive_charts():
+    from IPython import get_ipython
+    from IPython.core.formatters import BaseFormatter
+    from traitlets import ObjectName, Unicode
+
+    class ChartFormatter(BaseFormatter):
+        format_type = Unicode("e2b/chart")
+        print_method = ObjectName("_repr_e2b_chart_")
+        _return_type = (dict,)
+
+    def chart(figure):
+        try:
+            from {module} import figure_chart
+            return figure_chart(figure)
+        except Exception:
+            return None
+
+    shell = get_ipython()
+    formatter = ChartFormatter(parent=shell.display_formatter)
+    formatter.for_type_by_name("matplotlib.figure", "Figure", chart)
+    shell.display_formatter.formatters["e2b/chart"] = formatter
+__sandhive_charts()
+del __sandhive_charts
+""".format(module=f"{__package__}.charts")
+
+
 class RequestError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -119,6 +149,7 @@ class Context:
         await self.client.wait_for_ready(timeout=60)
         if self.language == "python":
             await self.run_silently(KERNEL_SETUP)
+            await self.run_silently(CHART_SETUP)
 
     def _connect(self) -> None:
         if self.client is not None:

@@ -63,7 +63,7 @@ RUN pip install --no-cache-dir --root-user-action=ignore --disable-pip-version-c
 # matplotlib's font cache, built once here rather than at the first plot of every sandbox
 RUN HOME=/home/user python3 -c 'import matplotlib.pyplot' && chown -R 1000:1000 /home/user/.cache
 COPY {PACKAGE} {SITE}/{PACKAGE}
-RUN python3 -c 'import {PACKAGE}.server, pandas, numpy, matplotlib'
+RUN python3 -c 'import {PACKAGE}.server, {PACKAGE}.charts, pandas, numpy, matplotlib'
 USER user
 WORKDIR /home/user
 """

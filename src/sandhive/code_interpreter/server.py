@@ -92,7 +92,8 @@ del __sandhive_setup
 
 # Run silently in every new (or restarted) Python kernel after KERNEL_SETUP: a matplotlib Figure also displays as
 # `e2b/chart` (`charts.figure_chart`: None, so no chart, for a figure it cannot read), next to its PNG in the same
-# display_data. Registered by name: matplotlib is imported only by code that uses it.
+# display_data. The formatter matches the class by name rather than registering it: matplotlib is imported only by
+# code that uses it, and the inline backend, when pyplot loads, drops every formatter's registration for Figure.
 CHART_SETUP = """\
 def __sandhive_charts():
     from IPython import get_ipython
@@ -104,17 +105,19 @@ def __sandhive_charts():
         print_method = ObjectName("_repr_e2b_chart_")
         _return_type = (dict,)
 
-    def chart(figure):
-        try:
-            from {module} import figure_chart
-            return figure_chart(figure)
-        except Exception:
-            return None
+        def __call__(self, obj):
+            if not self.enabled:
+                return None
+            if not any(c.__name__ == "Figure" and c.__module__ == "matplotlib.figure" for c in type(obj).__mro__):
+                return None
+            try:
+                from {module} import figure_chart
+                return figure_chart(obj)
+            except Exception:
+                return None
 
     shell = get_ipython()
-    formatter = ChartFormatter(parent=shell.display_formatter)
-    formatter.for_type_by_name("matplotlib.figure", "Figure", chart)
-    shell.display_formatter.formatters["e2b/chart"] = formatter
+    shell.display_formatter.formatters["e2b/chart"] = ChartFormatter(parent=shell.display_formatter)
 __sandhive_charts()
 del __sandhive_charts
 """.format(module=f"{__package__}.charts")

@@ -60,8 +60,10 @@ def dockerfile() -> str:
     return f"""FROM base
 USER root
 RUN pip install --no-cache-dir --root-user-action=ignore --disable-pip-version-check {' '.join(PIP_PACKAGES)}
-# matplotlib's font cache, built once here rather than at the first plot of every sandbox
-RUN HOME=/home/user python3 -c 'import matplotlib.pyplot' && chown -R 1000:1000 /home/user/.cache
+# matplotlib's font cache, built once here rather than at the first plot of every sandbox; its config and cache
+# dirs (made by root here) are user's, or every kernel's first plot warns on stderr that they are not writable
+RUN HOME=/home/user python3 -c 'import matplotlib.pyplot' && mkdir -p /home/user/.cache /home/user/.config \
+    && chown -R 1000:1000 /home/user/.cache /home/user/.config
 COPY {PACKAGE} {SITE}/{PACKAGE}
 RUN python3 -c 'import {PACKAGE}.server, {PACKAGE}.charts, pandas, numpy, matplotlib'
 USER user

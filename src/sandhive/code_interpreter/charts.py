@@ -320,18 +320,20 @@ def read_axes(ax: Any) -> Data:
         if not artist.get_visible():
             continue
         if isinstance(artist, Line2D):
-            artists.append({"kind": "line", "label": artist.get_label(), "x": list(artist.get_xdata()),
-                            "y": list(artist.get_ydata()), "linestyle": artist.get_linestyle(),
+            xdata: Any = artist.get_xdata()  # numpy arrays: their stubs' union types do not follow list()
+            ydata: Any = artist.get_ydata()
+            artists.append({"kind": "line", "label": artist.get_label(), "x": list(xdata),
+                            "y": list(ydata), "linestyle": artist.get_linestyle(),
                             "spanning": artist.get_transform() is not ax.transData})  # axhline, axvline
         elif isinstance(artist, PathCollection):  # scatter (a contour, fill_between, ... is another Collection)
-            offsets = artist.get_offsets()
+            offsets: Any = artist.get_offsets()
             artists.append({"kind": "path_collection", "label": artist.get_label(),
                             "offsets": [(float(x), float(y)) for x, y in offsets]})
         elif isinstance(artist, Wedge):
             artists.append({"kind": "wedge", "label": artist.get_label(), "theta1": float(artist.theta1),
                             "theta2": float(artist.theta2), "r": float(artist.r)})
         elif isinstance(artist, PathPatch):
-            path = artist.get_path()
+            path: Any = artist.get_path()
             vertices = [(float(x), float(y)) for (x, y), code in zip(path.vertices, path.codes if path.codes is not None
                         else [None] * len(path.vertices), strict=False) if code != path.CLOSEPOLY]
             artists.append({"kind": "path_patch", "vertices": vertices})

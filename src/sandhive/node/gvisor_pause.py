@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import NodeError
-from . import idmap, mounts, scratch, userns
+from . import userns
 from .errors import BackendError
 from .hostcmd import run
 from .oci_runtime import OciRuntime
@@ -80,20 +80,11 @@ def mount_kept(disk: SandboxDisk, template: Path, image: Path, host_root: int, i
     Undone by `disk.destroy()`, called here on failure (`image` itself is only linked, never removed)."""
     try:
         disk.rw.mkdir(parents=True, exist_ok=True)
-        disk.rootfs.mkdir(exist_ok=True)
-        disk.lower.mkdir(exist_ok=True)
-        idmap.bind(template, disk.lower, idmap_fd)
         link_or_copy(image, disk.image)
-        scratch.mount_image(disk.image, disk.rw)
-        disk.rw.chmod(0o700)
-        upper, work = disk.rw / "upper", disk.rw / "work"
-        if not upper.is_dir():
-            raise BackendError(f"the kept layer {image} has no upper directory")
-        userns.rehome(upper, host_root)
-        shutil.rmtree(work, ignore_errors=True)  # the overlay's scratch space: nothing in it is kept
-        work.mkdir()
-        mounts.mount("overlay", str(disk.rootfs), "overlay", 0,
-                     f"lowerdir={disk.lower},upperdir={upper},workdir={work}")
+        disk.remount(template, host_root, idmap_fd)
+    except OSError as exc:
+        disk.destroy()
+        raise BackendError(f"booting the kept layer {image} failed: {exc}") from exc
     except BaseException:
         disk.destroy()
         raise

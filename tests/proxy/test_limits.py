@@ -75,3 +75,25 @@ def test_connections_per_sandbox_are_capped(capped: Rig) -> None:
             threading.Event().wait(0.2)
         else:
             pytest.fail("the cap was not released when the connections ended")
+
+
+def test_an_unbounded_read_ends_when_its_sandbox_leaves_the_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The code interpreter's /execute has no idle bound (http.UNBOUNDED_READS); a killed sandbox's netns sends no
+    FIN, so without the route check the upstream socket — and the client's request — would hang for ever."""
+    from sandhive.proxy import http as proxy_http
+
+    monkeypatch.setattr(proxy_http, "ROUTE_CHECK_SECONDS", 0.2, raising=False)
+    rig_gen = _rig(READ_TIMEOUT)
+    rig = next(rig_gen)
+    try:
+        monkeypatch.setattr(proxy_http, "UNBOUNDED_READS", {(rig.upstream.port, "GET", "/forever")})
+        with rig.client() as c, c.stream("GET", "/forever", headers=rig.sandbox_headers()) as r:
+            assert r.status_code == 200
+            assert rig.state.stream_started.wait(5)
+            assert not rig.state.stream_cancelled.wait(READ_TIMEOUT * 2)  # no idle bound: still open
+            del rig.resolver.table[SANDBOX_ID]  # the sandbox is killed
+            with pytest.raises(httpx.RemoteProtocolError):  # cut, never mistaken for a complete body
+                r.read()
+        assert rig.state.stream_cancelled.wait(5)
+    finally:
+        rig_gen.close()

@@ -25,13 +25,29 @@ Unrouted = Callable[[], Awaitable[bool]]  # has the sandbox been taken off the p
 # upstream at once), not the proxy's idle read timeout. No keepalive line can stand in: the client's timeout
 # is a read timeout too, and any line would reset it.
 UNBOUNDED_READS = {(49999, "POST", "/execute")}
+# An unbounded read still ends with its sandbox: a killed (or timed-out, or paused) sandbox's network namespace
+# goes without a FIN or RST, so the upstream socket would wait forever for a client with no timeout of its own.
+# While such a read is open, the route is looked up again every ROUTE_CHECK_SECONDS.
+ROUTE_CHECK_SECONDS = 5.0
+
+
+def is_unbounded(port: int, method: str, path: str) -> bool:
+    return (port, method.upper(), path.rstrip("/") or "/") in UNBOUNDED_READS
 
 
 def read_timeout(port: int, method: str, path: str, default: httpx.Timeout) -> httpx.Timeout:
     """The upstream timeouts of one request: `default`, with no read bound for the UNBOUNDED_READS."""
-    if (port, method.upper(), path.rstrip("/") or "/") in UNBOUNDED_READS:
+    if is_unbounded(port, method, path):
         return httpx.Timeout(connect=default.connect, read=None, write=default.write, pool=default.pool)
     return default
+
+
+async def _until_unrouted(unrouted: Unrouted) -> None:
+    """Return once the sandbox is off the proxy (see ROUTE_CHECK_SECONDS)."""
+    while True:
+        await asyncio.sleep(ROUTE_CHECK_SECONDS)
+        if await unrouted():
+            return
 
 
 class ClientGone(Exception):
@@ -110,14 +126,16 @@ async def forward(client: httpx.AsyncClient, scope: Scope, receive: Receive, sen
     "port is not open" (the SDK's "running but unreachable")."""
     downstream = Downstream(receive)
     exchange = asyncio.create_task(_exchange(client, scope, downstream, send, url, sandbox_id, port, unrouted))
-    watcher = asyncio.create_task(downstream.wait_disconnect())
+    watchers = {asyncio.create_task(downstream.wait_disconnect())}
+    if unrouted is not None and is_unbounded(port, scope["method"], scope.get("path", "")):
+        watchers.add(asyncio.create_task(_until_unrouted(unrouted)))
     try:
-        await asyncio.wait({exchange, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({exchange, *watchers}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         # Cancelling the exchange closes the upstream response (see `_exchange`), which is the point.
-        exchange.cancel()
-        watcher.cancel()
-        outcome, _ = await asyncio.gather(exchange, watcher, return_exceptions=True)
+        for task in (exchange, *watchers):
+            task.cancel()
+        outcome, *_ = await asyncio.gather(exchange, *watchers, return_exceptions=True)
     if isinstance(outcome, Exception):
         raise outcome
 

@@ -20,6 +20,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from sandhive.proxy.access import Route as ProxyRoute
 from tests.helpers import free_port
 
 GZIP_PAYLOAD = gzip.compress(b"sandhive " * 4096, mtime=0)
@@ -162,12 +163,14 @@ def api_app() -> Starlette:
 
 @dataclass
 class RecordingResolver:
-    """Maps known ids to an address and records every lookup, so tests can tell whether one happened."""
+    """Maps known ids to an address (or a whole proxy route) and records every lookup, so tests can tell
+    whether one happened."""
 
-    table: dict[str, str]
+    table: dict[str, str | ProxyRoute]
     calls: list[str] = field(default_factory=list)
 
-    async def __call__(self, sandbox_id: str) -> str | None:
+    async def __call__(self, sandbox_id: str) -> ProxyRoute | None:
         self.calls.append(sandbox_id)
-        return self.table.get(sandbox_id)
+        found = self.table.get(sandbox_id)
+        return ProxyRoute(found) if isinstance(found, str) else found
 

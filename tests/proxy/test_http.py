@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from sandhive.proxy import EdgeProxy
+from sandhive.proxy.access import Route as ProxyRoute
 from tests.helpers import free_port
 from tests.proxy.conftest import SANDBOX_ID, Rig
 from tests.proxy.servers import GZIP_PAYLOAD, ServerThread, api_app
@@ -257,9 +258,9 @@ def test_a_sandbox_unrouted_while_its_request_connects_is_not_found() -> None:
     "was not found" (killed), not "port is not open" (the SDK's "running but unreachable"); issue 13 item 6."""
     lookups: list[str] = []
 
-    async def resolve_once(sandbox_id: str) -> str | None:  # routed at first, gone when asked again
+    async def resolve_once(sandbox_id: str) -> ProxyRoute | None:  # routed at first, gone when asked again
         lookups.append(sandbox_id)
-        return "127.0.0.1" if len(lookups) == 1 else None
+        return ProxyRoute("127.0.0.1") if len(lookups) == 1 else None
 
     proxy = ServerThread(EdgeProxy(api_app(), resolve_once)).start()
     try:

@@ -22,6 +22,7 @@ from ..errors import UserError
 from ..node.request import CreateRequest, Identity
 from ..node.runtime import PauseMode, SavedSandbox
 from ..node.saved import read_record
+from ..proxy.access import Route
 from ..store import SandboxRecord
 from .errors import not_found
 from .quota import TeamQuota
@@ -104,7 +105,7 @@ class Pauses:
                 try:
                     saved = await node.pause(handle_of(record), mode, self.root / sandbox_id)
                 except BaseException:
-                    self.s.directory.add(sandbox_id, record.address)
+                    self.s.directory.add(record)
                     raise
                 await asyncio.to_thread(self.s.store.mark_paused, sandbox_id, saved_to_json(saved))
                 self.quota.add(team_id, sandbox_id)
@@ -161,17 +162,17 @@ class Pauses:
                 raise
             self.quota.remove(team_id, sandbox_id)
             self._auto_resume.discard(sandbox_id)
-            self.s.directory.add(sandbox_id, handle.address)
+            self.s.directory.add(record, handle.address)
             node.watch(handle, self.s._ended)
             await node.discard_saved(saved)
         log.info("sandbox %s resumed (%s)", sandbox_id, saved.mode)
         return True
 
-    async def resolve(self, sandbox_id: str) -> str | None:
-        """The edge proxy's resolver: a running sandbox's address; a paused one with auto-resume is resumed first."""
-        address = await self.s.directory.resolve(sandbox_id)
-        if address is not None or sandbox_id not in self._auto_resume:
-            return address
+    async def resolve(self, sandbox_id: str) -> Route | None:
+        """The edge proxy's resolver: a running sandbox's route; a paused one with auto-resume is resumed first."""
+        route = await self.s.directory.resolve(sandbox_id)
+        if route is not None or sandbox_id not in self._auto_resume:
+            return route
         record = await asyncio.to_thread(self.s.store.get_sandbox, sandbox_id)
         if record is None or record.state == "killed":
             self._auto_resume.discard(sandbox_id)

@@ -26,6 +26,7 @@ from ..node.runtime import SandboxHandle, TemplateImage
 from ..store import ClaimOutcome, SandboxQuery, SandboxRecord, SnapshotRecord, Store
 from ..store.store import now_utc
 from ..templates.catalog import TemplateCatalog
+from . import network
 from .directory import SandboxDirectory
 from .errors import not_found
 from .lifetime import Lifetime
@@ -64,8 +65,9 @@ def request_hash(version: str, body: NewSandboxV2) -> str:
 def _unsupported(body: NewSandboxV2) -> str | None:
     """The first requested feature this server cannot honour. Refusing beats silently ignoring it (a
     denyOut rule that is not enforced, or a sandbox killed when it was asked to pause)."""
-    if body.network and any(v is not None and (k, v) != ("allowPublicTraffic", True) for k, v in body.network.items()):
-        return "network configuration (use allow_internet_access)"
+    key = network.unsupported(body.network)
+    if key:
+        return f"network.{key} (egress rules are not enforced yet; use allow_internet_access)"
     if body.mcp:
         return "mcp"
     if body.iam:
@@ -137,7 +139,7 @@ class SandboxService:
         live = await asyncio.to_thread(self.store.live_sandboxes)
         if self.node is None:  # nothing to ask; the records stand until a server with a backend starts
             for record in live:
-                self.directory.add(record.sandbox_id, record.address)
+                self.directory.add(record)
             return
         for record in live:  # a pause that finished on disk while the server died is a pause (pause.py)
             if record.state == "running" and record.backend == self.node.backend:
@@ -153,7 +155,7 @@ class SandboxService:
             if record.state == "paused":
                 continue
             if record.sandbox_id in alive:
-                self.directory.add(record.sandbox_id, record.address)
+                self.directory.add(record)
                 self.quota.add(record.team_id, record.sandbox_id)
                 self.node.watch(handle_of(record), self._ended)
                 continue
@@ -210,6 +212,7 @@ class SandboxService:
             raise UserError(500, NO_BACKEND, "sandbox_no_compatible_node")
         template = await self._template(team_id, body.templateID)
         allow_internet = True if body.allow_internet_access is None else body.allow_internet_access
+        net = network.stored(body.network)
         env = {**template.env, **(body.envVars or {})}
         volumes = await self.volumes.mounts_for(team_id, self.node.backend, body.volumeMounts)
         request = CreateRequest.of(template, allow_internet, volumes)
@@ -233,7 +236,8 @@ class SandboxService:
             envd_access_token=token, allow_internet_access=allow_internet, backend=handle.backend,
             address=handle.address, runtime_state=dict(handle.state), auto_pause=bool(body.autoPause),
             auto_pause_memory=body.autoPauseMemory is not False,
-            auto_resume=bool(body.autoResume is not None and body.autoResume.enabled))
+            auto_resume=bool(body.autoResume is not None and body.autoResume.enabled),
+            network=net, traffic_access_token=network.new_traffic_token(net))
         try:
             await asyncio.to_thread(self.store.add_sandbox, record)
             await self.volumes.record(sandbox_id, volumes)
@@ -242,7 +246,7 @@ class SandboxService:
             with contextlib.suppress(Exception):
                 await self.node.kill(handle)
             raise
-        self.directory.add(sandbox_id, handle.address)
+        self.directory.add(record)
         self.node.watch(handle, self._ended)
         return record
 
@@ -390,7 +394,7 @@ class SandboxService:
                 await self.node.kill(handle_of(record))
         except BaseException:
             if record.address:
-                self.directory.add(record.sandbox_id, record.address)
+                self.directory.add(record)
             raise
 
     async def _forget(self, record: SandboxRecord) -> None:

@@ -121,6 +121,7 @@ class ListedSandbox(BaseModel):
 class SandboxDetail(ListedSandbox):
     envdAccessToken: str
     allowInternetAccess: bool | None = None
+    network: dict[str, Any] | None = None  # the honoured SandboxNetworkConfig keys it was created with
     domain: str | None = None
     lifecycle: Lifecycle = Field(default_factory=Lifecycle)
 

@@ -24,12 +24,14 @@ import shutil
 import string
 import uuid
 from pathlib import Path
+from typing import Any
 
 from ..envd import ENVD_VERSION
 from ..errors import UserError, report_internal
 from ..node.request import CreateRequest, Identity
 from ..node.runtime import SavedSandbox, not_supported
 from ..store import SandboxRecord, SnapshotRecord
+from . import network
 from .sandboxes import NO_BACKEND, SandboxService
 from .schemas import NewSandboxV2
 from .snapshot_schemas import ForkError, ForkResult, SnapshotInfo
@@ -201,11 +203,11 @@ class SnapshotService:
                                    memory=snapshot.memory_mb, disk=snapshot.disk_mb, internet=internet,
                                    env={**(snapshot.env_vars or {}), **(body.envVars or {})},
                                    meta=dict(body.metadata or {}), timeout=timeout,
-                                   alias=self.ref(snapshot, slug))
+                                   alias=self.ref(snapshot, slug), net=network.stored(body.network))
 
     async def _restore(self, team_id: str, saved: SavedSandbox, *, template_id: str, cpu: int, memory: int,
                        disk: int, internet: bool, env: dict[str, str], meta: dict[str, str], timeout: int,
-                       alias: str | None) -> SandboxRecord:
+                       alias: str | None, net: dict[str, Any] | None) -> SandboxRecord:
         svc = self.sandboxes
         node = svc.node
         if node is None or svc.templates is None:
@@ -229,14 +231,14 @@ class SnapshotService:
             end_at=svc.lifetime.deadline(now, now, timeout), meta=meta, env_vars=env, cpu_count=cpu,
             memory_mb=memory, disk_mb=disk, envd_version=ENVD_VERSION, envd_access_token=svc._token(handle.sandbox_id),
             allow_internet_access=internet, backend=handle.backend, address=handle.address,
-            runtime_state=dict(handle.state))
+            runtime_state=dict(handle.state), network=net, traffic_access_token=network.new_traffic_token(net))
         try:
             await asyncio.to_thread(self.store.add_sandbox, record)
         except BaseException:
             svc.quota.remove(team_id, handle.sandbox_id)
             await node.kill(handle)
             raise
-        svc.directory.add(handle.sandbox_id, handle.address)
+        svc.directory.add(record)
         node.watch(handle, svc._ended)
         return record
 
@@ -258,7 +260,7 @@ class SnapshotService:
                         team_id, saved, template_id=source.template_id, cpu=source.cpu_count,
                         memory=source.memory_mb, disk=source.disk_mb, internet=source.allow_internet_access,
                         env=dict(source.env_vars or {}), meta=dict(source.meta or {}), timeout=seconds,
-                        alias=source.alias)
+                        alias=source.alias, net=source.network)
 
             outcomes = await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
         finally:

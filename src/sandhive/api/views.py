@@ -14,7 +14,8 @@ def handle_of(record: SandboxRecord) -> SandboxHandle:
 
 def sandbox_view(record: SandboxRecord) -> Sandbox:
     return Sandbox(templateID=record.template_id, sandboxID=record.sandbox_id, clientID=record.client_id,
-                   envdVersion=record.envd_version, envdAccessToken=record.envd_access_token, alias=record.alias)
+                   envdVersion=record.envd_version, envdAccessToken=record.envd_access_token, alias=record.alias,
+                   trafficAccessToken=record.traffic_access_token)
 
 
 def _listed_fields(record: SandboxRecord) -> dict:
@@ -30,6 +31,6 @@ def listed_view(record: SandboxRecord) -> ListedSandbox:
 
 def detail_view(record: SandboxRecord) -> SandboxDetail:
     return SandboxDetail(**_listed_fields(record), envdAccessToken=record.envd_access_token,
-                         allowInternetAccess=record.allow_internet_access,
+                         allowInternetAccess=record.allow_internet_access, network=record.network,
                          lifecycle=Lifecycle(autoResume=bool(record.auto_resume),
                                              onTimeout="pause" if record.auto_pause else "kill"))

@@ -12,6 +12,7 @@ import uvicorn
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
+from .access import Route
 from .asgi import EdgeProxy
 
 
@@ -41,8 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     table = dict(item.split("=", 1) for item in args.sandbox)
 
-    async def resolve(sandbox_id: str) -> str | None:
-        return table.get(sandbox_id)
+    async def resolve(sandbox_id: str) -> Route | None:
+        address = table.get(sandbox_id)
+        return Route(address) if address is not None else None
 
     uvicorn.run(EdgeProxy(no_api, resolve, args.domain), host=args.host, port=args.port, log_level=args.log_level,
                 access_log=False, lifespan="on", server_header=False, date_header=False, timeout_keep_alive=75)

@@ -14,9 +14,10 @@ from urllib.parse import quote
 import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import errors, http, routing, websocket
+from . import access, errors, http, routing, websocket
+from .access import Route
 
-Resolver = Callable[[str], Awaitable[str | None]]
+Resolver = Callable[[str], Awaitable[Route | None]]
 
 # Connect streams (Start, WatchDir) stay open for minutes, but envd sends a keepalive event at least every
 # `Keepalive-Ping-Interval` seconds (E2B's SDK asks for 50). So the read timeout is between two chunks, not
@@ -35,8 +36,9 @@ RETRY_AFTER_SECONDS = 1
 class EdgeProxy:
     """ASGI app routing sandbox traffic to `resolve(sandbox_id)`'s address and the rest to `app`.
 
-    `resolve` returns the host-reachable address (an IP) of a running sandbox, or None. Its port N is at
-    `http://<address>:N`. With `domain`, Host-based routing only accepts `<port>-<id>.<domain>`.
+    `resolve` returns the `Route` of a running sandbox, or None: its host-reachable address (an IP; port N
+    is at `http://<address>:N`) and what the proxy enforces on the way (private ports, a masked Host).
+    With `domain`, Host-based routing only accepts `<port>-<id>.<domain>`.
     """
 
     def __init__(self, app: ASGIApp, resolve: Resolver, domain: str | None = None,
@@ -84,10 +86,15 @@ class EdgeProxy:
         if routing.is_internal(port, scope["path"]):
             await self._reject(scope, receive, send, errors.ProxyError(404, "Not found", sandbox_id))
             return
-        address = await self.resolve(sandbox_id) if routing.SANDBOX_ID.match(sandbox_id) else None
-        if address is None:
+        route = await self.resolve(sandbox_id) if routing.SANDBOX_ID.match(sandbox_id) else None
+        if route is None:
             await self._reject(scope, receive, send, errors.sandbox_not_found(sandbox_id))
             return
+        refused = access.refusal(route, port, scope.get("headers", []), sandbox_id)
+        if refused is not None:
+            await self._reject(scope, receive, send, refused)
+            return
+        scope = {**scope, "headers": access.upstream_headers(route, port, scope.get("headers", []))}
         if self._open[sandbox_id] >= self.max_connections_per_sandbox:
             await self._reject(scope, receive, send, errors.ProxyError(
                 429, f"Too many open connections to sandbox {sandbox_id}: at most "
@@ -96,7 +103,7 @@ class EdgeProxy:
             return
         self._open[sandbox_id] += 1
         try:
-            await self._forward(scope, receive, send, address, sandbox_id, port)
+            await self._forward(scope, receive, send, route.address, sandbox_id, port)
         finally:
             self._open[sandbox_id] -= 1
             if not self._open[sandbox_id]:
@@ -117,7 +124,8 @@ class EdgeProxy:
             await websocket.forward(scope, receive, send, uri, sandbox_id, port)
 
     async def _unrouted(self, sandbox_id: str, address: str) -> bool:
-        return await self.resolve(sandbox_id) != address
+        route = await self.resolve(sandbox_id)
+        return route is None or route.address != address
 
     @staticmethod
     async def _reject(scope: Scope, receive: Receive, send: Send, error: errors.ProxyError) -> None:

@@ -110,6 +110,9 @@ class SandboxRecord(Base):
     auto_pause: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # on timeout: pause
     auto_pause_memory: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     auto_resume: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # ---- private ports (issue 16, revision 0007) ----
+    network: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # the honoured SandboxNetworkConfig
+    traffic_access_token: Mapped[str | None] = mapped_column(String(128), nullable=True)  # set: ports are private
 
 
 class IdempotencyRecord(Base):

@@ -1,0 +1,55 @@
+"""Who may reach a sandbox's ports, and how the request looks upstream: the proxy's half of private ports.
+
+A sandbox created with `network.allowPublicTraffic=false` (E2B's private ports) answers on its ports only to
+requests carrying `e2b-traffic-access-token: <the create response's trafficAccessToken>`; others get E2B's 403.
+envd's own port is exempt: it has its own access token (`X-Access-Token`), which the SDK always sends, and the
+SDK does not send the traffic token there. `maskRequestHost` replaces the `Host` header the sandbox sees
+(`${PORT}` becomes the port). The token is a credential for the proxy, so it is not relayed to the sandbox.
+
+Pure functions and one dataclass, free of I/O, like `routing`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from .errors import ProxyError
+from .headers import RawHeaders
+from .routing import ENVD_PORT
+
+TRAFFIC_TOKEN_HEADER = b"e2b-traffic-access-token"
+TOKEN_MISSING = "Sandbox is secured with traffic access token. Token header 'e2b-traffic-access-token' is missing"
+TOKEN_INVALID = "Sandbox is secured with traffic access token. Token header 'e2b-traffic-access-token' is invalid"
+PORT_PLACEHOLDER = "${PORT}"
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a running sandbox's ports are (`address`, an IP the host reaches) and what the proxy enforces."""
+
+    address: str
+    traffic_token: str | None = None  # set: ports other than envd's need it (allowPublicTraffic=false)
+    mask_host: str | None = None  # set: the Host header the sandbox sees (maskRequestHost)
+
+
+def refusal(route: Route, port: int, headers: RawHeaders, sandbox_id: str) -> ProxyError | None:
+    """E2B's 403 when `route` is private and the request lacks its traffic token; None when it may pass."""
+    if route.traffic_token is None or port == ENVD_PORT:
+        return None
+    sent = [value for key, value in headers if key.lower() == TRAFFIC_TOKEN_HEADER]
+    if not sent:
+        return ProxyError(403, TOKEN_MISSING, sandbox_id)
+    if len(sent) > 1 or not hmac.compare_digest(sent[0], route.traffic_token.encode()):
+        return ProxyError(403, TOKEN_INVALID, sandbox_id)
+    return None
+
+
+def upstream_headers(route: Route, port: int, headers: RawHeaders) -> RawHeaders:
+    """The request's headers as the sandbox gets them: without the traffic token, with the masked Host."""
+    out = [(key, value) for key, value in headers if key.lower() != TRAFFIC_TOKEN_HEADER]
+    if route.mask_host is not None:
+        host = route.mask_host.replace(PORT_PLACEHOLDER, str(port)).encode("latin-1")
+        out = [(key, value) for key, value in out if key.lower() != b"host"]
+        out.append((b"host", host))
+    return out

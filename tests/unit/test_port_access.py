@@ -49,8 +49,8 @@ def test_without_a_mask_the_host_passes_unchanged() -> None:
 
 def test_only_the_honoured_network_keys_are_accepted() -> None:
     assert network.unsupported({"allowPublicTraffic": False, "maskRequestHost": "a.test"}) is None
-    assert network.unsupported({"allowOut": None}) is None  # null means "not set"
-    assert network.unsupported({"allowOut": ["1.2.3.4"]}) == "allowOut"
+    assert network.unsupported({"dnsServers": None}) is None  # null means "not set"
+    assert network.unsupported({"allowOut": ["1.2.3.4"], "dnsServers": ["1.1.1.1"]}) == "dnsServers"
 
 
 def test_stored_settings_and_the_token_they_call_for() -> None:

@@ -2,8 +2,9 @@
 and the proxy route they make.
 
 Honoured today: `allowPublicTraffic` (false: the sandbox's ports answer only requests carrying its
-`trafficAccessToken`) and `maskRequestHost` (the Host header its ports see). Egress rules (`allowOut`,
-`denyOut`, ...) are refused with a 400 rather than accepted and not enforced.
+`trafficAccessToken`), `maskRequestHost` (the Host header its ports see), and `allowOut`/`denyOut` of IP
+addresses and CIDR ranges (kernel rules, node/egress.py). Domain names in `allowOut`, `dnsServers`,
+`egressProxy` and header `rules` are refused with a 400 rather than accepted and not enforced.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ import secrets
 from typing import Any
 
 from ..errors import UserError
+from ..node.egress import EgressPolicy
 from ..proxy.access import Route
 from ..store import SandboxRecord
 
-HONOURED = ("allowPublicTraffic", "maskRequestHost")
+HONOURED = ("allowPublicTraffic", "maskRequestHost", "allowOut", "denyOut")
+EGRESS = ("allowOut", "denyOut")
+MAX_RULES = 512  # ranges per list: each is a kernel set element
 # A Host header value: a name or address with an optional port and the `${PORT}` placeholder. Nothing that
 # could end the header (CR, LF) or smuggle another one.
 _MASK = re.compile(r"^[A-Za-z0-9.\-_:\[\]]*(\$\{PORT\}[A-Za-z0-9.\-_:\[\]]*)*$")
@@ -47,7 +51,52 @@ def stored(network: dict[str, Any] | None) -> dict[str, Any] | None:
             raise UserError(400, "network.maskRequestHost must be a host name or address (optionally with a port "
                                  f"or ${{PORT}}), at most {MAX_MASK} characters")
         kept["maskRequestHost"] = mask
+    for key in EGRESS:
+        values = network.get(key)
+        if values is None:
+            continue
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values) or len(values) > MAX_RULES:
+            raise UserError(400, f"network.{key} must be a list of at most {MAX_RULES} IP addresses or CIDR ranges")
+        for value in values:
+            _check_range(key, value)
+        if values:
+            kept[key] = list(values)
     return kept or None
+
+
+def _check_range(key: str, value: str) -> None:
+    try:
+        EgressPolicy.of([value])
+    except ValueError:
+        if key == "allowOut" and _looks_like_domain(value):
+            raise UserError(400, f"network.allowOut: domain rules ({value!r}) are not enforced by this server yet; "
+                                 "use IP addresses or CIDR ranges") from None
+        raise UserError(400, f"network.{key}: {value!r} is not an IP address or CIDR range") from None
+
+
+def _looks_like_domain(value: str) -> bool:
+    return bool(re.match(r"^(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$", value))
+
+
+def has_rules(network: dict[str, Any] | None) -> bool:
+    """Whether the stored settings carry egress rules (then the node must load them: `policy`)."""
+    return bool(network and any(network.get(key) for key in EGRESS))
+
+
+def policy(network: dict[str, Any] | None, internet: bool) -> EgressPolicy:
+    """The kernel rules of stored settings; without internet, everything is denied that allowOut does not name."""
+    network = network or {}
+    return EgressPolicy.of(network.get("allowOut") or (), network.get("denyOut") or (), internet)
+
+
+def updated(current: dict[str, Any] | None, update: dict[str, Any]) -> dict[str, Any] | None:
+    """The settings after `PUT /sandboxes/{id}/network`: the egress ones replaced by `update` (omitted ones
+    cleared, as E2B does), the port ones kept. UserError 400 for what this server cannot honour."""
+    for key in ("dnsServers", "egressProxy", "rules"):
+        if update.get(key):
+            raise UserError(400, f"network.{key} is not supported by this server")
+    kept = {key: value for key, value in (current or {}).items() if key not in EGRESS}
+    return stored({**kept, **{key: update.get(key) for key in EGRESS}})
 
 
 def new_traffic_token(network: dict[str, Any] | None) -> str | None:

@@ -24,6 +24,7 @@ from ..node.runtime import PauseMode, SavedSandbox
 from ..node.saved import read_record
 from ..proxy.access import Route
 from ..store import SandboxRecord
+from . import network
 from .errors import not_found
 from .quota import TeamQuota
 from .schemas import NewSandboxV2
@@ -75,7 +76,7 @@ class Pauses:
         return self.s.settings.data_dir / PAUSED_DIR
 
     @contextlib.asynccontextmanager
-    async def _lock(self, sandbox_id: str) -> AsyncIterator[None]:
+    async def locked(self, sandbox_id: str) -> AsyncIterator[None]:
         lock = self._locks[sandbox_id]
         try:
             async with lock:
@@ -93,7 +94,7 @@ class Pauses:
 
     async def _pause(self, team_id: str, sandbox_id: str, mode: PauseMode, *, explicit: bool) -> None:
         node = self.s.node
-        async with self._lock(sandbox_id):
+        async with self.locked(sandbox_id):
             record = await self.s._owned(team_id, sandbox_id)
             if record.state == "paused":
                 raise UserError(409, f"Sandbox {sandbox_id} is already paused", "sandbox_already_paused")
@@ -133,7 +134,7 @@ class Pauses:
     async def resume(self, team_id: str, sandbox_id: str, timeout: int, memory: bool | None = None) -> bool:
         """Resume a paused sandbox for `timeout` seconds: True when it was resumed, False when it ran already."""
         node = self.s.node
-        async with self._lock(sandbox_id):
+        async with self.locked(sandbox_id):
             record = await self.s._owned(team_id, sandbox_id)
             if record.state == "running":
                 return False
@@ -154,6 +155,8 @@ class Pauses:
                 self.s.quota.add(team_id, sandbox_id)
             end = self.s.lifetime.deadline(record.started_at, self.s._now(), timeout)
             try:
+                if network.has_rules(record.network):  # its slot's rules went with its network at the pause
+                    await node.set_egress(handle, network.policy(record.network, record.allow_internet_access))
                 await asyncio.to_thread(self.s.store.mark_resumed, sandbox_id, handle.address, dict(handle.state), end)
             except BaseException:
                 self.s.quota.remove(team_id, sandbox_id)
@@ -188,7 +191,7 @@ class Pauses:
 
     async def kill_paused(self, record: SandboxRecord) -> None:
         """Free a paused sandbox's disk, slot and pause directory (its record is then marked killed)."""
-        async with self._lock(record.sandbox_id):
+        async with self.locked(record.sandbox_id):
             if self.s.node is not None and record.backend == self.s.node.backend and record.saved:
                 await self.s.node.stop_saved(saved_of(record))
             self.quota.remove(record.team_id, record.sandbox_id)

@@ -28,6 +28,7 @@ from .schemas import (
     SandboxDetail,
     SandboxLogs,
     SandboxMetric,
+    SandboxNetworkUpdate,
     TemplateListing,
     TimeoutBody,
     WarmPool,
@@ -121,6 +122,14 @@ def sandbox_router(service: SandboxService) -> APIRouter:
     async def set_timeout(sandbox_id: SandboxID, body: TimeoutBody, team: Team) -> Response:
         """Set the sandbox to end `timeout` seconds from now (this may shorten its life)."""
         await service.set_timeout(team, sandbox_id, body.timeout)
+        return Response(status_code=204)
+
+    @router.put("/sandboxes/{sandboxID}/network", status_code=204, response_class=Response,
+                responses=errors(400, 401, 404, 409, 500))
+    async def update_network(sandbox_id: SandboxID, body: SandboxNetworkUpdate, team: Team) -> Response:
+        """Replace the sandbox's egress rules (`allowOut`, `denyOut`, `allow_internet_access`); omitted fields
+        are cleared. New connections follow the rules at once; established ones they deny are cut."""
+        await service.update_network(team, sandbox_id, body)
         return Response(status_code=204)
 
     @router.post("/sandboxes/{sandboxID}/refreshes", status_code=204, response_class=Response,

@@ -42,6 +42,7 @@ from .schemas import (
     SandboxLogEntry,
     SandboxLogs,
     SandboxMetric,
+    SandboxNetworkUpdate,
 )
 from .settings import Settings
 from .templates import TemplateResolver
@@ -239,6 +240,8 @@ class SandboxService:
             auto_resume=bool(body.autoResume is not None and body.autoResume.enabled),
             network=net, traffic_access_token=network.new_traffic_token(net))
         try:
+            if network.has_rules(net):  # before the caller gets the sandbox: its first command is judged already
+                await self.node.set_egress(handle, network.policy(net, allow_internet))
             await asyncio.to_thread(self.store.add_sandbox, record)
             await self.volumes.record(sandbox_id, volumes)
         except BaseException:
@@ -249,6 +252,22 @@ class SandboxService:
         self.directory.add(record)
         self.node.watch(handle, self._ended)
         return record
+
+    async def update_network(self, team_id: str, sandbox_id: str, update: SandboxNetworkUpdate) -> None:
+        """`PUT /sandboxes/{id}/network`: replace the egress rules at once (omitted fields are cleared). New
+        connections follow them immediately and established ones they deny are cut. A paused sandbox keeps
+        them for its resume."""
+        async with self.pauses.locked(sandbox_id):
+            record = await self._owned(team_id, sandbox_id)
+            net = network.updated(record.network, update.model_dump())
+            internet = update.allow_internet_access is not False
+            if record.state == "running":
+                if self.node is None or record.backend != self.node.backend:
+                    raise UserError(409, f"Sandbox {sandbox_id} runs on the {record.backend} backend, which this "
+                                         "server does not run")
+                await self.node.set_egress(handle_of(record), network.policy(net, internet))
+            await asyncio.to_thread(self.store.set_network, sandbox_id, net, internet)
+        log.info("sandbox %s network updated", sandbox_id)
 
     @staticmethod
     def view(record: SandboxRecord) -> Sandbox:

@@ -45,6 +45,17 @@ class NewSandboxV2(_Request):
     volumeMounts: list[dict[str, Any]] | None = None
 
 
+class SandboxNetworkUpdate(_Request):
+    """`PUT /sandboxes/{id}/network`: the whole egress configuration; omitted fields are cleared."""
+
+    allowOut: list[str] | None = None
+    denyOut: list[str] | None = None
+    dnsServers: list[str] | None = None
+    egressProxy: dict[str, Any] | None = None
+    rules: dict[str, Any] | None = None
+    allow_internet_access: bool | None = None
+
+
 class NewSandbox(NewSandboxV2):
     """`POST /sandboxes` (v1, older SDKs): the same fields plus `secure`, which is always on here."""
 

@@ -233,6 +233,8 @@ class SnapshotService:
             allow_internet_access=internet, backend=handle.backend, address=handle.address,
             runtime_state=dict(handle.state), network=net, traffic_access_token=network.new_traffic_token(net))
         try:
+            if network.has_rules(net):
+                await node.set_egress(handle, network.policy(net, internet))
             await asyncio.to_thread(self.store.add_sandbox, record)
         except BaseException:
             svc.quota.remove(team_id, handle.sandbox_id)

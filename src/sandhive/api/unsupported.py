@@ -41,7 +41,6 @@ class Unsupported:
 UNSUPPORTED = (
     Unsupported("GET", "/sandboxes/metrics", "metrics of many sandboxes at once"),
     Unsupported("GET", "/v2/sandboxes/{sandboxID}/logs", "v2 sandbox logs (GET /sandboxes/{sandboxID}/logs works)"),
-    Unsupported("PUT", "/sandboxes/{sandboxID}/network", "sandbox network updates"),
     Unsupported("GET", "/secrets", "secrets"),
     Unsupported("POST", "/secrets", "secrets"),
     Unsupported("GET", "/secrets/{secretID}", "secrets"),

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import egress
 from .admission import HostFull
 from .hostcmd import HostCommandError, run
 from .runtime import GUEST_ADDRESS
@@ -230,8 +231,9 @@ def egress_script(nameservers: Sequence[str], allow: Sequence[Network] | None,
     ranges granted with `allow_egress` (sets `grant4`/`grant6`) are never flushed here: a server starting
     on the same host replaces `--egress-allow`, not another caller's grant.
 
-    Order in the forward chain: only sandbox-originated packets are judged; the one DNS path; the operator's
-    allowed ranges; then the blocked ranges. Everything else (the internet) goes on to `table inet sandhive`.
+    Order in the forward chain: only sandbox-originated packets are judged; the one DNS path; each sandbox's
+    own allowed and denied ranges (node/egress.py); the operator's allowed ranges; then the blocked ranges.
+    Everything else (the internet) goes on to `table inet sandhive`.
     """
     t = f"inet {EGRESS_TABLE}"
     dns = [ipaddress.ip_address(a) for a in nameservers]
@@ -246,6 +248,7 @@ def egress_script(nameservers: Sequence[str], allow: Sequence[Network] | None,
         f"add set {t} blocked6 {{ type ipv6_addr; flags interval; }}",
         f"add set {t} dns4 {{ type ipv4_addr; }}",
         f"add set {t} dns6 {{ type ipv6_addr; }}",
+        *egress.set_declarations(),  # each sandbox's own rules: never flushed here (node/egress.py)
         f"add chain {t} forward {{ type filter hook forward priority -10; policy accept; }}",
         f"flush chain {t} forward",
     ]
@@ -263,6 +266,7 @@ def egress_script(nameservers: Sequence[str], allow: Sequence[Network] | None,
         f'{rule} iifname != "{VETH_PREFIX}*" accept',
         f"{rule} ip daddr @dns4 meta l4proto {{ tcp, udp }} th dport {DNS_PORT} accept",
         f"{rule} ip6 daddr @dns6 meta l4proto {{ tcp, udp }} th dport {DNS_PORT} accept",
+        *egress.rule_lines(rule),
         f"{rule} ip daddr @allow4 accept",
         f"{rule} ip6 daddr @allow6 accept",
         f"{rule} ip daddr @grant4 accept",
@@ -300,6 +304,7 @@ async def prepare_host(egress_allow: Sequence[str] | None = None) -> None:
     await run("nft", "-f", "-", input=script + egress_script(nameservers, allow, lan))
     for member in members:
         await run("nft", "add", "element", "inet", TABLE, "no_internet", f"{{ {member} }}")
+    await egress.RULES.load()
 
 
 async def allow_egress(cidrs: Sequence[str]) -> None:
@@ -369,6 +374,7 @@ async def _cut_internet(slot: Slot) -> None:
 async def destroy(sandbox_id: str, slot: Slot | None) -> None:
     """Remove what `create` made; each step tolerates it being gone already."""
     if slot is not None:
+        await egress.RULES.clear(slot.veth)  # before the slot can go to another sandbox
         await run("nft", "delete", "element", "inet", TABLE, "no_internet", f"{{ {slot.veth} }}", check=False)
         await run("ip", "link", "del", slot.veth, check=False)
         if _has_conntrack():  # cut connections the sandbox still has open through the host's NAT

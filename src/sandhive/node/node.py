@@ -23,9 +23,12 @@ from pathlib import Path
 
 import httpx
 
-from . import envd_client
+from . import egress, envd_client
 from .admission import Admission, Budget, HostFull, Kind, Resources
 from .backends import BackendMismatch, check_template
+from .egress import EgressPolicy
+from .errors import BackendError
+from .network import Slot
 from .pool import PoolSettings, PoolStatus, WarmPools
 from .request import CreateRequest, Identity, new_sandbox_id
 from .runtime import (
@@ -321,6 +324,15 @@ class Node:
         self.unwatch(handle.sandbox_id)  # its end is ours, not news
         await self.runtime.stop(handle)
         self.admission.release(handle.sandbox_id)
+
+    async def set_egress(self, handle: SandboxHandle, policy: EgressPolicy) -> None:
+        """Load `policy` as the sandbox's own egress rules (replacing any), cutting connections it now denies.
+        Every backend's sandbox sits behind a veth of its network slot, where the rules are judged."""
+        slot = handle.state.get("slot")
+        if slot is None:
+            raise BackendError(f"sandbox {handle.sandbox_id} has no network slot to set egress rules on")
+        target = Slot(int(slot))
+        await egress.RULES.apply(target.veth, policy, target.sandbox_ip)
 
     # ---- pause and resume (issue 14) -------------------------------------------------------
     async def pause(self, handle: SandboxHandle, mode: PauseMode, dest: Path) -> SavedSandbox:

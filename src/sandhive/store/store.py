@@ -253,6 +253,14 @@ class Store(SnapshotQueries, VolumeQueries):
             result = cast(CursorResult[Any], s.execute(statement))  # an UPDATE answers with a cursor result
             return result.rowcount > 0
 
+    def set_network(self, sandbox_id: str, network: dict[str, Any] | None, allow_internet_access: bool) -> bool:
+        """Replace a live sandbox's network settings (`PUT /sandboxes/{id}/network`); False when it is not live."""
+        with self._write() as s:
+            statement = (update(SandboxRecord)
+                         .where(SandboxRecord.sandbox_id == sandbox_id, SandboxRecord.state.in_(LIVE_STATES))
+                         .values(network=network, allow_internet_access=allow_internet_access))
+            return cast(CursorResult[Any], s.execute(statement)).rowcount > 0
+
     def mark_killed(self, sandbox_id: str, at: datetime | None = None) -> bool:
         """Record a sandbox as killed; False when it already was (so only one caller reports the kill)."""
         with self._write() as s:

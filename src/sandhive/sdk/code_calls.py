@@ -8,8 +8,10 @@ Everything goes to the server's sandbox URL like envd's requests, routed to port
 
 Timeouts: `timeout` bounds the whole execution (E2B's default 300 s, 0 for none) and `request_timeout` only
 the connect. httpx bounds each wait for the next chunk by `timeout`; the reader also checks the overall
-deadline after every chunk, so code that prints forever is cut off too. Either way the faces stop reading,
-which closes the connection, and the server interrupts the kernel (the context keeps its state).
+deadline after every chunk, so code that prints forever is cut off too (code that falls silent just before its
+deadline is cut off at most `timeout` after its last output: a waiting read keeps its bound). Either way the
+faces stop reading, which closes the connection, and the server interrupts the kernel (the context keeps its
+state).
 """
 
 from __future__ import annotations

@@ -69,3 +69,4 @@ def test_run_code_errors_end_with_name_and_value() -> None:
     assert error_text("E", "v", "", colour=False) == "E: v\n"
     assert error_text("E", "v", "tb line", colour=False) == "tb line\nE: v\n"
     assert chart_note({"type": "bar", "title": "Sales", "elements": [1, 2]}) == "a bar chart 'Sales' with 2 elements"
+    assert chart_note({"type": "line", "elements": [1]}) == "a line chart with 1 element"

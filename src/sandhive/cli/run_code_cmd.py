@@ -52,7 +52,8 @@ def free_path(out_dir: Path, stem: str, suffix: str) -> Path:
 
 def chart_note(chart: dict[str, Any]) -> str:
     title = f" {chart['title']!r}" if chart.get("title") else ""
-    return f"a {chart.get('type', 'unknown')} chart{title} with {len(chart.get('elements') or [])} elements"
+    count = len(chart.get("elements") or [])
+    return f"a {chart.get('type', 'unknown')} chart{title} with {count} element{'' if count == 1 else 's'}"
 
 
 class ResultPrinter:

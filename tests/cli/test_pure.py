@@ -62,6 +62,15 @@ def test_run_code_saves_binary_results_and_prints_text(tmp_path: Path, capsys: p
     assert out == "   a\n0  1\n"  # a figure's text is its repr: not printed, the file is the result
 
 
+def test_run_code_says_what_it_could_not_save(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("")
+    printer = ResultPrinter(tmp_path / "file" / "out", "x")  # under a file: cannot be made
+    printer(Result(png=base64.b64encode(b"png").decode(), chart={"type": "line", "title": "[red]t", "elements": []}))
+    assert printer.saved == [] and "cannot save the PNG result" in printer.failed[0]
+    err = capsys.readouterr().err
+    assert "PNG not saved" in err and "'[red]t'" in err  # a title is text, not Rich markup
+
+
 def test_run_code_errors_end_with_name_and_value() -> None:
     coloured = "\x1b[0;31mZeroDivisionError\x1b[0m: division by zero"
     assert error_text("ZeroDivisionError", "division by zero", f"Traceback\n{coloured}\n", colour=False) == (

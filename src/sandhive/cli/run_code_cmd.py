@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from . import client
 from .common import EXIT_FAILED, EXIT_USAGE, err, fail
@@ -63,6 +64,7 @@ class ResultPrinter:
         self.out_dir = out_dir
         self.stem = stem
         self.saved: list[Path] = []
+        self.failed: list[str] = []  # results that could not be saved
 
     def __call__(self, result: Any) -> None:
         notes = []
@@ -70,10 +72,15 @@ class ResultPrinter:
             value = getattr(result, field)
             if not value:
                 continue
-            path = free_path(self.out_dir, self.stem, suffix)
             data = base64.b64decode(value) if b64 else value.encode()
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
+            try:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                path = free_path(self.out_dir, self.stem, suffix)
+                path.write_bytes(data)
+            except OSError as exc:  # the run goes on (its output is still worth seeing); the exit code says it
+                self.failed.append(f"cannot save the {kind} result in {self.out_dir}: {exc.strerror or exc}")
+                notes.append(f"{kind} not saved ({exc.strerror or exc})")
+                continue
             self.saved.append(path)
             notes.append(f"{kind} saved to {_shown(path)} ({len(data)} bytes)")
         if result.chart:
@@ -92,7 +99,7 @@ class ResultPrinter:
             _write(sys.stdout, (result.markdown or json.dumps(result.json)) + "\n")
         if notes:
             sys.stdout.flush()
-            err.print(f"[dim]result: {'; '.join(notes)}[/]", highlight=False)
+            err.print(f"[dim]result: {escape('; '.join(notes))}[/]", highlight=False)
 
 
 def _shown(path: Path) -> str:
@@ -154,6 +161,8 @@ def run_code_command(
             raise typer.Exit(EXIT_TIMEOUT) from None
         except KeyboardInterrupt:  # leaving the request interrupts the kernel
             raise typer.Exit(EXIT_INTERRUPTED) from None
+    if printer.failed:
+        fail(printer.failed[0], EXIT_FAILED)
     if execution.error is not None:
         e = execution.error
         sys.stdout.flush()

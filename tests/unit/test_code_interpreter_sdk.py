@@ -190,6 +190,17 @@ def test_run_code_sends_what_the_server_expects() -> None:
     assert server.requests[1].extensions["timeout"]["connect"] == 5
 
 
+def test_a_private_sandbox_sends_its_traffic_token() -> None:
+    server = FakeServer()
+    config = server.config()
+    data = {"sandboxID": SID, "templateID": "code-interpreter-v1", "envdVersion": "0.2.0", "envdAccessToken": TOKEN,
+            "trafficAccessToken": "traffic-1"}
+    CodeInterpreter._from_ref(SandboxRef.from_json(data, config), SyncTransport(config)).list_code_contexts()
+    assert server.requests[0].headers["E2B-Traffic-Access-Token"] == "traffic-1"
+    sync_sandbox(server).list_code_contexts()
+    assert "E2B-Traffic-Access-Token" not in server.requests[1].headers  # a public one has none
+
+
 def test_callbacks_fire_while_the_body_still_streams() -> None:
     events: list[str] = []
 

@@ -50,8 +50,11 @@ class Handlers:
 
 
 def headers(ref: SandboxRef) -> dict[str, str]:
-    """Routing to port 49999, the envd access token, JSON."""
-    return {**ref.envd_headers(), "E2b-Sandbox-Port": str(PORT), "Content-Type": "application/json"}
+    """Routing to port 49999, the envd access token, a private sandbox's traffic token (as E2B's client), JSON."""
+    found = {**ref.envd_headers(), "E2b-Sandbox-Port": str(PORT), "Content-Type": "application/json"}
+    if ref.traffic_access_token:
+        found["E2B-Traffic-Access-Token"] = ref.traffic_access_token
+    return found
 
 
 def _port_closed(ref: SandboxRef, ctx: errors.Context) -> Callable[[httpx.Response], Any]:

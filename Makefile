@@ -37,12 +37,12 @@ node-toolchain: venv
 	$(BIN)/python -m sandhive.images.node_toolchain build
 
 base-template: system-image
-	$(BIN)/python -m sandhive.templates.base build --data-dir $(DATA_DIR)
+	$(BIN)/sandhive template build-builtin base --data-dir $(DATA_DIR)
 
 # Optional, not part of `up`: the built-in `code-interpreter-v1` (e2b_code_interpreter's default), ~2 min from
 # PyPI, seconds from the tree cache. Without it the first create naming it builds it (docs/code-interpreter.md).
 code-interpreter-template: base-template
-	$(BIN)/python -m sandhive.templates.code_interpreter build --data-dir $(DATA_DIR)
+	$(BIN)/sandhive template build-builtin code-interpreter --data-dir $(DATA_DIR)
 
 # Start the server in the background (as root: sandboxes need namespaces, cgroups and mounts).
 up: base-template node-toolchain

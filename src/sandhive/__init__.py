@@ -13,9 +13,11 @@ from .version import __version__
 
 # The SDK's public names, re-exported here (the list is sandhive.sdk.__all__; a test keeps the two equal).
 _SDK_NAMES = (
-    "AsyncCommandHandle", "AsyncSandbox", "AsyncSandboxPaginator", "AsyncTemplate", "AsyncWatchHandle",
+    "AsyncCodeInterpreter", "AsyncCommandHandle", "AsyncSandbox", "AsyncSandboxPaginator", "AsyncTemplate",
+    "AsyncWatchHandle",
     "AuthenticationException", "BuildException", "BuildInfo", "BuildStatusReason", "CommandExitException",
-    "CommandHandle", "CommandResult", "ConnectionConfig", "EntryInfo", "FileNotFoundException", "FileType",
+    "CodeInterpreter", "CommandHandle", "CommandResult", "ConnectionConfig", "Context", "Execution",
+    "ExecutionError", "Logs", "OutputMessage", "Result", "EntryInfo", "FileNotFoundException", "FileType",
     "FileUploadException", "FilesystemEvent", "FilesystemEventType", "InvalidArgumentException", "LogEntry",
     "LogEntryEnd", "LogEntryLevel", "LogEntryStart", "NotEnoughSpaceException", "NotFoundException", "ProcessInfo",
     "PtySize", "RateLimitException", "ReadyCmd", "Sandbox", "SandboxException", "SandboxInfo", "SandboxMetrics",

@@ -23,7 +23,7 @@ from .config import Target
 from .failures import ApiAnswer
 
 if TYPE_CHECKING:
-    from ..sdk import PtySize, Sandbox, SandboxInfo, SandboxMetrics
+    from ..sdk import CodeInterpreter, PtySize, Sandbox, SandboxInfo, SandboxMetrics
 
 REST_TIMEOUT = 30.0  # seconds; the REST calls here read small bodies
 LIST_PAGE = 100  # the API's largest page
@@ -163,6 +163,11 @@ def metrics(target: Target, sandbox_id: str) -> list[MetricRow]:
 def connect(target: Target, sandbox_id: str) -> Sandbox:
     """The running sandbox as an SDK object, for `commands` and `pty` (connecting extends its timeout)."""
     return sdk().Sandbox.connect(sandbox_id, **_opts(target))
+
+
+def connect_code_interpreter(target: Target, sandbox_id: str) -> CodeInterpreter:
+    """The running sandbox as the SDK's `CodeInterpreter`, for `run-code`."""
+    return sdk().CodeInterpreter.connect(sandbox_id, **_opts(target))
 
 
 def pty_size(rows: int, cols: int) -> PtySize:

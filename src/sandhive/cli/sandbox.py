@@ -1,4 +1,5 @@
-"""`sandhive sandbox create|list|info|kill|pause|resume|metrics`; `exec`, `shell`, `logs` have their own modules."""
+"""`sandhive sandbox create|list|info|kill|pause|resume|metrics`; `exec`, `run-code`, `shell`, `logs` have their own
+modules."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from . import client, exec_cmd, logs_cmd, shell_cmd, snapshot_cmd
+from . import client, exec_cmd, logs_cmd, run_code_cmd, shell_cmd, snapshot_cmd
 from .common import EXIT_NOT_FOUND, err, out, parse_pairs
 from .config import ApiKey, ApiUrl, resolve
 from .failures import SEE_LIST, reporting
@@ -135,6 +136,7 @@ def resume(
 
 # In the order `--help` lists them: the lifecycle above, then into the sandbox and out of it.
 app.command("exec")(exec_cmd.exec_command)
+app.command("run-code")(run_code_cmd.run_code_command)
 app.command("shell")(shell_cmd.shell_command)
 app.command("logs")(logs_cmd.logs_command)
 app.command("snapshot")(snapshot_cmd.snapshot_command)

@@ -1,5 +1,6 @@
 """`sandhive template build|list|info|delete|alias|publish|unpublish`: templates from Dockerfiles, and the templates
-your team has (its own, private unless published, and the server's built-ins)."""
+your team has (its own, private unless published, and the server's built-ins). `build-builtin` (on the server's
+host) is in `builtin_cmd`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Column
 
-from . import client
+from . import builtin_cmd, client
 from .common import EXIT_FAILED, EXIT_USAGE, err, fail, out, parse_pairs
 from .config import ApiKey, ApiUrl, resolve
 from .failures import reporting
@@ -322,3 +323,6 @@ def alias(
         print_json(result)
     else:
         out.print(f"Template {name}: aliases {', '.join(result) or '-'}")
+
+
+app.command("build-builtin")(builtin_cmd.build_builtin)

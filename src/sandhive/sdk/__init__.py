@@ -5,12 +5,16 @@
     with Sandbox.create() as sbx:
         print(sbx.commands.run("echo hello").stdout)
 
+`CodeInterpreter` / `AsyncCodeInterpreter` are sandboxes of `code-interpreter-v1` with `run_code`.
+
 Configured by `SANDHIVE_API_KEY` and `SANDHIVE_API_URL` (or E2B's `E2B_API_KEY`, `E2B_API_URL`,
 `E2B_SANDBOX_URL`); explicit keyword arguments win. See docs/sdk.md.
 """
 
 from __future__ import annotations
 
+from .code_interpreter import AsyncCodeInterpreter, CodeInterpreter
+from .code_models import Context, Execution, ExecutionError, Logs, OutputMessage, Result
 from .commands import AsyncCommandHandle, CommandHandle
 from .config import ConnectionConfig
 from .exceptions import (
@@ -72,6 +76,7 @@ from .volume_calls import VolumeInfo
 from .watch import AsyncWatchHandle, WatchHandle
 
 __all__ = [
+    "AsyncCodeInterpreter",
     "AsyncCommandHandle",
     "AsyncSandbox",
     "AsyncSandboxPaginator",
@@ -81,11 +86,15 @@ __all__ = [
     "BuildException",
     "BuildInfo",
     "BuildStatusReason",
+    "CodeInterpreter",
     "CommandExitException",
     "CommandHandle",
     "CommandResult",
     "ConnectionConfig",
+    "Context",
     "EntryInfo",
+    "Execution",
+    "ExecutionError",
     "FileNotFoundException",
     "FileType",
     "FileUploadException",
@@ -96,22 +105,25 @@ __all__ = [
     "LogEntryEnd",
     "LogEntryLevel",
     "LogEntryStart",
+    "Logs",
     "NotEnoughSpaceException",
     "NotFoundException",
+    "OutputMessage",
     "ProcessInfo",
     "PtySize",
     "RateLimitException",
     "ReadyCmd",
+    "Result",
     "Sandbox",
     "SandboxException",
     "SandboxInfo",
-    "SnapshotInfo",
     "SandboxMetrics",
     "SandboxNotFoundException",
     "SandboxPaginator",
     "SandboxQuery",
     "SandboxState",
     "ServerUnreachableException",
+    "SnapshotInfo",
     "Template",
     "TemplateBase",
     "TemplateBuildStatus",

@@ -25,12 +25,15 @@ class SandboxRef:
     access_token: str | None
     domain: str | None
     config: ConnectionConfig
+    # A private sandbox's token for its ports other than envd's (issue 16's `trafficAccessToken`), else None.
+    traffic_access_token: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any], config: ConnectionConfig) -> SandboxRef:
         """From the `Sandbox` body that create and connect answer."""
         return cls(sandbox_id=data["sandboxID"], template_id=data["templateID"], envd_version=data["envdVersion"],
-                   access_token=data.get("envdAccessToken"), domain=data.get("domain") or None, config=config)
+                   access_token=data.get("envdAccessToken"), domain=data.get("domain") or None, config=config,
+                   traffic_access_token=data.get("trafficAccessToken") or None)
 
     @property
     def envd_url(self) -> str:

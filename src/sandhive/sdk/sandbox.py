@@ -15,7 +15,7 @@ import builtins
 import contextlib
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeVar
 
 from . import api_calls, snapshot_calls
 from .commands import AsyncCommands, Commands
@@ -64,6 +64,7 @@ class _SandboxBase:
 
     _ref: SandboxRef
     files: Files | AsyncFiles
+    default_template: ClassVar[str] = DEFAULT_TEMPLATE  # what `create()` starts when no template is named
 
     @property
     def sandbox_id(self) -> str:
@@ -108,13 +109,14 @@ class Sandbox(_SandboxBase):
                  metadata: dict[str, str] | None = None, envs: dict[str, str] | None = None, *,
                  env_vars: dict[str, str] | None = None, allow_internet_access: bool | None = None,
                  volume_mounts: dict[str, Any] | None = None, **opts: Unpack[ConnectionOptions]) -> None:
-        """Create a sandbox from `template` (default `base`) that lives `timeout` seconds (server default 300).
+        """Create a sandbox from `template` (default: the class's `default_template`, `base`) that lives `timeout`
+        seconds (server default 300).
 
         `envs` (the seed's `env_vars`) are set for every command; `metadata` is yours to filter `list` by.
         """
         config = ConnectionConfig.resolve(**opts)
         transport = SyncTransport(config)
-        call = api_calls.create(config, template or DEFAULT_TEMPLATE, timeout=timeout, metadata=metadata,
+        call = api_calls.create(config, template or self.default_template, timeout=timeout, metadata=metadata,
                                 envs=envs if envs is not None else env_vars,
                                 allow_internet_access=allow_internet_access, request_timeout=None,
                                 volume_mounts=volume_mounts)
@@ -341,7 +343,7 @@ class AsyncSandbox(_SandboxBase):
         """As `Sandbox.create`."""
         config = ConnectionConfig.resolve(**opts)
         transport = AsyncTransport(config)
-        call = api_calls.create(config, template or DEFAULT_TEMPLATE, timeout=timeout, metadata=metadata, envs=envs,
+        call = api_calls.create(config, template or cls.default_template, timeout=timeout, metadata=metadata, envs=envs,
                                 allow_internet_access=allow_internet_access, request_timeout=None,
                                 volume_mounts=volume_mounts)
         return cls._from_ref(await _send_async(transport, call), transport)

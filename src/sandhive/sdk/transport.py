@@ -10,7 +10,7 @@ connections, and a later call on the same object still gets the server's answer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
+from collections.abc import AsyncGenerator, Generator
 from typing import Any, TypeVar
 
 import httpx
@@ -71,7 +71,7 @@ class SyncTransport:
             raise errors.from_transport(exc, call.context) from None
         return call.finish(response)
 
-    def download(self, call: HttpCall[Any]) -> Iterator[bytes]:
+    def download(self, call: HttpCall[Any]) -> Generator[bytes, None, None]:
         """Send now (so errors surface here), then hand out the body chunk by chunk as it arrives."""
         reaper.ensure_started()
         try:
@@ -85,7 +85,7 @@ class SyncTransport:
         return self._chunks(response, call)
 
     @staticmethod
-    def _chunks(response: httpx.Response, call: HttpCall[Any]) -> Iterator[bytes]:
+    def _chunks(response: httpx.Response, call: HttpCall[Any]) -> Generator[bytes, None, None]:
         """Like the RPC bridge's bodies: closed here when read to the end, by the reaper otherwise (an
         abandoned iterator may be finalized inside the garbage collector, see `reaper`)."""
         chunks = response.iter_bytes()
@@ -160,7 +160,7 @@ class AsyncTransport:
             raise errors.from_transport(exc, call.context) from None
         return call.finish(response)
 
-    async def download(self, call: HttpCall[Any]) -> AsyncIterator[bytes]:
+    async def download(self, call: HttpCall[Any]) -> AsyncGenerator[bytes, None]:
         try:
             response = await self.http.send(_request(self.http, call), stream=True)
             if not response.is_success:
@@ -172,7 +172,7 @@ class AsyncTransport:
         return self._chunks(response, call)
 
     @staticmethod
-    async def _chunks(response: httpx.Response, call: HttpCall[Any]) -> AsyncIterator[bytes]:
+    async def _chunks(response: httpx.Response, call: HttpCall[Any]) -> AsyncGenerator[bytes, None]:
         try:
             async for chunk in response.aiter_bytes():
                 yield chunk

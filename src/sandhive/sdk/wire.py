@@ -34,7 +34,7 @@ class HttpCall(Generic[T]):
     json: Any = None
     content: Any = None  # bytes, or an (async) iterator of bytes for streamed uploads
     files: Any = None  # multipart parts, as httpx takes them
-    timeout: float | None = None
+    timeout: float | httpx.Timeout | None = None  # httpx.Timeout: phases bounded apart (run_code's connect)
     # Statuses with a meaning of their own, e.g. kill's 404 ("already gone") is False, not an error.
     special: Mapping[int, Callable[[httpx.Response], T]] = field(default_factory=dict)
 
@@ -48,9 +48,14 @@ class HttpCall(Generic[T]):
         raise errors.from_response(response.status_code, response.content, self.context)
 
     def check(self, response: httpx.Response) -> None:
-        """For streamed bodies: raise for an error answer (its body read first), before anything is parsed."""
-        if not response.is_success and response.status_code not in self.special:
-            raise errors.from_response(response.status_code, response.content, self.context)
+        """For streamed bodies: raise for an error answer (its body read first), before anything is parsed. A
+        streamed call's special handler can only explain its status by raising: there is no value to answer."""
+        if response.is_success:
+            return
+        handler = self.special.get(response.status_code)
+        if handler is not None:
+            handler(response)
+        raise errors.from_response(response.status_code, response.content, self.context)
 
 
 @dataclass

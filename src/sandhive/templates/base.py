@@ -13,12 +13,12 @@ The finished tree is kept in the cache too (`tree_cache`): the next data dir get
 
 Times here (2 cores): ~55 s from an empty cache, ~45 s with the apt cache warm, ~3 s from the tree cache.
 
-Usage: `python -m sandhive.templates.base build [--data-dir DIR] [--cache-dir DIR] [--force]`.
+Built ahead by `sandhive template build-builtin base` (`make base-template`; also
+`python -m sandhive.templates.base build [--data-dir DIR] [--cache-dir DIR] [--force]`), see `builtin`.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -31,6 +31,7 @@ from ..images.debian import BuildError, mmdebstrap
 from ..images.system_image import DPKG_EXCLUDES, MOUNTPOINT, SUITES, default_cache_dir
 from ..node import userns
 from . import layout, npm, rootfs
+from .builtin import Builtin
 from .info import ROOTFS, TemplateInfo, now_iso
 from .tree_cache import TreeCache
 
@@ -62,11 +63,6 @@ setpriv --reuid={USER} --regid={USER} --init-groups sudo -n true
 """
 
 Log = layout.Log
-
-
-def default_data_dir() -> Path:
-    """`$SANDHIVE_DATA_DIR`, else /var/lib/sandhive (where `sandhive serve` keeps its state)."""
-    return Path(os.environ.get("SANDHIVE_DATA_DIR") or "/var/lib/sandhive")
 
 
 def host_apt_sources() -> list[str]:
@@ -203,31 +199,14 @@ def _mmdebstrap_progress(steps: layout.Steps) -> layout.Log:
     return on_line
 
 
-# ---- command line -------------------------------------------------------------------------------
+def _build_builtin(data_dir: Path, cache_dir: Path | None, force: bool, log: Log) -> TemplateInfo:
+    return build(data_dir, cache_dir, force=force, log=log)
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sandhive.templates.base",
-                                     description="Build the base template (so the first sandbox need not wait).")
-    sub = parser.add_subparsers(dest="command", required=True)
-    cmd = sub.add_parser("build", help="build the base template unless it is built; print its directory")
-    cmd.add_argument("--data-dir", type=Path, default=None,
-                     help="Sandhive's data directory (default: $SANDHIVE_DATA_DIR or /var/lib/sandhive)")
-    cmd.add_argument("--cache-dir", type=Path, default=None,
-                     help="apt/npm download cache (default: $SANDHIVE_CACHE_DIR or /var/cache/sandhive)")
-    cmd.add_argument("--force", action="store_true", help="rebuild even if built (stop its sandboxes first)")
-    args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        print("base: building a template needs root (mmdebstrap, chroot, chown)", file=sys.stderr)
-        return 1
-    data_dir = args.data_dir or default_data_dir()
-    try:
-        build(data_dir, args.cache_dir, force=args.force, log=lambda m: print(m, file=sys.stderr, flush=True))
-    except BuildError as exc:
-        print(f"base: build failed: {exc}", file=sys.stderr)
-        return 1
-    print(layout.template_dir(data_dir, TEMPLATE_ID))
-    return 0
 
+BUILTIN = Builtin("base", TEMPLATE_ID, "base", "Debian bookworm with Python, Node.js, git, curl and `user` (about a "
+                  "minute from the mirror, seconds from the tree cache)", _build_builtin)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .builtin import main
+
+    sys.exit(main(BUILTIN))

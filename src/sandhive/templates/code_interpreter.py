@@ -17,10 +17,8 @@ Times here (2 cores): see docs/code-interpreter.md.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -30,6 +28,7 @@ from pathlib import Path
 from ..images.debian import BuildError
 from ..images.system_image import default_cache_dir
 from . import base, layout
+from .builtin import Builtin
 from .info import ROOTFS, TemplateInfo, now_iso
 from .tree_cache import TreeCache
 
@@ -170,37 +169,19 @@ def _build_fresh(data_dir: Path, cache_dir: Path, key: str, cache: TreeCache, lo
     return info
 
 
-# ---- command line -------------------------------------------------------------------------------
+# ---- the built-in's build entry (`sandhive template build-builtin code-interpreter`, see builtin.py) --------------
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sandhive.templates.code_interpreter",
-                                     description=f"Build the {TEMPLATE_ID} template ahead of its first use.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    cmd = sub.add_parser("build", help="build the template (and base) unless built; print its directory")
-    cmd.add_argument("--data-dir", type=Path, default=None,
-                     help="Sandhive's data directory (default: $SANDHIVE_DATA_DIR or /var/lib/sandhive)")
-    cmd.add_argument("--cache-dir", type=Path, default=None,
-                     help="download and tree cache (default: $SANDHIVE_CACHE_DIR or /var/cache/sandhive)")
-    cmd.add_argument("--force", action="store_true", help="rebuild from PyPI even if built or cached")
-    args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        print(f"{TEMPLATE_ID}: building a template needs root", file=sys.stderr)
-        return 1
-    data_dir = args.data_dir or base.default_data_dir()
+def _build_builtin(data_dir: Path, cache_dir: Path | None, force: bool, log: Log) -> TemplateInfo:
+    """Ahead of first use: `base` first when this is a real build (it starts FROM base), then this."""
+    if force or plan(data_dir, cache_dir) == "build":
+        base.build(data_dir, cache_dir, log=log)
+    return build(data_dir, cache_dir, force=force, log=log)
 
-    def say(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
 
-    try:
-        if plan(data_dir, args.cache_dir) == "build" or args.force:
-            base.build(data_dir, args.cache_dir, log=say)
-        build(data_dir, args.cache_dir, force=args.force, log=say)
-    except Exception as exc:  # noqa: BLE001 — BuildError, TemplateBuildError: say it and fail
-        print(f"{TEMPLATE_ID}: build failed: {exc}", file=sys.stderr)
-        return 1
-    print(layout.template_dir(data_dir, TEMPLATE_ID))
-    return 0
-
+BUILTIN = Builtin("code-interpreter", TEMPLATE_ID, "code_interpreter", "base + Jupyter, pandas, numpy, matplotlib "
+                  "and the port-49999 server (a few minutes from PyPI, seconds from the tree cache)", _build_builtin)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .builtin import main
+
+    sys.exit(main(BUILTIN))

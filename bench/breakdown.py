@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from sandhive.images import system_image
@@ -53,13 +53,9 @@ def _timed(name: str, fn: Callable) -> Callable:
 
 
 @contextlib.contextmanager
-def instrumented(runtime_class: type) -> None:
-    """Wrap the steps of a start; every wrapper is removed afterwards."""
-    targets = [(network, "create", "network: netns, veth, addresses, firewall"),
-               (SandboxDisk, "create", "root filesystem: tmpfs + idmapped lower + overlay"),
-               (runtime_class, "_run_detached", "OCI runtime `run --detach`"),
-               (runtime_class, "_wait_healthy", "envd start until GET /health answers"),
-               (startup.envd_client, "init", "/init round trips (first + owner's)")]
+def timed_steps(targets: Iterable[tuple[object, str, str]]) -> Iterator[None]:
+    """Time each `(owner, attribute, step name)` into STEPS while inside; every wrapper is removed afterwards.
+    A target its owner lacks (another backend's step) is skipped."""
     saved = []
     for owner, attr, name in targets:
         original = getattr(owner, attr, None)
@@ -72,6 +68,15 @@ def instrumented(runtime_class: type) -> None:
     finally:
         for owner, attr, original in saved:
             setattr(owner, attr, original)
+
+
+def instrumented(runtime_class: type) -> contextlib.AbstractContextManager[None]:
+    """The steps of a start."""
+    return timed_steps([(network, "create", "network: netns, veth, addresses, firewall"),
+                        (SandboxDisk, "create", "root filesystem: tmpfs + idmapped lower + overlay"),
+                        (runtime_class, "_run_detached", "OCI runtime `run --detach`"),
+                        (runtime_class, "_wait_healthy", "envd start until GET /health answers"),
+                        (startup.envd_client, "init", "/init round trips (first + owner's)")])
 
 
 def envd_import_ms() -> tuple[float, float]:

@@ -33,7 +33,6 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -64,22 +63,11 @@ TARGETS = [
 ]
 
 
-@contextlib.contextmanager
-def instrumented(runtime_class: type) -> Iterator[None]:
-    targets = [*[(o, a, n) for o, a, n, _ in TARGETS],
-               (runtime_class, "_write_bundle", "bundle: config.json and /etc files"),
-               (runtime_class, "_run_detached", "`runc create` (cold)"),
-               (runtime_class, "_wait_healthy", "envd until GET /health answers")]
-    saved = []
-    for owner, attr, name in targets:
-        original = getattr(owner, attr)
-        saved.append((owner, attr, original))
-        setattr(owner, attr, breakdown._timed(name, original))
-    try:
-        yield
-    finally:
-        for owner, attr, original in saved:
-            setattr(owner, attr, original)
+def instrumented(runtime_class: type) -> contextlib.AbstractContextManager[None]:
+    return breakdown.timed_steps([*[(o, a, n) for o, a, n, _ in TARGETS],
+                                  (runtime_class, "_write_bundle", "bundle: config.json and /etc files"),
+                                  (runtime_class, "_run_detached", "`runc create` (cold)"),
+                                  (runtime_class, "_wait_healthy", "envd until GET /health answers")])
 
 
 def _take_steps() -> dict[str, float]:

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from e2b import Sandbox
 
@@ -98,8 +99,20 @@ def test_deny_out_blocks_one_address_and_not_the_other(live: Live, sites: tuple[
     sbx = sandbox(live, network={"deny_out": [a]})
     try:
         assert probe(sbx, a, b) == {a: "blocked", b: "open"}
+        # the egress audit: both attempts, with their verdicts, in the sandbox's logs
+        wanted = {(a, str(PORT), "denied"), (b, str(PORT), "allowed")}
+        _wait(lambda: wanted <= egress_seen(live, sbx),
+              lambda: f"the egress audit to show both attempts {wanted}: {egress_seen(live, sbx)}")
     finally:
         sbx.kill()
+
+
+def egress_seen(live: Live, sbx: Sandbox) -> set[tuple[str, str, str]]:
+    logs = httpx.get(f"{live.url}/sandboxes/{sbx.sandbox_id}/logs", headers={"X-API-Key": live.key},
+                     trust_env=False, timeout=10)
+    assert logs.status_code == 200, logs.text
+    return {(f["destination"], f.get("port", ""), f["verdict"]) for f in
+            (entry.get("fields", {}) for entry in logs.json()["logEntries"]) if f.get("logger") == "egress"}
 
 
 def test_deny_everything_but_one_address(live: Live, sites: tuple[str, str]) -> None:
@@ -162,10 +175,10 @@ def _read(sbx: Sandbox, path: str) -> int:
     return int(out or -1)
 
 
-def _wait(condition: object, what: str, timeout: float = 10.0) -> None:
+def _wait(condition: object, what: object, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():  # type: ignore[operator]
             return
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")

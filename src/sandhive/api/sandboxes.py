@@ -14,12 +14,13 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 from ..envd import ENVD_VERSION
 from ..errors import UserError
 from ..node.admission import Resources
+from ..node.egress_audit import EgressEntry
 from ..node.node import Node, host_ca_bundle
 from ..node.request import CreateRequest, Identity
 from ..node.runtime import SandboxHandle, TemplateImage
@@ -61,6 +62,17 @@ def request_hash(version: str, body: NewSandboxV2) -> str:
     """What "the same request" means for an Idempotency-Key: the same endpoint and the same fields."""
     canonical = json.dumps({"v": version, "body": body.model_dump(mode="json", exclude_unset=True)}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def egress_entry(entry: EgressEntry) -> SandboxLogEntry:
+    """An egress audit entry as E2B's structured log entry (`fields` hold its parts, as text)."""
+    where = f"{entry.destination}:{entry.port}" if entry.port is not None else entry.destination
+    name = f" ({entry.domain})" if entry.domain else ""
+    return SandboxLogEntry(timestamp=datetime.fromtimestamp(entry.time, UTC),
+                           message=f"egress {entry.verdict}: {entry.protocol} {where}{name}",
+                           level="warn" if entry.verdict == "denied" else "info",
+                           fields={"logger": "egress", **{k: str(v) for k, v in entry.to_json().items()
+                                                          if k != "time"}})
 
 
 def _unsupported(body: NewSandboxV2) -> str | None:
@@ -360,9 +372,13 @@ class SandboxService:
         if record.state == "killed" or self.node is None or too_early:
             return SandboxLogs(logs=[], logEntries=[])
         lines = await self.node.logs(handle_of(record))
-        lines = lines[-limit:] if limit else []
-        return SandboxLogs(logs=[SandboxLog(timestamp=now, line=line) for line in lines],
-                           logEntries=[SandboxLogEntry(timestamp=now, message=line) for line in lines])
+        entries = [SandboxLogEntry(timestamp=now, message=line) for line in lines]
+        since = (start_ms or 0) / 1000
+        entries += [egress_entry(e) for e in self.node.egress_log.entries(sandbox_id) if e.time >= since]
+        entries.sort(key=lambda entry: entry.timestamp)
+        entries = entries[-limit:] if limit else []
+        return SandboxLogs(logs=[SandboxLog(timestamp=e.timestamp, line=e.message) for e in entries],
+                           logEntries=entries)
 
     # ---- many sandboxes -----------------------------------------------------------------------------
 

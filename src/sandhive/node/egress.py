@@ -34,13 +34,29 @@ EVERYWHERE = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 
 def set_declarations() -> list[str]:
     return [f"add set {TABLE} r{verdict}{v} {{ type ifname . ipv{v}_addr; flags interval; }}"
-            for verdict in ("allow", "deny") for v in (4, 6)]
+            for verdict in ("allow", "deny") for v in (4, 6)] + denied_declarations(TABLE)
+
+
+def denied_declarations(table: str) -> list[str]:
+    """The timed sets each drop rule records its attempts in (`source . destination . protocol . port`), which
+    the egress audit reads (node/egress_audit.py): an attempt retried within a minute is one element."""
+    return [f"add set {table} denied{v} {{ type ipv{v}_addr . ipv{v}_addr . inet_proto . inet_service; "
+            f"flags dynamic,timeout; timeout 60s; size 65536; }}" for v in (4, 6)]
+
+
+def recorded_drop(rule: str, match: str, version: int) -> list[str]:
+    """`match` dropped, its TCP/UDP attempts recorded for the audit first (a full set only skips the record)."""
+    family = "ip" if version == 4 else "ip6"
+    return [f"{rule} {match} meta l4proto {{ tcp, udp }} "
+            f"add @denied{version} {{ {family} saddr . {family} daddr . meta l4proto . th dport }}",
+            f"{rule} {match} drop"]
 
 
 def rule_lines(rule: str) -> list[str]:
     """The forward-chain rules that judge by the sets (`rule` is `add rule <table> forward`)."""
     return [f"{rule} iifname . ip daddr @rallow4 accept", f"{rule} iifname . ip6 daddr @rallow6 accept",
-            f"{rule} iifname . ip daddr @rdeny4 drop", f"{rule} iifname . ip6 daddr @rdeny6 drop"]
+            *recorded_drop(rule, "iifname . ip daddr @rdeny4", 4),
+            *recorded_drop(rule, "iifname . ip6 daddr @rdeny6", 6)]
 
 
 @dataclass(frozen=True)

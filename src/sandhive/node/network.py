@@ -31,7 +31,7 @@ from .admission import HostFull
 from .hostcmd import HostCommandError, run
 from .runtime import GUEST_ADDRESS
 
-SUBNET = ipaddress.ip_network("10.211.0.0/16")
+SUBNET = ipaddress.IPv4Network("10.211.0.0/16")
 SLOTS = SUBNET.num_addresses // 4
 VETH_PREFIX = "shv"
 TABLE = "sandhive"
@@ -39,6 +39,9 @@ NETNS_DIR = Path("/run/netns")
 
 EGRESS_TABLE = "sandhive_egress"
 
+# The slots' table records what it drops for the egress audit, as node/egress.py's rules do (`denied4/6`).
+_RECORD = ("{match} meta l4proto {{ tcp, udp }} add @denied4 {{ ip saddr . ip daddr . meta l4proto . th dport }}\n    "
+           "{match} meta l4proto {{ tcp, udp }} add @denied6 {{ ip6 saddr . ip6 daddr . meta l4proto . th dport }}")
 FIREWALL = f"""
 table inet {TABLE} {{
   set no_internet {{ type ifname; }}
@@ -46,6 +49,7 @@ table inet {TABLE} {{
     type filter hook input priority 0; policy accept;
     iifname "{VETH_PREFIX}*" ct state established,related accept
     {{dns_on_host}}
+    {_RECORD.format(match=f'iifname "{VETH_PREFIX}*"')}
     iifname "{VETH_PREFIX}*" drop
   }}
   chain forward {{
@@ -53,6 +57,7 @@ table inet {TABLE} {{
     iifname "{VETH_PREFIX}*" oifname "{VETH_PREFIX}*" drop
     oifname "{VETH_PREFIX}*" ct state established,related accept
     oifname "{VETH_PREFIX}*" drop
+    {_RECORD.format(match="iifname @no_internet")}
     iifname @no_internet drop
     iifname "{VETH_PREFIX}*" accept
   }}
@@ -271,8 +276,8 @@ def egress_script(nameservers: Sequence[str], allow: Sequence[Network] | None,
         f"{rule} ip6 daddr @allow6 accept",
         f"{rule} ip daddr @grant4 accept",
         f"{rule} ip6 daddr @grant6 accept",
-        f"{rule} ip daddr @blocked4 drop",
-        f"{rule} ip6 daddr @blocked6 drop",
+        *egress.recorded_drop(rule, "ip daddr @blocked4", 4),
+        *egress.recorded_drop(rule, "ip6 daddr @blocked6", 6),
     ]
     return "\n".join(lines) + "\n"
 
@@ -285,7 +290,8 @@ def firewall_script(nameservers: Sequence[str]) -> str:
         if addresses:
             dns += (f'iifname "{VETH_PREFIX}*" {family} daddr {{ {", ".join(addresses)} }} '
                     f"meta l4proto {{ tcp, udp }} th dport {DNS_PORT} accept\n    ")
-    return FIREWALL.replace("{dns_on_host}\n    ", dns)
+    declarations = "\n".join([f"add table inet {TABLE}", *egress.denied_declarations(f"inet {TABLE}")])
+    return declarations + "\n" + FIREWALL.replace("{dns_on_host}\n    ", dns)
 
 
 async def prepare_host(egress_allow: Sequence[str] | None = None) -> None:

@@ -27,8 +27,9 @@ from . import egress, envd_client
 from .admission import Admission, Budget, HostFull, Kind, Resources
 from .backends import BackendMismatch, check_template
 from .egress import EgressPolicy
+from .egress_audit import EgressAudit, EgressLog, SandboxOf
 from .errors import BackendError
-from .network import Slot
+from .network import SUBNET, Slot, SlotAllocator
 from .pool import PoolSettings, PoolStatus, WarmPools
 from .request import CreateRequest, Identity, new_sandbox_id
 from .runtime import (
@@ -107,6 +108,8 @@ class Node:
         self.shells = self._shell_pool(shells)
         self._watches: dict[str, asyncio.Task] = {}
         self._on_exit: dict[str, OnExit] = {}
+        self.egress_log = EgressLog()
+        self._egress_audit: EgressAudit | None = None
 
     @property
     def backend(self) -> str:
@@ -154,6 +157,10 @@ class Node:
         if self.shells.settings.enabled:
             self.shells.pin(SHELL_REQUEST)
             self.shells.start()
+        slots = getattr(self.runtime, "slots", None)
+        if isinstance(slots, SlotAllocator):  # a runtime whose sandboxes sit behind the host's network slots
+            self._egress_audit = EgressAudit(self.egress_log, SandboxOf(SUBNET, slots.dir))
+            self._egress_audit.start()
 
     # ---- create ---------------------------------------------------------------------------
     async def create(self, request: CreateRequest, identity: Identity) -> SandboxHandle:
@@ -324,6 +331,7 @@ class Node:
         self.unwatch(handle.sandbox_id)  # its end is ours, not news
         await self.runtime.stop(handle)
         self.admission.release(handle.sandbox_id)
+        self.egress_log.forget(handle.sandbox_id)
 
     async def set_egress(self, handle: SandboxHandle, policy: EgressPolicy) -> None:
         """Load `policy` as the sandbox's own egress rules (replacing any), cutting connections it now denies.
@@ -470,6 +478,8 @@ class Node:
         running (the next server adopts them)."""
         for sandbox_id in list(self._watches):
             self.unwatch(sandbox_id)
+        if self._egress_audit is not None:
+            await self._egress_audit.stop()
         try:
             await self.pools.close()
             await self.shells.close()

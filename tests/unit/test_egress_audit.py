@@ -1,0 +1,69 @@
+"""The egress audit's parsing (node/egress_audit.py): conntrack events and the denied sets, as the tools print
+them on this host (captured from conntrack 1.4.7 and nftables 1.0.6)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from pathlib import Path
+
+from sandhive.node.egress_audit import (
+    ConntrackFeed,
+    DeniedFeed,
+    EgressLog,
+    SandboxOf,
+    denied_elements,
+    parse_conntrack_event,
+)
+
+NEW = ("    [NEW] ipv4     2 tcp      6 120 SYN_SENT src=10.211.0.6 dst=203.0.113.5 sport=55272 dport=80 "
+       "[UNREPLIED] src=203.0.113.5 dst=10.212.0.1 sport=80 dport=55272 id=3956093256")
+DESTROY = ("[DESTROY] ipv4     2 tcp      6 src=10.211.0.6 dst=203.0.113.5 sport=55272 dport=80 packets=5 bytes=400 "
+           "src=203.0.113.5 dst=10.212.0.1 sport=80 dport=55272 packets=4 bytes=5000 [ASSURED] id=3956093256")
+SETS = {"nftables": [{"metainfo": {}}, {"set": {"family": "inet", "name": "denied4", "table": "sandhive_egress",
+                                                 "elem": [{"elem": {"val": {"concat": ["10.211.0.6", "198.51.100.7",
+                                                                                       "tcp", 443]}, "expires": 59}}]}},
+                     {"set": {"name": "blocked4", "elem": [{"prefix": {"addr": "10.0.0.0", "len": 8}}]}}]}
+
+
+def sandbox_of(tmp_path: Path) -> SandboxOf:
+    (tmp_path / "1").write_text("isbxone")  # slot 1: 10.211.0.4/30, sandbox address .6
+    return SandboxOf(ipaddress.ip_network("10.211.0.0/16"), tmp_path)
+
+
+def test_conntrack_events_parse() -> None:
+    event, fields, conn_id = parse_conntrack_event(NEW) or ("", {}, "")
+    assert (event, fields["proto"], fields["src"], fields["dst"], fields["dport"], conn_id) == (
+        "NEW", "tcp", "10.211.0.6", "203.0.113.5", "80", "3956093256")
+    _, ended, _ = parse_conntrack_event(DESTROY) or ("", {}, "")
+    assert (ended["bytes"], ended["reply_bytes"]) == ("400", "5000")
+    assert parse_conntrack_event("conntrack v1.4.7: 2 flow events have been shown.") is None
+
+
+def test_a_connection_is_filed_under_its_sandbox_and_completed_at_its_end(tmp_path: Path) -> None:
+    egress = EgressLog()
+    feed = ConntrackFeed(egress, sandbox_of(tmp_path))
+    feed.take(NEW)
+    feed.take(NEW.replace("10.211.0.6", "10.211.0.10"))  # slot 2: nobody's
+    feed.take(DESTROY)
+    [entry] = egress.entries("isbxone")
+    assert (entry.destination, entry.port, entry.verdict, entry.bytes_out, entry.bytes_in) == (
+        "203.0.113.5", 80, "allowed", 400, 5000)
+    assert entry.ended is not None
+    egress.forget("isbxone")
+    assert egress.entries("isbxone") == []
+
+
+def test_denied_attempts_are_read_from_the_timed_sets_once_each(tmp_path: Path) -> None:
+    listing = json.dumps(SETS)
+    assert list(denied_elements(listing)) == [("10.211.0.6", "198.51.100.7", "tcp", "443")]
+    egress = EgressLog()
+    feed = DeniedFeed(egress, sandbox_of(tmp_path))
+    feed.take(listing)
+    feed.take(listing)  # the same attempt, still in the set: not a new one
+    [entry] = egress.entries("isbxone")
+    assert (entry.destination, entry.port, entry.verdict, entry.protocol) == ("198.51.100.7", 443, "denied", "tcp")
+    assert egress.denied_total == 1
+    feed.take(json.dumps({"nftables": []}))  # it expired ...
+    feed.take(listing)  # ... and was tried again
+    assert egress.denied_total == 2

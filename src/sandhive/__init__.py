@@ -21,6 +21,7 @@ _SDK_NAMES = (
     "FileUploadException", "FilesystemEvent", "FilesystemEventType", "InvalidArgumentException", "LogEntry",
     "LogEntryEnd", "LogEntryLevel", "LogEntryStart", "NotEnoughSpaceException", "NotFoundException", "ProcessInfo",
     "PtySize", "RateLimitException", "ReadyCmd", "Sandbox", "SandboxException", "SandboxInfo", "SandboxMetrics",
+    "SandboxNetworkInfo", "SandboxNetworkOpts", "SandboxNetworkSelectorContext", "SandboxNetworkUpdate", "ALL_TRAFFIC",
     "SandboxNotFoundException", "SandboxPaginator", "SandboxQuery", "SandboxState", "ServerUnreachableException",
     "SnapshotInfo",
     "Template", "TemplateBase", "TemplateBuildStatus", "TemplateBuildStatusResponse", "TemplateBuilder",

@@ -11,6 +11,7 @@ import typer
 from sandhive.cli.common import parse_pairs
 from sandhive.cli.exec_cmd import command_line
 from sandhive.cli.logs_cmd import new_lines
+from sandhive.cli.network_cmd import egress
 from sandhive.cli.output import size
 from sandhive.cli.run_code_cmd import ResultPrinter, chart_note, error_text, free_path
 from sandhive.sdk.code_models import Result
@@ -79,3 +80,9 @@ def test_run_code_errors_end_with_name_and_value() -> None:
     assert error_text("E", "v", "tb line", colour=False) == "tb line\nE: v\n"
     assert chart_note({"type": "bar", "title": "Sales", "elements": [1, 2]}) == "a bar chart 'Sales' with 2 elements"
     assert chart_note({"type": "line", "elements": [1]}) == "a line chart with 1 element"
+
+
+def test_egress_options_become_sdk_keys() -> None:
+    assert egress(None, None) == {}
+    assert egress(["1.2.3.4"], ["0.0.0.0/0", "10.0.0.0/8"]) == {"allow_out": ["1.2.3.4"],
+                                                                "deny_out": ["0.0.0.0/0", "10.0.0.0/8"]}

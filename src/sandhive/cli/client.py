@@ -10,7 +10,7 @@ use the SDK's `Template`, whose Dockerfile builds are Sandhive's extension of E2
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -56,13 +56,21 @@ class SandboxRow:
     disk_size_mb: int
     envd_version: str
     metadata: dict[str, str] = field(default_factory=dict)
+    # `info` and `create` only (null in `list`): the internet switch and the `network` settings, as the SDK's
+    # `SandboxNetworkInfo` (snake_case: allow_out, deny_out, allow_public_traffic, mask_request_host)
+    allow_internet_access: bool | None = None
+    network: dict[str, Any] | None = None
+    # `create` only: what requests to its ports must carry as E2B-Traffic-Access-Token when they are private
+    traffic_access_token: str | None = None
 
     @classmethod
     def of(cls, info: SandboxInfo) -> SandboxRow:
         return cls(sandbox_id=info.sandbox_id, template_id=info.template_id, alias=info.name,
                    state=str(info.state.value), started_at=info.started_at, end_at=info.end_at,
                    cpu_count=info.cpu_count, memory_mb=info.memory_mb, disk_size_mb=info.disk_size_mb,
-                   envd_version=info.envd_version, metadata=dict(info.metadata or {}))
+                   envd_version=info.envd_version, metadata=dict(info.metadata or {}),
+                   allow_internet_access=info.allow_internet_access,
+                   network=dict(info.network) if info.network else None)
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "started_at": self.started_at.isoformat(), "end_at": self.end_at.isoformat()}
@@ -117,13 +125,24 @@ class TemplateRow:
 # ---- through the SDK ------------------------------------------------------------------------------------------
 
 def create(target: Target, template: str, timeout: int | None, metadata: dict[str, str],
-           envs: dict[str, str]) -> SandboxRow:
-    """Create a sandbox and describe it (one more call: create's answer lacks times, sizes and metadata)."""
-    kwargs: dict[str, Any] = {"metadata": metadata or None, "envs": envs or None}
+           envs: dict[str, str], *, network: dict[str, Any] | None = None,
+           internet: bool | None = None) -> SandboxRow:
+    """Create a sandbox and describe it (one more call: create's answer lacks times, sizes and metadata).
+    `network` is the SDK's `SandboxNetworkOpts` dict; `internet` False turns its internet off."""
+    kwargs: dict[str, Any] = {"metadata": metadata or None, "envs": envs or None, "network": network or None,
+                              "allow_internet_access": internet}
     if timeout is not None:
         kwargs["timeout"] = timeout
     sandbox = sdk().Sandbox.create(template, **kwargs, **_opts(target))
-    return info(target, sandbox.sandbox_id)
+    row = info(target, sandbox.sandbox_id)
+    return replace(row, traffic_access_token=sandbox.traffic_access_token)
+
+
+def update_network(target: Target, sandbox_id: str, network: dict[str, Any]) -> SandboxRow:
+    """Replace the sandbox's egress rules (the SDK's `SandboxNetworkUpdate`; omitted ones are cleared) and
+    describe it as it is now."""
+    sdk().Sandbox.update_network(sandbox_id, network, **_opts(target))
+    return info(target, sandbox_id)
 
 
 def list_sandboxes(target: Target, metadata: dict[str, str], states: list[str]) -> list[SandboxRow]:

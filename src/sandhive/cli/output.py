@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Column, Table
 
 from .client import MetricRow, SandboxRow
@@ -90,9 +91,23 @@ def sandbox_details(r: SandboxRow) -> Table:
               ("memory", size(r.memory_mb * 2**20)),
               ("disk", size(r.disk_size_mb * 2**20)),
               ("envd", r.envd_version), ("metadata", pairs(r.metadata))]
+    fields += network_fields(r)
     for name, value in fields:
-        table.add_row(f"[bold]{name}[/]", value)
+        table.add_row(f"[bold]{name}[/]", escape(value))
     return table
+
+
+def network_fields(r: SandboxRow) -> list[tuple[str, str]]:
+    """Its egress and port settings (issue 16), the ones it has."""
+    network = r.network or {}
+    fields = [("internet", "off" if r.allow_internet_access is False else "on")]
+    fields += [(label, ", ".join(network[key])) for key, label in (("allow_out", "allow out"),
+                                                                   ("deny_out", "deny out")) if network.get(key)]
+    fields.append(("ports", "private (E2B-Traffic-Access-Token)" if network.get("allow_public_traffic") is False
+                   else "public"))
+    if network.get("mask_request_host"):
+        fields.append(("host mask", network["mask_request_host"]))
+    return fields
 
 
 def metrics_table(rows: list[MetricRow]) -> Table:

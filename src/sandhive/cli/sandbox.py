@@ -1,5 +1,5 @@
-"""`sandhive sandbox create|list|info|kill|pause|resume|metrics`; `exec`, `run-code`, `shell`, `logs` have their own
-modules."""
+"""`sandhive sandbox create|list|info|kill|pause|resume|metrics`; `exec`, `run-code`, `shell`, `logs`, `network`
+have their own modules."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from . import client, exec_cmd, logs_cmd, run_code_cmd, shell_cmd, snapshot_cmd
+from . import client, exec_cmd, logs_cmd, network_cmd, run_code_cmd, shell_cmd, snapshot_cmd
 from .common import EXIT_NOT_FOUND, err, out, parse_pairs
 from .config import ApiKey, ApiUrl, resolve
 from .failures import SEE_LIST, reporting
@@ -34,19 +34,35 @@ def create(
                                             help="Metadata to tag it with (repeatable).")] = None,
     env: Annotated[Pairs, typer.Option("--env", "-e", metavar="KEY=VALUE",
                                        help="Environment variable of its commands (repeatable).")] = None,
+    allow_out: network_cmd.AllowOut = None,
+    deny_out: network_cmd.DenyOut = None,
+    no_internet: network_cmd.NoInternet = False,
+    private_ports: Annotated[bool, typer.Option(
+        "--private-ports", help="Its ports answer only requests with its traffic access token (printed).")] = False,
+    mask_host: Annotated[str | None, typer.Option(
+        "--mask-host", metavar="HOST", help="The Host header its ports see (${PORT} is the port).")] = None,
     as_json: Json = False,
     url: ApiUrl = None,
     api_key: ApiKey = None,
 ) -> None:
-    """Create a sandbox and print its id (or, with --json, all of it)."""
+    """Create a sandbox and print its id (or, with --json, all of it). With --private-ports, the token its ports
+    ask for is printed too (on stderr; in --json as traffic_access_token)."""
     meta, envs = parse_pairs(metadata, "--metadata"), parse_pairs(env, "--env")
+    network = network_cmd.egress(allow_out, deny_out)
+    if private_ports:
+        network["allow_public_traffic"] = False
+    if mask_host is not None:
+        network["mask_request_host"] = mask_host
     target = resolve(url, api_key)
     with reporting(target.url, f"cannot create a sandbox from template {template!r}"):
-        row = client.create(target, template, timeout, meta, envs)
+        row = client.create(target, template, timeout, meta, envs, network=network,
+                            internet=False if no_internet else None)
     if as_json:
         print_json(row.to_json())
-    else:
-        print(row.sandbox_id)
+        return
+    print(row.sandbox_id)
+    if row.traffic_access_token:
+        network_cmd.show_token(row.sandbox_id, row.traffic_access_token)
 
 
 @app.command("list")
@@ -73,7 +89,7 @@ def list_sandboxes(
 
 @app.command()
 def info(sandbox_id: SandboxId, as_json: Json = False, url: ApiUrl = None, api_key: ApiKey = None) -> None:
-    """Show one sandbox: template, state, times, size and metadata."""
+    """Show one sandbox: template, state, times, size, metadata and network settings."""
     target = resolve(url, api_key)
     with reporting(target.url, f"cannot describe sandbox {sandbox_id}"):
         row = client.info(target, sandbox_id)
@@ -139,6 +155,7 @@ app.command("exec")(exec_cmd.exec_command)
 app.command("run-code")(run_code_cmd.run_code_command)
 app.command("shell")(shell_cmd.shell_command)
 app.command("logs")(logs_cmd.logs_command)
+app.command("network")(network_cmd.network_command)
 app.command("snapshot")(snapshot_cmd.snapshot_command)
 app.command("fork")(snapshot_cmd.fork_command)
 

@@ -45,6 +45,13 @@ from .models import (
     WriteEntry,
     WriteInfo,
 )
+from .network_calls import (
+    ALL_TRAFFIC,
+    SandboxNetworkInfo,
+    SandboxNetworkOpts,
+    SandboxNetworkSelectorContext,
+    SandboxNetworkUpdate,
+)
 from .paginator import AsyncSandboxPaginator, SandboxPaginator
 from .sandbox import AsyncSandbox, Sandbox
 from .snapshot_calls import SnapshotInfo
@@ -76,6 +83,7 @@ from .volume_calls import VolumeInfo
 from .watch import AsyncWatchHandle, WatchHandle
 
 __all__ = [
+    "ALL_TRAFFIC",
     "AsyncCodeInterpreter",
     "AsyncCommandHandle",
     "AsyncSandbox",
@@ -118,6 +126,10 @@ __all__ = [
     "SandboxException",
     "SandboxInfo",
     "SandboxMetrics",
+    "SandboxNetworkInfo",
+    "SandboxNetworkOpts",
+    "SandboxNetworkSelectorContext",
+    "SandboxNetworkUpdate",
     "SandboxNotFoundException",
     "SandboxPaginator",
     "SandboxQuery",

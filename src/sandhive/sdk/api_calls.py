@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -9,6 +10,7 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
+from . import network_calls
 from .config import ConnectionConfig
 from .errors import Context
 from .models import SandboxInfo, SandboxMetrics, SandboxQuery, SandboxState
@@ -29,8 +31,10 @@ def _call(config: ConnectionConfig, method: str, path: str, what: str, parse: An
 
 def create(config: ConnectionConfig, template: str, *, timeout: int | None, metadata: dict[str, str] | None,
            envs: dict[str, str] | None, allow_internet_access: bool | None,
-           request_timeout: float | None, volume_mounts: dict[str, Any] | None = None) -> HttpCall[SandboxRef]:
-    """`POST /v2/sandboxes`. `timeout` (seconds to live) is sent only when given: the server defaults to 300."""
+           request_timeout: float | None, volume_mounts: dict[str, Any] | None = None,
+           network: Mapping[str, Any] | None = None) -> HttpCall[SandboxRef]:
+    """`POST /v2/sandboxes`. `timeout` (seconds to live) is sent only when given: the server defaults to 300.
+    `network` is E2B's `SandboxNetworkOpts` dict (network_calls.py turns it into the wire's camelCase)."""
     body: dict[str, Any] = {"templateID": template, "metadata": dict(metadata or {}), "envVars": dict(envs or {})}
     if timeout is not None:
         body["timeout"] = int(timeout)
@@ -38,6 +42,9 @@ def create(config: ConnectionConfig, template: str, *, timeout: int | None, meta
         body["allow_internet_access"] = allow_internet_access
     if volume_mounts:  # {path: Volume or volume name}, as E2B's SDK takes them
         body["volumeMounts"] = [{"name": getattr(v, "name", v), "path": p} for p, v in volume_mounts.items()]
+    wire_network = network_calls.create_body(network)
+    if wire_network is not None:
+        body["network"] = wire_network
     return _call(config, "POST", "/v2/sandboxes", f"create a sandbox from template '{template}'",
                  lambda r: SandboxRef.from_json(r.json(), config), json=body, request_timeout=request_timeout)
 
@@ -121,7 +128,8 @@ def _info(data: dict[str, Any]) -> SandboxInfo:
                        metadata=dict(data.get("metadata") or {}), started_at=_when(data["startedAt"]),
                        end_at=_when(data["endAt"]), state=SandboxState(data["state"]), cpu_count=data["cpuCount"],
                        memory_mb=data["memoryMB"], disk_size_mb=data.get("diskSizeMB", 0),
-                       envd_version=data["envdVersion"])
+                       envd_version=data["envdVersion"], allow_internet_access=data.get("allowInternetAccess"),
+                       network=network_calls.info(data.get("network")))
 
 
 def _metric(data: dict[str, Any]) -> SandboxMetrics:

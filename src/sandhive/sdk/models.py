@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import IO, TypedDict
+from typing import IO, TYPE_CHECKING, TypedDict
+
+if TYPE_CHECKING:
+    from .network_calls import SandboxNetworkInfo
 
 
 class SandboxState(StrEnum):
@@ -28,6 +31,9 @@ class SandboxInfo:
     memory_mb: int
     disk_size_mb: int
     envd_version: str
+    # `get_info` only (a listing leaves them None): its internet switch and its `network` settings, snake_case
+    allow_internet_access: bool | None = None
+    network: SandboxNetworkInfo | None = None
 
 
 @dataclass

@@ -17,7 +17,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeVar
 
-from . import api_calls, snapshot_calls
+from . import api_calls, network_calls, snapshot_calls
 from .commands import AsyncCommands, Commands
 from .config import ConnectionConfig
 from .dual import dualmethod
@@ -25,6 +25,7 @@ from .exceptions import SandboxException
 from .files import AsyncFiles, Files
 from .legacy import AsyncFilesystem, AsyncProcessManager, Filesystem, ProcessManager
 from .models import SandboxInfo, SandboxMetrics, SandboxQuery, SandboxState
+from .network_calls import SandboxNetworkOpts, SandboxNetworkUpdate
 from .paginator import AsyncSandboxPaginator, SandboxPaginator
 from .pty import AsyncPty, Pty
 from .ref import SandboxRef
@@ -87,6 +88,12 @@ class _SandboxBase:
     def connection_config(self) -> ConnectionConfig:
         return self._ref.config
 
+    @property
+    def traffic_access_token(self) -> str | None:
+        """The token the server's proxy asks for (as `E2B-Traffic-Access-Token`) on this sandbox's ports when it
+        was created with `network={"allow_public_traffic": False}`; None when its ports are public."""
+        return self._ref.traffic_access_token
+
     def get_host(self, port: int) -> str:
         """`<port>-<id>.<domain>`: send HTTP to the server with this Host (or resolve it) to reach `port`."""
         return self._ref.get_host(port)
@@ -108,18 +115,22 @@ class Sandbox(_SandboxBase):
     def __init__(self, template: str | None = None, timeout: int | None = None,
                  metadata: dict[str, str] | None = None, envs: dict[str, str] | None = None, *,
                  env_vars: dict[str, str] | None = None, allow_internet_access: bool | None = None,
-                 volume_mounts: dict[str, Any] | None = None, **opts: Unpack[ConnectionOptions]) -> None:
+                 volume_mounts: dict[str, Any] | None = None, network: SandboxNetworkOpts | None = None,
+                 **opts: Unpack[ConnectionOptions]) -> None:
         """Create a sandbox from `template` (default: the class's `default_template`, `base`) that lives `timeout`
         seconds (server default 300).
 
         `envs` (the seed's `env_vars`) are set for every command; `metadata` is yours to filter `list` by.
+        `network` is E2B's dict: `allow_out`/`deny_out` (IPs and CIDR ranges), `allow_public_traffic=False` (ports
+        answer only with `traffic_access_token`), `mask_request_host`. A setting the server refuses raises
+        `InvalidArgumentException` with its reason.
         """
         config = ConnectionConfig.resolve(**opts)
         transport = SyncTransport(config)
         call = api_calls.create(config, template or self.default_template, timeout=timeout, metadata=metadata,
                                 envs=envs if envs is not None else env_vars,
                                 allow_internet_access=allow_internet_access, request_timeout=None,
-                                volume_mounts=volume_mounts)
+                                volume_mounts=volume_mounts, network=network)
         self._attach(_send(transport, call), transport)
 
     def _attach(self, ref: SandboxRef, transport: SyncTransport) -> None:
@@ -140,10 +151,11 @@ class Sandbox(_SandboxBase):
     @classmethod
     def create(cls, template: str | None = None, timeout: int | None = None, metadata: dict[str, str] | None = None,
                envs: dict[str, str] | None = None, *, allow_internet_access: bool | None = None,
-               volume_mounts: dict[str, Any] | None = None, **opts: Unpack[ConnectionOptions]) -> Self:
+               volume_mounts: dict[str, Any] | None = None, network: SandboxNetworkOpts | None = None,
+               **opts: Unpack[ConnectionOptions]) -> Self:
         """Create a sandbox (see `Sandbox.__init__`); `volume_mounts` maps paths to `Volume`s or volume names."""
         return cls(template, timeout, metadata, envs, allow_internet_access=allow_internet_access,
-                   volume_mounts=volume_mounts, **opts)
+                   volume_mounts=volume_mounts, network=network, **opts)
 
     @dualmethod
     def connect(cls, sandbox_id: str, timeout: int | None = None, **opts: Unpack[ConnectionOptions]) -> Self:
@@ -220,6 +232,20 @@ class Sandbox(_SandboxBase):
     @get_info.instance
     def _get_info_on_instance(self, request_timeout: float | None = None) -> SandboxInfo:
         return self._io.call(api_calls.get_info(self._ref.config, self.sandbox_id, request_timeout=request_timeout))
+
+    @dualmethod
+    def update_network(cls, sandbox_id: str, network: SandboxNetworkUpdate,
+                       **opts: Unpack[ConnectionOptions]) -> None:
+        """Replace the sandbox's egress rules (`allow_out`, `deny_out`, `allow_internet_access`) at once: every
+        key left out is cleared, so `{}` opens it again. Established connections the new rules deny are cut."""
+        config = ConnectionConfig.resolve(**opts)
+        _once(config, network_calls.update_network(config, sandbox_id, network, request_timeout=None))
+
+    @update_network.instance
+    def _update_network_on_instance(self, network: SandboxNetworkUpdate,
+                                    request_timeout: float | None = None) -> None:
+        self._io.call(network_calls.update_network(self._ref.config, self.sandbox_id, network,
+                                                   request_timeout=request_timeout))
 
     @dualmethod
     def get_metrics(cls, sandbox_id: str, start: datetime | None = None, end: datetime | None = None,
@@ -339,13 +365,13 @@ class AsyncSandbox(_SandboxBase):
     async def create(cls, template: str | None = None, timeout: int | None = None,
                      metadata: dict[str, str] | None = None, envs: dict[str, str] | None = None, *,
                      allow_internet_access: bool | None = None, volume_mounts: dict[str, Any] | None = None,
-                     **opts: Unpack[ConnectionOptions]) -> Self:
+                     network: SandboxNetworkOpts | None = None, **opts: Unpack[ConnectionOptions]) -> Self:
         """As `Sandbox.create`."""
         config = ConnectionConfig.resolve(**opts)
         transport = AsyncTransport(config)
         call = api_calls.create(config, template or cls.default_template, timeout=timeout, metadata=metadata, envs=envs,
                                 allow_internet_access=allow_internet_access, request_timeout=None,
-                                volume_mounts=volume_mounts)
+                                volume_mounts=volume_mounts, network=network)
         return cls._from_ref(await _send_async(transport, call), transport)
 
     @dualmethod
@@ -422,6 +448,19 @@ class AsyncSandbox(_SandboxBase):
     async def _get_info_on_instance(self, request_timeout: float | None = None) -> SandboxInfo:
         return await self._io.call(api_calls.get_info(self._ref.config, self.sandbox_id,
                                                       request_timeout=request_timeout))
+
+    @dualmethod
+    async def update_network(cls, sandbox_id: str, network: SandboxNetworkUpdate,
+                             **opts: Unpack[ConnectionOptions]) -> None:
+        """As `Sandbox.update_network`: omitted keys are cleared."""
+        config = ConnectionConfig.resolve(**opts)
+        await _once_async(config, network_calls.update_network(config, sandbox_id, network, request_timeout=None))
+
+    @update_network.instance
+    async def _update_network_on_instance(self, network: SandboxNetworkUpdate,
+                                          request_timeout: float | None = None) -> None:
+        await self._io.call(network_calls.update_network(self._ref.config, self.sandbox_id, network,
+                                                         request_timeout=request_timeout))
 
     @dualmethod
     async def get_metrics(cls, sandbox_id: str, start: datetime | None = None, end: datetime | None = None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -49,6 +50,15 @@ def probe(cli: Cli, sandbox_id: str, address: str) -> str:
 def test_create_deny_out_then_network_replaces_the_rules(cli: Cli, site: str) -> None:
     sandbox_id = cli.create("--deny-out", site, "--deny-out", "198.51.100.0/24")
     assert probe(cli, sandbox_id, site) == "blocked"
+    # `sandbox egress`: the denied attempt, from the audit (denied attempts are read every 2 s)
+    for _ in range(50):
+        audit = json.loads(cli.ok("sandbox", "egress", sandbox_id, "--json"))
+        if any(e["destination"] == site and e["verdict"] == "denied" for e in audit):
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError(f"no denied attempt to {site} in the egress audit: {audit}")
+    assert "denied" in cli.ok("sandbox", "egress", sandbox_id)
     info = json.loads(cli.ok("sandbox", "info", sandbox_id, "--json"))
     assert info["network"] == {"deny_out": [site, "198.51.100.0/24"]}
     assert field(cli.ok("sandbox", "info", sandbox_id), "deny out") == f"{site}, 198.51.100.0/24"

@@ -225,6 +225,16 @@ def logs(target: Target, sandbox_id: str, limit: int) -> list[dict[str, str]]:
     return list(rest_get(target, f"/sandboxes/{sandbox_id}/logs", {"limit": limit})["logs"])
 
 
+def egress(target: Target, sandbox_id: str, limit: int) -> list[dict[str, str]]:
+    """The sandbox's egress audit: the `fields` of its log entries from the egress logger, with their time."""
+    entries = rest_get(target, f"/sandboxes/{sandbox_id}/logs", {"limit": 10000})["logEntries"]
+    found = [{"timestamp": e["timestamp"], **e.get("fields", {})} for e in entries
+             if e.get("fields", {}).get("logger") == "egress"]
+    for entry in found:
+        entry.pop("logger", None)
+    return found[-limit:]
+
+
 def templates(target: Target) -> list[TemplateRow]:
     return [TemplateRow.of(t) for t in rest_get(target, "/templates")]
 

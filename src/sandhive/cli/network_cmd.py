@@ -14,7 +14,7 @@ from . import client
 from .common import err, out
 from .config import ApiKey, ApiUrl, resolve
 from .failures import reporting
-from .output import Json, network_fields, print_json
+from .output import Json, network_fields, print_json, show, table
 
 SandboxId = Annotated[str, typer.Argument(metavar="ID", help="The sandbox's id, as `sandhive sandbox list` shows it.")]
 AllowOut = Annotated[list[str] | None, typer.Option(
@@ -74,3 +74,29 @@ def show_token(sandbox_id: str, token: str) -> None:
     """Tell a person creating a sandbox with private ports what its ports now need (stderr: stdout is the id)."""
     err.print(f"Ports of {sandbox_id} are private: requests to them need the header "
               f"`E2B-Traffic-Access-Token: {token}`", markup=False)
+
+
+def egress_command(
+    sandbox_id: SandboxId,
+    limit: Annotated[int, typer.Option(min=1, max=10000, help="How many of the newest entries to show.")] = 100,
+    as_json: Json = False,
+    url: ApiUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Show what the sandbox reached or tried to reach: each egress connection (destination, verdict, bytes once
+    it has ended) and each denied attempt, newest last (--json: the entries' fields)."""
+    target = resolve(url, api_key)
+    with reporting(target.url, f"cannot read the egress log of sandbox {sandbox_id}"):
+        entries = client.egress(target, sandbox_id, limit)
+    if as_json:
+        print_json(entries)
+        return
+    if not entries:
+        err.print(f"sandbox {sandbox_id} has made no egress connection yet")
+        return
+    rows = table("TIME", "VERDICT", "PROTO", "DESTINATION", "DOMAIN", "OUT", "IN")
+    for entry in entries:
+        where = f"{entry['destination']}:{entry['port']}" if entry.get("port") else entry.get("destination", "")
+        rows.add_row(entry["timestamp"], entry.get("verdict", ""), entry.get("protocol", ""), where,
+                     entry.get("domain", "-"), entry.get("bytes_out", "-"), entry.get("bytes_in", "-"))
+    show(rows)

@@ -156,6 +156,7 @@ app.command("run-code")(run_code_cmd.run_code_command)
 app.command("shell")(shell_cmd.shell_command)
 app.command("logs")(logs_cmd.logs_command)
 app.command("network")(network_cmd.network_command)
+app.command("egress")(network_cmd.egress_command)
 app.command("snapshot")(snapshot_cmd.snapshot_command)
 app.command("fork")(snapshot_cmd.fork_command)
 

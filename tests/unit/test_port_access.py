@@ -75,3 +75,10 @@ def test_bad_settings_are_a_400(bad: dict[str, object]) -> None:
     with pytest.raises(UserError) as caught:
         network.stored(bad)
     assert caught.value.status == 400
+
+
+def test_https_ports_are_kept_sorted_and_checked() -> None:
+    assert network.stored({"httpsPorts": [8443, 443, 443]}) == {"httpsPorts": [443, 8443]}
+    for bad in ([0], [70000], ["443"], [True], [49983], list(range(1, 100))):
+        with pytest.raises(UserError):
+            network.stored({"httpsPorts": bad})

@@ -2,7 +2,8 @@
 and the proxy route they make.
 
 Honoured today: `allowPublicTraffic` (false: the sandbox's ports answer only requests carrying its
-`trafficAccessToken`), `maskRequestHost` (the Host header its ports see), and `allowOut`/`denyOut` of IP
+`trafficAccessToken`), `maskRequestHost` (the Host header its ports see), `httpsPorts` (ports the proxy reaches
+with TLS), and `allowOut`/`denyOut` of IP
 addresses and CIDR ranges (kernel rules, node/egress.py). Domain names in `allowOut`, `dnsServers`,
 `egressProxy` and header `rules` are refused with a 400 rather than accepted and not enforced.
 """
@@ -16,10 +17,12 @@ from typing import Any
 from ..errors import UserError
 from ..node.egress import EgressPolicy
 from ..proxy.access import Route
+from ..proxy.routing import ENVD_PORT
 from ..store import SandboxRecord
 
-HONOURED = ("allowPublicTraffic", "maskRequestHost", "allowOut", "denyOut")
+HONOURED = ("allowPublicTraffic", "maskRequestHost", "allowOut", "denyOut", "httpsPorts")
 EGRESS = ("allowOut", "denyOut")
+MAX_HTTPS_PORTS = 64
 MAX_RULES = 512  # ranges per list: each is a kernel set element
 # A Host header value: a name or address with an optional port and the `${PORT}` placeholder. Nothing that
 # could end the header (CR, LF) or smuggle another one.
@@ -51,6 +54,15 @@ def stored(network: dict[str, Any] | None) -> dict[str, Any] | None:
             raise UserError(400, "network.maskRequestHost must be a host name or address (optionally with a port "
                                  f"or ${{PORT}}), at most {MAX_MASK} characters")
         kept["maskRequestHost"] = mask
+    ports = network.get("httpsPorts")
+    if ports is not None:
+        if (not isinstance(ports, list) or len(ports) > MAX_HTTPS_PORTS
+                or not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports)):
+            raise UserError(400, f"network.httpsPorts must be a list of at most {MAX_HTTPS_PORTS} port numbers")
+        if ENVD_PORT in ports:
+            raise UserError(400, f"network.httpsPorts: port {ENVD_PORT} is envd's, which speaks plain HTTP")
+        if ports:
+            kept["httpsPorts"] = sorted(set(ports))
     for key in EGRESS:
         values = network.get(key)
         if values is None:
@@ -110,4 +122,4 @@ def route_of(record: SandboxRecord, address: str | None = None) -> Route:
     """What the edge proxy needs to reach and guard the sandbox of `record` (at `address` if it moved)."""
     network = record.network or {}
     return Route(address or record.address, traffic_token=record.traffic_access_token,
-                 mask_host=network.get("maskRequestHost"))
+                 mask_host=network.get("maskRequestHost"), https_ports=frozenset(network.get("httpsPorts") or ()))

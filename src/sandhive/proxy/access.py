@@ -4,7 +4,9 @@ A sandbox created with `network.allowPublicTraffic=false` (E2B's private ports) 
 requests carrying `e2b-traffic-access-token: <the create response's trafficAccessToken>`; others get E2B's 403.
 envd's own port is exempt: it has its own access token (`X-Access-Token`), which the SDK always sends, and the
 SDK does not send the traffic token there. `maskRequestHost` replaces the `Host` header the sandbox sees
-(`${PORT}` becomes the port). The token is a credential for the proxy, so it is not relayed to the sandbox.
+(`${PORT}` becomes the port). `httpsPorts` are ports whose server speaks TLS: the proxy connects to them with TLS,
+without verifying their certificate (it is the sandbox's own, usually self-signed). The token is a credential
+for the proxy, so it is not relayed to the sandbox.
 
 Pure functions and one dataclass, free of I/O, like `routing`.
 """
@@ -31,6 +33,7 @@ class Route:
     address: str
     traffic_token: str | None = None  # set: ports other than envd's need it (allowPublicTraffic=false)
     mask_host: str | None = None  # set: the Host header the sandbox sees (maskRequestHost)
+    https_ports: frozenset[int] = frozenset()  # ports the proxy speaks TLS to (httpsPorts; never verified)
 
 
 def refusal(route: Route, port: int, headers: RawHeaders, sandbox_id: str) -> ProxyError | None:

@@ -51,6 +51,7 @@ class EdgeProxy:
         self.timeout = timeout
         self._open: Counter[str] = Counter()  # proxied requests and WebSocket sessions in flight, per sandbox
         self._client: httpx.AsyncClient | None = None
+        self._tls_client: httpx.AsyncClient | None = None
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -61,10 +62,20 @@ class EdgeProxy:
                                              follow_redirects=False)
         return self._client
 
+    @property
+    def tls_client(self) -> httpx.AsyncClient:
+        """For a sandbox's `httpsPorts`: TLS without verification (the sandbox's certificate is its own)."""
+        if self._tls_client is None:
+            self._tls_client = httpx.AsyncClient(timeout=self.timeout, limits=LIMITS, trust_env=False,
+                                                 follow_redirects=False, verify=False)
+        return self._tls_client
+
     async def aclose(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
+        for name in ("_client", "_tls_client"):
+            client = getattr(self, name)
+            if client is not None:
+                setattr(self, name, None)
+                await client.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -103,24 +114,26 @@ class EdgeProxy:
             return
         self._open[sandbox_id] += 1
         try:
-            await self._forward(scope, receive, send, route.address, sandbox_id, port)
+            await self._forward(scope, receive, send, route, sandbox_id, port)
         finally:
             self._open[sandbox_id] -= 1
             if not self._open[sandbox_id]:
                 del self._open[sandbox_id]
 
-    async def _forward(self, scope: Scope, receive: Receive, send: Send, address: str, sandbox_id: str,
+    async def _forward(self, scope: Scope, receive: Receive, send: Send, route: Route, sandbox_id: str,
                        port: int) -> None:
+        address = route.address
         raw_path = scope.get("raw_path") or quote(scope["path"]).encode()
         query = scope.get("query_string", b"")
         target_path = raw_path + (b"?" + query if query else b"")
+        tls = port in route.https_ports
         if scope["type"] == "http":
-            url = httpx.URL(scheme="http", host=address, port=port, raw_path=target_path)
-            await http.forward(self.client, scope, receive, send, url, sandbox_id, port,
+            url = httpx.URL(scheme="https" if tls else "http", host=address, port=port, raw_path=target_path)
+            await http.forward(self.tls_client if tls else self.client, scope, receive, send, url, sandbox_id, port,
                                unrouted=lambda: self._unrouted(sandbox_id, address))
         else:
             host = f"[{address}]" if ":" in address else address
-            uri = f"ws://{host}:{port}{target_path.decode('latin-1')}"
+            uri = f"{'wss' if tls else 'ws'}://{host}:{port}{target_path.decode('latin-1')}"
             await websocket.forward(scope, receive, send, uri, sandbox_id, port)
 
     async def _unrouted(self, sandbox_id: str, address: str) -> bool:

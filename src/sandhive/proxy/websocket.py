@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 
 from starlette.types import Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from . import errors, headers
+
+# `httpsPorts` (proxy/access.py): TLS to the sandbox's own server, whose certificate is its own
+_UNVERIFIED = ssl.create_default_context()
+_UNVERIFIED.check_hostname = False
+_UNVERIFIED.verify_mode = ssl.CERT_NONE
 
 CONNECT_TIMEOUT = 5.0
 CLOSE_TIMEOUT = 2.0  # a sandbox app that ignores our close frame must not hold the session open
@@ -43,7 +49,7 @@ async def forward(scope: Scope, receive: Receive, send: Send, uri: str, sandbox_
             uri, additional_headers=relayed,
             subprotocols=scope.get("subprotocols") or None, user_agent_header=None, proxy=None, compression=None,
             open_timeout=CONNECT_TIMEOUT, close_timeout=CLOSE_TIMEOUT, ping_interval=None,
-            max_size=MAX_MESSAGE)
+            max_size=MAX_MESSAGE, ssl=_UNVERIFIED if uri.startswith("wss:") else None)
     except InvalidStatus as exc:
         await _refuse(scope, send, exc)
         return

@@ -172,7 +172,8 @@ class Pauses:
         return True
 
     async def resolve(self, sandbox_id: str) -> Route | None:
-        """The edge proxy's resolver: a running sandbox's route; a paused one with auto-resume is resumed first."""
+        """The edge proxy's resolver: a running sandbox's route; for a paused one with auto-resume, a route that
+        wakes it (`Route.wake`), so that the proxy checks the request's traffic token before the sandbox resumes."""
         route = await self.s.directory.resolve(sandbox_id)
         if route is not None or sandbox_id not in self._auto_resume:
             return route
@@ -180,12 +181,15 @@ class Pauses:
         if record is None or record.state == "killed":
             self._auto_resume.discard(sandbox_id)
             return None
+        return Route("", traffic_token=record.traffic_access_token, wake=lambda: self._wake(record))
+
+    async def _wake(self, record: SandboxRecord) -> Route | None:
         try:
-            await self.resume(record.team_id, sandbox_id, self.s.settings.default_timeout_seconds)
+            await self.resume(record.team_id, record.sandbox_id, self.s.settings.default_timeout_seconds)
         except Exception:
-            log.exception("auto-resume of sandbox %s failed", sandbox_id)
+            log.exception("auto-resume of sandbox %s failed", record.sandbox_id)
             return None
-        return await self.s.directory.resolve(sandbox_id)
+        return await self.s.directory.resolve(record.sandbox_id)
 
     # ---- kill and restart ---------------------------------------------------------------------------
 

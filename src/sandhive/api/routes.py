@@ -106,7 +106,8 @@ def sandbox_router(service: SandboxService) -> APIRouter:
         items, _ = await service.list_sandboxes(team, query)
         return items
 
-    @router.get("/sandboxes/{sandboxID}", responses=errors(401, 404))
+    # null fields are left out: E2B's SDK parses a present `network` as an object (absent ones are its UNSET)
+    @router.get("/sandboxes/{sandboxID}", responses=errors(401, 404), response_model_exclude_none=True)
     async def get_sandbox(sandbox_id: SandboxID, team: Team) -> SandboxDetail:
         """A sandbox's details."""
         return await service.info(team, sandbox_id)

@@ -14,7 +14,8 @@ Pure functions and one dataclass, free of I/O, like `routing`.
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from .errors import ProxyError
 from .headers import RawHeaders
@@ -34,6 +35,9 @@ class Route:
     traffic_token: str | None = None  # set: ports other than envd's need it (allowPublicTraffic=false)
     mask_host: str | None = None  # set: the Host header the sandbox sees (maskRequestHost)
     https_ports: frozenset[int] = frozenset()  # ports the proxy speaks TLS to (httpsPorts; never verified)
+    # set: the sandbox is paused with auto-resume; this wakes it and answers its running route (None: it could
+    # not). Called only after the request passed `refusal`, so a stranger cannot wake a private sandbox.
+    wake: Callable[[], Awaitable[Route | None]] | None = field(default=None, compare=False)
 
 
 def refusal(route: Route, port: int, headers: RawHeaders, sandbox_id: str) -> ProxyError | None:

@@ -105,6 +105,11 @@ class EdgeProxy:
         if refused is not None:
             await self._reject(scope, receive, send, refused)
             return
+        if route.wake is not None:  # paused with auto-resume: woken only for a request it would admit
+            route = await route.wake()
+            if route is None:
+                await self._reject(scope, receive, send, errors.sandbox_not_found(sandbox_id))
+                return
         scope = {**scope, "headers": access.upstream_headers(route, port, scope.get("headers", []))}
         if self._open[sandbox_id] >= self.max_connections_per_sandbox:
             await self._reject(scope, receive, send, errors.ProxyError(

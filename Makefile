@@ -74,7 +74,7 @@ test: venv
 	@echo "== unit tier (no root, no server)"
 	$(BIN)/python -m pytest -q tests/unit
 	@echo "== integration suites"
-	$(BIN)/python -m pytest -q --ignore=tests/unit
+	$(BIN)/python -m pytest -q --durations=25 --ignore=tests/unit
 
 # The unit tier alone: fakes and pure functions, a few seconds (tests/unit).
 test-unit: venv

@@ -23,3 +23,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Gener
         report.outcome = "failed"
         report.longrepr = (f"unexpected skip: {reason!r} matches no known reason in tests/skips.py "
                            "(fix the rig, or add the reason there with the skip that needs it)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`one_backend` modules test what sits above the runtime (the SDK, the CLI, the proxy): their cases for the
+    other backends would repeat the container's through the same code, so they are deselected (not skipped),
+    which keeps the serial suite inside CI's time. Each backend's own behaviour is tested in its suites."""
+    kept, dropped = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if item.get_closest_marker("one_backend") and any(v in ("gvisor", "microvm") for v in params.values()):
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept

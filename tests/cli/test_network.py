@@ -16,7 +16,7 @@ import pytest
 from tests.cli.conftest import Cli
 from tests.lan import host_reaches, lan_namespace
 
-pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.needs_backend, pytest.mark.one_backend, pytest.mark.timeout(900)]
 
 PORT = 18093
 PROBE = ("import socket,sys\n"

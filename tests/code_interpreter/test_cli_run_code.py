@@ -12,7 +12,7 @@ from e2b_code_interpreter import Sandbox
 from tests.api.rig import SANDHIVE, Server
 from tests.cli.conftest import clean_env
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.one_backend]
 PLOT = """
 import pandas as pd
 import matplotlib.pyplot as plt

@@ -13,7 +13,7 @@ import pytest
 
 from tests.api.rig import Server
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.one_backend]
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "code_interpreter.py"
 
 

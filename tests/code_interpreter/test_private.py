@@ -10,7 +10,7 @@ from e2b_code_interpreter import Sandbox
 
 from tests.api.rig import Server
 
-pytestmark = pytest.mark.timeout(1200)
+pytestmark = [pytest.mark.timeout(1200), pytest.mark.one_backend]
 
 
 def test_run_code_works_on_a_private_sandbox_and_strangers_get_403(

@@ -13,7 +13,7 @@ from sandhive.sdk.exceptions import NotFoundException, SandboxException, Timeout
 from tests.api.rig import Server
 from tests.code_interpreter.conftest import BUILD_TIMEOUT
 
-pytestmark = pytest.mark.timeout(1200)
+pytestmark = [pytest.mark.timeout(1200), pytest.mark.one_backend]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

@@ -15,6 +15,8 @@ from e2b import Sandbox
 
 from .conftest import Live
 
+pytestmark = pytest.mark.one_backend  # the proxy's checks; the same code whatever the backend
+
 ECHO = r'''
 import http.server, json
 class Echo(http.server.BaseHTTPRequestHandler):

@@ -16,7 +16,8 @@ from sandhive import AsyncSandbox, InvalidArgumentException, Sandbox
 from tests.lan import host_reaches, lan_namespace
 from tests.sdk.conftest import Live
 
-pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900), pytest.mark.usefixtures("sdk_env")]
+pytestmark = [pytest.mark.needs_backend, pytest.mark.one_backend, pytest.mark.timeout(900),
+              pytest.mark.usefixtures("sdk_env")]
 
 PORT = 18092
 PROBE = """

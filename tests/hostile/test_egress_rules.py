@@ -19,6 +19,7 @@ import httpx
 import pytest
 from e2b import Sandbox
 
+from tests.api.rig import create_key
 from tests.hostile.conftest import Live
 from tests.lan import Lan, host_reaches, lan_namespace
 
@@ -103,8 +104,18 @@ def test_deny_out_blocks_one_address_and_not_the_other(live: Live, sites: tuple[
         wanted = {(a, str(PORT), "denied"), (b, str(PORT), "allowed")}
         _wait(lambda: wanted <= egress_seen(live, sbx),
               lambda: f"the egress audit to show both attempts {wanted}: {egress_seen(live, sbx)}")
+        # denied attempts are counted for the operator (GET /sandhive/node with an admin key), not shown to teams
+        admin = create_key(live.server.data_dir, "egress-operator", "--admin")
+        assert node_status(live, admin)["egressDeniedTotal"] >= 1
+        assert node_status(live, live.key).get("egressDeniedTotal") is None
     finally:
         sbx.kill()
+
+
+def node_status(live: Live, key: str) -> dict:
+    answer = httpx.get(f"{live.url}/sandhive/node", headers={"X-API-Key": key}, trust_env=False, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
 
 
 def egress_seen(live: Live, sbx: Sandbox) -> set[tuple[str, str, str]]:

@@ -197,7 +197,8 @@ def node_router(service: SandboxService) -> APIRouter:
                             diskSizeMB=p.disk_mb, allow_internet_access=p.internet, ready=p.ready,
                             starting=p.starting, target=p.target, hits=p.hits, misses=p.misses, fillMs=p.fill_ms,
                             pinned=p.pinned)
-                   for p in status.pools if p.template_id in shown])
+                   for p in status.pools if p.template_id in shown],
+            egressDeniedTotal=service.node.egress_log.denied_total if caller.admin else None)
 
     return router
 

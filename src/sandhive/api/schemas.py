@@ -218,3 +218,4 @@ class NodeStatus(BaseModel):
     pooledMemoryMB: int
     pooledCpus: int
     pools: list[WarmPool]
+    egressDeniedTotal: int | None = None  # egress attempts denied since the server started (admin keys only)

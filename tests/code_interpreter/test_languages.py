@@ -96,3 +96,19 @@ def test_an_unsupported_language_is_a_clear_400(sandbox: Sandbox) -> None:
     with pytest.raises(SandboxException) as raised:
         sandbox.run_code("x", language="cobol")
     assert "400" in str(raised.value) and "cobol" in str(raised.value) and "javascript" in str(raised.value)
+
+
+def test_a_timeout_interrupts_js_and_its_context_keeps_its_state(sandbox: Sandbox) -> None:
+    import time
+
+    from e2b import TimeoutException
+
+    sandbox.run_code("globalThis.sandhiveBeforeLoop = 'kept'", language="js")
+    with pytest.raises(TimeoutException):
+        sandbox.run_code("while (true) {}", language="js", timeout=2)
+    deadline = time.monotonic() + 15
+    while True:  # Deno gets an interrupt_request: the loop stops, the kernel and its globals stay
+        execution = sandbox.run_code("sandhiveBeforeLoop", language="js", timeout=20)
+        if execution.text == "kept" or time.monotonic() > deadline:
+            break
+    assert execution.text == "kept", execution.error

@@ -21,7 +21,7 @@ import pytest
 
 from tests.api.rig import Server
 
-pytestmark = pytest.mark.timeout(1200)
+pytestmark = [pytest.mark.timeout(1200), pytest.mark.one_backend]  # the SDK layer: container only (gvisor passes too)
 
 VERSION = "2.8.0"
 PACKAGE = f"@e2b/code-interpreter@{VERSION}"

@@ -20,6 +20,7 @@ PACKAGES=(
   buildah                             # template builds from Dockerfiles (daemonless, with a layer cache)
   skopeo umoci                        # OCI images and tarballs for FROM
   docker-registry                     # the local registry the template tests push to and pull from
+  nodejs npm                          # the code interpreter's JS SDK smoke test (@e2b/code-interpreter from npm)
 )
 
 # gVisor's runsc (the `gvisor` backend) from bookworm-backports: its 2024 build runs the systrap platform,
@@ -60,6 +61,8 @@ install_runsc() {
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
+  # a Node.js from elsewhere (NodeSource's nodejs bundles npm) conflicts with Debian's npm: keep it
+  [ "$pkg" = npm ] && command -v npm >/dev/null 2>&1 && continue
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -eq 0 ]; then

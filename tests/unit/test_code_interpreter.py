@@ -10,7 +10,7 @@ from pathlib import Path
 
 from e2b_code_interpreter.models import Execution, parse_output
 
-from sandhive.code_interpreter import messages
+from sandhive.code_interpreter import messages, server
 from sandhive.code_interpreter.messages import ExecutionMapper, encode, result_bundle
 from sandhive.templates import catalog
 from sandhive.templates import code_interpreter as template
@@ -82,6 +82,22 @@ def test_mime_bundles_map_to_the_clients_result_keys() -> None:
 def test_a_repr_of_a_string_loses_its_quotes_as_with_e2b() -> None:
     assert result_bundle({"text/plain": "'abc'"}, True)["text"] == "abc"
     assert result_bundle({"text/plain": "2"}, True)["text"] == "2"
+    assert result_bundle({"text/plain": '"abc"'}, True)["text"] == '"abc"'  # Python's repr never uses "
+    assert result_bundle({"text/plain": '"abc"'}, True, quotes="'\"")["text"] == "abc"  # Deno's does
+    assert result_bundle({"text/plain": "'abc\""}, True, quotes="'\"")["text"] == "'abc\""
+
+
+def test_output_that_trails_idle_is_kept_when_the_end_is_held() -> None:
+    """Deno's kernel can publish a cell's value just after its `idle`: with hold_end the mapper still maps it and
+    leaves END to the caller."""
+    mapper = ExecutionMapper(MSG, hold_end=True)
+    assert mapper.feed(msg("execute_input", {"execution_count": 1}))[0]["type"] == "number_of_executions"
+    assert mapper.feed(msg("status", {"execution_state": "idle"})) == []
+    assert mapper.done
+    late = mapper.feed(msg("execute_result", {"data": {"text/plain": "2"}}))
+    assert late == [{"type": "result", "text": "2", "is_main_result": True}]
+    assert mapper.feed(msg("status", {"execution_state": "idle"})) == []
+    assert mapper.feed(msg("execute_input", {"execution_count": 1})) == []
 
 
 def test_other_executions_and_idle_before_the_input_are_ignored() -> None:
@@ -113,8 +129,13 @@ def test_the_server_package_stands_alone() -> None:
 def test_the_template_recipe_pins_its_packages_and_runs_the_server() -> None:
     text = template.dockerfile()
     assert text.startswith("FROM base\n")
-    for package in ("jupyter_client==", "ipykernel==", "pandas==", "numpy==", "matplotlib=="):
+    for package in ("jupyter_client==", "ipykernel==", "pandas==", "numpy==", "matplotlib==", "seaborn==",
+                    "plotly==", "scipy==", "scikit-learn==", "bash_kernel==", "deno@"):
         assert package in text
+    assert all(p.count("==") == 1 for p in template.PIP_PACKAGES) and all("@" in p for p in template.NPM_PACKAGES)
+    for name, spec in template.KERNEL_SPECS.items():  # the specs the server's languages name
+        assert f"{template.KERNEL_DIR}/{name}/kernel.json" in text and "{connection_file}" in spec["argv"]
+    assert {spec.kernel for spec in server.LANGUAGES.values()} == {"python3", "bash", *template.KERNEL_SPECS}
     assert f"{template.PACKAGE}.server" in template.START_CMD and ":49999/health" in template.READY_CMD
     assert {p.name for p in template.source_files()} >= {"__init__.py", "messages.py", "server.py"}
     assert len(template.recipe_key()) == 16
@@ -144,3 +165,31 @@ def test_the_proxy_leaves_execute_streams_unbounded_and_others_as_they_were() ->
     assert unbounded.read is None and unbounded.connect == 5 and unbounded.write == 60
     assert read_timeout(49999, "GET", "/contexts", default) is default
     assert read_timeout(49983, "POST", "/execute", default) is default
+
+
+def test_languages_and_their_aliases() -> None:
+    assert server.normalize_language(None) == "python"
+    for alias, language in (("js", "javascript"), ("JS", "javascript"), ("ts", "typescript"), ("sh", "bash"),
+                            ("python3", "python"), ("r", "r")):
+        assert server.normalize_language(alias) == language
+    assert set(server.LANGUAGES) == {"python", "bash", "javascript", "typescript"}
+
+
+def test_bash_env_vars_are_set_and_put_back_in_a_real_bash() -> None:
+    import subprocess
+
+    envs = {"SANDHIVE_A": "it's $HOME `x` \"q\"", "SANDHIVE_B": "new"}
+    bash = server.LANGUAGES["bash"]
+    script = "\n".join(["export SANDHIVE_A=before", "unset SANDHIVE_B", bash.env_set(envs),
+                        'printf "%s|%s\\n" "$SANDHIVE_A" "$SANDHIVE_B"', "sh -c 'echo \"$SANDHIVE_A\"'",
+                        bash.env_restore(envs), 'printf "%s|%s\\n" "$SANDHIVE_A" "${SANDHIVE_B-unset}"',
+                        "compgen -v | grep -c __sandhive_ || true"])
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out == [f"{envs['SANDHIVE_A']}|new", envs["SANDHIVE_A"], "before|unset", "0"]
+    assert not bash.env_name.match("A-B") and bash.env_name.match("_A1")
+
+
+def test_deno_env_code_names_the_vars_as_json() -> None:
+    code = server.LANGUAGES["javascript"].env_set({"K": "v'\""})
+    assert '["K"]' in code and json.dumps({"K": "v'\""}) in code and "Deno.env.set" in code
+    assert "Deno.env.delete" in server.LANGUAGES["typescript"].env_restore({"K": "v"})

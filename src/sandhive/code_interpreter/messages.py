@@ -40,9 +40,10 @@ MIME_KEYS = {
 Line = dict[str, Any]
 
 
-def result_bundle(data: dict[str, Any], is_main_result: bool) -> Line:
+def result_bundle(data: dict[str, Any], is_main_result: bool, quotes: str = "'") -> Line:
     """A `result` line from a Jupyter MIME bundle. `text/plain` loses the quotes around a repr'd str (as
-    E2B's server does: `'abc'` → `abc`); binary images are base64 already (Jupyter's JSON encoding)."""
+    E2B's server does: `'abc'` → `abc`; `quotes`: the kernel's string quotes, `"` too for Deno's `"abc"`);
+    binary images are base64 already (Jupyter's JSON encoding)."""
     line: Line = {"type": "result"}
     extra: dict[str, Any] = {}
     for mime, value in data.items():
@@ -50,7 +51,7 @@ def result_bundle(data: dict[str, Any], is_main_result: bool) -> Line:
         if key is None:
             extra[mime] = value
             continue
-        if key == "text" and isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == "'":
+        if key == "text" and isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] in quotes:
             value = value[1:-1]
         line[key] = value
     if extra:
@@ -82,19 +83,25 @@ def encode(line: Line) -> bytes:
 class ExecutionMapper:
     """Follows one execution (`msg_id`, the `execute_request`'s id) through the kernel's IOPub messages."""
 
-    def __init__(self, msg_id: str) -> None:
+    def __init__(self, msg_id: str, *, hold_end: bool = False, quotes: str = "'") -> None:
         self.msg_id = msg_id
+        self.quotes = quotes
+        # hold_end: `idle` ends the execution without END, and output that trails it is still mapped; the caller
+        # sends END (for a kernel that publishes a cell's last output after its `idle`, as Deno's can)
+        self.hold_end = hold_end
         self.input_accepted = False
         self.done = False
         self.errored = False
 
     def feed(self, message: dict[str, Any]) -> list[Line]:
         """The lines `message` gives (none for another execution's or an uninteresting one)."""
-        if message.get("parent_header", {}).get("msg_id") != self.msg_id or self.done:
+        if message.get("parent_header", {}).get("msg_id") != self.msg_id or (self.done and not self.hold_end):
             return []
         kind = message.get("msg_type") or message.get("header", {}).get("msg_type")
         content = message.get("content", {})
         if kind == "execute_input":
+            if self.input_accepted:
+                return []
             self.input_accepted = True
             return [{"type": "number_of_executions", "execution_count": content.get("execution_count")}]
         if kind == "stream":
@@ -103,15 +110,15 @@ class ExecutionMapper:
                 return []
             return [{"type": name, "text": content.get("text", ""), "timestamp": timestamp(message)}]
         if kind == "execute_result":
-            return [result_bundle(dict(content.get("data", {})), True)]
+            return [result_bundle(dict(content.get("data", {})), True, self.quotes)]
         if kind == "display_data":
-            return [result_bundle(dict(content.get("data", {})), False)]
+            return [result_bundle(dict(content.get("data", {})), False, self.quotes)]
         if kind == "error":
             self.errored = True
             return [error_line(content.get("ename", ""), content.get("evalue", ""), content.get("traceback", []))]
-        if kind == "status" and content.get("execution_state") == "idle" and self.input_accepted:
+        if kind == "status" and content.get("execution_state") == "idle" and self.input_accepted and not self.done:
             self.done = True
-            return [END]
+            return [] if self.hold_end else [END]
         return []
 
     def reply(self, content: dict[str, Any]) -> list[Line]:

@@ -1,17 +1,20 @@
-"""The server on port 49999 inside a code-interpreter sandbox: E2B's contract (wire doc §4) over ipykernel.
+"""The server on port 49999 inside a code-interpreter sandbox: E2B's contract (wire doc §4) over Jupyter kernels.
 
     python3 -m sandhive.code_interpreter.server [--port 49999] [--cwd /home/user]
 
-Each context is one ipykernel process driven through `jupyter_client` (ZeroMQ), with its own working
-directory. The default Python context starts before the server listens, so `GET /health` answering means
-a warm kernel (the template's ready check, so a pool hit's first `run_code` does not wait for one).
+Each context is one kernel process driven through `jupyter_client` (ZeroMQ), started in its own working
+directory: ipykernel for `python`, bash_kernel for `bash`, Deno's kernel for `javascript` (`js`) and `typescript`
+(`ts`) (`LANGUAGES`; the template installs the specs). The default Python context starts before the server
+listens, so `GET /health` answering means a warm kernel (the template's ready check, so a pool hit's first
+`run_code` does not wait for one). Other languages' default contexts start on their first use.
 
 - `POST /execute` streams NDJSON (`messages`), one line per IOPub message as it arrives (each write is
   flushed: HTTP/1.1 chunked, nothing buffered). Executions in one context run one at a time, in order.
   A client that disconnects (its `timeout`, a cancelled request) interrupts the kernel: the context keeps
   its state and takes the next execution.
-- `env_vars` hold for that execution only: the kernel's `os.environ` is set before the code and put back
-  after it. The sandbox's own env vars (those given at create) come from envd's `/envs`, as E2B's do.
+- `env_vars` hold for that execution only: the kernel's environment is set before the code and put back after
+  it, in the kernel's own language (`os.environ`, `export`/`unset`, `Deno.env`). The sandbox's own env vars
+  (those given at create) come from envd's `/envs`, as E2B's do.
 - `X-Access-Token` on `/execute` is checked against the sandbox's envd token (by envd, through `/envs`): 401.
 - Errors are plain text: 404 for an unknown context, 400 for a bad request, as E2B's client expects.
 """
@@ -24,9 +27,12 @@ import json
 import logging
 import os
 import queue
+import re
+import shlex
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,9 +46,8 @@ from .messages import END, ExecutionMapper, encode, error_line
 log = logging.getLogger("sandhive.code_interpreter")
 DEFAULT_CWD = "/home/user"
 ENVD_ENVS = "http://127.0.0.1:49983/envs"
-KERNELS = {"python": "python3"}  # language → kernel spec name (ipykernel's native spec needs no install)
-ALIASES = {"python3": "python", "py": "python", "ipython": "python"}
 POLL = 0.5  # seconds between IOPub waits: how often a dead kernel or a gone client is noticed when idle
+LATE_GRACE = 0.1  # seconds of IOPub quiet after `idle` that end an execution on a kernel whose output can trail it
 
 # Run silently around an execution with `env_vars`: set them, then restore what was there.
 ENV_SET = """\
@@ -123,6 +128,74 @@ del __sandhive_charts
 """.format(module=f"{__package__}.charts")
 
 
+# Bash: each name saved (set or not, and its value) in a shell variable of ours, then exported; put back after.
+BASH_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def bash_env_set(envs: dict[str, str]) -> str:
+    return "\n".join(f'__sandhive_had_{k}="${{{k}+1}}"; __sandhive_old_{k}="${{{k}-}}"; export {k}={shlex.quote(v)}'
+                     for k, v in envs.items())
+
+
+def bash_env_restore(envs: dict[str, str]) -> str:
+    return "\n".join(f'if [ -n "$__sandhive_had_{k}" ]; then export {k}="$__sandhive_old_{k}"; else unset {k}; fi; '
+                     f"unset __sandhive_had_{k} __sandhive_old_{k}" for k in envs)
+
+
+# Deno (JavaScript, TypeScript): `Deno.env` is the process's environment (`process.env` reads it, children inherit it).
+def deno_env_set(envs: dict[str, str]) -> str:
+    return (f"globalThis.__sandhiveEnv = Object.fromEntries({json.dumps(sorted(envs))}"
+            f".map((k) => [k, Deno.env.get(k) ?? null]));\n"
+            f"for (const [k, v] of Object.entries({json.dumps(envs)})) Deno.env.set(k, v);")
+
+
+def deno_env_restore(envs: dict[str, str]) -> str:
+    return ("for (const [k, v] of Object.entries(globalThis.__sandhiveEnv ?? {})) "
+            "{ if (v === null) Deno.env.delete(k); else Deno.env.set(k, v); }\n"
+            "delete globalThis.__sandhiveEnv;")
+
+
+def python_env_set(envs: dict[str, str]) -> str:
+    return ENV_SET.format(keys=sorted(envs), values=envs)
+
+
+def python_env_restore(envs: dict[str, str]) -> str:
+    return ENV_RESTORE
+
+
+# Run silently in every new (or restarted) Deno kernel: `require` as Node.js code expects it, resolving from the
+# context's cwd (`require("fs")`, or a package `npm install`ed there), next to Deno's own `import`.
+DENO_SETUP = """\
+globalThis.require = (await import("node:module")).createRequire(Deno.cwd() + "/");
+"""
+
+
+@dataclass(frozen=True)
+class Language:
+    """How one language's kernel is driven: its kernel spec, the code that sets and restores an execution's env vars
+    (the names it can take), the code run silently at each (re)start, and whether its output can trail `idle`."""
+
+    kernel: str
+    env_set: Callable[[dict[str, str]], str]
+    env_restore: Callable[[dict[str, str]], str]
+    env_name: re.Pattern[str] = re.compile(r"^[^=\x00]+$")
+    setup: tuple[str, ...] = ()
+    late_output: bool = False  # Deno's kernel sometimes publishes a cell's last output just after its `idle`
+    quotes: str = "'"  # the quotes of a string's text/plain, taken off as E2B's server does (`'abc'` → `abc`)
+
+
+LANGUAGES = {
+    "python": Language("python3", python_env_set, python_env_restore, setup=(KERNEL_SETUP, CHART_SETUP)),
+    "bash": Language("bash", bash_env_set, bash_env_restore, env_name=BASH_NAME),
+    "javascript": Language("deno-js", deno_env_set, deno_env_restore, setup=(DENO_SETUP,), late_output=True,
+                           quotes="'\""),
+    "typescript": Language("deno-ts", deno_env_set, deno_env_restore, setup=(DENO_SETUP,), late_output=True,
+                           quotes="'\""),
+}
+ALIASES = {"python3": "python", "py": "python", "ipython": "python", "js": "javascript", "node": "javascript",
+           "nodejs": "javascript", "ts": "typescript", "deno": "typescript", "sh": "bash", "shell": "bash"}
+
+
 class RequestError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -136,6 +209,7 @@ class Context:
     language: str
     cwd: str
     manager: AsyncKernelManager
+    spec: Language
     client: Any = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -150,9 +224,8 @@ class Context:
     async def _ready(self) -> None:
         self._connect()
         await self.client.wait_for_ready(timeout=60)
-        if self.language == "python":
-            await self.run_silently(KERNEL_SETUP)
-            await self.run_silently(CHART_SETUP)
+        for code in self.spec.setup:
+            await self.run_silently(code)
 
     def _connect(self) -> None:
         if self.client is not None:
@@ -170,7 +243,7 @@ class Context:
         await self.manager.shutdown_kernel(now=True)
 
     async def run_silently(self, code: str) -> None:
-        """Run `code` without a trace in the history or the output (env var setup and restore)."""
+        """Run `code` without a trace in the history or the output (kernel setup, env var setup and restore)."""
         msg_id = self.client.execute(code, silent=True, store_history=False, allow_stdin=False)
         while True:
             reply = await self.client.get_shell_msg(timeout=30)
@@ -189,11 +262,12 @@ class Contexts:
 
     async def create(self, language: str | None, cwd: str | None) -> Context:
         language = normalize_language(language)
-        kernel = KERNELS.get(language)
-        if kernel is None:
+        spec = LANGUAGES.get(language)
+        if spec is None:
             raise RequestError(400, f"language {language!r} is not supported by this code interpreter "
-                                    f"(supported: {', '.join(sorted(KERNELS))})")
-        context = Context(uuid.uuid4().hex, language, cwd or self.default_cwd, AsyncKernelManager(kernel_name=kernel))
+                                    f"(supported: {', '.join(sorted(LANGUAGES))})")
+        context = Context(uuid.uuid4().hex, language, cwd or self.default_cwd,
+                          AsyncKernelManager(kernel_name=spec.kernel), spec)
         await context.start()
         self.by_id[context.id] = context
         return context
@@ -348,19 +422,20 @@ class ExecuteHandler(Handler):
             raise RequestError(400, "`env_vars` must be an object of strings")
         token = self.request.headers.get("X-Access-Token")
         wanted = {**await asyncio.to_thread(sandbox_envs, token), **{str(k): str(v) for k, v in env_vars.items()}}
-        envs = {k: v for k, v in wanted.items() if os.environ.get(k) != v}  # kernels start with this env
+        envs = {k: v for k, v in wanted.items()  # kernels start with this env; a name the language cannot set is left
+                if os.environ.get(k) != v and context.spec.env_name.match(k)}
         self.set_header("Content-Type", "application/x-ndjson")
         self.set_header("Cache-Control", "no-cache")
         async with context.lock:
             if self.gone.is_set():
                 return
             if envs:
-                await context.run_silently(ENV_SET.format(keys=sorted(envs), values=envs))
+                await context.run_silently(context.spec.env_set(envs))
             try:
                 await self._stream(context, code)
             finally:
                 if envs:
-                    await context.run_silently(ENV_RESTORE)
+                    await context.run_silently(context.spec.env_restore(envs))
 
     async def _send(self, line: dict[str, Any]) -> bool:
         if self.gone.is_set():
@@ -376,7 +451,8 @@ class ExecuteHandler(Handler):
     async def _stream(self, context: Context, code: str) -> None:
         client = context.client
         msg_id = client.execute(code, silent=False, store_history=True, allow_stdin=False)
-        mapper = ExecutionMapper(msg_id)
+        late = context.spec.late_output
+        mapper = ExecutionMapper(msg_id, hold_end=late, quotes=context.spec.quotes)
         while not mapper.done:
             if self.gone.is_set():
                 await self._interrupt(context, mapper)
@@ -394,6 +470,15 @@ class ExecuteHandler(Handler):
             for line in mapper.feed(message):
                 if not await self._send(line):
                     break
+        if late:  # output that trails `idle`: taken until the kernel has been quiet for LATE_GRACE
+            while not self.gone.is_set():
+                try:
+                    message = await client.get_iopub_msg(timeout=LATE_GRACE)
+                except queue.Empty:
+                    break
+                for line in mapper.feed(message):
+                    await self._send(line)
+            await self._send(END)
         await drain_shell(client)
         self.finish()
 

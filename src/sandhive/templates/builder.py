@@ -46,7 +46,8 @@ from .info import ID_PATTERN, ROOTFS, TemplateInfo, now_iso
 Log = Callable[[str], None]
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 CA_INSIDE = "/run/sandhive-build/ca.crt"  # where RUN steps find the host's CA bundle (not in any layer)
-CA_ENV = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT", "NODE_EXTRA_CA_CERTS", "CURL_CA_BUNDLE")
+CA_ENV = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT", "NODE_EXTRA_CA_CERTS", "NPM_CONFIG_CAFILE",
+          "CURL_CA_BUNDLE")
 MIN_FREE_DISK_MB = 2048
 IMAGE_LABEL = "dev.sandhive.template"
 _TRANSPORTS = ("docker-archive:", "oci-archive:", "oci:", "dir:")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import shutil
 import sys
 import tempfile
@@ -35,18 +36,37 @@ from .tree_cache import TreeCache
 TEMPLATE_ID = "code-interpreter-v1"
 ALIASES = ("code-interpreter",)
 NAMES = (TEMPLATE_ID, *ALIASES)
-RECIPE_VERSION = 1  # bump when the Dockerfile below changes in a way the key does not see
+RECIPE_VERSION = 2  # bump when the Dockerfile below changes in a way the key does not see
 PORT = 49999
 PACKAGE = "sandhive_code_interpreter"  # the server's package name inside the template
 SITE = "/usr/local/lib/python3.11/dist-packages"  # where pip installs as root on bookworm
-# The first slice's set: a Jupyter kernel and the data-science core. Pinned, so a rebuild is the same.
+# The data-science set a user expects, and bash_kernel. Pinned (each with a cp311 manylinux wheel or pure Python),
+# so a rebuild is the same.
 PIP_PACKAGES = (
     "jupyter_client==8.6.3",
     "ipykernel==6.29.5",
     "numpy==2.2.6",
     "pandas==2.2.3",
     "matplotlib==3.10.3",
+    "seaborn==0.13.2",
+    "plotly==7.1.0",
+    "scipy==1.17.1",
+    "scikit-learn==1.9.1",
+    "bash_kernel==0.10.0",
 )
+# JavaScript and TypeScript: Deno's Jupyter kernel, from the npm registry (`deno` ships its binary as the exact-pinned
+# optional dependency `@deno/linux-x64-glibc`: nothing is compiled, nothing else is fetched). Node.js (base's) stays
+# for `npm`. Kernel spec name → its kernel.json; the names are ours, so a user's `ijsinstall` cannot replace them.
+NPM_PACKAGES = ("deno@2.9.6",)
+KERNEL_DIR = "/usr/local/share/jupyter/kernels"
+DENO_KERNEL_ENV = {"NO_COLOR": "1", "DENO_NO_UPDATE_CHECK": "1", "DENO_NO_PROMPT": "1"}
+KERNEL_SPECS = {
+    name: {"argv": ["/usr/local/bin/deno", "jupyter", "--kernel", "--conn", "{connection_file}"],
+           "display_name": display, "language": language, "env": DENO_KERNEL_ENV,
+           "interrupt_mode": "message"}  # Deno ends a SIGINT'd kernel; an interrupt_request stops the code only
+    for name, display, language in (("deno-js", "JavaScript (Deno)", "javascript"),
+                                    ("deno-ts", "TypeScript (Deno)", "typescript"))
+}
 START_CMD = f"python3 -m {PACKAGE}.server --port {PORT} --cwd /home/user"  # as `user`, E2B's default
 READY_CMD = f"curl -sf http://127.0.0.1:{PORT}/health"
 CPU_COUNT, MEMORY_MB, DISK_MB = 2, 1024, 4096
@@ -56,15 +76,23 @@ Log = layout.Log
 
 
 def dockerfile() -> str:
+    specs = " && ".join(f"mkdir -p {KERNEL_DIR}/{name} && printf '%s\\n' {shlex.quote(json.dumps(spec))} "
+                        f"> {KERNEL_DIR}/{name}/kernel.json" for name, spec in KERNEL_SPECS.items())
     return f"""FROM base
 USER root
 RUN pip install --no-cache-dir --root-user-action=ignore --disable-pip-version-check {' '.join(PIP_PACKAGES)}
+# bash_kernel's spec system-wide (sys.prefix is /usr: /usr/share/jupyter/kernels/bash)
+RUN python3 -m bash_kernel.install --sys-prefix
+# Deno from the npm registry (npm trusts the host's CA bundle through NPM_CONFIG_CAFILE, as pip through PIP_CERT)
+RUN npm install --global --no-audit --no-fund --no-update-notifier {' '.join(NPM_PACKAGES)} && npm cache clean --force \
+    && deno --version && {specs}
 # matplotlib's font cache, built once here rather than at the first plot of every sandbox; its config and cache
 # dirs (made by root here) are user's, or every kernel's first plot warns on stderr that they are not writable
 RUN HOME=/home/user python3 -c 'import matplotlib.pyplot' && mkdir -p /home/user/.cache /home/user/.config \
     && chown -R 1000:1000 /home/user/.cache /home/user/.config
 COPY {PACKAGE} {SITE}/{PACKAGE}
-RUN python3 -c 'import {PACKAGE}.server, {PACKAGE}.charts, pandas, numpy, matplotlib'
+RUN python3 -c 'import {PACKAGE}.server, {PACKAGE}.charts, pandas, numpy, matplotlib, seaborn, plotly, scipy, sklearn' \
+    && python3 -m jupyter_client.kernelspecapp list
 USER user
 WORKDIR /home/user
 """
@@ -140,7 +168,8 @@ def _build_fresh(data_dir: Path, cache_dir: Path, key: str, cache: TreeCache, lo
                  netns: str | None) -> TemplateInfo:
     from . import builder  # buildah and its friends: only when building for real
 
-    log(f"{TEMPLATE_ID}: building from PyPI ({', '.join(PIP_PACKAGES)}); this takes a few minutes")
+    log(f"{TEMPLATE_ID}: building from PyPI ({', '.join(PIP_PACKAGES)}) and npm ({', '.join(NPM_PACKAGES)}); "
+        "this takes a few minutes")
     with tempfile.TemporaryDirectory(prefix="sandhive-code-interpreter-") as tmp:
         context = Path(tmp)
         package = context / PACKAGE
@@ -153,7 +182,7 @@ def _build_fresh(data_dir: Path, cache_dir: Path, key: str, cache: TreeCache, lo
         info = builder.build_template(data_dir, request, cache_dir=cache_dir, log=lambda m: log(f"{TEMPLATE_ID}: {m}"),
                                       netns=netns)
     info = replace(info, build={**info.build, "recipe": key, "builder": "sandhive.templates.code_interpreter",
-                                "pip": list(PIP_PACKAGES)})
+                                "pip": list(PIP_PACKAGES), "npm": list(NPM_PACKAGES)})
     with layout.build_lock(data_dir, TEMPLATE_ID):
         info.write(layout.template_dir(data_dir, TEMPLATE_ID))
     try:

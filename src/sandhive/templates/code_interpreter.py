@@ -207,8 +207,9 @@ def _build_builtin(data_dir: Path, cache_dir: Path | None, force: bool, log: Log
     return build(data_dir, cache_dir, force=force, log=log)
 
 
-BUILTIN = Builtin("code-interpreter", TEMPLATE_ID, "code_interpreter", "base + Jupyter, pandas, numpy, matplotlib "
-                  "and the port-49999 server (a few minutes from PyPI, seconds from the tree cache)", _build_builtin)
+BUILTIN = Builtin("code-interpreter", TEMPLATE_ID, "code_interpreter", "base + Jupyter (Python, bash, Deno JS/TS "
+                  "kernels), the data-science stack and the port-49999 server (a few minutes from PyPI, seconds "
+                  "from the tree cache)", _build_builtin)
 
 if __name__ == "__main__":
     from .builtin import main

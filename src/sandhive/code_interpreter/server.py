@@ -212,6 +212,9 @@ class Context:
     spec: Language
     client: Any = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The kernel's environment as far as this server set it: the server's own at start, plus the sandbox's env
+    # vars once the first execution has settled them (then no execution pays a round trip for them again).
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
     def describe(self) -> dict[str, str]:
         return {"id": self.id, "language": self.language, "cwd": self.cwd}
@@ -235,6 +238,7 @@ class Context:
 
     async def restart(self) -> None:
         await self.manager.restart_kernel(now=True)
+        self.env = dict(os.environ)
         await self._ready()
 
     async def shutdown(self) -> None:
@@ -421,14 +425,20 @@ class ExecuteHandler(Handler):
         if not isinstance(env_vars, dict):
             raise RequestError(400, "`env_vars` must be an object of strings")
         token = self.request.headers.get("X-Access-Token")
-        wanted = {**await asyncio.to_thread(sandbox_envs, token), **{str(k): str(v) for k, v in env_vars.items()}}
-        envs = {k: v for k, v in wanted.items()  # kernels start with this env; a name the language cannot set is left
-                if os.environ.get(k) != v and context.spec.env_name.match(k)}
+        sandbox = await asyncio.to_thread(sandbox_envs, token)
         self.set_header("Content-Type", "application/x-ndjson")
         self.set_header("Cache-Control", "no-cache")
         async with context.lock:
             if self.gone.is_set():
                 return
+            # A name the language cannot set is left out. The sandbox's own env vars are set once per kernel and
+            # kept; the execution's are set for it alone and put back after it.
+            settle = {k: v for k, v in sandbox.items() if context.env.get(k) != v and context.spec.env_name.match(k)}
+            if settle:
+                await context.run_silently(context.spec.env_set(settle))
+                context.env.update(settle)
+            envs = {k: v for k, v in ((str(k), str(v)) for k, v in env_vars.items())
+                    if context.env.get(k) != v and context.spec.env_name.match(k)}
             if envs:
                 await context.run_silently(context.spec.env_set(envs))
             try:

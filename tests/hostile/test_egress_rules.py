@@ -4,6 +4,13 @@ addresses (TEST-NET-2 and -3, which the default egress treats as the internet), 
 namespace and never beyond this machine. Each address answers `lan-ok`; port STREAM_PORT streams a byte every
 0.1 s, for the established-connection cut.
 
+Domain rules (`allowOut: ["allowed.test", "*.example.test"]`) are judged by the node's egress filter on the HTTP
+Host header and TLS SNI. For them the fake internet also serves HTTP on port 80 and HTTPS on 443 (a certificate
+made here with openssl) on every address, answering with the address it was reached on, the Host and the SNI it
+saw, and a nameserver that gives the *.test names the first address. The filter resolves names itself (it never
+trusts the address a sandbox picked), so those tests run on a server of their own told to ask that nameserver
+(`--egress-resolver`).
+
 Before the fix, `network={"deny_out": ...}` was refused (400) and `update_network` answered 404: a sandbox could
 reach anything its internet switch allowed.
 """
@@ -12,15 +19,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from e2b import Sandbox
 
-from tests.api.rig import create_key
-from tests.hostile.conftest import Live
+from tests.api.rig import BACKENDS, container_server, create_key
+from tests.hostile.conftest import TEAM, Live
 from tests.lan import Lan, host_reaches, lan_namespace
 
 pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900)]
@@ -68,15 +77,115 @@ open("/tmp/ended", "w").write(str(got))
 """.replace("@PORT@", str(STREAM_PORT))
 
 
+# HTTP on 80, HTTPS on 443 (every address), DNS on the link address: argv = cert key dns-address site NAME...
+WEB = r"""
+import socket, ssl, struct, sys, threading, time
+cert, key, dns_address, site = sys.argv[1:5]
+names = set(sys.argv[5:])
+
+def answer(conn, sni):
+    conn.settimeout(10)
+    data = b""
+    while b"\r\n\r\n" not in data and len(data) < 65536:
+        chunk = conn.recv(4096)
+        if not chunk:
+            return
+        data += chunk
+    lines = data.split(b"\r\n")
+    path = lines[0].split(b" ")[1].decode()
+    host = "-"
+    for line in lines[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"host":
+            host = v.strip().decode()
+    if path.startswith("/bytes/"):
+        n = int(path.split("/")[2])
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % n)
+        block = b"\0" * (1 << 20)
+        while n > 0:
+            n -= conn.send(block[:min(n, len(block))])
+        return
+    if path == "/stream":
+        conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+        while True:
+            conn.sendall(b"."); time.sleep(0.1)
+    body = f"site={conn.getsockname()[0]} host={host} sni={sni}\n".encode()
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+
+def serve(port, tls):
+    context = None
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        context.sni_callback = lambda s, name, c: setattr(s, "seen", name)
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen(64)
+    while True:
+        c, _ = s.accept()
+        def handle(c=c):
+            try:
+                if context is not None:
+                    c = context.wrap_socket(c, server_side=True)
+                answer(c, getattr(c, "seen", None) or "-")
+            except Exception:
+                pass
+            finally:
+                c.close()
+        threading.Thread(target=handle, daemon=True).start()
+
+def dns():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((dns_address, 53))
+    while True:
+        q, peer = s.recvfrom(512)
+        at, labels = 12, []
+        while q[at]:
+            labels.append(q[at + 1:at + 1 + q[at]].decode().lower()); at += 1 + q[at]
+        question = q[12:at + 5]
+        name = ".".join(labels)
+        known = name in names and question[-4:] == b"\0\1\0\1"
+        flags = 0x8180 if known else 0x8183
+        reply = struct.pack(">HHHHHH", struct.unpack(">H", q[:2])[0], flags, 1, int(known), 0, 0) + question
+        if known:
+            reply += b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 5, 4) + socket.inet_aton(site)
+        s.sendto(reply, peer)
+
+threading.Thread(target=serve, args=(80, False), daemon=True).start()
+threading.Thread(target=serve, args=(443, True), daemon=True).start()
+dns()
+"""
+NAMES = ("allowed.test", "other.test", "example.test", "a.example.test")
+
+
 @pytest.fixture(scope="module")
 def internet() -> Iterator[Lan]:
-    """The fake internet: two addresses outside every range the default egress blocks."""
-    with lan_namespace(extra=("203.0.113.{n}", "198.51.100.{n}")) as made:
+    """The fake internet: two addresses outside every range the default egress blocks, with HTTP, HTTPS and a
+    nameserver for the domain-rule tests."""
+    with lan_namespace(extra=("203.0.113.{n}", "198.51.100.{n}")) as made, \
+            tempfile.TemporaryDirectory(prefix="sandhive-egress-cert-") as certs:
         made.serve(PORT)
         made.spawn([sys.executable, "-c", STREAM])
+        cert, key = Path(certs) / "cert.pem", Path(certs) / "key.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-days", "1", "-subj", "/CN=allowed.test", "-keyout", str(key), "-out", str(cert),
+                        "-addext", "subjectAltName=DNS:allowed.test,DNS:*.example.test"],
+                       check=True, capture_output=True)
+        made.spawn([sys.executable, "-c", WEB, str(cert), str(key), made.link_ip, made.addresses[1], *NAMES])
         for address in made.addresses[1:]:
             assert host_reaches(address, PORT), f"the host cannot reach the fake internet at {address}"
+        _wait(lambda: _host_fetch(made.addresses[1]), "the fake internet's web server")
         yield made
+
+
+def _host_fetch(address: str) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((address, 80), timeout=2) as conn:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: x.test\r\n\r\n")
+            return b"site=" in conn.recv(4096)
+    except OSError:
+        return False
 
 
 @pytest.fixture
@@ -193,3 +302,108 @@ def _wait(condition: object, what: object, timeout: float = 10.0) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
+
+
+
+# ---- domain rules (the egress filter) ------------------------------------------------------------
+FETCH = """
+import socket, ssl, sys
+address, port, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+try:
+    with socket.create_connection((address, port), timeout=5) as conn:
+        conn.settimeout(5)
+        if port == 443:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE  # only the SNI matters here
+            conn = context.wrap_socket(conn, server_hostname=name)
+        conn.sendall(f"GET / HTTP/1.1\\r\\nHost: {name}\\r\\nConnection: close\\r\\n\\r\\n".encode())
+        data = b""
+        while True:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    body = data.split(b"\\r\\n\\r\\n", 1)[1].decode().strip() if b"site=" in data else ""
+    print(body or "blocked")
+except (OSError, ssl.SSLError, IndexError):
+    print("blocked")
+"""
+STREAM_READER = """
+import socket, sys
+with socket.create_connection((sys.argv[1], 80), timeout=5) as conn:
+    conn.sendall(b"GET /stream HTTP/1.1\\r\\nHost: allowed.test\\r\\n\\r\\n")
+    conn.settimeout(2)
+    got = 0
+    try:
+        while True:
+            data = conn.recv(64)
+            if not data:
+                break
+            got += len(data)
+            open("/tmp/got", "w").write(str(got))
+    except OSError:
+        pass
+open("/tmp/ended", "w").write(str(got))
+"""
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def resolving(request: pytest.FixtureRequest, internet: Lan) -> Iterator[Live]:
+    """A server whose egress filter asks the fake internet's nameserver for names."""
+    with container_server("egress-domains", TEAM, "--egress-resolver", internet.link_ip,
+                          backend=request.param) as server:
+        yield Live(server, server.key(TEAM))
+
+
+def fetch(sbx: Sandbox, address: str, port: int, name: str) -> str:
+    sbx.files.write("/tmp/fetch.py", FETCH)
+    return sbx.commands.run(f"python3 /tmp/fetch.py {address} {port} {name}", timeout=60).stdout.strip()
+
+
+def test_an_allowed_domain_beats_deny_everything_by_host_and_sni(resolving: Live, sites: tuple[str, str]) -> None:
+    a, b = sites
+    sbx = sandbox(resolving, network={"deny_out": ["0.0.0.0/0"], "allow_out": ["allowed.test"]})
+    try:
+        assert fetch(sbx, a, 80, "allowed.test") == f"site={a} host=allowed.test sni=-"
+        assert fetch(sbx, a, 443, "allowed.test") == f"site={a} host=allowed.test sni=allowed.test"
+        assert fetch(sbx, a, 80, "other.test") == "blocked"  # the same address, another name
+        assert fetch(sbx, a, 443, "other.test") == "blocked"
+        assert probe(sbx, a) == {a: "blocked"}  # other ports stay with the kernel's deny
+        # a forged Host or SNI does not take the sandbox elsewhere: the filter connects to the name's address
+        assert fetch(sbx, b, 80, "allowed.test") == f"site={a} host=allowed.test sni=-"
+        assert fetch(sbx, b, 443, "allowed.test") == f"site={a} host=allowed.test sni=allowed.test"
+    finally:
+        sbx.kill()
+
+
+def test_a_wildcard_domain_matches_names_below_it_not_itself(resolving: Live, sites: tuple[str, str]) -> None:
+    a, _ = sites
+    sbx = sandbox(resolving, allow_internet_access=False, network={"allow_out": ["*.example.test"]})
+    try:
+        assert fetch(sbx, a, 80, "a.example.test") == f"site={a} host=a.example.test sni=-"
+        assert fetch(sbx, a, 443, "a.example.test") == f"site={a} host=a.example.test sni=a.example.test"
+        assert fetch(sbx, a, 80, "example.test") == "blocked"  # the apex is not below itself, as in E2B
+        assert fetch(sbx, a, 443, "allowed.test") == "blocked"
+    finally:
+        sbx.kill()
+
+
+def test_update_network_adds_and_removes_a_domain(resolving: Live, sites: tuple[str, str]) -> None:
+    a, b = sites
+    sbx = sandbox(resolving, network={"deny_out": ["0.0.0.0/0"]})
+    try:
+        assert fetch(sbx, a, 80, "allowed.test") == "blocked"
+        sbx.update_network({"deny_out": ["0.0.0.0/0"], "allow_out": ["allowed.test"]})
+        assert fetch(sbx, a, 443, "allowed.test") == f"site={a} host=allowed.test sni=allowed.test"
+        sbx.files.write("/tmp/stream.py", STREAM_READER)
+        sbx.commands.run(f"python3 /tmp/stream.py {a}", background=True)
+        _wait(lambda: _read(sbx, "/tmp/got") > 5, "the stream through the filter to start")
+        sbx.update_network({"deny_out": ["0.0.0.0/0"], "allow_out": [b]})  # the name goes, an address comes
+        _wait(lambda: _read(sbx, "/tmp/ended") >= 0, "the filtered stream to be cut", timeout=15)
+        assert fetch(sbx, a, 80, "allowed.test") == "blocked"
+        assert fetch(sbx, b, 80, "other.test") == f"site={b} host=other.test sni=-"  # by address: the kernel's
+        sbx.update_network({})  # no rules: nothing is redirected, any name reaches any address
+        assert fetch(sbx, b, 80, "allowed.test") == f"site={b} host=allowed.test sni=-"
+    finally:
+        sbx.kill()

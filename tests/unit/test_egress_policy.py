@@ -26,7 +26,9 @@ def test_ranges_are_collapsed_and_bad_ones_named() -> None:
     policy = EgressPolicy.of(deny_out=["10.0.0.0/9", "10.128.0.0/9", "10.1.2.3"])
     assert policy.deny == (ipaddress.ip_network("10.0.0.0/8"),)
     with pytest.raises(ValueError, match="'example.com'"):
-        EgressPolicy.of(["example.com"])
+        EgressPolicy.of(deny_out=["example.com"])  # names are allowOut's only
+    with pytest.raises(ValueError, match="'not a name!'"):
+        EgressPolicy.of(["not a name!"])
 
 
 def test_kernel_elements_per_veth_and_family() -> None:
@@ -56,8 +58,8 @@ def test_an_update_replaces_the_egress_rules_and_keeps_the_port_settings() -> No
 
 
 @pytest.mark.parametrize(("update", "words"), [
-    ({"allowOut": ["example.com"]}, "domain rules"),
-    ({"allowOut": ["*.example.com"]}, "domain rules"),
+    ({"allowOut": ["exa mple.com"]}, "not an IP address, CIDR range or domain name"),
+    ({"allowOut": ["a.*.example.com"]}, "not an IP address, CIDR range or domain name"),
     ({"denyOut": ["example.com"]}, "not an IP address"),
     ({"denyOut": ["10.0.0.0/33"]}, "not an IP address"),
     ({"denyOut": "10.0.0.0/8"}, "must be a list"),
@@ -68,6 +70,12 @@ def test_what_cannot_be_enforced_is_a_400(update: dict[str, object], words: str)
     with pytest.raises(UserError) as caught:
         network.updated(None, update)
     assert caught.value.status == 400 and words in caught.value.message
+
+
+def test_domains_are_accepted_and_kept_as_given() -> None:
+    net = network.updated(None, {"allowOut": ["allowed.test", "*.example.test"], "denyOut": ["0.0.0.0/0"]})
+    assert net == {"allowOut": ["allowed.test", "*.example.test"], "denyOut": ["0.0.0.0/0"]}
+    assert network.policy(net, internet=True).domains == ("allowed.test", "*.example.test")
 
 
 def test_policy_of_stored_settings() -> None:

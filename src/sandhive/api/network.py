@@ -3,9 +3,10 @@ and the proxy route they make.
 
 Honoured today: `allowPublicTraffic` (false: the sandbox's ports answer only requests carrying its
 `trafficAccessToken`), `maskRequestHost` (the Host header its ports see), `httpsPorts` (ports the proxy reaches
-with TLS), and `allowOut`/`denyOut` of IP
-addresses and CIDR ranges (kernel rules, node/egress.py). Domain names in `allowOut`, `dnsServers`,
-`egressProxy` and header `rules` are refused with a 400 rather than accepted and not enforced.
+with TLS), `allowOut`/`denyOut` of IP addresses and CIDR ranges (kernel rules, node/egress.py), and domain names
+in `allowOut` (`example.com`, `*.example.com`, `*`: judged by the node's egress filter on HTTP Host and TLS SNI,
+node/egress_filter.py). `dnsServers`, `egressProxy` and header `rules` are refused with a 400 rather than
+accepted and not enforced.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import secrets
 from typing import Any
 
 from ..errors import UserError
-from ..node.egress import EgressPolicy
+from ..node.egress import EgressPolicy, domain_pattern
 from ..proxy.access import Route
 from ..proxy.routing import ENVD_PORT
 from ..store import SandboxRecord
@@ -68,7 +69,8 @@ def stored(network: dict[str, Any] | None) -> dict[str, Any] | None:
         if values is None:
             continue
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values) or len(values) > MAX_RULES:
-            raise UserError(400, f"network.{key} must be a list of at most {MAX_RULES} IP addresses or CIDR ranges")
+            what = "IP addresses, CIDR ranges or domain names" if key == "allowOut" else "IP addresses or CIDR ranges"
+            raise UserError(400, f"network.{key} must be a list of at most {MAX_RULES} {what}")
         for value in values:
             _check_range(key, value)
         if values:
@@ -77,17 +79,15 @@ def stored(network: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _check_range(key: str, value: str) -> None:
+    if key == "allowOut" and domain_pattern(value) is not None:
+        return
     try:
-        EgressPolicy.of([value])
+        EgressPolicy.of(deny_out=[value])
     except ValueError:
-        if key == "allowOut" and _looks_like_domain(value):
-            raise UserError(400, f"network.allowOut: domain rules ({value!r}) are not enforced by this server yet; "
-                                 "use IP addresses or CIDR ranges") from None
+        if key == "allowOut":
+            raise UserError(400, f"network.allowOut: {value!r} is not an IP address, CIDR range or domain name "
+                                 "(example.com, *.example.com)") from None
         raise UserError(400, f"network.{key}: {value!r} is not an IP address or CIDR range") from None
-
-
-def _looks_like_domain(value: str) -> bool:
-    return bool(re.match(r"^(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$", value))
 
 
 def has_rules(network: dict[str, Any] | None) -> bool:

@@ -99,6 +99,7 @@ def serve(
     build_timeout: Annotated[int, typer.Option(
         min=10, help="Longest a template build may take, in seconds (default 30 minutes).")] = 1800,
     egress_allow: EgressAllow = None,
+    egress_resolver: EgressResolver = None,
     volume_size_mb: Annotated[int, typer.Option(
         min=8, help="Size of each volume (an ext4 image on this node), in MB.")] = 1024,
     team_volume_mb: Annotated[int, typer.Option(
@@ -137,8 +138,10 @@ def serve(
 
     async def run() -> bool:
         node = await _node(backend, data_dir)
+        domain_filter = None
         if node is not None:
             await _apply_egress(settings.egress_allow)
+            domain_filter = await _start_egress_filter(settings.egress_allow, egress_resolver)
         configure_node(node, pool_size, template_pool_size, memory_budget, cpu_overcommit, miss_shells)
         api = create_app(settings, node, templates)  # from here on the app owns the node (its lifespan closes it)
         chosen = node.backend if node is not None else Backend.none.value
@@ -150,7 +153,11 @@ def serve(
             _with_proxy(api), host=host, port=port, log_level=log_level, lifespan="on", server_header=False,
             date_header=False, http=guarded_protocol(header_timeout), timeout_keep_alive=keep_alive_timeout,
             h11_max_incomplete_event_size=64 * 1024))
-        await server.serve()
+        try:
+            await server.serve()
+        finally:
+            if domain_filter is not None:
+                await domain_filter.close()
         return server.started
 
     if not asyncio.run(run()):
@@ -163,6 +170,29 @@ EgressAllow = Annotated[list[str] | None, typer.Option(
     help="A range sandboxes and template builds may reach although it is private, link-local or the host's LAN "
          "(repeatable), e.g. a registry or package mirror on 10.1.2.0/24. Host-wide: the last server started "
          "sets it.")]
+
+
+EgressResolver = Annotated[list[str] | None, typer.Option(
+    "--egress-resolver", metavar="IP",
+    help="A nameserver the egress filter asks for the addresses of names that sandboxes' domain rules allow "
+         "(repeatable; default: the host's, from /etc/resolv.conf, which sandboxes use too).")]
+
+
+async def _start_egress_filter(allow: tuple[str, ...], resolvers: list[str] | None) -> Any:
+    """The transparent filter for domain rules (node/egress_filter.py), on this loop, for as long as we serve."""
+    import ipaddress
+
+    from ..node.egress_filter import EgressFilter
+    from ..node.network import parse_egress_allow
+
+    for value in resolvers or []:
+        try:
+            ipaddress.IPv4Address(value)
+        except ValueError:
+            fail(f"--egress-resolver: not an IPv4 address: {value!r}")
+    domain_filter = EgressFilter(nameservers=resolvers, operator_allow=parse_egress_allow(allow))
+    await domain_filter.start()
+    return domain_filter
 
 
 def _egress_allow(values: list[str] | None) -> tuple[str, ...]:

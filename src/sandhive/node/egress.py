@@ -9,20 +9,31 @@ even if the operator allowed it. Everything a rule lets through keeps the kernel
 A sandbox with rules expresses "no internet" as denying `0.0.0.0/0` and `::/0` (so that its allowed ranges
 beat it), not through the slots' `no_internet` set, which `apply` takes its veth out of.
 
-The sets outlive the server (a restart keeps surviving sandboxes' rules): `load` reads them back at start, and
-`clear` — called whenever a slot's network is destroyed — removes a slot's rules before the slot is reused.
+Domain rules (`allowOut: ["example.com", "*.example.com"]`) cannot be judged by address: for a sandbox that has
+them, its new TCP connections to ports 80 and 443 that its ranges deny (in `rdeny4`, not in `rallow4`) are
+redirected (`chain domains`, nat prerouting) to the node's egress filter (node/egress_filter.py), which reads
+the HTTP Host header or TLS SNI and lets through only the names the rules allow. The map `dfilter4` holds
+`veth . sandbox address : filter port` for exactly those sandboxes; everything else stays in the kernel.
+
+The sets outlive the server (a restart keeps surviving sandboxes' rules): `load` reads them back at start (the
+domain names from files under /run/sandhive/egress-domains, which the kernel has no place for), and `clear` —
+called whenever a slot's network is destroyed — removes a slot's rules before the slot is reused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from .hostcmd import run
+from .sniff import host_name
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +41,15 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 TABLE = "inet sandhive_egress"
 SLOTS_TABLE = "inet sandhive"
 EVERYWHERE = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+FILTERED_PORTS = (80, 443)  # HTTP and HTTPS: where a Host header or an SNI names the destination
+DOMAINS_DIR = Path("/run/sandhive/egress-domains")
+MAX_DOMAIN = 253
 
 
 def set_declarations() -> list[str]:
     return [f"add set {TABLE} r{verdict}{v} {{ type ifname . ipv{v}_addr; flags interval; }}"
-            for verdict in ("allow", "deny") for v in (4, 6)] + denied_declarations(TABLE)
+            for verdict in ("allow", "deny") for v in (4, 6)] + denied_declarations(TABLE) + [
+        f"add map {TABLE} dfilter4 {{ type ifname . ipv4_addr : inet_service; }}"]
 
 
 def denied_declarations(table: str) -> list[str]:
@@ -52,6 +67,37 @@ def recorded_drop(rule: str, match: str, version: int) -> list[str]:
             f"{rule} {match} drop"]
 
 
+# The one way into the host from a sandbox besides DNS: a connection this table's `domains` chain redirected
+# to the egress filter (a DNAT no sandbox can forge). Part of `table inet sandhive`'s input chain.
+REDIRECT_ACCEPT = ('iifname "shv*" meta l4proto tcp ct status dnat ct original proto-dst { '
+                   + ", ".join(str(p) for p in FILTERED_PORTS) + " } accept")
+
+
+async def ensure_redirect_accepted() -> None:
+    """Put REDIRECT_ACCEPT back in front of the input chain's drop if the slots' table was reloaded without it
+    (by a server of an older version on the same host, which knows no filter): else every filtered connection
+    would be dropped on its way to the filter."""
+    listing = await run("nft", "list", "chain", *SLOTS_TABLE.split(), "input", check=False)
+    if listing and "ct status dnat" not in listing:
+        await run("nft", "insert", "rule", *SLOTS_TABLE.split(), "input", *REDIRECT_ACCEPT.split(), check=False)
+
+
+def redirect_lines(table: str) -> list[str]:
+    """`chain domains` (nat prerouting): a sandbox with domain rules has its new connections to ports 80/443 that
+    its ranges deny sent to its server's egress filter (the map's port); the source must be the veth's own
+    sandbox address. The input chain of `table inet sandhive` accepts exactly these (`ct status dnat`)."""
+    rule = f"add rule {table} domains"
+    ports = ", ".join(str(p) for p in FILTERED_PORTS)
+    return [f"add chain {table} domains {{ type nat hook prerouting priority dstnat; policy accept; }}",
+            f"flush chain {table} domains",
+            f'{rule} iifname != "shv*" return',
+            f"{rule} meta l4proto != tcp return",
+            f"{rule} tcp dport != {{ {ports} }} return",
+            f"{rule} iifname . ip daddr @rallow4 return",
+            f"{rule} iifname . ip daddr != @rdeny4 return",
+            f"{rule} meta l4proto tcp redirect to : iifname . ip saddr map @dfilter4"]
+
+
 def rule_lines(rule: str) -> list[str]:
     """The forward-chain rules that judge by the sets (`rule` is `add rule <table> forward`)."""
     return [f"{rule} iifname . ip daddr @rallow4 accept", f"{rule} iifname . ip6 daddr @rallow6 accept",
@@ -61,21 +107,31 @@ def rule_lines(rule: str) -> list[str]:
 
 @dataclass(frozen=True)
 class EgressPolicy:
-    """What one sandbox may reach beyond the defaults: ranges allowed (beating denies and the default drops)
-    and ranges denied."""
+    """What one sandbox may reach beyond the defaults: ranges allowed (beating denies and the default drops),
+    ranges denied, and domain names allowed (`name`, `*.suffix` or `*`; lower-case), which beat the denies for
+    HTTP and HTTPS connections that name them."""
 
     allow: tuple[Network, ...] = ()
     deny: tuple[Network, ...] = ()
+    domains: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, allow_out: Iterable[str] = (), deny_out: Iterable[str] = (), internet: bool = True) -> EgressPolicy:
-        """From E2B's fields (CIDRs or bare addresses; ValueError names a bad one)."""
+        """From E2B's fields (CIDRs, bare addresses, and in allow_out domain names; ValueError names a bad one)."""
         deny = [*_networks(deny_out), *(() if internet else EVERYWHERE)]
-        return cls(tuple(_collapse(_networks(allow_out))), tuple(_collapse(deny)))
+        ranges: list[str] = []
+        domains: list[str] = []
+        for value in allow_out:
+            pattern = domain_pattern(str(value))
+            if pattern is None:
+                ranges.append(value)
+            elif pattern not in domains:
+                domains.append(pattern)
+        return cls(tuple(_collapse(_networks(ranges))), tuple(_collapse(deny)), tuple(domains))
 
     @property
     def empty(self) -> bool:
-        return not self.allow and not self.deny
+        return not self.allow and not self.deny and not self.domains
 
     def allows(self, address: str) -> bool:
         """Whether this policy lets a new connection to `address` through (the defaults aside)."""
@@ -85,7 +141,24 @@ class EgressPolicy:
         return not any(ip in n for n in self.deny if n.version == ip.version)
 
     def to_json(self) -> dict[str, list[str]]:
-        return {"allow": [str(n) for n in self.allow], "deny": [str(n) for n in self.deny]}
+        return {"allow": [str(n) for n in self.allow], "deny": [str(n) for n in self.deny],
+                "domains": list(self.domains)}
+
+
+def domain_pattern(value: str) -> str | None:
+    """`value` as a domain rule (lower-case, no trailing dot), or None when it is not one (an address or range,
+    or not a name at all). `*` alone allows every name, `*.example.com` every name below example.com."""
+    text = value.strip().lower()
+    if text == "*":
+        return text
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_network(text, strict=False)
+        return None
+    suffix = text[2:] if text.startswith("*.") else text
+    name = host_name(suffix)
+    if name is None or len(text) > MAX_DOMAIN:
+        return None
+    return f"*.{name}" if text.startswith("*.") else name
 
 
 def _networks(values: Iterable[str]) -> list[Network]:
@@ -128,11 +201,17 @@ def _removal(veth: str, policy: EgressPolicy) -> list[str]:
 
 
 class EgressRules:
-    """The rules loaded per veth: the node's one writer of the sets (a lock serialises changes)."""
+    """The rules loaded per veth: the node's one writer of the sets (a lock serialises changes). `filter_port` is
+    where this server's egress filter listens (None: no filter runs, and connections that only a domain rule
+    would allow stay dropped); `listeners` hear of every change (the filter re-judges its open connections)."""
 
-    def __init__(self) -> None:
+    def __init__(self, domains_dir: Path = DOMAINS_DIR) -> None:
         self._current: dict[str, EgressPolicy] = {}
+        self._ports: dict[str, tuple[str, int]] = {}  # veth → (sandbox address, filter port) in dfilter4
         self._lock = asyncio.Lock()
+        self.domains_dir = domains_dir
+        self.filter_port: int | None = None
+        self.listeners: list[Callable[[str, EgressPolicy], None]] = []
 
     def current(self, veth: str) -> EgressPolicy:
         return self._current.get(veth, EgressPolicy())
@@ -145,8 +224,27 @@ class EgressRules:
                 out = await run("nft", "-j", "list", "set", *TABLE.split(), f"r{verdict}{v}", check=False)
                 for veth, network in _parse_elements(out):
                     found.setdefault(veth, ([], []))[0 if verdict == "allow" else 1].append(network)
+        ports = _parse_map(await run("nft", "-j", "list", "map", *TABLE.split(), "dfilter4", check=False))
+        domains = await asyncio.to_thread(self._read_domains)
         async with self._lock:
-            self._current = {veth: EgressPolicy(tuple(a), tuple(d)) for veth, (a, d) in found.items()}
+            self._current = {veth: EgressPolicy(tuple(a), tuple(d), domains.get(veth, ()))
+                             for veth, (a, d) in found.items()}
+            self._ports = ports
+
+    async def adopt(self) -> None:
+        """Point the surviving sandboxes' domain redirects at this server's filter (`filter_port`, now set): the
+        last server started on a host filters them, as it sets the operator's ranges."""
+        async with self._lock:
+            if self.filter_port is None:
+                return
+            lines = []
+            for veth, (address, port) in list(self._ports.items()):
+                if port != self.filter_port and self._current.get(veth, EgressPolicy()).domains:
+                    lines += [f'delete element {TABLE} dfilter4 {{ "{veth}" . {address} }}',
+                              f'add element {TABLE} dfilter4 {{ "{veth}" . {address} : {self.filter_port} }}']
+                    self._ports[veth] = (address, self.filter_port)
+            if lines:
+                await run("nft", "-f", "-", input="\n".join(lines) + "\n", check=False)
 
     async def apply(self, veth: str, policy: EgressPolicy, sandbox_ip: str | None = None) -> None:
         """Replace `veth`'s rules by `policy` in one transaction; then cut its established connections that the
@@ -158,11 +256,27 @@ class EgressRules:
             # transaction holds whether or not the veth was in the set
             lines += [f'add element {SLOTS_TABLE} no_internet {{ "{veth}" }}',
                       f'delete element {SLOTS_TABLE} no_internet {{ "{veth}" }}']
+            redirect = policy.domains and sandbox_ip is not None and self.filter_port is not None
+            if policy.domains and not redirect:
+                log.warning("sandbox on %s has domain rules but no egress filter runs: only its ranges apply", veth)
+            await asyncio.to_thread(self._write_domains, veth, policy.domains)
+            previous = self._ports.pop(veth, None)
+            if previous is not None:  # its own transaction: deleting an element that is gone must not undo the rest
+                await run("nft", "delete", "element", *TABLE.split(), "dfilter4",
+                          f'{{ "{veth}" . {previous[0]} }}', check=False)
+            if redirect:
+                assert sandbox_ip is not None and self.filter_port is not None
+                lines.append(f'add element {TABLE} dfilter4 {{ "{veth}" . {sandbox_ip} : {self.filter_port} }}')
+                self._ports[veth] = (sandbox_ip, self.filter_port)
             await run("nft", "-f", "-", input="\n".join(lines) + "\n")
+            if redirect:
+                await ensure_redirect_accepted()
             if policy.empty:
                 self._current.pop(veth, None)
             else:
                 self._current[veth] = policy
+        for listener in self.listeners:
+            listener(veth, policy)
         if sandbox_ip is not None:
             await cut_denied(sandbox_ip, policy)
 
@@ -170,6 +284,13 @@ class EgressRules:
         """Remove `veth`'s rules (its slot is being freed); nothing to do for a veth without any."""
         async with self._lock:
             old = self._current.pop(veth, None)
+            previous = self._ports.pop(veth, None)
+            await asyncio.to_thread(self._write_domains, veth, ())
+            if previous is not None:
+                await run("nft", "delete", "element", *TABLE.split(), "dfilter4",
+                          f'{{ "{veth}" . {previous[0]} }}', check=False)
+            for listener in self.listeners:
+                listener(veth, EgressPolicy())
             if old is None or old.empty:
                 return
             try:
@@ -178,6 +299,45 @@ class EgressRules:
                 log.exception("removing the egress rules of %s failed", veth)
                 self._current[veth] = old
                 raise
+
+    def _write_domains(self, veth: str, domains: Sequence[str]) -> None:
+        path = self.domains_dir / veth
+        if not domains:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            return
+        self.domains_dir.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(list(domains)))
+        os.replace(temporary, path)
+
+    def _read_domains(self) -> dict[str, tuple[str, ...]]:
+        found: dict[str, tuple[str, ...]] = {}
+        if not self.domains_dir.is_dir():
+            return found
+        for path in self.domains_dir.iterdir():
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                values = json.loads(path.read_text())
+                patterns = tuple(p for p in (domain_pattern(str(v)) for v in values) if p)
+                if patterns and not path.name.endswith(".tmp"):
+                    found[path.name] = patterns
+        return found
+
+
+def _parse_map(listing: str) -> dict[str, tuple[str, int]]:
+    """`nft -j list map dfilter4` output → veth → (sandbox address, filter port)."""
+    try:
+        document = json.loads(listing)
+    except ValueError:
+        return {}
+    found: dict[str, tuple[str, int]] = {}
+    for item in document.get("nftables", []):
+        for elem in item.get("map", {}).get("elem", []):
+            with contextlib.suppress(TypeError, ValueError, KeyError, IndexError):
+                key, port = elem
+                veth, address = key["concat"]
+                found[str(veth)] = (str(ipaddress.IPv4Address(address)), int(port))
+    return found
 
 
 def _parse_elements(listing: str) -> list[tuple[str, Network]]:
@@ -207,17 +367,23 @@ def _parse_elements(listing: str) -> list[tuple[str, Network]]:
 
 async def cut_denied(sandbox_ip: str, policy: EgressPolicy) -> None:
     """Delete the conntrack entries of `sandbox_ip`'s connections to destinations `policy` now denies, so they
-    end at once rather than hang on dropped packets. Connections it still allows are left alone."""
+    end at once rather than hang on dropped packets. Connections it still allows are left alone, and so are
+    those the egress filter carries (it closes the ones whose name the new rules no longer allow)."""
     if policy.empty:
         return
     out = await run("conntrack", "-L", "-s", sandbox_ip, "-o", "extended", check=False)
     for line in out.splitlines():
         fields: dict[str, str] = {}
+        sources: list[str] = []
         for key, _, value in (f.partition("=") for f in line.split() if "=" in f):
             fields.setdefault(key, value)  # the original direction's; the reply's come second
+            if key == "src":
+                sources.append(value)
         destination = fields.get("dst")
         if not destination or policy.allows(destination):
             continue
+        if len(sources) > 1 and sources[1] != destination:
+            continue  # redirected to the egress filter, which re-judges its own connections
         args = ["conntrack", "-D", "-s", sandbox_ip, "-d", destination]
         parts = line.split()
         if len(parts) > 2 and parts[2] in ("tcp", "udp"):

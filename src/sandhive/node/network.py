@@ -4,7 +4,9 @@ Slot N owns 10.211.0.0/16's N-th /30: the host side of the veth is .1 of it, the
 sandbox also holds the guest address 169.254.0.21 (the same in every sandbox, so clones need no
 re-addressing). The host firewall (`table inet sandhive`) drops sandbox-to-sandbox traffic and any
 sandbox traffic to the host itself (every host address: the server's own ports, whatever interface they
-sit on), NATs the rest out when the sandbox has internet access, and drops it when it does not.
+sit on), NATs the rest out when the sandbox has internet access, and drops it when it does not. The one
+exception on the host: a connection that `table inet sandhive_egress`'s `domains` chain redirected to the
+node's egress filter (node/egress_filter.py) — a DNAT to ports 80/443 that no sandbox can forge.
 
 Default egress (`table inet sandhive_egress`, see `egress_script`): a sandbox reaches the internet, not
 the places around its host. Private, shared, link-local, loopback, multicast and reserved ranges (IPv4
@@ -48,6 +50,7 @@ table inet {TABLE} {{
   chain input {{
     type filter hook input priority 0; policy accept;
     iifname "{VETH_PREFIX}*" ct state established,related accept
+    {egress.REDIRECT_ACCEPT}
     {{dns_on_host}}
     {_RECORD.format(match=f'iifname "{VETH_PREFIX}*"')}
     iifname "{VETH_PREFIX}*" drop
@@ -278,6 +281,7 @@ def egress_script(nameservers: Sequence[str], allow: Sequence[Network] | None,
         f"{rule} ip6 daddr @grant6 accept",
         *egress.recorded_drop(rule, "ip daddr @blocked4", 4),
         *egress.recorded_drop(rule, "ip6 daddr @blocked6", 6),
+        *egress.redirect_lines(t),  # after the sets it reads are declared
     ]
     return "\n".join(lines) + "\n"
 

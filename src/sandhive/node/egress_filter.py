@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 SO_ORIGINAL_DST = 80
 PEEK_SECONDS = 5.0
+PEEK_READS = 64  # a request head or ClientHello comes in a few segments; a trickle of tiny ones is refused
 CONNECT_SECONDS = 10.0
 MAX_PER_SANDBOX = 256
 MAX_CONNECTIONS = 4096
@@ -71,7 +72,7 @@ def slot_of(address: str) -> network.Slot | None:
 @dataclass(eq=False)
 class _Connection:
     veth: str
-    name: str
+    name: str | None  # None while its first bytes are being read
     inbound: asyncio.Transport
     outbound: asyncio.Transport | None = None
 
@@ -84,9 +85,9 @@ class _Connection:
 class _Relay(asyncio.Protocol):
     """One direction's reader: what it reads goes to `peer`; when the peer's buffer is full it stops reading."""
 
-    def __init__(self) -> None:
+    def __init__(self, peer: _Relay | None = None) -> None:
         self.transport: asyncio.Transport | None = None
-        self.peer: _Relay | None = None
+        self.peer = peer
         self.eof = False
         self.closed = asyncio.get_running_loop().create_future()
 
@@ -131,6 +132,7 @@ class _Inbound(_Relay):
         super().__init__()
         self.owner = owner
         self.buffer = bytearray()
+        self.reads = 0
         self.peeked: asyncio.Future[Peek] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -142,7 +144,8 @@ class _Inbound(_Relay):
             super().data_received(data)
             return
         self.buffer += data
-        result = peek(bytes(self.buffer))
+        self.reads += 1
+        result = peek(bytes(self.buffer)) if self.reads <= PEEK_READS else Peek(True)
         if result.done:
             assert self.transport is not None
             self.transport.pause_reading()
@@ -224,7 +227,7 @@ class EgressFilter:
     # ---- rules changed: re-judge open connections ------------------------------------------------
     def _rules_changed(self, veth: str, policy: EgressPolicy) -> None:
         for connection in list(self.stats.open.get(veth, ())):
-            if not matches(connection.name, policy.domains):
+            if connection.name is not None and not matches(connection.name, policy.domains):
                 connection.close()
 
     # ---- one connection ------------------------------------------------------------------------
@@ -253,42 +256,51 @@ class EgressFilter:
             log.warning("egress filter: too many connections from %s", slot.veth)
             transport.abort()
             return
+        connection = _Connection(slot.veth, None, transport)
+        connections.add(connection)  # counted from the start: reading first bytes holds memory too
         try:
-            result = await asyncio.wait_for(asyncio.shield(inbound.peeked), PEEK_SECONDS)
-        except TimeoutError:
-            result = Peek(True)
-        name = result.name
-        if name is None or not matches(name, policy.domains):
-            self.stats.denied += 1
-            log.info("egress filter: %s -> %s:%d %s denied", slot.sandbox_ip, *destination, name or "(no name)")
-            transport.abort()
-            return
-        connection = _Connection(slot.veth, name, transport)
-        connections.add(connection)
-        try:
-            outbound = await self._connect(name, destination, policy)
-            if outbound is None or transport.is_closing():
+            try:
+                result = await asyncio.wait_for(asyncio.shield(inbound.peeked), PEEK_SECONDS)
+            except TimeoutError:
+                result = Peek(True)
+            name = result.name
+            policy = self.rules.current(slot.veth)  # as it is now, after the wait
+            if name is None or not matches(name, policy.domains):
+                self.stats.denied += 1
+                log.info("egress filter: %s -> %s:%d %s denied", slot.sandbox_ip, *destination,
+                         name or "(no name)")
+                transport.abort()
+                return
+            connection.name = name
+            outbound = await self._connect(name, destination, policy, inbound)
+            if outbound is None:
                 self.stats.denied += 1
                 transport.abort()
                 return
             upstream_transport, upstream = outbound
             connection.outbound = upstream_transport
+            if transport.is_closing():
+                upstream_transport.abort()
+                return
             if not matches(name, self.rules.current(slot.veth).domains):  # changed while we connected
                 connection.close()
                 return
             self.stats.allowed += 1
-            inbound.peer, upstream.peer = upstream, inbound
+            inbound.peer = upstream
             upstream_transport.write(bytes(inbound.buffer))
             inbound.buffer.clear()
             transport.resume_reading()
             await asyncio.gather(inbound.closed, upstream.closed)
+        except BaseException:
+            connection.close()
+            raise
         finally:
             connections.discard(connection)
             if not connections:
                 self.stats.open.pop(slot.veth, None)
 
-    async def _connect(self, name: str, destination: tuple[str, int],
-                       policy: EgressPolicy) -> tuple[asyncio.Transport, _Relay] | None:
+    async def _connect(self, name: str, destination: tuple[str, int], policy: EgressPolicy,
+                       inbound: _Relay) -> tuple[asyncio.Transport, _Relay] | None:
         try:
             addresses = await resolve4(name, self.nameservers)
         except ResolveError as exc:
@@ -303,7 +315,7 @@ class EgressFilter:
                 continue
             try:
                 transport, protocol = await asyncio.wait_for(
-                    loop.create_connection(_Relay, address, port), CONNECT_SECONDS)
+                    loop.create_connection(lambda: _Relay(inbound), address, port), CONNECT_SECONDS)
             except (OSError, TimeoutError):
                 continue
             with contextlib.suppress(OSError):

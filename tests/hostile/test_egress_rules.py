@@ -373,8 +373,22 @@ def test_an_allowed_domain_beats_deny_everything_by_host_and_sni(resolving: Live
         # a forged Host or SNI does not take the sandbox elsewhere: the filter connects to the name's address
         assert fetch(sbx, b, 80, "allowed.test") == f"site={a} host=allowed.test sni=-"
         assert fetch(sbx, b, 443, "allowed.test") == f"site={a} host=allowed.test sni=allowed.test"
+        # the egress audit names what the filter judged: the name, where it went, the verdict
+        wanted = {(a, "80", "allowed", "allowed.test"), (a, "443", "allowed", "allowed.test"),
+                  (a, "80", "denied", "other.test"), (a, "443", "denied", "other.test")}
+        _wait(lambda: wanted <= domains_seen(resolving, sbx),
+              lambda: f"the egress audit to show {wanted}: {domains_seen(resolving, sbx)}")
     finally:
         sbx.kill()
+
+
+def domains_seen(live: Live, sbx: Sandbox) -> set[tuple[str, str, str, str]]:
+    logs = httpx.get(f"{live.url}/sandboxes/{sbx.sandbox_id}/logs", headers={"X-API-Key": live.key},
+                     trust_env=False, timeout=10)
+    assert logs.status_code == 200, logs.text
+    return {(f["destination"], f.get("port", ""), f["verdict"], f["domain"]) for f in
+            (entry.get("fields", {}) for entry in logs.json()["logEntries"])
+            if f.get("logger") == "egress" and "domain" in f}
 
 
 def test_a_wildcard_domain_matches_names_below_it_not_itself(resolving: Live, sites: tuple[str, str]) -> None:

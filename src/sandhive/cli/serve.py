@@ -141,7 +141,7 @@ def serve(
         domain_filter = None
         if node is not None:
             await _apply_egress(settings.egress_allow)
-            domain_filter = await _start_egress_filter(settings.egress_allow, egress_resolver)
+            domain_filter = await _start_egress_filter(node, settings.egress_allow, egress_resolver)
         configure_node(node, pool_size, template_pool_size, memory_budget, cpu_overcommit, miss_shells)
         api = create_app(settings, node, templates)  # from here on the app owns the node (its lifespan closes it)
         chosen = node.backend if node is not None else Backend.none.value
@@ -178,7 +178,7 @@ EgressResolver = Annotated[list[str] | None, typer.Option(
          "(repeatable; default: the host's, from /etc/resolv.conf, which sandboxes use too).")]
 
 
-async def _start_egress_filter(allow: tuple[str, ...], resolvers: list[str] | None) -> Any:
+async def _start_egress_filter(node: Node, allow: tuple[str, ...], resolvers: list[str] | None) -> Any:
     """The transparent filter for domain rules (node/egress_filter.py), on this loop, for as long as we serve."""
     import ipaddress
 
@@ -190,7 +190,8 @@ async def _start_egress_filter(allow: tuple[str, ...], resolvers: list[str] | No
             ipaddress.IPv4Address(value)
         except ValueError:
             fail(f"--egress-resolver: not an IPv4 address: {value!r}")
-    domain_filter = EgressFilter(nameservers=resolvers, operator_allow=parse_egress_allow(allow))
+    domain_filter = EgressFilter(nameservers=resolvers, operator_allow=parse_egress_allow(allow),
+                                 record=node.record_egress)
     await domain_filter.start()
     return domain_filter
 

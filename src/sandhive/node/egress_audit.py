@@ -4,6 +4,8 @@ Two feeds, both host-wide and readable by every server on the host (several may 
 - Allowed connections come from the kernel's connection tracking events (`conntrack -E`): a connection is
   logged when it starts (NEW) and completed with its byte counts when it ends (DESTROY; `nf_conntrack_acct`
   is turned on for that). Only connections that sandboxes open are kept (source in the slots' subnet).
+- Connections redirected to the egress filter (domain rules) are left to it: it records each with the name it
+  saw, its verdict and, once it ends, its bytes (node/egress_filter.py, through `Node.record_egress`).
 - Denied ones never become connections, so the firewall's drop rules record each attempt's
   `source . destination . protocol . port` in timed sets (`denied4`/`denied6`, node/egress.py and the
   slots' table), which `DeniedFeed` reads every POLL_SECONDS; an attempt retried within a set element's life
@@ -114,6 +116,8 @@ def parse_conntrack_event(line: str) -> tuple[str, dict[str, str], str] | None:
         elif seen_src >= 2:  # the reply direction
             if key == "bytes":
                 fields["reply_bytes"] = value
+            elif key == "src":
+                fields.setdefault("reply_src", value)
         else:
             fields.setdefault(key, value)
     return event, fields, fields.get("id", "")
@@ -157,6 +161,8 @@ class ConntrackFeed:
             sandbox_id = self.sandbox_of(fields.get("src", ""))
             if sandbox_id is None:
                 return
+            if fields.get("reply_src", fields.get("dst")) != fields.get("dst"):
+                return  # redirected to the egress filter, which records it with its name and verdict
             entry = EgressEntry(time.time(), fields["proto"], fields.get("dst", ""), _port(fields), "allowed")
             self.log.add(sandbox_id, entry)
             if conn_id:

@@ -29,11 +29,13 @@ import ipaddress
 import logging
 import socket
 import struct
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from . import network
 from .egress import RULES, EgressPolicy, EgressRules
+from .egress_audit import EgressEntry
 from .resolve import ResolveError, resolve4
 from .sniff import Peek, matches, peek
 
@@ -89,6 +91,7 @@ class _Relay(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = peer
         self.eof = False
+        self.received = 0
         self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -96,6 +99,7 @@ class _Relay(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        self.received += len(data)
         if self.peer is not None and self.peer.transport is not None:
             self.peer.transport.write(data)
 
@@ -175,8 +179,10 @@ class EgressFilter:
     `operator_allow`: `--egress-allow`'s ranges, which a name may resolve into although they are private."""
 
     def __init__(self, rules: EgressRules = RULES, nameservers: Sequence[str] | None = None,
-                 operator_allow: Sequence[network.Network] = ()) -> None:
+                 operator_allow: Sequence[network.Network] = (),
+                 record: Callable[[str, EgressEntry], None] | None = None) -> None:
         self.rules = rules
+        self.record = record or (lambda source, entry: None)
         self.nameservers = list(nameservers) if nameservers else network.host_nameservers()
         self.operator_allow = tuple(operator_allow)
         self.stats = FilterStats()
@@ -265,17 +271,14 @@ class EgressFilter:
                 result = Peek(True)
             name = result.name
             policy = self.rules.current(slot.veth)  # as it is now, after the wait
+            entry = EgressEntry(time.time(), "tcp", destination[0], destination[1], "denied", name)
             if name is None or not matches(name, policy.domains):
-                self.stats.denied += 1
-                log.info("egress filter: %s -> %s:%d %s denied", slot.sandbox_ip, *destination,
-                         name or "(no name)")
-                transport.abort()
+                self._deny(slot, entry, transport)
                 return
             connection.name = name
             outbound = await self._connect(name, destination, policy, inbound)
             if outbound is None:
-                self.stats.denied += 1
-                transport.abort()
+                self._deny(slot, entry, transport)
                 return
             upstream_transport, upstream = outbound
             connection.outbound = upstream_transport
@@ -286,11 +289,16 @@ class EgressFilter:
                 connection.close()
                 return
             self.stats.allowed += 1
+            entry.verdict = "allowed"
+            entry.destination = upstream_transport.get_extra_info("peername")[0]
+            self.record(slot.sandbox_ip, entry)
             inbound.peer = upstream
             upstream_transport.write(bytes(inbound.buffer))
+            inbound.received = len(inbound.buffer)
             inbound.buffer.clear()
             transport.resume_reading()
             await asyncio.gather(inbound.closed, upstream.closed)
+            entry.ended, entry.bytes_out, entry.bytes_in = time.time(), inbound.received, upstream.received
         except BaseException:
             connection.close()
             raise
@@ -298,6 +306,13 @@ class EgressFilter:
             connections.discard(connection)
             if not connections:
                 self.stats.open.pop(slot.veth, None)
+
+    def _deny(self, slot: network.Slot, entry: EgressEntry, transport: asyncio.Transport) -> None:
+        self.stats.denied += 1
+        log.info("egress filter: %s -> %s:%s %s denied", slot.sandbox_ip, entry.destination, entry.port,
+                 entry.domain or "(no name)")
+        self.record(slot.sandbox_ip, entry)
+        transport.abort()
 
     async def _connect(self, name: str, destination: tuple[str, int], policy: EgressPolicy,
                        inbound: _Relay) -> tuple[asyncio.Transport, _Relay] | None:

@@ -27,7 +27,7 @@ from . import egress, envd_client
 from .admission import Admission, Budget, HostFull, Kind, Resources
 from .backends import BackendMismatch, check_template
 from .egress import EgressPolicy
-from .egress_audit import EgressAudit, EgressLog, SandboxOf
+from .egress_audit import EgressAudit, EgressEntry, EgressLog, SandboxOf
 from .errors import BackendError
 from .network import SUBNET, Slot, SlotAllocator
 from .pool import PoolSettings, PoolStatus, WarmPools
@@ -110,6 +110,7 @@ class Node:
         self._on_exit: dict[str, OnExit] = {}
         self.egress_log = EgressLog()
         self._egress_audit: EgressAudit | None = None
+        self._sandbox_of: SandboxOf | None = None
 
     @property
     def backend(self) -> str:
@@ -159,8 +160,16 @@ class Node:
             self.shells.start()
         slots = getattr(self.runtime, "slots", None)
         if isinstance(slots, SlotAllocator):  # a runtime whose sandboxes sit behind the host's network slots
-            self._egress_audit = EgressAudit(self.egress_log, SandboxOf(SUBNET, slots.dir))
+            self._sandbox_of = SandboxOf(SUBNET, slots.dir)
+            self._egress_audit = EgressAudit(self.egress_log, self._sandbox_of)
             self._egress_audit.start()
+
+    def record_egress(self, source: str, entry: EgressEntry) -> None:
+        """An entry of the egress audit for the sandbox at `source` (from the egress filter, which judges by name
+        the connections the kernel cannot); nothing for an address that names no sandbox of this host."""
+        sandbox_id = self._sandbox_of(source) if self._sandbox_of is not None else None
+        if sandbox_id is not None:
+            self.egress_log.add(sandbox_id, entry)
 
     # ---- create ---------------------------------------------------------------------------
     async def create(self, request: CreateRequest, identity: Identity) -> SandboxHandle:

@@ -67,3 +67,13 @@ def test_denied_attempts_are_read_from_the_timed_sets_once_each(tmp_path: Path) 
     feed.take(json.dumps({"nftables": []}))  # it expired ...
     feed.take(listing)  # ... and was tried again
     assert egress.denied_total == 2
+
+
+def test_a_connection_redirected_to_the_egress_filter_is_left_to_the_filter(tmp_path: Path) -> None:
+    egress_log = EgressLog()
+    feed = ConntrackFeed(egress_log, sandbox_of(tmp_path))
+    # the reply comes from the filter on the veth's host address, not from the destination: a redirect
+    feed.take(NEW.replace("src=203.0.113.5 dst=10.212.0.1 sport=80", "src=10.211.0.5 dst=10.211.0.6 sport=41234"))
+    assert egress_log.entries("isbxone") == []
+    feed.take(NEW)
+    assert [e.destination for e in egress_log.entries("isbxone")] == ["203.0.113.5"]

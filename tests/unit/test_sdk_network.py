@@ -121,10 +121,10 @@ def test_a_400_is_an_invalid_argument_with_the_servers_words() -> None:
     api = Api(400, {"code": 400, "message": message})
     with pytest.raises(InvalidArgumentException, match="is not an IP address or CIDR range"):
         Sandbox.update_network(SID, {"deny_out": ["nope"]}, **api.opts())
-    with pytest.raises(InvalidArgumentException, match="not enforced by this server yet"):
-        Sandbox.create("base", network={"allow_out": ["example.com"]}, **Api(400, {
-            "code": 400, "message": "network.allowOut: domain rules ('example.com') are not enforced by this "
-                                    "server yet"}).opts())
+    with pytest.raises(InvalidArgumentException, match="CIDR range or domain name"):
+        Sandbox.create("base", network={"allow_out": ["a b"]}, **Api(400, {
+            "code": 400, "message": "network.allowOut: 'a b' is not an IP address, CIDR range or domain name "
+                                    "(example.com, *.example.com)"}).opts())
 
 
 def test_get_info_reads_the_network_back_in_snake_case() -> None:

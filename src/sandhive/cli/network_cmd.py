@@ -1,6 +1,8 @@
 """`sandhive sandbox network ID`, and the egress options it shares with `sandbox create` (issue 16).
 
-Rules are IP addresses and CIDR ranges (`--allow-out 10.0.0.0/8`); allow beats deny, as in E2B. `network`
+Rules are IP addresses and CIDR ranges (`--allow-out 10.0.0.0/8`), and for `--allow-out` also domain names
+(`--allow-out pypi.org --allow-out '*.pythonhosted.org'`, judged on HTTP Host and TLS SNI); allow beats deny, as in
+E2B. `network`
 replaces every rule at once, as the API's `PUT /sandboxes/{id}/network` does: what is not given is cleared.
 """
 
@@ -18,7 +20,9 @@ from .output import Json, network_fields, print_json, show, table
 
 SandboxId = Annotated[str, typer.Argument(metavar="ID", help="The sandbox's id, as `sandhive sandbox list` shows it.")]
 AllowOut = Annotated[list[str] | None, typer.Option(
-    "--allow-out", metavar="ADDR", help="An IP address or CIDR range it may reach even where denied (repeatable).")]
+    "--allow-out", metavar="ADDR",
+    help="An IP address, CIDR range or domain name (example.com, *.example.com: HTTP and HTTPS) it may reach even "
+         "where denied (repeatable).")]
 DenyOut = Annotated[list[str] | None, typer.Option(
     "--deny-out", metavar="ADDR", help="An IP address or CIDR range it may not reach, e.g. 0.0.0.0/0 (repeatable).")]
 NoInternet = Annotated[bool, typer.Option(

@@ -121,7 +121,8 @@ class Sandbox(_SandboxBase):
         seconds (server default 300).
 
         `envs` (the seed's `env_vars`) are set for every command; `metadata` is yours to filter `list` by.
-        `network` is E2B's dict: `allow_out`/`deny_out` (IPs and CIDR ranges), `allow_public_traffic=False` (ports
+        `network` is E2B's dict: `allow_out`/`deny_out` (IPs and CIDR ranges; `allow_out` also domains such as
+        `"*.example.com"`, matched on HTTP Host and TLS SNI), `allow_public_traffic=False` (ports
         answer only with `traffic_access_token`), `mask_request_host`. A setting the server refuses raises
         `InvalidArgumentException` with its reason.
         """

@@ -216,6 +216,10 @@ class EgressRules:
     def current(self, veth: str) -> EgressPolicy:
         return self._current.get(veth, EgressPolicy())
 
+    def redirected(self) -> bool:
+        """Whether any sandbox's connections are redirected to a filter now."""
+        return bool(self._ports)
+
     async def load(self) -> None:
         """Read back the rules of sandboxes that outlived the server (after `network.prepare_host`)."""
         found: dict[str, tuple[list[Network], list[Network]]] = {}

@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from . import network
-from .egress import RULES, EgressPolicy, EgressRules
+from .egress import RULES, EgressPolicy, EgressRules, ensure_redirect_accepted
 from .egress_audit import EgressEntry
 from .resolve import ResolveError, resolve4
 from .sniff import Peek, matches, peek
@@ -47,6 +47,7 @@ PEEK_READS = 64  # a request head or ClientHello comes in a few segments; a tric
 CONNECT_SECONDS = 10.0
 MAX_PER_SANDBOX = 256
 MAX_CONNECTIONS = 4096
+CHECK_SECONDS = 2.0  # how often the host firewall's admission of redirects is checked while any are in use
 NEVER = tuple(ipaddress.ip_network(n) for n in ("0.0.0.0/8", "127.0.0.0/8", str(network.SUBNET), "224.0.0.0/4",
                                                  "240.0.0.0/4"))
 BLOCKED = tuple(ipaddress.ip_network(n) for n in network.BLOCKED_V4)
@@ -188,6 +189,7 @@ class EgressFilter:
         self.stats = FilterStats()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._checker: asyncio.Task[None] | None = None
         self._lan: tuple[network.Network, ...] = ()
 
     @property
@@ -210,11 +212,29 @@ class EgressFilter:
         self.rules.filter_port = self.port
         self.rules.listeners.append(self._rules_changed)
         await self.rules.adopt()
+        self._checker = loop.create_task(self._keep_admitted())
         log.info("egress filter listening on port %s (nameservers %s)", self.port, ", ".join(self.nameservers))
         assert self.port is not None
         return self.port
 
+    async def _keep_admitted(self) -> None:
+        """`table inet sandhive` is reloaded whole by every server start on the host; one of an older version (or
+        an operator's script) leaves out the input rule that admits redirects, and every filtered connection
+        would then hang. While sandboxes have domain rules, put it back within CHECK_SECONDS."""
+        while True:
+            await asyncio.sleep(CHECK_SECONDS)
+            if self.rules.redirected():
+                try:
+                    await ensure_redirect_accepted()
+                except Exception:  # noqa: BLE001 — logged; the next round tries again
+                    log.exception("checking the host firewall's admission of the egress filter failed")
+
     async def close(self) -> None:
+        if self._checker is not None:
+            self._checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checker
+            self._checker = None
         if self._rules_changed in self.rules.listeners:
             self.rules.listeners.remove(self._rules_changed)
         if self.rules.filter_port == self.port:

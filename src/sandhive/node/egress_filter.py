@@ -12,8 +12,8 @@ ports 80 and 443 that its ranges deny, and only for a sandbox with domain rules.
    has it, else to the name's own addresses — never to an address the sandbox made up with a forged Host or
    SNI; an address in the default blocked ranges (private, link-local, the host's LAN) only when the sandbox's
    allowOut or the operator's `--egress-allow` names it, and never the host itself or another sandbox;
-4. replays the bytes it read and relays both ways, kernel buffers to kernel buffers (asyncio transports with
-   flow control: no per-byte Python work).
+4. replays the bytes it read and relays both ways with splice(2) through a pipe per direction: the bytes go
+   socket to socket inside the kernel, Python only waits for readiness (no copy through user space).
 
 When a sandbox's rules change (`EgressRules.apply`), its open connections whose name is no longer allowed are
 closed. It listens on every address (a redirect lands on the veth's host address) on a port of its own; the
@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import ipaddress
 import logging
+import os
 import socket
 import struct
 import time
@@ -37,7 +39,7 @@ from . import network
 from .egress import RULES, EgressPolicy, EgressRules, ensure_redirect_accepted
 from .egress_audit import EgressEntry
 from .resolve import ResolveError, resolve4
-from .sniff import Peek, matches, peek
+from .sniff import MAX_PEEK, Peek, matches, peek
 
 log = logging.getLogger(__name__)
 
@@ -72,100 +74,80 @@ def slot_of(address: str) -> network.Slot | None:
     return network.Slot(offset // 4) if offset % 4 == 2 else None
 
 
+PIPE_BYTES = 1 << 20  # each direction's pipe (F_SETPIPE_SZ), and the most one splice moves
+F_SETPIPE_SZ = 1031
+LINGER_RESET = struct.pack("ii", 1, 0)  # close() sends RST: a refused or cut connection ends at once
+
+
 @dataclass(eq=False)
 class _Connection:
     veth: str
     name: str | None  # None while its first bytes are being read
-    inbound: asyncio.Transport
-    outbound: asyncio.Transport | None = None
+    task: asyncio.Task[None] | None
 
     def close(self) -> None:
-        self.inbound.abort()
-        if self.outbound is not None:
-            self.outbound.abort()
+        if self.task is not None:
+            self.task.cancel()
 
 
-class _Relay(asyncio.Protocol):
-    """One direction's reader: what it reads goes to `peer`; when the peer's buffer is full it stops reading."""
-
-    def __init__(self, peer: _Relay | None = None) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.peer = peer
-        self.eof = False
-        self.received = 0
-        self.closed = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.received += len(data)
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.write(data)
-
-    def pause_writing(self) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.resume_reading()
-
-    def eof_received(self) -> bool:
-        self.eof = True
-        peer = self.peer
-        if peer is not None and peer.transport is not None and peer.transport.can_write_eof():
-            peer.transport.write_eof()
-            if peer.eof:
-                if self.transport is not None:
-                    self.transport.close()
-                peer.transport.close()
-        return True  # keep the other direction open (half-close)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.close()  # flushes what it still holds, then closes
-        if not self.closed.done():
-            self.closed.set_result(None)
+def _reset(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+    sock.close()
 
 
-class _Inbound(_Relay):
-    """The sandbox's side: first the peek (buffered here), then a relay."""
+async def _ready(loop: asyncio.AbstractEventLoop, sock: socket.socket, write: bool) -> None:
+    waiter: asyncio.Future[None] = loop.create_future()
+    fd = sock.fileno()
 
-    def __init__(self, owner: EgressFilter) -> None:
-        super().__init__()
-        self.owner = owner
-        self.buffer = bytearray()
-        self.reads = 0
-        self.peeked: asyncio.Future[Peek] = asyncio.get_running_loop().create_future()
+    def wake() -> None:
+        if not waiter.done():
+            waiter.set_result(None)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.owner.accepted(self)
+    if write:
+        loop.add_writer(fd, wake)
+    else:
+        loop.add_reader(fd, wake)
+    try:
+        await waiter
+    finally:
+        if write:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
 
-    def data_received(self, data: bytes) -> None:
-        if self.peeked.done():
-            super().data_received(data)
-            return
-        self.buffer += data
-        self.reads += 1
-        result = peek(bytes(self.buffer)) if self.reads <= PEEK_READS else Peek(True)
-        if result.done:
-            assert self.transport is not None
-            self.transport.pause_reading()
-            self.peeked.set_result(result)
 
-    def eof_received(self) -> bool:
-        if not self.peeked.done():
-            self.peeked.set_result(peek(bytes(self.buffer)) if self.buffer else Peek(True))
-            return False
-        return super().eof_received()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.peeked.done():
-            self.peeked.set_result(Peek(True))
-        super().connection_lost(exc)
+async def pump(source: socket.socket, target: socket.socket) -> int:
+    """Move everything `source` sends to `target` (then half-close `target`), through a pipe with splice(2);
+    the bytes moved. Both sockets non-blocking; errors (a reset) propagate."""
+    loop = asyncio.get_running_loop()
+    out_fd, in_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(in_fd, F_SETPIPE_SZ, PIPE_BYTES)
+    flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+    moved = 0
+    try:
+        while True:
+            try:
+                n = os.splice(source.fileno(), in_fd, PIPE_BYTES, flags=flags)
+            except BlockingIOError:
+                await _ready(loop, source, write=False)
+                continue
+            if n == 0:
+                with contextlib.suppress(OSError):
+                    target.shutdown(socket.SHUT_WR)
+                return moved
+            while n:
+                try:
+                    sent = os.splice(out_fd, target.fileno(), n, flags=flags)
+                except BlockingIOError:
+                    await _ready(loop, target, write=True)
+                    continue
+                n -= sent
+                moved += sent
+    finally:
+        os.close(out_fd)
+        os.close(in_fd)
 
 
 @dataclass
@@ -187,16 +169,17 @@ class EgressFilter:
         self.nameservers = list(nameservers) if nameservers else network.host_nameservers()
         self.operator_allow = tuple(operator_allow)
         self.stats = FilterStats()
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
+        self._acceptor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._checker: asyncio.Task[None] | None = None
         self._lan: tuple[network.Network, ...] = ()
 
     @property
     def port(self) -> int | None:
-        if self._server is None or not self._server.sockets:
+        if self._listener is None:
             return None
-        return int(self._server.sockets[0].getsockname()[1])
+        return int(self._listener.getsockname()[1])
 
     async def start(self, port: int = 0) -> int:
         """Listen (on every IPv4 address, `port` 0: a free one), point the rules' redirects here, and adopt the
@@ -207,8 +190,9 @@ class EgressFilter:
         sock.bind(("0.0.0.0", port))
         sock.listen(1024)
         sock.setblocking(False)
+        self._listener = sock
         self._lan = tuple(await asyncio.to_thread(network.host_networks))
-        self._server = await loop.create_server(lambda: _Inbound(self), sock=sock)
+        self._acceptor = loop.create_task(self._accept(sock))
         self.rules.filter_port = self.port
         self.rules.listeners.append(self._rules_changed)
         await self.rules.adopt()
@@ -216,6 +200,20 @@ class EgressFilter:
         log.info("egress filter listening on port %s (nameservers %s)", self.port, ", ".join(self.nameservers))
         assert self.port is not None
         return self.port
+
+    async def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, peer = await loop.sock_accept(listener)
+            except OSError as exc:  # EMFILE and the like: say so, breathe, go on
+                log.warning("egress filter: accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            conn.setblocking(False)
+            task = loop.create_task(self._handle(conn, peer))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _keep_admitted(self) -> None:
         """`table inet sandhive` is reloaded whole by every server start on the host; one of an older version (or
@@ -230,21 +228,19 @@ class EgressFilter:
                     log.exception("checking the host firewall's admission of the egress filter failed")
 
     async def close(self) -> None:
-        if self._checker is not None:
-            self._checker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checker
-            self._checker = None
+        for task in (self._checker, self._acceptor):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._checker = self._acceptor = None
         if self._rules_changed in self.rules.listeners:
             self.rules.listeners.remove(self._rules_changed)
         if self.rules.filter_port == self.port:
             self.rules.filter_port = None
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for connections in list(self.stats.open.values()):
-            for connection in list(connections):
-                connection.close()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -257,85 +253,83 @@ class EgressFilter:
                 connection.close()
 
     # ---- one connection ------------------------------------------------------------------------
-    def accepted(self, inbound: _Inbound) -> None:
-        task = asyncio.get_running_loop().create_task(self._handle(inbound))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _handle(self, inbound: _Inbound) -> None:
-        transport = inbound.transport
-        assert transport is not None
-        sock: socket.socket = transport.get_extra_info("socket")
-        peer = transport.get_extra_info("peername")
-        local = transport.get_extra_info("sockname")
-        slot = slot_of(peer[0]) if peer else None
+    async def _handle(self, conn: socket.socket, peer: tuple[str, int]) -> None:
+        upstream: socket.socket | None = None
+        connection: _Connection | None = None
         try:
-            destination = original_destination(sock)
-        except OSError:
-            destination = None
-        policy = self.rules.current(slot.veth) if slot else EgressPolicy()
-        if slot is None or destination is None or destination == tuple(local[:2]) or not policy.domains:
-            transport.abort()  # not a redirect from a sandbox with domain rules
-            return
-        connections = self.stats.open.setdefault(slot.veth, set())
-        if len(connections) >= MAX_PER_SANDBOX or sum(len(c) for c in self.stats.open.values()) >= MAX_CONNECTIONS:
-            log.warning("egress filter: too many connections from %s", slot.veth)
-            transport.abort()
-            return
-        connection = _Connection(slot.veth, None, transport)
-        connections.add(connection)  # counted from the start: reading first bytes holds memory too
-        try:
+            slot = slot_of(peer[0])
             try:
-                result = await asyncio.wait_for(asyncio.shield(inbound.peeked), PEEK_SECONDS)
+                destination: tuple[str, int] | None = original_destination(conn)
+            except OSError:
+                destination = None
+            policy = self.rules.current(slot.veth) if slot else EgressPolicy()
+            if slot is None or destination is None or destination == conn.getsockname()[:2] or not policy.domains:
+                return  # not a redirect from a sandbox with domain rules: closed unread (finally)
+            connections = self.stats.open.setdefault(slot.veth, set())
+            if len(connections) >= MAX_PER_SANDBOX or self._open_count() >= MAX_CONNECTIONS:
+                log.warning("egress filter: too many connections from %s", slot.veth)
+                return
+            connection = _Connection(slot.veth, None, asyncio.current_task())
+            connections.add(connection)  # counted from the start: reading first bytes holds memory too
+            try:
+                result, first = await asyncio.wait_for(self._peek(conn), PEEK_SECONDS)
             except TimeoutError:
-                result = Peek(True)
+                result, first = Peek(True), b""
             name = result.name
             policy = self.rules.current(slot.veth)  # as it is now, after the wait
             entry = EgressEntry(time.time(), "tcp", destination[0], destination[1], "denied", name)
             if name is None or not matches(name, policy.domains):
-                self._deny(slot, entry, transport)
+                self._deny(slot, entry)
                 return
             connection.name = name
-            outbound = await self._connect(name, destination, policy, inbound)
-            if outbound is None:
-                self._deny(slot, entry, transport)
-                return
-            upstream_transport, upstream = outbound
-            connection.outbound = upstream_transport
-            if transport.is_closing():
-                upstream_transport.abort()
-                return
-            if not matches(name, self.rules.current(slot.veth).domains):  # changed while we connected
-                connection.close()
+            upstream = await self._connect(name, destination, policy)
+            if upstream is None:
+                self._deny(slot, entry)
                 return
             self.stats.allowed += 1
             entry.verdict = "allowed"
-            entry.destination = upstream_transport.get_extra_info("peername")[0]
+            entry.destination = upstream.getpeername()[0]
             self.record(slot.sandbox_ip, entry)
-            inbound.peer = upstream
-            upstream_transport.write(bytes(inbound.buffer))
-            inbound.received = len(inbound.buffer)
-            inbound.buffer.clear()
-            transport.resume_reading()
-            await asyncio.gather(inbound.closed, upstream.closed)
-            entry.ended, entry.bytes_out, entry.bytes_in = time.time(), inbound.received, upstream.received
-        except BaseException:
-            connection.close()
-            raise
+            loop = asyncio.get_running_loop()
+            await loop.sock_sendall(upstream, first)
+            sent, received = await asyncio.gather(pump(conn, upstream), pump(upstream, conn))
+            entry.ended, entry.bytes_out, entry.bytes_in = time.time(), len(first) + sent, received
+        except (OSError, asyncio.CancelledError):
+            pass  # a reset, or cut by a rules change or the filter's close: both sockets go below
         finally:
-            connections.discard(connection)
-            if not connections:
-                self.stats.open.pop(slot.veth, None)
+            _reset(conn)
+            if upstream is not None:
+                _reset(upstream)
+            if connection is not None:
+                connections = self.stats.open.get(connection.veth, set())
+                connections.discard(connection)
+                if not connections:
+                    self.stats.open.pop(connection.veth, None)
 
-    def _deny(self, slot: network.Slot, entry: EgressEntry, transport: asyncio.Transport) -> None:
+    def _open_count(self) -> int:
+        return sum(len(c) for c in self.stats.open.values())
+
+    async def _peek(self, conn: socket.socket) -> tuple[Peek, bytes]:
+        """The first bytes' verdict, and the bytes (at most MAX_PEEK plus one read)."""
+        loop = asyncio.get_running_loop()
+        buffer = b""
+        for _ in range(PEEK_READS):
+            data = await loop.sock_recv(conn, MAX_PEEK)
+            if not data:
+                return (peek(buffer) if buffer else Peek(True)), buffer
+            buffer += data
+            result = peek(buffer)
+            if result.done:
+                return result, buffer
+        return Peek(True), buffer
+
+    def _deny(self, slot: network.Slot, entry: EgressEntry) -> None:
         self.stats.denied += 1
         log.info("egress filter: %s -> %s:%s %s denied", slot.sandbox_ip, entry.destination, entry.port,
                  entry.domain or "(no name)")
-        self.record(slot.sandbox_ip, entry)
-        transport.abort()
+        self.record(slot.sandbox_ip, entry)  # the caller's finally resets the connection
 
-    async def _connect(self, name: str, destination: tuple[str, int], policy: EgressPolicy,
-                       inbound: _Relay) -> tuple[asyncio.Transport, _Relay] | None:
+    async def _connect(self, name: str, destination: tuple[str, int], policy: EgressPolicy) -> socket.socket | None:
         try:
             addresses = await resolve4(name, self.nameservers)
         except ResolveError as exc:
@@ -348,15 +342,19 @@ class EgressFilter:
             if not self.may_dial(address, policy):
                 log.info("egress filter: %s resolves to %s, which sandboxes may not reach", name, address)
                 continue
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
             try:
-                transport, protocol = await asyncio.wait_for(
-                    loop.create_connection(lambda: _Relay(inbound), address, port), CONNECT_SECONDS)
+                await asyncio.wait_for(loop.sock_connect(sock, (address, port)), CONNECT_SECONDS)
             except (OSError, TimeoutError):
+                sock.close()
                 continue
+            except BaseException:
+                sock.close()
+                raise
             with contextlib.suppress(OSError):
-                transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            assert isinstance(transport, asyncio.Transport)
-            return transport, protocol
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
         return None
 
     def may_dial(self, address: str, policy: EgressPolicy) -> bool:

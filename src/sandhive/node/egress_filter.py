@@ -133,10 +133,16 @@ async def pump(source: socket.socket, target: socket.socket) -> int:
             except BlockingIOError:
                 await _ready(loop, source, write=False)
                 continue
-            if n == 0:
-                with contextlib.suppress(OSError):
-                    target.shutdown(socket.SHUT_WR)
-                return moved
+            ended = n == 0
+            while 0 < n < PIPE_BYTES:  # take what else is there now: fewer, larger moves out
+                try:
+                    more = os.splice(source.fileno(), in_fd, PIPE_BYTES - n, flags=flags)
+                except BlockingIOError:
+                    break
+                ended = more == 0
+                if ended:
+                    break
+                n += more
             while n:
                 try:
                     sent = os.splice(out_fd, target.fileno(), n, flags=flags)
@@ -145,6 +151,10 @@ async def pump(source: socket.socket, target: socket.socket) -> int:
                     continue
                 n -= sent
                 moved += sent
+            if ended:
+                with contextlib.suppress(OSError):
+                    target.shutdown(socket.SHUT_WR)
+                return moved
     finally:
         os.close(out_fd)
         os.close(in_fd)

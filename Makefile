@@ -91,7 +91,8 @@ lint: venv
 # Issue 6's table: sandboxes per backend through a live server, next to raw runtime baselines (as root; minutes).
 # The older single-purpose benches stay runnable: python -m bench.envd_bench | bench.proxy_bench | bench.sandbox_bench
 # The sandbox table (create, exec, files, concurrency, memory, admission), then template builds and microVMs,
-# persistence, and the code interpreter (issue 15: run_code through the released client against host ipykernel).
+# persistence, the code interpreter (issue 15: run_code through the released client against host ipykernel), and
+# domain rules through the egress filter vs plain NAT (issue 16).
 bench: venv
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.template_bench
@@ -101,6 +102,7 @@ bench: venv
 	$(BIN)/python -m bench.miss_restore_bench
 	$(BIN)/python -m bench.microvm_persistence_bench
 	$(BIN)/python -m bench.code_interpreter_bench
+	$(BIN)/python -m bench.egress_filter_bench
 
 # Regenerate src/sandhive/rpc from proto/ (needs protoc: Debian's protobuf-compiler).
 proto: venv

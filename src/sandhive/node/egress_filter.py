@@ -29,6 +29,7 @@ import fcntl
 import ipaddress
 import logging
 import os
+import resource
 import socket
 import struct
 import time
@@ -48,7 +49,8 @@ PEEK_SECONDS = 5.0
 PEEK_READS = 64  # a request head or ClientHello comes in a few segments; a trickle of tiny ones is refused
 CONNECT_SECONDS = 10.0
 MAX_PER_SANDBOX = 256
-MAX_CONNECTIONS = 4096
+MAX_CONNECTIONS = 4096  # at most; fewer when the process may open fewer files (`connection_limit`)
+FDS_PER_CONNECTION = 6  # two sockets and a pipe (two ends) per direction
 CHECK_SECONDS = 2.0  # how often the host firewall's admission of redirects is checked while any are in use
 NEVER = tuple(ipaddress.ip_network(n) for n in ("0.0.0.0/8", "127.0.0.0/8", str(network.SUBNET), "224.0.0.0/4",
                                                  "240.0.0.0/4"))
@@ -184,6 +186,7 @@ class EgressFilter:
         self._tasks: set[asyncio.Task[None]] = set()
         self._checker: asyncio.Task[None] | None = None
         self._lan: tuple[network.Network, ...] = ()
+        self.max_connections = connection_limit()
 
     @property
     def port(self) -> int | None:
@@ -276,7 +279,7 @@ class EgressFilter:
             if slot is None or destination is None or destination == conn.getsockname()[:2] or not policy.domains:
                 return  # not a redirect from a sandbox with domain rules: closed unread (finally)
             connections = self.stats.open.setdefault(slot.veth, set())
-            if len(connections) >= MAX_PER_SANDBOX or self._open_count() >= MAX_CONNECTIONS:
+            if len(connections) >= MAX_PER_SANDBOX or self._open_count() >= self.max_connections:
                 log.warning("egress filter: too many connections from %s", slot.veth)
                 return
             connection = _Connection(slot.veth, None, asyncio.current_task())
@@ -376,6 +379,15 @@ class EgressFilter:
         if any(ip in n for n in (*policy.allow, *self.operator_allow) if n.version == 4):
             return True
         return not any(ip in n for n in (*BLOCKED, *self._lan) if n.version == 4)
+
+
+def connection_limit() -> int:
+    """MAX_CONNECTIONS, or as many as half the process's open-file limit allows (the API and the sandboxes'
+    proxy need the rest)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(16, min(MAX_CONNECTIONS, soft // 2 // FDS_PER_CONNECTION))
 
 
 def is_local(address: str) -> bool:

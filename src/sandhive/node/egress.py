@@ -369,6 +369,35 @@ def _parse_elements(listing: str) -> list[tuple[str, Network]]:
     return pairs
 
 
+async def forget_denied(address: str) -> None:
+    """Take `address`'s attempts out of the denied sets (the egress audit's record; a slot is being freed). An
+    element lives a minute and the audit files it when it first appears, so one left behind would hide the same
+    attempt by the slot's next sandbox."""
+    lines = []
+    for table in (TABLE, SLOTS_TABLE):
+        listing = await run("nft", "-j", "list", "set", *table.split(), "denied4", check=False)
+        for source, destination, protocol, port in _denied(listing):
+            if source == address:
+                lines.append(f"delete element {table} denied4 {{ {source} . {destination} . {protocol} . {port} }}")
+    for line in lines:  # one by one: an element that expired meanwhile must not undo the others
+        await run("nft", *line.split(), check=False)
+
+
+def _denied(listing: str) -> list[tuple[str, str, str, str]]:
+    try:
+        document = json.loads(listing)
+    except ValueError:
+        return []
+    found = []
+    for item in document.get("nftables", []):
+        for elem in item.get("set", {}).get("elem", []) if isinstance(item, dict) else []:
+            value = elem.get("elem", {}).get("val") if isinstance(elem, dict) and "elem" in elem else elem
+            concat = value.get("concat") if isinstance(value, dict) else None
+            if concat and len(concat) == 4:
+                found.append((str(concat[0]), str(concat[1]), str(concat[2]), str(concat[3])))
+    return found
+
+
 async def cut_denied(sandbox_ip: str, policy: EgressPolicy) -> None:
     """Delete the conntrack entries of `sandbox_ip`'s connections to destinations `policy` now denies, so they
     end at once rather than hang on dropped packets. Connections it still allows are left alone, and so are

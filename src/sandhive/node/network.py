@@ -385,6 +385,7 @@ async def destroy(sandbox_id: str, slot: Slot | None) -> None:
     """Remove what `create` made; each step tolerates it being gone already."""
     if slot is not None:
         await egress.RULES.clear(slot.veth)  # before the slot can go to another sandbox
+        await egress.forget_denied(slot.sandbox_ip)  # else its next sandbox's same attempts look a minute old
         await run("nft", "delete", "element", "inet", TABLE, "no_internet", f"{{ {slot.veth} }}", check=False)
         await run("ip", "link", "del", slot.veth, check=False)
         if _has_conntrack():  # cut connections the sandbox still has open through the host's NAT

@@ -59,3 +59,27 @@ def test_pump_moves_everything_and_half_closes() -> None:
 
     moved, received = asyncio.run(main())
     assert moved == received == 256 * 40000 + 3
+
+
+def test_when_one_direction_fails_the_other_is_stopped_before_the_sockets_close() -> None:
+    from sandhive.node.egress_filter import _both
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()  # the sandbox's side: a writes, b is the filter's
+        c, d = socket.socketpair()  # the upstream's side: c is the filter's, d the server (gone)
+        for s in (a, b, c, d):
+            s.setblocking(False)
+        d.close()
+        await loop.sock_sendall(a, b"x" * 1000)
+        try:
+            await asyncio.wait_for(_both(pump(b, c), pump(c, b)), 5)
+        except OSError:
+            pass
+        else:
+            raise AssertionError("a write to a closed peer must fail")
+        assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+        for s in (a, b, c):
+            s.close()
+
+    asyncio.run(main())

@@ -33,8 +33,9 @@ import resource
 import socket
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import network
 from .egress import RULES, EgressPolicy, EgressRules, ensure_redirect_accepted
@@ -160,6 +161,19 @@ async def pump(source: socket.socket, target: socket.socket) -> int:
     finally:
         os.close(out_fd)
         os.close(in_fd)
+
+
+async def _both(outward: Coroutine[Any, Any, int], inward: Coroutine[Any, Any, int]) -> tuple[int, int]:
+    """Both directions' pumps; when one fails (a reset) or this is cancelled, the other is stopped and has let go
+    of its socket's readiness callbacks before the caller closes the sockets."""
+    tasks = (asyncio.ensure_future(outward), asyncio.ensure_future(inward))
+    try:
+        sent, received = await asyncio.gather(*tasks)
+        return sent, received
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @dataclass
@@ -305,7 +319,7 @@ class EgressFilter:
             self.record(slot.sandbox_ip, entry)
             loop = asyncio.get_running_loop()
             await loop.sock_sendall(upstream, first)
-            sent, received = await asyncio.gather(pump(conn, upstream), pump(upstream, conn))
+            sent, received = await _both(pump(conn, upstream), pump(upstream, conn))
             entry.ended, entry.bytes_out, entry.bytes_in = time.time(), len(first) + sent, received
         except (OSError, asyncio.CancelledError):
             pass  # a reset, or cut by a rules change or the filter's close: both sockets go below

@@ -80,7 +80,7 @@ def _unsupported(body: NewSandboxV2) -> str | None:
     denyOut rule that is not enforced, or a sandbox killed when it was asked to pause)."""
     key = network.unsupported(body.network)
     if key:
-        return f"network.{key} (egress rules are not enforced yet; use allow_internet_access)"
+        return f"network.{key} (header rules, DNS servers and egress proxies are not supported yet)"
     if body.mcp:
         return "mcp"
     if body.iam:

@@ -7,6 +7,7 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
+from fastapi.responses import JSONResponse
 
 from ..store import Caller as StoreCaller
 from ..store import SandboxQuery
@@ -106,11 +107,13 @@ def sandbox_router(service: SandboxService) -> APIRouter:
         items, _ = await service.list_sandboxes(team, query)
         return items
 
-    # null fields are left out: E2B's SDK parses a present `network` as an object (absent ones are its UNSET)
-    @router.get("/sandboxes/{sandboxID}", responses=errors(401, 404), response_model_exclude_none=True)
-    async def get_sandbox(sandbox_id: SandboxID, team: Team) -> SandboxDetail:
+    @router.get("/sandboxes/{sandboxID}", responses=errors(401, 404), response_model=SandboxDetail)
+    async def get_sandbox(sandbox_id: SandboxID, team: Team) -> JSONResponse:
         """A sandbox's details."""
-        return await service.info(team, sandbox_id)
+        body = (await service.info(team, sandbox_id)).model_dump(mode="json")
+        if body.get("network") is None:  # left out, not null: E2B's SDK parses a present `network` as an object
+            body.pop("network", None)
+        return JSONResponse(body)
 
     @router.delete("/sandboxes/{sandboxID}", status_code=204, response_class=Response, responses=errors(401, 404, 500))
     async def kill_sandbox(sandbox_id: SandboxID, team: Team) -> Response:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from .common import DEFAULT_DATA_DIR, EXIT_FAILED, DataDir, err
+from .output import StepSpinner
 
 if TYPE_CHECKING:
     from ..templates.builtin import Builtin
@@ -30,38 +31,6 @@ def builtins() -> dict[str, Builtin]:
     from ..templates import base, code_interpreter
 
     return {b.name: b for b in (base.BUILTIN, code_interpreter.BUILTIN)}
-
-
-class Progress:
-    """Build log lines on stderr; on a terminal, the latest step also shows next to a spinner and the time."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.progress = None
-        self.task = None
-        if err.is_terminal:
-            from rich.progress import Progress as Bar
-            from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
-
-            self.progress = Bar(SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(),
-                                console=err, transient=True)
-            self.task = self.progress.add_task(f"building {name}", total=None)
-
-    def __enter__(self) -> Progress:
-        if self.progress is not None:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-    def log(self, message: str) -> None:
-        if self.progress is not None and self.task is not None:
-            self.progress.update(self.task, description=f"{self.name}: {message.strip()[:70]}")
-            self.progress.console.print(message, markup=False, highlight=False)
-        else:
-            err.print(message, markup=False, highlight=False)
 
 
 def build_builtin(
@@ -81,9 +50,9 @@ def build_builtin(
 
     started = time.monotonic()
     try:
-        with Progress(name.value) as progress:
+        with StepSpinner(name.value) as spinner:
             info, directory = builtin.build(builtins()[name.value], data_dir.expanduser(), cache_dir, force=force,
-                                            log=progress.log)
+                                            log=lambda message: spinner.line(message, step=True))
     except builtin.BuiltinError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(EXIT_FAILED) from None

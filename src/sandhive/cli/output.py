@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from .client import MetricRow, SandboxRow
-from .common import out
+from .common import err, out
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of a table.")]
 
@@ -120,3 +120,37 @@ def metrics_table(rows: list[MetricRow]) -> Table:
 
 def show(table: Table) -> None:
     out.print(table)
+
+
+class StepSpinner:
+    """Build log lines on stderr; on a terminal, under a spinner that shows the current step and the time (for
+    `template build` and `template build-builtin`)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.progress: Any = None
+        self.task: Any = None
+        if err.is_terminal:
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(),
+                                     console=err, transient=True)
+            self.task = self.progress.add_task(f"building {name}", total=None)
+
+    def __enter__(self) -> StepSpinner:
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def line(self, message: str, step: bool) -> None:
+        """Print `message`; a `step` also becomes the spinner's description."""
+        if self.progress is None:
+            err.print(message, markup=False, highlight=False)
+            return
+        if step:
+            self.progress.update(self.task, description=f"{self.name}: {message.strip()[:70]}")
+        self.progress.console.print(message, markup=False, highlight=False)

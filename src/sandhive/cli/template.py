@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +16,7 @@ from . import builtin_cmd, client
 from .common import EXIT_FAILED, EXIT_USAGE, err, fail, out, parse_pairs
 from .config import ApiKey, ApiUrl, resolve
 from .failures import reporting
-from .output import Json, print_json, show, size, table, when
+from .output import Json, StepSpinner, print_json, show, size, table, when
 
 app = typer.Typer(help="Build templates from Dockerfiles; list, inspect, alias and delete them.",
                   no_args_is_help=True)
@@ -67,47 +66,20 @@ def find_dockerfile(context: Path, given: str | None) -> Path:
     fail(f"no e2b.Dockerfile or Dockerfile in {context}: write one, or name it with --dockerfile", EXIT_USAGE)
 
 
-@dataclass
-class BuildDisplay:
-    """Build log lines on stderr; on a terminal, under a spinner that shows the current step and the time."""
+class BuildDisplay(StepSpinner):
+    """A build's log entries (`on_build_logs`) under the step spinner; the lines are kept for the failure report."""
 
-    name: str
-    progress: Any = None
-    task: Any = None
-    lines: list[str] | None = None
-
-    def __post_init__(self) -> None:
-        self.lines = []
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.lines: list[str] = []
         self.started = time.monotonic()
-        if err.is_terminal:
-            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-            self.progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(),
-                                     console=err, transient=True)
-            self.task = self.progress.add_task(f"building {self.name}", total=None)
-
-    def __enter__(self) -> BuildDisplay:
-        if self.progress is not None:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
 
     def entry(self, entry: Any) -> None:
         """`on_build_logs`: one log entry."""
         if entry.level == "debug":
             return
-        message = entry.message
-        assert self.lines is not None
-        self.lines.append(message)
-        if self.progress is not None:
-            if message.startswith("STEP "):
-                self.progress.update(self.task, description=f"{self.name}: {message[:70]}")
-            self.progress.console.print(message, markup=False, highlight=False)
-        else:
-            err.print(message, markup=False, highlight=False)
+        self.lines.append(entry.message)
+        self.line(entry.message, step=entry.message.startswith("STEP "))
 
 
 @app.command()

@@ -59,9 +59,13 @@ def feed(c):
 while True:
     c, _ = s.accept(); threading.Thread(target=feed, args=(c,), daemon=True).start()
 """.replace("@PORT@", str(STREAM_PORT))
+# argv: address port [name]: read a stream (asked for with `GET /stream` and Host `name` when one is given) until it
+# stops for 2 s or ends, counting bytes in /tmp/got, then write the count to /tmp/ended
 READER = """
 import socket, sys
-with socket.create_connection((sys.argv[1], @PORT@), timeout=3) as conn:
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5) as conn:
+    if len(sys.argv) > 3:
+        conn.sendall(b"GET /stream HTTP/1.1\\r\\nHost: " + sys.argv[3].encode() + b"\\r\\n\\r\\n")
     conn.settimeout(2)
     got = 0
     try:
@@ -74,7 +78,7 @@ with socket.create_connection((sys.argv[1], @PORT@), timeout=3) as conn:
     except OSError:
         pass
 open("/tmp/ended", "w").write(str(got))
-""".replace("@PORT@", str(STREAM_PORT))
+"""
 
 
 # HTTP on 80, HTTPS on 443 (every address), DNS on the link address: argv = cert key dns-address site NAME...
@@ -262,7 +266,7 @@ def test_update_network_both_ways_and_established_connections_are_cut(live: Live
     try:
         assert probe(sbx, a, b) == {a: "open", b: "open"}
         sbx.files.write("/tmp/reader.py", READER)
-        sbx.commands.run(f"python3 /tmp/reader.py {b}", background=True)
+        sbx.commands.run(f"python3 /tmp/reader.py {b} {STREAM_PORT}", background=True)
         _wait(lambda: _read(sbx, "/tmp/got") > 5, "the stream to start")
         sbx.update_network({"deny_out": [b]})
         assert probe(sbx, a, b) == {a: "open", b: "blocked"}
@@ -328,23 +332,6 @@ try:
     print(body or "blocked")
 except (OSError, ssl.SSLError, IndexError):
     print("blocked")
-"""
-STREAM_READER = """
-import socket, sys
-with socket.create_connection((sys.argv[1], 80), timeout=5) as conn:
-    conn.sendall(b"GET /stream HTTP/1.1\\r\\nHost: allowed.test\\r\\n\\r\\n")
-    conn.settimeout(2)
-    got = 0
-    try:
-        while True:
-            data = conn.recv(64)
-            if not data:
-                break
-            got += len(data)
-            open("/tmp/got", "w").write(str(got))
-    except OSError:
-        pass
-open("/tmp/ended", "w").write(str(got))
 """
 
 
@@ -419,8 +406,8 @@ def test_update_network_adds_and_removes_a_domain(resolving: Live, sites: tuple[
         assert fetch(sbx, a, 80, "allowed.test") == "blocked"
         sbx.update_network({"deny_out": ["0.0.0.0/0"], "allow_out": ["allowed.test"]})
         assert fetch(sbx, a, 443, "allowed.test") == f"site={a} host=allowed.test sni=allowed.test"
-        sbx.files.write("/tmp/stream.py", STREAM_READER)
-        sbx.commands.run(f"python3 /tmp/stream.py {a}", background=True)
+        sbx.files.write("/tmp/reader.py", READER)
+        sbx.commands.run(f"python3 /tmp/reader.py {a} 80 allowed.test", background=True)
         _wait(lambda: _read(sbx, "/tmp/got") > 5, "the stream through the filter to start")
         sbx.update_network({"deny_out": ["0.0.0.0/0"], "allow_out": [b]})  # the name goes, an address comes
         _wait(lambda: _read(sbx, "/tmp/ended") >= 0, "the filtered stream to be cut", timeout=15)

@@ -129,3 +129,14 @@ def lan_namespace(extra: Sequence[str] = ("172.29.{n}.1", "192.168.{n}.1")) -> I
             _ip("route", "del", route, check=False)
         _ip("link", "del", lan.host_veth, check=False)
         _ip("netns", "del", lan.netns, check=False)
+
+
+@contextlib.contextmanager
+def internet_site(port: int) -> Iterator[str]:
+    """One address of a fake internet (TEST-NET-3, outside every range the default egress blocks) in a namespace of
+    its own, answering `lan-ok` on `port`; checked from the host first."""
+    with lan_namespace(extra=("203.0.113.{n}",)) as lan:
+        lan.serve(port)
+        address = lan.addresses[1]
+        assert host_reaches(address, port), f"the host cannot reach the fake internet at {address}"
+        yield address

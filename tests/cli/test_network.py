@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.cli.conftest import Cli
-from tests.lan import host_reaches, lan_namespace
+from tests.lan import internet_site
 
 pytestmark = [pytest.mark.needs_backend, pytest.mark.one_backend, pytest.mark.timeout(900)]
 
@@ -29,10 +29,7 @@ PROBE = ("import socket,sys\n"
 
 @pytest.fixture(scope="module")
 def site() -> Iterator[str]:
-    with lan_namespace(extra=("203.0.113.{n}",)) as lan:
-        lan.serve(PORT)
-        address = lan.addresses[1]
-        assert host_reaches(address, PORT), f"the host cannot reach the fake internet at {address}"
+    with internet_site(PORT) as address:
         yield address
 
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from sandhive import AsyncSandbox, InvalidArgumentException, Sandbox
-from tests.lan import host_reaches, lan_namespace
+from tests.lan import internet_site
 from tests.sdk.conftest import Live
 
 pytestmark = [pytest.mark.needs_backend, pytest.mark.one_backend, pytest.mark.timeout(900),
@@ -43,10 +43,7 @@ http.server.ThreadingHTTPServer(("0.0.0.0", 8000), Hello).serve_forever()
 @pytest.fixture(scope="module")
 def site() -> Iterator[str]:
     """One address of the fake internet (outside every range the default egress blocks), serving on PORT."""
-    with lan_namespace(extra=("203.0.113.{n}",)) as lan:
-        lan.serve(PORT)
-        address = lan.addresses[1]
-        assert host_reaches(address, PORT), f"the host cannot reach the fake internet at {address}"
+    with internet_site(PORT) as address:
         yield address
 
 

@@ -35,8 +35,8 @@ Selector = list[str] | Callable[[SandboxNetworkSelectorContext], list[str]]
 
 
 class SandboxNetworkOpts(TypedDict, total=False):
-    """`Sandbox.create(network=...)`: E2B's keys. This server enforces the first four (IPs and CIDR ranges in the
-    lists, and domain names in `allow_out`); the rest are refused with a 400."""
+    """`Sandbox.create(network=...)`: E2B's keys. This server enforces all but `dns_servers`, `egress_proxy` and
+    `rules` (IPs and CIDR ranges in the lists, and domain names in `allow_out`); those are refused with a 400."""
 
     allow_out: Selector
     deny_out: Selector

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .egress_audit import denied_elements
 from .hostcmd import run
 from .sniff import host_name
 
@@ -376,26 +377,11 @@ async def forget_denied(address: str) -> None:
     lines = []
     for table in (TABLE, SLOTS_TABLE):
         listing = await run("nft", "-j", "list", "set", *table.split(), "denied4", check=False)
-        for source, destination, protocol, port in _denied(listing):
+        for source, destination, protocol, port in denied_elements(listing):
             if source == address:
                 lines.append(f"delete element {table} denied4 {{ {source} . {destination} . {protocol} . {port} }}")
     for line in lines:  # one by one: an element that expired meanwhile must not undo the others
         await run("nft", *line.split(), check=False)
-
-
-def _denied(listing: str) -> list[tuple[str, str, str, str]]:
-    try:
-        document = json.loads(listing)
-    except ValueError:
-        return []
-    found = []
-    for item in document.get("nftables", []):
-        for elem in item.get("set", {}).get("elem", []) if isinstance(item, dict) else []:
-            value = elem.get("elem", {}).get("val") if isinstance(elem, dict) and "elem" in elem else elem
-            concat = value.get("concat") if isinstance(value, dict) else None
-            if concat and len(concat) == 4:
-                found.append((str(concat[0]), str(concat[1]), str(concat[2]), str(concat[3])))
-    return found
 
 
 async def cut_denied(sandbox_ip: str, policy: EgressPolicy) -> None:

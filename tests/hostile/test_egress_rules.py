@@ -417,3 +417,20 @@ def test_update_network_adds_and_removes_a_domain(resolving: Live, sites: tuple[
         assert fetch(sbx, b, 80, "allowed.test") == f"site={b} host=allowed.test sni=-"
     finally:
         sbx.kill()
+
+
+def test_another_team_can_neither_change_nor_read_a_sandboxs_network(live: Live, sites: tuple[str, str]) -> None:
+    """`PUT /sandboxes/{id}/network` and the egress audit answer another team "not found", and change nothing."""
+    a, b = sites
+    sbx = sandbox(live, network={"deny_out": [a]})
+    stranger = create_key(live.server.data_dir, "egress-stranger")
+    try:
+        headers = {"X-API-Key": stranger}
+        put = httpx.put(f"{live.url}/sandboxes/{sbx.sandbox_id}/network", json={}, headers=headers,
+                        trust_env=False, timeout=10)
+        assert put.status_code == 404, put.text
+        logs = httpx.get(f"{live.url}/sandboxes/{sbx.sandbox_id}/logs", headers=headers, trust_env=False, timeout=10)
+        assert logs.status_code == 404, logs.text
+        assert probe(sbx, a, b) == {a: "blocked", b: "open"}  # its rules stand
+    finally:
+        sbx.kill()

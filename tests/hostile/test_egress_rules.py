@@ -17,6 +17,7 @@ reach anything its internet switch allowed.
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -97,11 +98,13 @@ def answer(conn, sni):
         data += chunk
     lines = data.split(b"\r\n")
     path = lines[0].split(b" ")[1].decode()
-    host = "-"
+    host, key = "-", ""
     for line in lines[1:]:
         k, _, v = line.partition(b":")
         if k.strip().lower() == b"host":
             host = v.strip().decode()
+        if k.strip().lower() == b"x-api-key":
+            key += " key=" + v.strip().decode()
     if path.startswith("/bytes/"):
         n = int(path.split("/")[2])
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % n)
@@ -113,7 +116,7 @@ def answer(conn, sni):
         conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
         while True:
             conn.sendall(b"."); time.sleep(0.1)
-    body = f"site={conn.getsockname()[0]} host={host} sni={sni}\n".encode()
+    body = f"site={conn.getsockname()[0]} host={host} sni={sni}{key}\n".encode()
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
 
 def serve(port, tls):
@@ -434,3 +437,50 @@ def test_another_team_can_neither_change_nor_read_a_sandboxs_network(live: Live,
         assert probe(sbx, a, b) == {a: "blocked", b: "open"}  # its rules stand
     finally:
         sbx.kill()
+
+
+# ---- header rules, DNS servers, egress proxies ------------------------------------------------------
+def test_a_header_rule_reaches_the_server_and_never_the_sandbox(resolving: Live, sites: tuple[str, str]) -> None:
+    """`rules` put a header into the plain-HTTP requests to a domain, replacing one the sandbox forged; HTTPS to
+    that domain is refused (no TLS interception) rather than sent without it; the value is nowhere inside."""
+    a, b = sites
+    secret = f"hdr-{secrets.token_hex(8)}"
+    rules = {"allowed.test": [{"transform": {"headers": {"X-Api-Key": secret}}}]}
+    sbx = sandbox(resolving, network={"deny_out": ["0.0.0.0/0"], "allow_out": ["allowed.test"], "rules": rules})
+    try:
+        assert fetch(sbx, a, 80, "allowed.test") == f"site={a} host=allowed.test sni=- key={secret}"
+        sbx.files.write("/tmp/forge.py", FETCH.replace("Connection: close", "X-Api-Key: forged\\r\\nConnection: close"))
+        out = sbx.commands.run(f"python3 /tmp/forge.py {a} 80 allowed.test", timeout=60).stdout.strip()
+        assert out == f"site={a} host=allowed.test sni=- key={secret}"  # one header: the rule's
+        assert fetch(sbx, a, 443, "allowed.test") == "blocked"
+        assert fetch(sbx, a, 80, "other.test") == "blocked"  # a rule allows nothing by itself
+        found = sbx.commands.run(f"env; grep -rl {secret} /etc /home /root /tmp /run /var /opt 2>/dev/null; true",
+                                 timeout=120).stdout
+        assert secret not in found and "X-Api-Key" not in found
+        _wait(lambda: (a, "443", "denied", "allowed.test") in domains_seen(resolving, sbx),
+              lambda: f"the refused HTTPS request in the egress audit: {domains_seen(resolving, sbx)}")
+    finally:
+        sbx.kill()
+    # with the internet open, the ruled name still gets its header and every other request passes untouched
+    sbx = sandbox(resolving, network={"rules": rules})
+    try:
+        assert fetch(sbx, b, 80, "allowed.test") == f"site={a} host=allowed.test sni=- key={secret}"
+        assert fetch(sbx, b, 80, "other.test") == f"site={b} host=other.test sni=-"
+        assert fetch(sbx, b, 443, "other.test") == f"site={b} host=other.test sni=other.test"
+        assert probe(sbx, b) == {b: "open"}  # other ports are the kernel's, as without rules
+        sbx.update_network({})  # the rules go: the name's requests go out as the sandbox wrote them
+        assert fetch(sbx, a, 80, "allowed.test") == f"site={a} host=allowed.test sni=-"
+    finally:
+        sbx.kill()
+
+
+def test_dns_servers_are_reachable_and_an_egress_proxy_is_refused(live: Live, sites: tuple[str, str]) -> None:
+    a, b = sites
+    sbx = sandbox(live, allow_internet_access=False, network={"dns_servers": [b]})
+    try:
+        assert probe(sbx, a, b) == {a: "blocked", b: "open"}
+    finally:
+        sbx.kill()
+    with pytest.raises(Exception, match="egressProxy"):
+        sandbox(live, network={"egress_proxy": {"address": f"{a}:1080"}})
+

@@ -63,13 +63,27 @@ def test_an_update_replaces_the_egress_rules_and_keeps_the_port_settings() -> No
     ({"denyOut": ["example.com"]}, "not an IP address"),
     ({"denyOut": ["10.0.0.0/33"]}, "not an IP address"),
     ({"denyOut": "10.0.0.0/8"}, "must be a list"),
-    ({"dnsServers": ["1.1.1.1"]}, "dnsServers"),
-    ({"rules": {"a.test": []}}, "rules"),
+    ({"dnsServers": ["2001:db8::53"]}, "at most 10 IPv4 addresses"),
+    ({"dnsServers": ["192.0.2.53"] * 11}, "at most 10 IPv4 addresses"),
+    ({"rules": {"10.0.0.0/8": [{"transform": {"headers": {"X": "1"}}}]}}, "rules by address are not supported"),
+    ({"rules": {"a.test": [{"transform": {"headers": {"X": "a\r\nY: b"}}}]}}, "without line breaks"),
+    ({"egressProxy": {"address": "proxy.test:1080"}}, "SOCKS5 egress proxy) is not supported"),
 ])
 def test_what_cannot_be_enforced_is_a_400(update: dict[str, object], words: str) -> None:
     with pytest.raises(UserError) as caught:
         network.updated(None, update)
     assert caught.value.status == 400 and words in caught.value.message
+
+
+def test_dns_servers_are_allowed_addresses_and_header_rules_reach_the_policy() -> None:
+    rules = {"api.test": [{"transform": {"headers": {"X-Api-Key": "k"}}}]}
+    net = network.updated(None, {"denyOut": ["0.0.0.0/0"], "dnsServers": ["192.0.2.53"], "rules": rules})
+    assert net == {"denyOut": ["0.0.0.0/0"], "dnsServers": ["192.0.2.53"], "rules": rules}
+    policy = network.policy(net, internet=True)
+    assert policy.allows("192.0.2.53") and not policy.allows("192.0.2.54")
+    assert policy.rules == (("api.test", (("X-Api-Key", "k"),)),) and policy.filtered
+    assert "k" not in str(policy.to_json())  # the audit and logs name ruled domains, never header values
+    assert network.updated(net, {}) is None  # omitted fields are cleared, rules and DNS servers with them
 
 
 def test_domains_are_accepted_and_kept_as_given() -> None:

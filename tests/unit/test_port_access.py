@@ -50,7 +50,8 @@ def test_without_a_mask_the_host_passes_unchanged() -> None:
 def test_only_the_honoured_network_keys_are_accepted() -> None:
     assert network.unsupported({"allowPublicTraffic": False, "maskRequestHost": "a.test"}) is None
     assert network.unsupported({"dnsServers": None}) is None  # null means "not set"
-    assert network.unsupported({"allowOut": ["1.2.3.4"], "dnsServers": ["1.1.1.1"]}) == "dnsServers"
+    assert network.unsupported({"allowOut": ["1.2.3.4"], "dnsServers": ["1.1.1.1"]}) is None
+    assert network.unsupported({"egressProxy": {"address": "proxy.test:1080"}}) == "egressProxy"
 
 
 def test_stored_settings_and_the_token_they_call_for() -> None:

@@ -5,24 +5,30 @@ Honoured today: `allowPublicTraffic` (false: the sandbox's ports answer only req
 `trafficAccessToken`), `maskRequestHost` (the Host header its ports see), `httpsPorts` (ports the proxy reaches
 with TLS), `allowOut`/`denyOut` of IP addresses and CIDR ranges (kernel rules, node/egress.py), and domain names
 in `allowOut` (`example.com`, `*.example.com`, `*`: judged by the node's egress filter on HTTP Host and TLS SNI,
-node/egress_filter.py). `dnsServers`, `egressProxy` and header `rules` are refused with a 400 rather than
-accepted and not enforced.
+node/egress_filter.py), `dnsServers` (addresses the sandbox may reach whatever its other rules say, as E2B
+allows its nameservers), and header `rules` (node/header_rules.py: headers the egress filter puts into plain-HTTP
+requests to a domain; HTTPS to such a domain is refused, see docs/network.md). `egressProxy` (an upstream SOCKS5
+proxy) is refused with a 400 rather than accepted and not used.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 from typing import Any
 
 from ..errors import UserError
 from ..node.egress import EgressPolicy, domain_pattern
+from ..node.header_rules import HeaderRules, header_rules_of
 from ..proxy.access import Route
 from ..proxy.routing import ENVD_PORT
 from ..store import SandboxRecord
 
-HONOURED = ("allowPublicTraffic", "maskRequestHost", "allowOut", "denyOut", "httpsPorts")
-EGRESS = ("allowOut", "denyOut")
+HONOURED = ("allowPublicTraffic", "maskRequestHost", "allowOut", "denyOut", "httpsPorts", "dnsServers", "rules")
+RANGES = ("allowOut", "denyOut")
+EGRESS = (*RANGES, "dnsServers", "rules")  # replaced together by PUT /sandboxes/{id}/network
+MAX_DNS_SERVERS = 10  # as E2B
 MAX_HTTPS_PORTS = 64
 MAX_RULES = 512  # ranges per list: each is a kernel set element
 # A Host header value: a name or address with an optional port and the `${PORT}` placeholder. Nothing that
@@ -64,7 +70,7 @@ def stored(network: dict[str, Any] | None) -> dict[str, Any] | None:
             raise UserError(400, f"network.httpsPorts: port {ENVD_PORT} is envd's, which speaks plain HTTP")
         if ports:
             kept["httpsPorts"] = sorted(set(ports))
-    for key in EGRESS:
+    for key in RANGES:
         values = network.get(key)
         if values is None:
             continue
@@ -75,7 +81,29 @@ def stored(network: dict[str, Any] | None) -> dict[str, Any] | None:
             _check_range(key, value)
         if values:
             kept[key] = list(values)
+    servers = network.get("dnsServers")
+    if servers is not None:
+        if (not isinstance(servers, list) or len(servers) > MAX_DNS_SERVERS
+                or not all(isinstance(v, str) and _ipv4(v) for v in servers)):
+            raise UserError(400, f"network.dnsServers must be a list of at most {MAX_DNS_SERVERS} IPv4 addresses")
+        if servers:
+            kept["dnsServers"] = list(servers)
+    rules = network.get("rules")
+    if rules is not None:
+        try:
+            header_rules_of(rules, domain_pattern)
+        except ValueError as exc:
+            raise UserError(400, f"network.{exc}") from None
+        if rules:
+            kept["rules"] = rules
     return kept or None
+
+
+def _ipv4(value: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(value), ipaddress.IPv4Address)
+    except ValueError:
+        return False
 
 
 def _check_range(key: str, value: str) -> None:
@@ -96,17 +124,24 @@ def has_rules(network: dict[str, Any] | None) -> bool:
 
 
 def policy(network: dict[str, Any] | None, internet: bool) -> EgressPolicy:
-    """The kernel rules of stored settings; without internet, everything is denied that allowOut does not name."""
+    """The node's rules of stored settings; without internet, everything is denied that allowOut does not name.
+    `dnsServers` are allowed ranges like allowOut's addresses."""
     network = network or {}
-    return EgressPolicy.of(network.get("allowOut") or (), network.get("denyOut") or (), internet)
+    allow = [*(network.get("allowOut") or ()), *(network.get("dnsServers") or ())]
+    return EgressPolicy.of(allow, network.get("denyOut") or (), internet, header_rules(network))
+
+
+def header_rules(network: dict[str, Any] | None) -> HeaderRules:
+    """The stored (checked) header rules, merged per domain."""
+    rules = (network or {}).get("rules")
+    return header_rules_of(rules, domain_pattern) if rules else ()
 
 
 def updated(current: dict[str, Any] | None, update: dict[str, Any]) -> dict[str, Any] | None:
     """The settings after `PUT /sandboxes/{id}/network`: the egress ones replaced by `update` (omitted ones
     cleared, as E2B does), the port ones kept. UserError 400 for what this server cannot honour."""
-    for key in ("dnsServers", "egressProxy", "rules"):
-        if update.get(key):
-            raise UserError(400, f"network.{key} is not supported by this server")
+    if update.get("egressProxy"):
+        raise UserError(400, "network.egressProxy (an upstream SOCKS5 egress proxy) is not supported by this server")
     kept = {key: value for key, value in (current or {}).items() if key not in EGRESS}
     return stored({**kept, **{key: update.get(key) for key in EGRESS}})
 

@@ -68,8 +68,9 @@ def egress_entry(entry: EgressEntry) -> SandboxLogEntry:
     """An egress audit entry as E2B's structured log entry (`fields` hold its parts, as text)."""
     where = f"{entry.destination}:{entry.port}" if entry.port is not None else entry.destination
     name = f" ({entry.domain})" if entry.domain else ""
+    reason = f": {entry.reason}" if entry.reason else ""
     return SandboxLogEntry(timestamp=datetime.fromtimestamp(entry.time, UTC),
-                           message=f"egress {entry.verdict}: {entry.protocol} {where}{name}",
+                           message=f"egress {entry.verdict}: {entry.protocol} {where}{name}{reason}",
                            level="warn" if entry.verdict == "denied" else "info",
                            fields={"logger": "egress", **{k: str(v) for k, v in entry.to_json().items()
                                                           if k != "time"}})
@@ -80,7 +81,7 @@ def _unsupported(body: NewSandboxV2) -> str | None:
     denyOut rule that is not enforced, or a sandbox killed when it was asked to pause)."""
     key = network.unsupported(body.network)
     if key:
-        return f"network.{key} (header rules, DNS servers and egress proxies are not supported yet)"
+        return f"network.{key} (an upstream SOCKS5 egress proxy)"
     if body.mcp:
         return "mcp"
     if body.iam:

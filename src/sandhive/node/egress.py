@@ -15,6 +15,10 @@ redirected (`chain domains`, nat prerouting) to the node's egress filter (node/e
 the HTTP Host header or TLS SNI and lets through only the names the rules allow. The map `dfilter4` holds
 `veth . sandbox address : filter port` for exactly those sandboxes; everything else stays in the kernel.
 
+Header rules (`rules: {"api.example.com": [{"transform": {"headers": ...}}]}`, node/header_rules.py) need the
+filter to see every HTTP request such a sandbox sends, whatever address it goes to: a sandbox with them is in
+the set `druled`, and all its new TCP connections to ports 80 and 443 are redirected, not only the denied ones.
+
 The sets outlive the server (a restart keeps surviving sandboxes' rules): `load` reads them back at start (the
 domain names from files under /run/sandhive/egress-domains, which the kernel has no place for), and `clear` —
 called whenever a slot's network is destroyed — removes a slot's rules before the slot is reused.
@@ -33,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .egress_audit import denied_elements
+from .header_rules import HeaderRules, rule_domains
 from .hostcmd import run
 from .sniff import host_name
 
@@ -50,7 +55,8 @@ MAX_DOMAIN = 253
 def set_declarations() -> list[str]:
     return [f"add set {TABLE} r{verdict}{v} {{ type ifname . ipv{v}_addr; flags interval; }}"
             for verdict in ("allow", "deny") for v in (4, 6)] + denied_declarations(TABLE) + [
-        f"add map {TABLE} dfilter4 {{ type ifname . ipv4_addr : inet_service; }}"]
+        f"add map {TABLE} dfilter4 {{ type ifname . ipv4_addr : inet_service; }}",
+        f"add set {TABLE} druled {{ type ifname; }}"]
 
 
 def denied_declarations(table: str) -> list[str]:
@@ -85,8 +91,9 @@ async def ensure_redirect_accepted() -> None:
 
 def redirect_lines(table: str) -> list[str]:
     """`chain domains` (nat prerouting): a sandbox with domain rules has its new connections to ports 80/443 that
-    its ranges deny sent to its server's egress filter (the map's port); the source must be the veth's own
-    sandbox address. The input chain of `table inet sandhive` accepts exactly these (`ct status dnat`)."""
+    its ranges deny sent to its server's egress filter (the map's port), and `chain ruled` sends all of them for
+    one with header rules (`druled`); the source must be the veth's own sandbox address. The input chain of
+    `table inet sandhive` accepts exactly these (`ct status dnat`)."""
     rule = f"add rule {table} domains"
     ports = ", ".join(str(p) for p in FILTERED_PORTS)
     return [f"add chain {table} domains {{ type nat hook prerouting priority dstnat; policy accept; }}",
@@ -96,7 +103,13 @@ def redirect_lines(table: str) -> list[str]:
             f"{rule} tcp dport != {{ {ports} }} return",
             f"{rule} iifname . ip daddr @rallow4 return",
             f"{rule} iifname . ip daddr != @rdeny4 return",
-            f"{rule} meta l4proto tcp redirect to : iifname . ip saddr map @dfilter4"]
+            f"{rule} meta l4proto tcp redirect to : iifname . ip saddr map @dfilter4",
+            # header rules: a chain of its own, just before `domains` (the first NAT decision stands), which a
+            # server of an older version on the same host, rewriting `domains`, leaves alone
+            f"add chain {table} ruled {{ type nat hook prerouting priority -101; policy accept; }}",
+            f"flush chain {table} ruled",
+            f'add rule {table} ruled iifname @druled tcp dport {{ {ports} }} '
+            f"redirect to : iifname . ip saddr map @dfilter4"]
 
 
 def rule_lines(rule: str) -> list[str]:
@@ -110,14 +123,17 @@ def rule_lines(rule: str) -> list[str]:
 class EgressPolicy:
     """What one sandbox may reach beyond the defaults: ranges allowed (beating denies and the default drops),
     ranges denied, and domain names allowed (`name`, `*.suffix` or `*`; lower-case), which beat the denies for
-    HTTP and HTTPS connections that name them."""
+    HTTP and HTTPS connections that name them; and header rules, which the filter puts into the plain-HTTP
+    requests of the domains they name."""
 
     allow: tuple[Network, ...] = ()
     deny: tuple[Network, ...] = ()
     domains: tuple[str, ...] = ()
+    rules: HeaderRules = ()
 
     @classmethod
-    def of(cls, allow_out: Iterable[str] = (), deny_out: Iterable[str] = (), internet: bool = True) -> EgressPolicy:
+    def of(cls, allow_out: Iterable[str] = (), deny_out: Iterable[str] = (), internet: bool = True,
+           rules: HeaderRules = ()) -> EgressPolicy:
         """From E2B's fields (CIDRs, bare addresses, and in allow_out domain names; ValueError names a bad one)."""
         deny = [*_networks(deny_out), *(() if internet else EVERYWHERE)]
         ranges: list[str] = []
@@ -128,11 +144,16 @@ class EgressPolicy:
                 ranges.append(value)
             elif pattern not in domains:
                 domains.append(pattern)
-        return cls(tuple(_collapse(_networks(ranges))), tuple(_collapse(deny)), tuple(domains))
+        return cls(tuple(_collapse(_networks(ranges))), tuple(_collapse(deny)), tuple(domains), rules)
 
     @property
     def empty(self) -> bool:
-        return not self.allow and not self.deny and not self.domains
+        return not self.allow and not self.deny and not self.domains and not self.rules
+
+    @property
+    def filtered(self) -> bool:
+        """Whether some of this sandbox's connections go through the egress filter."""
+        return bool(self.domains or self.rules)
 
     def allows(self, address: str) -> bool:
         """Whether this policy lets a new connection to `address` through (the defaults aside)."""
@@ -143,7 +164,7 @@ class EgressPolicy:
 
     def to_json(self) -> dict[str, list[str]]:
         return {"allow": [str(n) for n in self.allow], "deny": [str(n) for n in self.deny],
-                "domains": list(self.domains)}
+                "domains": list(self.domains), "rules": list(rule_domains(self.rules))}  # names, never values
 
 
 def domain_pattern(value: str) -> str | None:
@@ -230,9 +251,11 @@ class EgressRules:
                 for veth, network in _parse_elements(out):
                     found.setdefault(veth, ([], []))[0 if verdict == "allow" else 1].append(network)
         ports = _parse_map(await run("nft", "-j", "list", "map", *TABLE.split(), "dfilter4", check=False))
-        domains = await asyncio.to_thread(self._read_domains)
+        named = await asyncio.to_thread(self._read_domains)
+        for veth in named:
+            found.setdefault(veth, ([], []))
         async with self._lock:
-            self._current = {veth: EgressPolicy(tuple(a), tuple(d), domains.get(veth, ()))
+            self._current = {veth: EgressPolicy(tuple(a), tuple(d), *named.get(veth, ((), ())))
                              for veth, (a, d) in found.items()}
             self._ports = ports
 
@@ -244,7 +267,7 @@ class EgressRules:
                 return
             lines = []
             for veth, (address, port) in list(self._ports.items()):
-                if port != self.filter_port and self._current.get(veth, EgressPolicy()).domains:
+                if port != self.filter_port and self._current.get(veth, EgressPolicy()).filtered:
                     lines += [f'delete element {TABLE} dfilter4 {{ "{veth}" . {address} }}',
                               f'add element {TABLE} dfilter4 {{ "{veth}" . {address} : {self.filter_port} }}']
                     self._ports[veth] = (address, self.filter_port)
@@ -261,10 +284,14 @@ class EgressRules:
             # transaction holds whether or not the veth was in the set
             lines += [f'add element {SLOTS_TABLE} no_internet {{ "{veth}" }}',
                       f'delete element {SLOTS_TABLE} no_internet {{ "{veth}" }}']
-            redirect = policy.domains and sandbox_ip is not None and self.filter_port is not None
-            if policy.domains and not redirect:
-                log.warning("sandbox on %s has domain rules but no egress filter runs: only its ranges apply", veth)
-            await asyncio.to_thread(self._write_domains, veth, policy.domains)
+            redirect = policy.filtered and sandbox_ip is not None and self.filter_port is not None
+            if policy.filtered and not redirect:
+                log.warning("sandbox on %s has domain or header rules but no egress filter runs: only its ranges "
+                            "apply", veth)
+            lines += [f'add element {TABLE} druled {{ "{veth}" }}', f'delete element {TABLE} druled {{ "{veth}" }}']
+            if redirect and policy.rules:
+                lines.append(f'add element {TABLE} druled {{ "{veth}" }}')
+            await asyncio.to_thread(self._write_domains, veth, policy.domains, policy.rules)
             previous = self._ports.pop(veth, None)
             if previous is not None:  # its own transaction: deleting an element that is gone must not undo the rest
                 await run("nft", "delete", "element", *TABLE.split(), "dfilter4",
@@ -290,7 +317,8 @@ class EgressRules:
         async with self._lock:
             old = self._current.pop(veth, None)
             previous = self._ports.pop(veth, None)
-            await asyncio.to_thread(self._write_domains, veth, ())
+            await asyncio.to_thread(self._write_domains, veth, (), ())
+            await run("nft", "delete", "element", *TABLE.split(), "druled", f'{{ "{veth}" }}', check=False)
             if previous is not None:
                 await run("nft", "delete", "element", *TABLE.split(), "dfilter4",
                           f'{{ "{veth}" . {previous[0]} }}', check=False)
@@ -305,27 +333,37 @@ class EgressRules:
                 self._current[veth] = old
                 raise
 
-    def _write_domains(self, veth: str, domains: Sequence[str]) -> None:
+    def _write_domains(self, veth: str, domains: Sequence[str], rules: HeaderRules) -> None:
+        """Keep what the kernel has no place for: the domain names and the header rules (their values are
+        secrets: the file is root's alone)."""
         path = self.domains_dir / veth
-        if not domains:
+        if not domains and not rules:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             return
-        self.domains_dir.mkdir(parents=True, exist_ok=True)
+        self.domains_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(list(domains)))
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            json.dump({"domains": list(domains), "rules": [[p, [list(h) for h in hs]] for p, hs in rules]}, out)
         os.replace(temporary, path)
 
-    def _read_domains(self) -> dict[str, tuple[str, ...]]:
-        found: dict[str, tuple[str, ...]] = {}
+    def _read_domains(self) -> dict[str, tuple[tuple[str, ...], HeaderRules]]:
+        found: dict[str, tuple[tuple[str, ...], HeaderRules]] = {}
         if not self.domains_dir.is_dir():
             return found
         for path in self.domains_dir.iterdir():
-            with contextlib.suppress(OSError, ValueError, TypeError):
-                values = json.loads(path.read_text())
-                patterns = tuple(p for p in (domain_pattern(str(v)) for v in values) if p)
-                if patterns and not path.name.endswith(".tmp"):
-                    found[path.name] = patterns
+            with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+                saved = json.loads(path.read_text())
+                if isinstance(saved, list):  # written by an earlier version: the domain names alone
+                    saved = {"domains": saved}
+                patterns = tuple(p for p in (domain_pattern(str(v)) for v in saved.get("domains", ())) if p)
+                rules: HeaderRules = tuple((str(p), tuple((str(n), str(v)) for n, v in hs))
+                                           for p, hs in saved.get("rules", ()))
+                if (patterns or rules) and not path.name.endswith(".tmp"):
+                    found[path.name] = (patterns, rules)
         return found
 
 

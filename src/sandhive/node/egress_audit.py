@@ -50,6 +50,7 @@ class EgressEntry:
     bytes_out: int | None = None  # set when an allowed connection has ended
     bytes_in: int | None = None
     ended: float | None = None
+    reason: str | None = None  # why the egress filter refused it, when the verdict alone does not say
 
     def to_json(self) -> dict[str, object]:
         return {k: v for k, v in asdict(self).items() if v is not None}

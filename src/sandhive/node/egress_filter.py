@@ -15,6 +15,13 @@ ports 80 and 443 that its ranges deny, and only for a sandbox with domain rules.
 4. replays the bytes it read and relays both ways with splice(2) through a pipe per direction: the bytes go
    socket to socket inside the kernel, Python only waits for readiness (no copy through user space).
 
+A sandbox with header rules (node/header_rules.py) has all its port 80/443 connections redirected here. One
+its ranges allow goes on to the address it asked for (after the default blocked ranges' check); one whose name
+has header rules is dialled as in 3 (the headers only ever go to an address of that name), and its requests
+get the headers on the way out (`RequestRewriter`; the replies are spliced as above). HTTPS to such a name is
+refused: its requests cannot be changed without TLS interception, and sending them without the headers would
+fail in a way nobody could see.
+
 When a sandbox's rules change (`EgressRules.apply`), its open connections whose name is no longer allowed are
 closed. It listens on every address (a redirect lands on the veth's host address) on a port of its own; the
 host firewall lets sandboxes reach it only through the redirect (`ct status dnat`), and anything else that
@@ -40,6 +47,7 @@ from typing import Any
 from . import network
 from .egress import RULES, EgressPolicy, EgressRules, ensure_redirect_accepted
 from .egress_audit import EgressEntry
+from .header_rules import Headers, RequestRewriter, RewriteError, headers_for
 from .resolve import ResolveError, resolve4
 from .sniff import MAX_PEEK, Peek, matches, peek
 
@@ -87,6 +95,16 @@ class _Connection:
     veth: str
     name: str | None  # None while its first bytes are being read
     task: asyncio.Task[None] | None
+    destination: str = ""  # the address the sandbox asked for
+    headers: Headers = ()  # the header rules applied to its requests
+
+    def allowed(self, policy: EgressPolicy) -> bool:
+        """Whether `policy` (new rules) still lets this connection go on as it was set up."""
+        if self.name is None:
+            return True  # still being judged: the judgment reads the rules afresh
+        if headers_for(self.name, policy.rules) != self.headers:
+            return False
+        return matches(self.name, policy.domains) or (bool(self.destination) and policy.allows(self.destination))
 
     def close(self) -> None:
         if self.task is not None:
@@ -118,6 +136,23 @@ async def _ready(loop: asyncio.AbstractEventLoop, sock: socket.socket, write: bo
             loop.remove_writer(fd)
         else:
             loop.remove_reader(fd)
+
+
+async def rewrite_pump(source: socket.socket, target: socket.socket, rewriter: RequestRewriter) -> int:
+    """Move what `source` sends to `target` through `rewriter` (header rules), then half-close `target`; the
+    bytes sent. RewriteError (a request stream that cannot be framed) ends the connection."""
+    loop = asyncio.get_running_loop()
+    sent = 0
+    while True:
+        data = await loop.sock_recv(source, PIPE_BYTES)
+        if not data:
+            with contextlib.suppress(OSError):
+                target.shutdown(socket.SHUT_WR)
+            return sent
+        out = rewriter.feed(data)
+        if out:
+            await loop.sock_sendall(target, out)
+            sent += len(out)
 
 
 async def pump(source: socket.socket, target: socket.socket) -> int:
@@ -276,7 +311,7 @@ class EgressFilter:
     # ---- rules changed: re-judge open connections ------------------------------------------------
     def _rules_changed(self, veth: str, policy: EgressPolicy) -> None:
         for connection in list(self.stats.open.get(veth, ())):
-            if connection.name is not None and not matches(connection.name, policy.domains):
+            if not connection.allowed(policy):
                 connection.close()
 
     # ---- one connection ------------------------------------------------------------------------
@@ -290,8 +325,8 @@ class EgressFilter:
             except OSError:
                 destination = None
             policy = self.rules.current(slot.veth) if slot else EgressPolicy()
-            if slot is None or destination is None or destination == conn.getsockname()[:2] or not policy.domains:
-                return  # not a redirect from a sandbox with domain rules: closed unread (finally)
+            if slot is None or destination is None or destination == conn.getsockname()[:2] or not policy.filtered:
+                return  # not a redirect from a sandbox with domain or header rules: closed unread (finally)
             connections = self.stats.open.setdefault(slot.veth, set())
             if len(connections) >= MAX_PER_SANDBOX or self._open_count() >= self.max_connections:
                 log.warning("egress filter: too many connections from %s", slot.veth)
@@ -305,11 +340,20 @@ class EgressFilter:
             name = result.name
             policy = self.rules.current(slot.veth)  # as it is now, after the wait
             entry = EgressEntry(time.time(), "tcp", destination[0], destination[1], "denied", name)
-            if name is None or not matches(name, policy.domains):
+            headers = headers_for(name, policy.rules)
+            by_name = name is not None and matches(name, policy.domains)
+            if not (by_name or policy.allows(destination[0])):
                 self._deny(slot, entry)
                 return
-            connection.name = name
-            upstream = await self._connect(name, destination, policy)
+            if headers and result.kind != "http":
+                self._deny(slot, entry, "header rules apply to plain HTTP only (no TLS interception)")
+                return
+            connection.name, connection.destination, connection.headers = name or "", destination[0], headers
+            if by_name or headers:
+                assert name is not None
+                upstream = await self._connect(name, destination, policy)
+            else:
+                upstream = await self._dial(destination, policy)
             if upstream is None:
                 self._deny(slot, entry)
                 return
@@ -318,11 +362,18 @@ class EgressFilter:
             entry.destination = upstream.getpeername()[0]
             self.record(slot.sandbox_ip, entry)
             loop = asyncio.get_running_loop()
+            if headers:
+                rewriter = RequestRewriter(headers)
+                outward = rewrite_pump(conn, upstream, rewriter)
+                first = rewriter.feed(first)
+            else:
+                outward = pump(conn, upstream)
             await loop.sock_sendall(upstream, first)
-            sent, received = await _both(pump(conn, upstream), pump(upstream, conn))
+            sent, received = await _both(outward, pump(upstream, conn))
             entry.ended, entry.bytes_out, entry.bytes_in = time.time(), len(first) + sent, received
-        except (OSError, asyncio.CancelledError):
-            pass  # a reset, or cut by a rules change or the filter's close: both sockets go below
+        except (OSError, RewriteError, asyncio.CancelledError):
+            pass  # a reset, a request stream that cannot be framed, or cut by a rules change or the filter's
+            # close: both sockets go below
         finally:
             _reset(conn)
             if upstream is not None:
@@ -350,39 +401,47 @@ class EgressFilter:
                 return result, buffer
         return Peek(True), buffer
 
-    def _deny(self, slot: network.Slot, entry: EgressEntry) -> None:
+    def _deny(self, slot: network.Slot, entry: EgressEntry, reason: str = "") -> None:
         self.stats.denied += 1
-        log.info("egress filter: %s -> %s:%s %s denied", slot.sandbox_ip, entry.destination, entry.port,
-                 entry.domain or "(no name)")
+        entry.reason = reason or None
+        log.info("egress filter: %s -> %s:%s %s denied%s", slot.sandbox_ip, entry.destination, entry.port,
+                 entry.domain or "(no name)", f": {reason}" if reason else "")
         self.record(slot.sandbox_ip, entry)  # the caller's finally resets the connection
 
     async def _connect(self, name: str, destination: tuple[str, int], policy: EgressPolicy) -> socket.socket | None:
+        """A connection to `name` on the destination's port: to the address asked for if the name has it,
+        else to the name's own addresses."""
         try:
             addresses = await resolve4(name, self.nameservers)
         except ResolveError as exc:
             log.info("egress filter: %s does not resolve (%s)", name, exc)
             return None
         asked, port = destination
-        candidates = [asked] if asked in addresses else addresses
-        loop = asyncio.get_running_loop()
-        for address in candidates:
-            if not self.may_dial(address, policy):
-                log.info("egress filter: %s resolves to %s, which sandboxes may not reach", name, address)
-                continue
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setblocking(False)
-            try:
-                await asyncio.wait_for(loop.sock_connect(sock, (address, port)), CONNECT_SECONDS)
-            except (OSError, TimeoutError):
-                sock.close()
-                continue
-            except BaseException:
-                sock.close()
-                raise
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return sock
+        for address in [asked] if asked in addresses else addresses:
+            sock = await self._dial((address, port), policy)
+            if sock is not None:
+                return sock
+            log.info("egress filter: %s resolves to %s, which is unreachable or sandboxes may not reach", name,
+                     address)
         return None
+
+    async def _dial(self, destination: tuple[str, int], policy: EgressPolicy) -> socket.socket | None:
+        if not self.may_dial(destination[0], policy):
+            return None
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, destination), CONNECT_SECONDS)
+        except (OSError, TimeoutError):
+            sock.close()
+            return None
+        except BaseException:
+            sock.close()
+            raise
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
 
     def may_dial(self, address: str, policy: EgressPolicy) -> bool:
         """Whether the filter may connect to `address` for a sandbox with `policy`: never the host, loopback or

@@ -4,9 +4,10 @@
 `allow_public_traffic`, `mask_request_host`, ...), `update_network({...})` its `SandboxNetworkUpdate` keys, and
 `get_info().network` answers `SandboxNetworkInfo`, snake_case again. `allow_out`/`deny_out` are lists or, as in
 E2B, callables given a context with `all_traffic` ("0.0.0.0/0"); `allow_out` may name domains (`example.com`,
-`*.example.com`). Keys the server does not honour (`dns_servers`, `egress_proxy`, `rules`) are still sent: the
-server refuses them with a 400 that says so, which becomes `InvalidArgumentException`. A misspelt key is refused
-here, before asking: a dropped `deny_out` would silently leave the sandbox open.
+`*.example.com`); `rules` put headers into plain-HTTP requests to a domain (docs/network.md). `egress_proxy`, which
+the server does not honour, is still sent: the server refuses it with a 400 that says so, which becomes
+`InvalidArgumentException`. A misspelt key is refused here, before asking: a dropped `deny_out` would silently
+leave the sandbox open.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ Selector = list[str] | Callable[[SandboxNetworkSelectorContext], list[str]]
 
 
 class SandboxNetworkOpts(TypedDict, total=False):
-    """`Sandbox.create(network=...)`: E2B's keys. This server enforces all but `dns_servers`, `egress_proxy` and
-    `rules` (IPs and CIDR ranges in the lists, and domain names in `allow_out`); those are refused with a 400."""
+    """`Sandbox.create(network=...)`: E2B's keys. This server enforces all but `egress_proxy`, which is refused
+    with a 400; header `rules` apply to plain HTTP only (HTTPS to a ruled domain is refused)."""
 
     allow_out: Selector
     deny_out: Selector

@@ -84,7 +84,7 @@ def test_unknown_sandbox_is_404(server: Server, api_key: str) -> None:
     (b'{"templateID": "base", "timeout": -5}', JSON, "Timeout must be greater than 0"),
     (b'{"templateID": "base", "timeout": 99999999999999}', JSON, "Timeout cannot be greater than"),
     (b'{"templateID": "base", "autoPause": true}', JSON, "autoPause"),
-    (b'{"templateID": "base", "network": {"dnsServers": ["1.1.1.1"]}}', JSON, "network"),
+    (b'{"templateID": "base", "network": {"egressProxy": {"address": "proxy.test:1080"}}}', JSON, "network"),
 ])
 def test_bad_create_bodies_are_400(server: Server, api_key: str, content: bytes, headers: dict, message: str) -> None:
     with server.client(api_key) as c:

@@ -107,9 +107,11 @@ def test_a_private_sandbox_stays_private_across_pause_and_resume(live: Live, pri
 
 
 @pytest.mark.parametrize("network", [{"mask_request_host": "a.test\r\nX-Injected: 1"},
-                                     {"allow_out": ["not a name!"]}, {"dns_servers": ["1.1.1.1"]}])
+                                     {"allow_out": ["not a name!"]}, {"egress_proxy": {"address": "p.test:1080"}},
+                                     {"dns_servers": ["not-an-address"]}])
 def test_network_settings_it_cannot_honour_are_a_400(live: Live, network: dict[str, object]) -> None:
-    wire = {"mask_request_host": "maskRequestHost", "allow_out": "allowOut", "dns_servers": "dnsServers"}
+    wire = {"mask_request_host": "maskRequestHost", "allow_out": "allowOut", "egress_proxy": "egressProxy",
+            "dns_servers": "dnsServers"}
     r = httpx.post(f"{live.url}/sandboxes", headers={"X-API-Key": live.key}, trust_env=False, timeout=30,
                    json={"templateID": "base", "network": {wire[k]: v for k, v in network.items()}})
     assert r.status_code == 400, r.text

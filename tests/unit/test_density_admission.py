@@ -162,3 +162,25 @@ def test_host_defaults_admit_200_idle_two_vcpu_sandboxes_on_2_cores(monkeypatch:
         Budget.of_host(memory_mb=1000, memory_overcommit=0.5)
     with pytest.raises(ValueError, match="at least 1"):
         Budget.of_host(memory_mb=1000, max_sandboxes=0)
+
+
+@pytest.mark.parametrize("v2", [False, True])
+def test_working_set_is_usage_minus_inactive_page_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        v2: bool) -> None:
+    from sandhive.node import cgroups
+
+    monkeypatch.setattr(cgroups, "V1", tmp_path)
+    if v2:
+        (tmp_path / "cgroup.controllers").write_text("memory pids\n")
+        d = tmp_path / "sandhive" / "sb1"
+        d.mkdir(parents=True)
+        (d / "memory.current").write_text(f"{30 * MB}\n")
+        (d / "memory.stat").write_text(f"anon {20 * MB}\nfile {10 * MB}\ninactive_file {8 * MB}\n")
+    else:
+        d = tmp_path / "memory" / "sandhive" / "sb1"
+        d.mkdir(parents=True)
+        (d / "memory.usage_in_bytes").write_text(f"{30 * MB}\n")
+        (d / "memory.stat").write_text(f"cache {10 * MB}\ninactive_file 1\ntotal_inactive_file {8 * MB}\n")
+    reader = cgroups.CgroupReader()
+    assert reader.working_set("sb1") == 22 * MB
+    assert reader.working_set("gone") is None

@@ -120,6 +120,7 @@ def serve(
     from ..templates.quotas import TemplateQuotas
 
     data_dir = prepare_data_dir(data_dir)
+    _raise_open_files()
     open_store(data_dir, database_url).close()  # migrate now, so a bad database is a message, not a traceback
     try:
         load_secret(data_dir)
@@ -169,6 +170,20 @@ def serve(
 
     if not asyncio.run(run()):
         raise SystemExit(3)  # what uvicorn.run answers when the application did not start
+
+
+def _raise_open_files() -> None:
+    """Raise the soft limit of open files to the hard one. A node holds ~3 descriptors per sandbox (its pidfd, its
+    user namespace for idmapped mounts, envd's keep-alive connection): ~650 at the default 200 sandboxes, close
+    to the 1024 soft limit many hosts start services with (systemd's default)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError):
+            err.print(f"sandhive: cannot raise the open files limit from {soft}: many sandboxes may exhaust it")
 
 
 # ---- sandbox egress --------------------------------------------------------------------------------

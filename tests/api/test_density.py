@@ -20,6 +20,7 @@ import pytest
 from e2b import Sandbox
 
 from sandhive.node import network
+from sandhive.node.admission import START_ESTIMATE_MB, Budget
 from tests.api.pool_rig import e2b_env, node_status
 from tests.api.rig import Server, container_server
 from tests.helpers import wait_until
@@ -69,8 +70,21 @@ def open_fds(pid: int) -> int:
     return len(list(Path(f"/proc/{pid}/fd").iterdir()))
 
 
+def too_small() -> str | None:
+    """Why this host cannot hold COUNT `base` sandboxes (512 MB limits) with serve's default admission, or None."""
+    budget = Budget.of_host()
+    if budget.limits_mb < COUNT * 512 or budget.memory_mb < COUNT * START_ESTIMATE_MB:
+        return (f"the host has too little memory for {COUNT} sandboxes: a {budget.memory_mb} MB budget "
+                f"× {budget.memory_overcommit:g} holds {budget.limits_mb // 512} `base` limits")
+    return None
+
+
 @pytest.fixture(scope="module")
 def dense() -> Iterator[Server]:
+    reason = too_small()
+    if reason:
+        print(f"skipping the density test: {reason}")
+        pytest.skip(reason)
     with container_server("density", TEAM, *ARGS) as server:
         yield server
 

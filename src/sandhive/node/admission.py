@@ -7,8 +7,9 @@ Memory — two checks, both must pass:
   `cgroups.working_set`), summed, re-read at most once a second when admission is consulted — plus, for a
   sandbox still starting (reserved less than `SETTLE_SECONDS` ago, whose use is not visible yet), at least a
   per-start estimate (`START_ESTIMATE_MB`), must leave room for the new sandbox's estimate within the budget
-  itself. A sandbox whose use cannot be read (a backend without cgroup figures, or a cgroup that never showed
-  up) counts its whole limit: what cannot be seen is not overcommitted.
+  itself. A sandbox whose use cannot be read counts its whole limit: what cannot be seen is not overcommitted.
+  That is every microVM (the backend has no `memory_in_use`: guest RAM, once touched, stays with QEMU, so its
+  use tends to its limit anyway) and an OCI sandbox whose cgroup never showed up.
 Each sandbox's hard limit stays enforced by its own cgroup; overcommit only decides how many may start.
 
 Why 8: an idle `base` sandbox (512 MB limit) really uses 13–26 MB, about 4 % of its limit, so the limits of 200

@@ -92,7 +92,7 @@ lint: venv
 # The older single-purpose benches stay runnable: python -m bench.envd_bench | bench.proxy_bench | bench.sandbox_bench
 # The sandbox table (create, exec, files, concurrency, memory, admission), then template builds and microVMs,
 # persistence, the code interpreter (issue 15: run_code through the released client against host ipykernel), and
-# domain rules through the egress filter vs plain NAT (issue 16).
+# domain rules through the egress filter vs plain NAT (issue 16), and density: 200 idle sandboxes on one host (issue 17).
 bench: venv
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.template_bench
@@ -103,6 +103,7 @@ bench: venv
 	$(BIN)/python -m bench.microvm_persistence_bench
 	$(BIN)/python -m bench.code_interpreter_bench
 	$(BIN)/python -m bench.egress_filter_bench
+	$(BIN)/python -m bench.density_bench
 
 # Regenerate src/sandhive/rpc from proto/ (needs protoc: Debian's protobuf-compiler).
 proto: venv

@@ -173,7 +173,7 @@ def shell_misses(data_dir: Path, figures: BackendFigures, runs: int) -> None:
 def admission_fit(data_dir: Path, figures: BackendFigures, budget_mb: int) -> None:
     """Idle sandboxes created one after another until the server answers 503 (host budget spent)."""
     figures.fit_budget_mb = budget_mb
-    args = ("--pool-size", "0", "--memory-budget", str(budget_mb))
+    args = ("--pool-size", "0", "--memory-budget", str(budget_mb), "--memory-overcommit", "1")  # limit-based
     with server(data_dir, figures.backend, *args) as (srv, key), srv.client(key) as c:
         for _ in range(1000):
             r = c.post("/v2/sandboxes", json={"templateID": "base", "timeout": 300})

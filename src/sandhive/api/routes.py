@@ -201,7 +201,9 @@ def node_router(service: SandboxService) -> APIRouter:
                             starting=p.starting, target=p.target, hits=p.hits, misses=p.misses, fillMs=p.fill_ms,
                             pinned=p.pinned)
                    for p in status.pools if p.template_id in shown],
-            egressDeniedTotal=service.node.egress_log.denied_total if caller.admin else None)
+            egressDeniedTotal=service.node.egress_log.denied_total if caller.admin else None,
+            memoryOvercommit=status.budget.memory_overcommit, inUseMemoryMB=status.in_use_mb,
+            sandboxes=status.sandboxes, maxSandboxes=status.budget.max_sandboxes, memoryPressure=status.pressure)
 
     return router
 

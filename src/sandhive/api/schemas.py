@@ -219,3 +219,10 @@ class NodeStatus(BaseModel):
     pooledCpus: int
     pools: list[WarmPool]
     egressDeniedTotal: int | None = None  # egress attempts denied since the server started (admin keys only)
+    # Admission by real use (node/admission.py): the limits may add up to memoryBudgetMB × memoryOvercommit,
+    # what sandboxes really use (inUseMemoryMB) must fit memoryBudgetMB; at most maxSandboxes run at once.
+    memoryOvercommit: float = 1.0
+    inUseMemoryMB: int = 0
+    sandboxes: int = 0  # running on this node, pooled ones included
+    maxSandboxes: int | None = None
+    memoryPressure: str | None = None  # why the node admits nothing now, if it is short of real memory

@@ -22,7 +22,10 @@ from .common import DEFAULT_DATA_DIR, DatabaseUrl, DataDir, err, fail, prepare_d
 from .node_options import (
     CpuOvercommit,
     MaxPerTeam,
+    MaxSandboxes,
     MemoryBudget,
+    MemoryOvercommit,
+    MemoryReserve,
     MissShells,
     PoolSize,
     TemplatePoolSizes,
@@ -59,7 +62,10 @@ def serve(
     template_pool_size: TemplatePoolSizes = None,
     miss_shells: MissShells = 0,
     memory_budget: MemoryBudget = None,
-    cpu_overcommit: CpuOvercommit = 32.0,
+    cpu_overcommit: CpuOvercommit = 256.0,
+    memory_overcommit: MemoryOvercommit = 8.0,
+    max_sandboxes: MaxSandboxes = 200,
+    memory_reserve: MemoryReserve = None,
     # ---- what one client may cost the server (request_guard.py, slow_clients.py) ----
     max_sandboxes_per_team: MaxPerTeam = 20,
     max_paused_per_team: Annotated[int, typer.Option(
@@ -114,6 +120,7 @@ def serve(
     from ..templates.quotas import TemplateQuotas
 
     data_dir = prepare_data_dir(data_dir)
+    _raise_open_files()
     open_store(data_dir, database_url).close()  # migrate now, so a bad database is a message, not a traceback
     try:
         load_secret(data_dir)
@@ -142,7 +149,8 @@ def serve(
         if node is not None:
             await _apply_egress(settings.egress_allow)
             domain_filter = await _start_egress_filter(node, settings.egress_allow, egress_resolver)
-        configure_node(node, pool_size, template_pool_size, memory_budget, cpu_overcommit, miss_shells)
+        configure_node(node, pool_size, template_pool_size, memory_budget, cpu_overcommit, miss_shells,
+                       memory_overcommit=memory_overcommit, max_sandboxes=max_sandboxes, memory_reserve=memory_reserve)
         api = create_app(settings, node, templates)  # from here on the app owns the node (its lifespan closes it)
         chosen = node.backend if node is not None else Backend.none.value
         err.print(f"sandhive: serving on http://{host}:{port} (backend {chosen}, data dir {data_dir})")
@@ -162,6 +170,20 @@ def serve(
 
     if not asyncio.run(run()):
         raise SystemExit(3)  # what uvicorn.run answers when the application did not start
+
+
+def _raise_open_files() -> None:
+    """Raise the soft limit of open files to the hard one. A node holds ~3 descriptors per sandbox (its pidfd, its
+    user namespace for idmapped mounts, envd's keep-alive connection): ~650 at the default 200 sandboxes, close
+    to the 1024 soft limit many hosts start services with (systemd's default)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError):
+            err.print(f"sandhive: cannot raise the open files limit from {soft}: many sandboxes may exhaust it")
 
 
 # ---- sandbox egress --------------------------------------------------------------------------------

@@ -79,6 +79,9 @@ class NodeStatus:
     reserved: Resources  # by every sandbox, pooled ones included
     pooled: Resources  # by pooled sandboxes alone (given back first when a create needs room)
     pools: list[PoolStatus]
+    in_use_mb: int = 0  # what the sandboxes count for by real use (admission.py)
+    sandboxes: int = 0  # reservations held, pooled ones included
+    pressure: str | None = None  # why the host admits nothing now (host_memory.py)
 
 
 class Node:
@@ -96,7 +99,7 @@ class Node:
         and time that moves when the test says so."""
         self.runtime = runtime
         self._clock = clock
-        self.admission = Admission(budget or Budget.of_host())
+        self.admission = self._admission(budget or Budget.of_host())
         self.ready_policy = ready or ReadyPolicy()
         self.ca_bundle: str | None = None
         # Connections to pooled sandboxes stay open while they wait (envd keeps them for 75 s), so a
@@ -121,12 +124,17 @@ class Node:
         """Replace the pool settings, the host budget or the number of warm shells; only before `start()` (the
         CLI builds the node first and applies its options after)."""
         if budget is not None:
-            self.admission = Admission(budget)
+            self.admission = self._admission(budget)
         if pools is not None or budget is not None:
             self.pools = WarmPools(pools or self.pools.settings, self.admission, self.runtime.name, self._fill,
                                    self.runtime.stop, self._clock)
         if shells is not None or budget is not None:
             self.shells = self._shell_pool(self.shells.settings.size if shells is None else shells)
+
+    def _admission(self, budget: Budget) -> Admission:
+        """Admission counting real use where the runtime can read it (`memory_in_use`: the OCI backends'
+        cgroups); elsewhere every sandbox counts its limit."""
+        return Admission(budget, meter=getattr(self.runtime, "memory_in_use", None), clock=self._clock)
 
     def _shell_pool(self, size: int) -> WarmPools:
         """The warm shells' pool: one key (`SHELL_REQUEST`), `size` shells, refilled in the background."""
@@ -456,8 +464,11 @@ class Node:
         return await self.runtime.logs(handle)
 
     def status(self) -> NodeStatus:
-        return NodeStatus(self.backend, self.admission.budget, self.admission.used(),
-                          self.admission.used(Kind.POOL), self.pools.status() + self.shells.status())
+        admission = self.admission
+        admission.refresh()
+        return NodeStatus(self.backend, admission.budget, admission.used(), admission.used(Kind.POOL),
+                          self.pools.status() + self.shells.status(), admission.in_use_mb(), admission.count(),
+                          admission.pressure())
 
     async def reconcile(self, known: Sequence[SandboxHandle],
                         resources: Mapping[str, Resources] | None = None,

@@ -305,6 +305,11 @@ class OciRuntime(NotPersistent):
                              mem_used=used, mem_total=limit, mem_cache=cache, disk_used=disk_used,
                              disk_total=disk_total)
 
+    def memory_in_use(self, sandbox_id: str) -> int | None:
+        """Bytes the sandbox really holds (its cgroup's working set), for admission by real use (admission.py);
+        None while it has no cgroup. Synchronous: two small cgroupfs reads."""
+        return self.cgroups.working_set(sandbox_id)
+
     async def logs(self, handle: SandboxHandle) -> list[str]:
         path = self.sandboxes_dir / handle.sandbox_id / "envd.log"
         try:

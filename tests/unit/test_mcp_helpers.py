@@ -1,0 +1,34 @@
+"""The MCP server's pure helpers: where a request's API key is read from, `--http ADDR`, and output bounds."""
+
+from __future__ import annotations
+
+import pytest
+
+from sandhive.cli.mcp_cmd import parse_addr
+from sandhive.mcp_server.access import key_from_headers
+from sandhive.mcp_server.results import tail
+
+
+def test_the_key_comes_from_a_bearer_token_else_x_api_key() -> None:
+    assert key_from_headers({"authorization": "Bearer e2b_abc"}) == "e2b_abc"
+    assert key_from_headers({"authorization": "bearer  e2b_abc "}) == "e2b_abc"
+    assert key_from_headers({"x-api-key": "e2b_def"}) == "e2b_def"
+    assert key_from_headers({"authorization": "Bearer e2b_abc", "x-api-key": "e2b_def"}) == "e2b_abc"
+    assert key_from_headers({"authorization": "Basic dXNlcjpwYXNz", "x-api-key": "e2b_def"}) == "e2b_def"
+    for none in ({}, {"authorization": "Bearer "}, {"authorization": "Basic x"}, {"x-api-key": "  "}):
+        assert key_from_headers(none) is None
+
+
+def test_http_addr_is_host_and_port() -> None:
+    assert parse_addr("127.0.0.1:8765") == ("127.0.0.1", 8765)
+    assert parse_addr("localhost:1") == ("localhost", 1)
+    assert parse_addr(":8765") == ("127.0.0.1", 8765)
+    assert parse_addr("[::1]:8765") == ("::1", 8765)
+    for bad in ("8765", "host:", "host:0", "host:65536", "host:http", "::1:8765"):
+        with pytest.raises(ValueError):
+            parse_addr(bad)
+
+
+def test_long_output_keeps_its_end_and_says_what_was_cut() -> None:
+    assert tail("short", 10) == "short"
+    assert tail("0123456789abc", 3) == "[... 10 earlier characters cut ...]\nabc"

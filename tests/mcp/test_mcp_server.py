@@ -1,9 +1,10 @@
 """`sandhive mcp` driven by the official `mcp` SDK's own client, over stdio and over streamable HTTP, against a live
 `sandhive serve` (container backend: the MCP server is a client of the API, the same code whatever the backend).
 
-One server for the module. The stdio server is `python -m sandhive.cli mcp` spawned by the client itself; the
-HTTP one is `sandhive mcp --http 127.0.0.1:PORT`, started here and stopped by PID. Both run with an environment
-of their own (no SANDHIVE_*/E2B_* from outside, a private HOME), so only what a test passes reaches them.
+One server for the module, without a pool (its first create prepares the template, ~12 s; the others take < 1 s).
+The stdio server is `python -m sandhive.cli mcp` spawned by the client itself; the HTTP one is
+`sandhive mcp --http 127.0.0.1:PORT`, started here and stopped by PID. Both run with an environment of their own
+(no SANDHIVE_*/E2B_* from outside, a private HOME), so only what a test passes reaches them.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def own_env(home: Path, **extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def live() -> Iterator[tuple[Server, str]]:
-    with container_server("mcp", TEAM) as server:
+    with container_server("mcp", TEAM, "--pool-size", "0") as server:  # no warm sandboxes: fewer CPUs busy
         yield server, server.key(TEAM)
 
 

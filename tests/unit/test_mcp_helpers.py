@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from mcp.server.mcpserver.exceptions import ToolError
 
 from sandhive.cli.mcp_cmd import parse_addr
-from sandhive.mcp_server.access import key_from_headers
+from sandhive.mcp_server.access import Access, key_from_headers
 from sandhive.mcp_server.results import tail
 
 
@@ -32,3 +33,17 @@ def test_http_addr_is_host_and_port() -> None:
 def test_long_output_keeps_its_end_and_says_what_was_cut() -> None:
     assert tail("short", 10) == "short"
     assert tail("0123456789abc", 3) == "[... 10 earlier characters cut ...]\nabc"
+
+
+def test_each_call_acts_with_the_servers_key_over_stdio_and_the_requests_over_http() -> None:
+    stdio = Access("http://sandhive:3000", "e2b_own")
+    assert stdio.options(None)["api_key"] == "e2b_own"
+    assert stdio.options({"authorization": "Bearer e2b_other"})["api_key"] == "e2b_own"  # stdio has no headers
+    assert stdio.options(None)["api_url"] == stdio.options(None)["sandbox_url"] == "http://sandhive:3000"
+    with pytest.raises(ToolError, match="set SANDHIVE_API_KEY"):
+        Access("http://sandhive:3000").options(None)
+    http = Access("http://sandhive:3000", "e2b_ignored", per_request=True)
+    assert http.options({"x-api-key": "e2b_theirs"})["api_key"] == "e2b_theirs"
+    for headers in (None, {}):  # never the server's own key
+        with pytest.raises(ToolError, match="Authorization: Bearer"):
+            http.options(headers)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ImageContent
 
 from sandhive.cli.mcp_cmd import parse_addr
 from sandhive.mcp_server.access import Access, key_from_headers
-from sandhive.mcp_server.results import tail
+from sandhive.mcp_server.results import CodeOutcome, plain, tail
+from sandhive.sdk import Execution, ExecutionError, Logs, Result
 
 
 def test_the_key_comes_from_a_bearer_token_else_x_api_key() -> None:
@@ -47,3 +49,18 @@ def test_each_call_acts_with_the_servers_key_over_stdio_and_the_requests_over_ht
     for headers in (None, {}):  # never the server's own key
         with pytest.raises(ToolError, match="Authorization: Bearer"):
             http.options(headers)
+
+
+def test_a_cells_outcome_carries_its_plots_as_images_and_its_traceback_without_colours() -> None:
+    assert plain("\x1b[31mZeroDivisionError\x1b[39m: x") == "ZeroDivisionError: x"
+    execution = Execution(results=[Result(text="<Figure>", png="iVBORw0K"), Result(text="42", is_main_result=True)],
+                          logs=Logs(stdout=["hi\n"], stderr=[]),
+                          error=ExecutionError("ValueError", "bad", "\x1b[31mValueError\x1b[39m: bad"))
+    outcome = CodeOutcome.of(execution)
+    assert outcome.text == "42" and outcome.results == ["<Figure> [also as: png]", "42"]
+    assert outcome.stdout == "hi\n" and outcome.error == "ValueError: bad\nValueError: bad"
+    answer = outcome.to_result(execution)
+    assert [block.type for block in answer.content] == ["text", "image"]
+    image = answer.content[1]
+    assert isinstance(image, ImageContent) and image.data == "iVBORw0K" and image.mime_type == "image/png"
+    assert answer.structured_content == outcome.model_dump(mode="json")

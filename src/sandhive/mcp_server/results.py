@@ -3,14 +3,18 @@ bounds that keep one answer small enough for a model's context."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
+from mcp.types import CallToolResult, ContentBlock, ImageContent, TextContent
 from pydantic import BaseModel, Field
 
 from ..sdk import EntryInfo, Execution, SandboxInfo
 
 MAX_OUTPUT_CHARS = 64 * 1024  # per stream of a command or a cell: the tail is kept, where errors are
 MAX_FILE_BYTES = 1024 * 1024  # read_file's largest answer; bigger files are read in parts with run_command
+MAX_IMAGES = 4  # run_code's plots sent as images in one answer
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # terminal colours (IPython colours its tracebacks)
 
 
 class SandboxSummary(BaseModel):
@@ -69,7 +73,16 @@ class CodeOutcome(BaseModel):
         error = execution.error
         return cls(text=execution.text, results=results, stdout=tail("".join(execution.logs.stdout)),
                    stderr=tail("".join(execution.logs.stderr)),
-                   error=tail(f"{error.name}: {error.value}\n{error.traceback}") if error else None)
+                   error=tail(plain(f"{error.name}: {error.value}\n{error.traceback}")) if error else None)
+
+    def to_result(self, execution: Execution) -> CallToolResult:
+        """This outcome as the tool's answer: its JSON for the model and the client, and the execution's images
+        (PNG, JPEG plots; at most MAX_IMAGES) as image content a multimodal model can look at."""
+        images: list[ContentBlock] = [
+            ImageContent(type="image", data=data, mime_type=f"image/{fmt}")
+            for result in execution.results for fmt in ("png", "jpeg") if (data := getattr(result, fmt))]
+        text = TextContent(type="text", text=self.model_dump_json(indent=2))
+        return CallToolResult(content=[text, *images[:MAX_IMAGES]], structured_content=self.model_dump(mode="json"))
 
 
 class FileEntry(BaseModel):
@@ -109,3 +122,8 @@ def tail(text: str, limit: int = MAX_OUTPUT_CHARS) -> str:
     if len(text) <= limit:
         return text
     return f"[... {len(text) - limit} earlier characters cut ...]\n" + text[-limit:]
+
+
+def plain(text: str) -> str:
+    """`text` without terminal colour codes, which a model reads as noise."""
+    return ANSI.sub("", text)

@@ -13,7 +13,7 @@ from typing import Annotated
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
+from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
 from ..sdk import (
@@ -115,14 +115,15 @@ class Tools:
                                                "calls in the same sandbox).")],
         language: Annotated[str | None, Field(description="python (default), javascript, r, java or bash.")] = None,
         timeout: Annotated[float, Field(description="Seconds it may run before it is interrupted.", gt=0)] = 300,
-    ) -> CodeOutcome:
+    ) -> Annotated[CallToolResult, CodeOutcome]:
         """Run code in a Jupyter kernel of a code-interpreter sandbox (create_sandbox with template
-        code-interpreter-v1) and return the cell's result, its printed output and any exception."""
+        code-interpreter-v1) and return the cell's result, its printed output and any exception; plots come back
+        as images."""
         with api_errors():
             sandbox = await AsyncCodeInterpreter.connect(sandbox_id, **self._opts(ctx))
             # In a sandbox of another template the SDK's error says to start one from code-interpreter-v1.
             execution = await sandbox.run_code(code, language=language, timeout=timeout)
-        return CodeOutcome.of(execution)
+        return CodeOutcome.of(execution).to_result(execution)
 
     async def read_file(self, ctx: Context, sandbox_id: SandboxId, path: Path) -> str:
         """Read a text file (UTF-8, at most 1 MiB) from a sandbox. For larger or binary files use run_command

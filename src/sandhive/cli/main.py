@@ -1,5 +1,5 @@
-"""The `sandhive` command line (Typer): `serve`, `keys`, `openapi` on the host; `auth`, `sandbox`, `template` as a
-client of a server."""
+"""The `sandhive` command line (Typer): `serve`, `keys`, `openapi` on the host; `auth`, `sandbox`, `template`, `mcp`
+as a client of a server."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from . import auth, keys, sandbox, snapshot_cmd, template, volume
+from .mcp_cmd import mcp
 from .serve import serve
 
 app = typer.Typer(help="Sandhive: self-hosted, E2B-compatible sandboxes.", no_args_is_help=True,
@@ -20,6 +21,7 @@ app.add_typer(template.app, name="template")
 app.add_typer(snapshot_cmd.app, name="snapshot")
 app.add_typer(auth.app, name="auth")
 app.add_typer(volume.app, name="volume")
+app.command()(mcp)
 
 
 @app.command()

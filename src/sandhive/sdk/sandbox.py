@@ -112,6 +112,8 @@ class Sandbox(_SandboxBase):
     """A sandbox (blocking). `Sandbox.create()` (or the seed's `Sandbox()`) starts one; `Sandbox.connect(id)`
     attaches to a running one."""
 
+    files: Files
+
     def __init__(self, template: str | None = None, timeout: int | None = None,
                  metadata: dict[str, str] | None = None, envs: dict[str, str] | None = None, *,
                  env_vars: dict[str, str] | None = None, allow_internet_access: bool | None = None,
@@ -342,6 +344,8 @@ class Sandbox(_SandboxBase):
 class AsyncSandbox(_SandboxBase):
     """A sandbox (asyncio). `await AsyncSandbox.create()` starts one; `await AsyncSandbox.connect(id)`
     attaches to a running one."""
+
+    files: AsyncFiles
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("an AsyncSandbox is made with `await AsyncSandbox.create(...)` or "

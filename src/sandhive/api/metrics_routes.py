@@ -31,7 +31,8 @@ from .sandboxes import SandboxService, metric_of
 from .schemas import ErrorBody
 from .team_metrics import TeamSeries
 
-FORBIDDEN: dict[int | str, dict[str, Any]] = {403: {"model": ErrorBody, "description": "Not the caller's team, or not an admin key"}}
+FORBIDDEN: dict[int | str, dict[str, Any]] = {
+    403: {"model": ErrorBody, "description": "Not the caller's team, or not an admin key"}}
 Seconds = Query(ge=0, description="Unix timestamp in seconds (inclusive)")
 
 
@@ -57,6 +58,7 @@ def metrics_router(service: SandboxService, teams: TeamSeries, prometheus: Prome
         owned = await asyncio.to_thread(_owned_ids, service, team, ids)
         out: dict[str, Any] = {}
         if service.node is not None:
+            await service.node.history.first_sample(owned)
             for sandbox_id in owned:
                 sample = service.node.history.latest(sandbox_id)
                 if sample is not None:

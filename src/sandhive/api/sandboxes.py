@@ -370,6 +370,7 @@ class SandboxService:
         await self._owned(team_id, sandbox_id, live=False)
         if self.node is None:
             return []
+        await self.node.history.first_sample([sandbox_id])
         # Compared as on the wire, in whole seconds: a sample at 12.7 s is "at 12" and inside `end=12`.
         return [metric_of(s) for s in self.node.history.samples(sandbox_id)
                 if (start is None or int(s.time) >= start) and (end is None or int(s.time) <= end)]

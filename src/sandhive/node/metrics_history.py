@@ -86,16 +86,32 @@ class MetricsHistory:
         handles = list(self._tracked.values())
         results = await asyncio.gather(*(self._read(h) for h in handles), return_exceptions=True)
         now = self._clock()
-        size = max(1, int(self.keep_seconds / max(self.interval, 0.001)))
         for handle, result in zip(handles, results, strict=True):
-            if isinstance(result, BaseException) or handle.sandbox_id not in self._tracked:
-                continue
-            ring = self._samples.get(handle.sandbox_id)
-            if ring is None or ring.maxlen != size:
-                ring = self._samples[handle.sandbox_id] = deque(ring or (), maxlen=size)
-            ring.append(Sample(now, result))
+            if not isinstance(result, BaseException):
+                self._append(handle.sandbox_id, Sample(now, result))
         self.last_round_seconds = time.monotonic() - began
         self.rounds += 1
+
+    async def first_sample(self, sandbox_ids: list[str]) -> None:
+        """Sample now those of `sandbox_ids` that are tracked and have no sample yet: a sandbox created a moment
+        ago has figures at once, as the single reading this history replaced had."""
+        handles = [self._tracked[i] for i in sandbox_ids if i in self._tracked and not self._samples.get(i)]
+        results = await asyncio.gather(*(self._read(h) for h in handles), return_exceptions=True)
+        now = self._clock()
+        for handle, result in zip(handles, results, strict=True):
+            if not isinstance(result, BaseException):
+                self._append(handle.sandbox_id, Sample(now, result))
+
+    def _append(self, sandbox_id: str, sample: Sample) -> None:
+        if sandbox_id not in self._tracked:
+            return  # it paused or ended while it was read
+        size = max(1, int(self.keep_seconds / max(self.interval, 0.001)))
+        ring = self._samples.get(sandbox_id)
+        if ring is None or ring.maxlen != size:
+            ring = self._samples[sandbox_id] = deque(ring or (), maxlen=size)
+        if ring and ring[-1].time > sample.time:
+            return  # a round and a first sample crossed: keep the series in time order
+        ring.append(sample)
 
     def start(self) -> None:
         if self._task is None:
@@ -107,7 +123,9 @@ class MetricsHistory:
                 await self.sample_once()
             except Exception:  # a bug in one round must not end the history
                 log.exception("sampling sandbox metrics failed")
-            await asyncio.sleep(max(0.0, self.interval - self.last_round_seconds))
+            # A full interval between rounds: samples are never closer than it (the period stretches by the
+            # round's own few milliseconds).
+            await asyncio.sleep(self.interval)
 
     async def stop(self) -> None:
         if self._task is not None:

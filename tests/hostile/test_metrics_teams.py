@@ -2,9 +2,9 @@
 
 Team A runs a sandbox; team B, an ordinary key holder of the same server, asks for its metrics history by id (404,
 exactly as for an id nobody has), for it in the batch route (simply absent, as an unknown id is), for team A's
-team metrics and their maximum by A's team id (403, as E2B answers), and for the operator's Prometheus page (403:
-it names every sandbox and team). Team A itself sees its sandbox's samples throughout, so the refusals are not an
-empty server's.
+team metrics and their maximum by A's team id or slug (403, as E2B answers), and for the operator's Prometheus
+page (403: it names every sandbox and team). Team A itself sees its sandbox's samples throughout, so the refusals
+are not an empty server's.
 
 Promise: a sandbox's metrics and a team's metrics are the team's own (docs/security.md 31).
 """
@@ -47,7 +47,8 @@ def test_another_team_cannot_read_a_sandboxs_or_teams_metrics(live: Live) -> Non
                 r = b.get("/sandboxes/metrics", params={"sandbox_ids": ids})
                 assert r.status_code == 200 and r.json() == {"sandboxes": {}}, r.text
 
-            for path, params in ((f"/teams/{team_a}/metrics", {}),
+            slug_a = live.server.store.team_slug_of(team_a)
+            for path, params in ((f"/teams/{team_a}/metrics", {}), (f"/teams/{slug_a}/metrics", {}),
                                  (f"/teams/{team_a}/metrics/max", {"metric": "concurrent_sandboxes"})):
                 assert b.get(path, params=params).status_code == 403
                 assert a.get(path, params=params).status_code == 200

@@ -4,7 +4,7 @@
   An id of another team, or of no sandbox, is simply absent from the answer, as an unknown one is in E2B's: the
   caller cannot tell another team's sandbox from none.
 - `GET /teams/{teamID}/metrics?start&end` and `.../metrics/max?metric=`: concurrent sandboxes and start rate of the
-  caller's own team (api/team_metrics.py); any other team id answers 403, as E2B's API does.
+  caller's own team (api/team_metrics.py), named by its id or its slug; any other team answers 403, as E2B's does.
 - `GET /metrics`: the operator's scrape, for admin keys only (403 for a team's key). `sandhive serve
   --metrics-listen ADDR` serves the same page without a key on a listener of its own (`metrics_app`).
 
@@ -65,8 +65,9 @@ def metrics_router(service: SandboxService, teams: TeamSeries, prometheus: Prome
                     out[sandbox_id] = metric_of(sample)
         return SandboxesWithMetrics(sandboxes=out)
 
-    def own_team(team: str, team_id: str) -> None:
-        if team_id != team:
+    async def own_team(team: str, team_id: str) -> None:
+        """The caller's team, named by its id or its slug (the `team-slug/` of its template names)."""
+        if team_id != team and team_id != await asyncio.to_thread(service.store.team_slug_of, team):
             raise UserError(403, "You can only read your own team's metrics")
 
     @router.get("/teams/{teamID}/metrics", responses={**errors(400, 401, 500), **FORBIDDEN})
@@ -74,7 +75,7 @@ def metrics_router(service: SandboxService, teams: TeamSeries, prometheus: Prome
                            start: Annotated[int | None, Seconds] = None,
                            end: Annotated[int | None, Seconds] = None) -> list[TeamMetric]:
         """Your team's concurrent sandboxes and start rate (creates per second), one point per sampling interval."""
-        own_team(team, team_id)
+        await own_team(team, team_id)
         _window(start, end)
         return [TeamMetric(timestamp=datetime.fromtimestamp(p.time, UTC), timestampUnix=int(p.time),
                            concurrentSandboxes=p.concurrent, sandboxStartRate=p.start_rate)
@@ -86,7 +87,7 @@ def metrics_router(service: SandboxService, teams: TeamSeries, prometheus: Prome
                                end: Annotated[int | None, Seconds] = None) -> MaxTeamMetric:
         """The largest value of `metric` in the interval and when it was first reached (0 now when there is no
         point in it)."""
-        own_team(team, team_id)
+        await own_team(team, team_id)
         _window(start, end)
         points = teams.points(team, start, end)
         if not points:

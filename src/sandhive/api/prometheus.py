@@ -149,6 +149,13 @@ class SandhiveCollector(Collector):
                                    "sandbox metrics sampling")
         family.add_metric([], node.history.last_round_seconds)
         yield family
+        family = GaugeMetricFamily("sandhive_metrics_sample_cpu_seconds", "CPU time the server used during the "
+                                   "node's last round of sandbox metrics sampling (an upper bound of the round's)")
+        family.add_metric([], node.history.last_round_cpu_seconds)
+        yield family
+        family = GaugeMetricFamily("sandhive_metrics_sampled_sandboxes", "Sandboxes the node samples each round")
+        family.add_metric([], len(node.history.tracked()))
+        yield family
 
 
 def _add_histogram(family: HistogramMetricFamily, labels: list[str], hist: Histogram | None) -> None:

@@ -49,6 +49,9 @@ class MetricsHistory:
         self._samples: dict[str, deque[Sample]] = {}
         self._task: asyncio.Task | None = None
         self.last_round_seconds = 0.0  # wall time of the last round (the cost an operator can watch)
+        # The process's CPU time during the last round: an upper bound of the round's own (anything else the
+        # server did meanwhile counts too), including the worker threads that statvfs the disks.
+        self.last_round_cpu_seconds = 0.0
         self.rounds = 0
 
     # ---- which sandboxes ----------------------------------------------------------------------------------
@@ -82,7 +85,7 @@ class MetricsHistory:
     async def sample_once(self) -> None:
         """One round: every tracked sandbox read at once. A sandbox whose reading fails (it is ending) is
         skipped this round; the owner forgets it when it ends."""
-        began = time.monotonic()
+        began, cpu = time.monotonic(), time.process_time()
         handles = list(self._tracked.values())
         results = await asyncio.gather(*(self._read(h) for h in handles), return_exceptions=True)
         now = self._clock()
@@ -90,6 +93,7 @@ class MetricsHistory:
             if not isinstance(result, BaseException):
                 self._append(handle.sandbox_id, Sample(now, result))
         self.last_round_seconds = time.monotonic() - began
+        self.last_round_cpu_seconds = time.process_time() - cpu
         self.rounds += 1
 
     async def first_sample(self, sandbox_ids: list[str]) -> None:

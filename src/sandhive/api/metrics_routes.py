@@ -18,7 +18,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Response
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from ..errors import UserError
@@ -33,6 +32,9 @@ from .team_metrics import TeamSeries
 
 FORBIDDEN: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorBody, "description": "Not the caller's team, or not an admin key"}}
+PAGE: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Prometheus' text exposition format",
+          "content": {"text/plain": {"schema": {"type": "string"}}}}}
 Seconds = Query(ge=0, description="Unix timestamp in seconds (inclusive)")
 
 
@@ -97,7 +99,7 @@ def metrics_router(service: SandboxService, teams: TeamSeries, prometheus: Prome
         return MaxTeamMetric(timestamp=datetime.fromtimestamp(top.time, UTC), timestampUnix=int(top.time),
                              value=float(top.value(metric)))
 
-    @router.get("/metrics", responses={**errors(401), **FORBIDDEN}, response_class=PlainTextResponse,
+    @router.get("/metrics", responses={**PAGE, **errors(401), **FORBIDDEN}, response_class=Response,
                 tags=["sandhive"])
     async def prometheus_metrics(caller: Caller) -> Response:
         """The server's metrics in Prometheus' text format (admin keys only; see docs/metrics.md)."""

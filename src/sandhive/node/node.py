@@ -355,10 +355,10 @@ class Node:
     # ---- running sandboxes ----------------------------------------------------------------
     async def kill(self, handle: SandboxHandle) -> None:
         self.unwatch(handle.sandbox_id)  # its end is ours, not news
+        self.history.forget(handle.sandbox_id)  # even if stopping fails: its figures end with its owner's interest
         await self.runtime.stop(handle)
         self.admission.release(handle.sandbox_id)
         self.egress_log.forget(handle.sandbox_id)
-        self.history.forget(handle.sandbox_id)
 
     async def set_egress(self, handle: SandboxHandle, policy: EgressPolicy) -> None:
         """Load `policy` as the sandbox's own egress rules (replacing any), cutting connections it now denies.

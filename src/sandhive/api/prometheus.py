@@ -118,8 +118,9 @@ class SandhiveCollector(Collector):
         return family
 
     def _rejections(self) -> Metric:
-        family = CounterMetricFamily("sandhive_admission_rejections", "Creates and resumes refused: the host's "
-                                     "budget (host_full) or a team's quota (its error code)", labels=["reason"])
+        family = CounterMetricFamily("sandhive_admission_rejections", "Requests admission refused: creates the "
+                                     "host had no room for (host_full, 503) and the team quotas' 429s (their "
+                                     "error codes)", labels=["reason"])
         node = self.service.node
         counts = {"host_full": node.telemetry.rejections["host_full"] if node is not None else 0}
         for quota in (self.service.quota, self.service.pauses.quota):

@@ -86,7 +86,7 @@ def test_set_timeout_and_metrics(sbx: Sandbox) -> None:
     sbx.set_timeout(1800)
     assert sbx.get_info().end_at > before + timedelta(minutes=20)
     metrics = sbx.get_metrics()
-    assert len(metrics) == 1
+    assert len(metrics) >= 1  # sampled at once, then every 5 s (node/metrics_history.py)
     m = metrics[0]
     assert m.cpu_count >= 1 and m.cpu_used_pct >= 0 and 0 < m.mem_used <= m.mem_total and m.disk_total > 0
 

@@ -48,7 +48,7 @@ def test_info_and_metrics(cli: Cli, sandbox_id: str) -> None:
     assert info["sandbox_id"] == sandbox_id and info["template_id"] == "base" and info["envd_version"]
     assert sandbox_id in cli.ok("sandbox", "info", sandbox_id)
     samples = json.loads(cli.ok("sandbox", "metrics", sandbox_id, "--json"))
-    assert len(samples) == 1
+    assert len(samples) >= 1  # sampled at once, then every 5 s (node/metrics_history.py)
     m = samples[0]
     assert m["cpu_count"] >= 1 and m["cpu_used_pct"] >= 0 and 0 < m["mem_used"] <= m["mem_total"]
     assert m["disk_total"] > 0

@@ -17,14 +17,17 @@ from ..store import Store
 from ..templates.build_service import TemplateBuildService, Templates
 from ..version import __version__
 from .errors import InternalErrors, install_error_handlers
+from .metrics_routes import metrics_router
 from .openapi import build_openapi
 from .pause_routes import pause_router
+from .prometheus import Prometheus
 from .request_guard import BodyLimits, RequestGuard
 from .routes import health_router, node_router, sandbox_router, template_router
 from .sandboxes import SandboxService
 from .settings import Settings
 from .snapshot_routes import snapshot_router
 from .snapshots import SnapshotService
+from .team_metrics import TeamSeries
 from .template_routes import template_build_router
 from .timers import run_expiry
 from .tokens import load_secret
@@ -48,6 +51,10 @@ def create_app(settings: Settings, node: Node | None, templates: Templates | Non
     service.catalog = builds.catalog  # sandbox creates resolve names as the team sees them
     snapshots = SnapshotService(service)
     service.snapshots = builds.snapshots = snapshots  # a snapshot is a template: create from it, delete it
+    if node is not None:
+        node.history.interval = settings.metrics_interval_seconds  # its sampler starts with the node
+    teams = TeamSeries(service.quota.counts, lambda: service.started, settings.metrics_interval_seconds)
+    prometheus = Prometheus(service, builds.build_seconds)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -55,9 +62,11 @@ def create_app(settings: Settings, node: Node | None, templates: Templates | Non
         await snapshots.start()
         await builds.start()
         timer = asyncio.create_task(run_expiry(service, settings.expiry_interval_seconds))
+        teams.start()
         try:
             yield
         finally:
+            await teams.stop()
             timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await timer
@@ -67,13 +76,15 @@ def create_app(settings: Settings, node: Node | None, templates: Templates | Non
     app = FastAPI(title="Sandhive", version=__version__, description=DESCRIPTION, docs_url=None, redoc_url=None,
                   lifespan=lifespan, generate_unique_id_function=lambda route: route.name)
     app.state.service = service
+    app.state.prometheus = prometheus  # `sandhive serve --metrics-listen` serves it on a listener of its own
     app.state.resolve_sandbox = service.pauses.resolve  # a paused sandbox with auto-resume wakes on traffic
     install_error_handlers(app)
-    routers = [health_router(service), sandbox_router(service), template_build_router(builds, service.store),
-               template_router(service), node_router(service), pause_router(service),
-               snapshot_router(snapshots, builds.delete), volume_router(service.volumes)]
+    # Metrics before sandboxes: /sandboxes/metrics is not a sandbox id for /sandboxes/{sandboxID}.
+    routers = [metrics_router(service, teams, prometheus), health_router(service), sandbox_router(service),
+               template_build_router(builds, service.store), template_router(service), node_router(service),
+               pause_router(service), snapshot_router(snapshots, builds.delete), volume_router(service.volumes)]
     # E2B's routes that have no real one answer "use of X is not enabled"; first, so that a static path such
-    # as /sandboxes/metrics is not taken for a sandbox id.
+    # as /v2/templates is not taken for a template id.
     app.include_router(unsupported_router(service, served(route for r in routers for route in r.routes)))
     for router in routers:
         app.include_router(router)

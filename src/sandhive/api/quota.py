@@ -27,6 +27,7 @@ class TeamQuota:
         self.error_code = error_code
         self._live: defaultdict[str, set[str]] = defaultdict(set)
         self._creating: defaultdict[str, int] = defaultdict(int)
+        self.rejected = 0  # 429s given since the server started (Prometheus' admission rejections)
 
     def add(self, team_id: str, sandbox_id: str) -> None:
         self._live[team_id].add(sandbox_id)
@@ -34,10 +35,15 @@ class TeamQuota:
     def remove(self, team_id: str, sandbox_id: str) -> None:
         self._live[team_id].discard(sandbox_id)
 
+    def counts(self) -> dict[str, int]:
+        """How many each team has now (teams that had some and have none left answer 0)."""
+        return {team_id: len(ids) for team_id, ids in self._live.items()}
+
     @contextlib.contextmanager
     def slot(self, team_id: str) -> Iterator[None]:
         """Hold one of the team's places while its sandbox is created; 429 when none is left."""
         if self.limit is not None and len(self._live[team_id]) + self._creating[team_id] >= self.limit:
+            self.rejected += 1
             raise UserError(429, f"Your team has reached its limit of {self.limit} {self.what} on this "
                                 "server; kill one or retry later", self.error_code,
                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)})

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
@@ -21,6 +22,7 @@ from ..envd import ENVD_VERSION
 from ..errors import UserError
 from ..node.admission import Resources
 from ..node.egress_audit import EgressEntry
+from ..node.metrics_history import Sample
 from ..node.node import Node, host_ca_bundle
 from ..node.request import CreateRequest, Identity
 from ..node.runtime import SandboxHandle, TemplateImage
@@ -76,6 +78,14 @@ def egress_entry(entry: EgressEntry) -> SandboxLogEntry:
                                                           if k != "time"}})
 
 
+def metric_of(sample: Sample) -> SandboxMetric:
+    """One sample of the node's metrics history in E2B's shape."""
+    usage, when = sample.usage, datetime.fromtimestamp(sample.time, UTC)
+    return SandboxMetric(timestamp=when, timestampUnix=int(sample.time), cpuCount=usage.cpu_count,
+                         cpuUsedPct=usage.cpu_used_pct, memUsed=usage.mem_used, memTotal=usage.mem_total,
+                         memCache=usage.mem_cache, diskUsed=usage.disk_used, diskTotal=usage.disk_total)
+
+
 def _unsupported(body: NewSandboxV2) -> str | None:
     """The first requested feature this server cannot honour. Refusing beats silently ignoring it (a
     denyOut rule that is not enforced, or a sandbox killed when it was asked to pause)."""
@@ -118,6 +128,7 @@ class SandboxService:
         self._secret = b""
         self._ca_bundle: str | None = None
         self.volumes = VolumeService(settings, store)
+        self.started: Counter[str] = Counter()  # sandboxes created per team since start (team metrics)
 
     @property
     def backend(self) -> str:
@@ -264,6 +275,7 @@ class SandboxService:
             raise
         self.directory.add(record)
         self.node.watch(handle, self._ended)
+        self.started[team_id] += 1
         return record
 
     async def update_network(self, team_id: str, sandbox_id: str, update: SandboxNetworkUpdate) -> None:
@@ -354,16 +366,15 @@ class SandboxService:
         await self._forget(record)
 
     async def metrics(self, team_id: str, sandbox_id: str, start: int | None, end: int | None) -> list[SandboxMetric]:
-        """One sample taken now from the sandbox's cgroup (no history is kept), if now is inside [start, end]."""
-        record = await self._owned(team_id, sandbox_id, live=False)
-        now = self._now()
-        in_window = (start is None or int(now.timestamp()) >= start) and (end is None or int(now.timestamp()) <= end)
-        if record.state != "running" or self.node is None or not in_window:
+        """The node's samples of the sandbox (node/metrics_history.py) with `start <= time <= end` (unix seconds,
+        each bound optional), oldest first; a paused sandbox's samples end where it was paused."""
+        await self._owned(team_id, sandbox_id, live=False)
+        if self.node is None:
             return []
-        usage = await self.node.usage(handle_of(record))
-        return [SandboxMetric(timestamp=now, timestampUnix=int(now.timestamp()), cpuCount=usage.cpu_count,
-                              cpuUsedPct=usage.cpu_used_pct, memUsed=usage.mem_used, memTotal=usage.mem_total,
-                              memCache=usage.mem_cache, diskUsed=usage.disk_used, diskTotal=usage.disk_total)]
+        await self.node.history.first_sample([sandbox_id])
+        # Compared as on the wire, in whole seconds: a sample at 12.7 s is "at 12" and inside `end=12`.
+        return [metric_of(s) for s in self.node.history.samples(sandbox_id)
+                if (start is None or int(s.time) >= start) and (end is None or int(s.time) <= end)]
 
     async def logs(self, team_id: str, sandbox_id: str, start_ms: int | None, limit: int) -> SandboxLogs:
         """The sandbox's own log lines (the newest `limit`), stamped with the time they were read."""

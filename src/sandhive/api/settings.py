@@ -17,6 +17,7 @@ class Settings:
     trust_host_ca: bool = True  # hand the host's CA bundle to every sandbox (TLS through intercepting proxies)
     client_id: str = "sandhive"  # E2B's `clientID`: which node runs the sandbox
     expiry_interval_seconds: float = 1.0  # how often expired sandboxes are looked for
+    metrics_interval_seconds: float = 5.0  # how often sandboxes' use and teams' counts are sampled (E2B: 5 s)
     # ---- what one client may cost this server (part "server" of issue 12) ----
     # Running sandboxes a team may have on this server (429 beyond); None: no limit. The default keeps one
     # team from taking a whole host's budget: E2B's own default concurrent-sandbox quota is 20.

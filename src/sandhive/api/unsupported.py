@@ -39,7 +39,6 @@ class Unsupported:
 
 
 UNSUPPORTED = (
-    Unsupported("GET", "/sandboxes/metrics", "metrics of many sandboxes at once"),
     Unsupported("GET", "/v2/sandboxes/{sandboxID}/logs", "v2 sandbox logs (GET /sandboxes/{sandboxID}/logs works)"),
     Unsupported("GET", "/secrets", "secrets"),
     Unsupported("POST", "/secrets", "secrets"),
@@ -71,7 +70,7 @@ def served(routes: Iterable[BaseRoute]) -> set[tuple[str, str]]:
 
 def unsupported_router(service: SandboxService, taken: set[tuple[str, str]]) -> APIRouter:
     """The routes of UNSUPPORTED that no real route serves. Include them before the real ones: a static path
-    such as /sandboxes/metrics must not be read as a sandbox id by /sandboxes/{sandboxID}."""
+    such as /v2/templates must not be read as a template id by /v2/templates/{templateID}."""
     router = APIRouter(tags=[TAG])
     Team = Annotated[str, Depends(team_of_key(service.store))]  # noqa: N806 — a type alias, read as one
     for entry in UNSUPPORTED:

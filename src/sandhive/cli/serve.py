@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from .common import DEFAULT_DATA_DIR, DatabaseUrl, DataDir, err, fail, prepare_data_dir
+from .metrics_listen import MetricsInterval, MetricsListen
 from .node_options import (
     CpuOvercommit,
     MaxPerTeam,
@@ -110,6 +111,8 @@ def serve(
         min=8, help="Size of each volume (an ext4 image on this node), in MB.")] = 1024,
     team_volume_mb: Annotated[int, typer.Option(
         min=8, help="MB a team's volumes may take together (429 beyond).")] = 10240,
+    metrics_listen: MetricsListen = None,
+    metrics_interval: MetricsInterval = 5.0,
 ) -> None:
     """Run the Sandhive server: E2B's REST API and sandbox traffic on one port."""
     import uvicorn  # the server's imports are paid only by `serve`, not by every `keys` call
@@ -140,7 +143,9 @@ def serve(
                             max_upload_bytes=max_upload_mb_per_team * 2**20 or None),
                         build_memory_mb=build_memory_mb, build_cpus=build_cpus, build_pids=build_pids,
                         build_timeout_seconds=build_timeout, egress_allow=_egress_allow(egress_allow),
-                        volume_size_mb=volume_size_mb, team_volume_mb=team_volume_mb)
+                        volume_size_mb=volume_size_mb, team_volume_mb=team_volume_mb,
+                        metrics_interval_seconds=metrics_interval)
+    metrics_socket = _metrics_socket(metrics_listen)
     templates = _templates(data_dir) if backend is not Backend.none else None
 
     async def run() -> bool:
@@ -161,9 +166,20 @@ def serve(
             _with_proxy(api), host=host, port=port, log_level=log_level, lifespan="on", server_header=False,
             date_header=False, http=guarded_protocol(header_timeout), timeout_keep_alive=keep_alive_timeout,
             h11_max_incomplete_event_size=64 * 1024))
+        scraper = None
+        if metrics_socket is not None:
+            from ..api.metrics_routes import metrics_app
+            from .metrics_listen import metrics_server
+
+            scraper = metrics_server(metrics_app(api.state.prometheus), log_level)
+            scraping = asyncio.create_task(scraper.serve([metrics_socket]))
+            err.print(f"sandhive: Prometheus metrics without a key on http://{metrics_listen}/metrics")
         try:
             await server.serve()
         finally:
+            if scraper is not None:
+                scraper.should_exit = True
+                await scraping
             if domain_filter is not None:
                 await domain_filter.close()
         return server.started
@@ -184,6 +200,18 @@ def _raise_open_files() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         except (OSError, ValueError):
             err.print(f"sandhive: cannot raise the open files limit from {soft}: many sandboxes may exhaust it")
+
+
+def _metrics_socket(address: str | None) -> Any:
+    """`--metrics-listen`'s socket, bound now (a bad or taken address is a message and exit status 1)."""
+    if address is None:
+        return None
+    from .metrics_listen import bind
+
+    try:
+        return bind(address)
+    except (ValueError, OSError) as exc:
+        fail(f"--metrics-listen: cannot listen on {address}: {exc}")
 
 
 # ---- sandbox egress --------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from .backends import BackendMismatch, check_template
 from .egress import EgressPolicy
 from .egress_audit import EgressAudit, EgressEntry, EgressLog, SandboxOf
 from .errors import BackendError
+from .metrics_history import MetricsHistory
 from .network import SUBNET, Slot, SlotAllocator
 from .pool import PoolSettings, PoolStatus, WarmPools
 from .request import CreateRequest, Identity, new_sandbox_id
@@ -43,6 +44,7 @@ from .runtime import (
     not_supported,
 )
 from .startup import ReadyPolicy, pre_init_body, prepare
+from .telemetry import NodeTelemetry
 
 log = logging.getLogger("sandhive.node")
 
@@ -114,6 +116,8 @@ class Node:
         self.egress_log = EgressLog()
         self._egress_audit: EgressAudit | None = None
         self._sandbox_of: SandboxOf | None = None
+        self.history = MetricsHistory(self.usage)  # watched sandboxes' recent use, sampled once `start`ed
+        self.telemetry = NodeTelemetry()  # create latency and refusals, for the operator's /metrics
 
     @property
     def backend(self) -> str:
@@ -171,6 +175,7 @@ class Node:
             self._sandbox_of = SandboxOf(SUBNET, slots.dir)
             self._egress_audit = EgressAudit(self.egress_log, self._sandbox_of)
             self._egress_audit.start()
+        self.history.start()
 
     def record_egress(self, source: str, entry: EgressEntry) -> None:
         """An entry of the egress audit for the sandbox at `source` (from the egress filter, which judges by name
@@ -183,7 +188,19 @@ class Node:
     async def create(self, request: CreateRequest, identity: Identity) -> SandboxHandle:
         """A running sandbox of `request` that has become `identity`. Raises `HostFull` when the host's budget
         is spent even after the pools gave theirs back, `BackendMismatch` for a template that asks for another
-        backend (before anything is made for it). On failure nothing is left running."""
+        backend (before anything is made for it). On failure nothing is left running.
+        Each create is timed by pool outcome, and a refusal for lack of room counted (node/telemetry.py)."""
+        began = time.monotonic()
+        try:
+            handle, pool = await self._create(request, identity)
+        except HostFull:
+            self.telemetry.rejections["host_full"] += 1
+            raise
+        self.telemetry.created(pool, time.monotonic() - began)
+        return handle
+
+    async def _create(self, request: CreateRequest, identity: Identity) -> tuple[SandboxHandle, str]:
+        """`create`'s work, and whether a warm sandbox served it ("hit") or not ("miss")."""
         check_template(request.template, self.backend)
         # Volumes are mounted when a sandbox starts: a pooled sandbox started without them cannot serve.
         handle = self.pools.take(request) if not request.volumes else None
@@ -199,10 +216,10 @@ class Node:
             except BaseException:  # cancelled: nobody will own it
                 await self._discard(handle)
                 raise
-            return handle
+            return handle, "hit"
         handle = await self._from_shell(request, identity)
         if handle is not None:
-            return handle
+            return handle, "miss"
         sandbox_id = new_sandbox_id()
         need = request.resources
         if not self.admission.try_reserve(sandbox_id, need, Kind.SANDBOX):
@@ -219,7 +236,7 @@ class Node:
         except BaseException:
             await self._discard(handle)
             raise
-        return handle
+        return handle, "miss"
 
     def _evict(self, need: Resources) -> None:
         """Give back pooled sandboxes, then shells, until `need` fits (or nothing pooled is left)."""
@@ -346,6 +363,7 @@ class Node:
     # ---- running sandboxes ----------------------------------------------------------------
     async def kill(self, handle: SandboxHandle) -> None:
         self.unwatch(handle.sandbox_id)  # its end is ours, not news
+        self.history.forget(handle.sandbox_id)  # even if stopping fails: its figures end with its owner's interest
         await self.runtime.stop(handle)
         self.admission.release(handle.sandbox_id)
         self.egress_log.forget(handle.sandbox_id)
@@ -407,6 +425,7 @@ class Node:
         """End a paused sandbox for good: what it holds (disk, slot) and its pause directory."""
         await self.runtime.stop_saved(saved)
         await self.discard_saved(saved)
+        self.history.forget(saved.source_id)
 
     @staticmethod
     async def discard_saved(saved: SavedSandbox) -> None:
@@ -423,9 +442,11 @@ class Node:
         self.unwatch(handle.sandbox_id)
         self._on_exit[handle.sandbox_id] = on_exit
         self._watches[handle.sandbox_id] = asyncio.create_task(self._watch(handle, on_exit))
+        self.history.track(handle)  # a watched sandbox is a user's running one: its use is sampled
 
     def unwatch(self, sandbox_id: str) -> None:
         self._on_exit.pop(sandbox_id, None)
+        self.history.untrack(sandbox_id)
         task = self._watches.pop(sandbox_id, None)
         if task is not None and task is not asyncio.current_task():
             task.cancel()
@@ -500,6 +521,7 @@ class Node:
             self.unwatch(sandbox_id)
         if self._egress_audit is not None:
             await self._egress_audit.stop()
+        await self.history.stop()
         try:
             await self.pools.close()
             await self.shells.close()

@@ -303,7 +303,7 @@ class OciRuntime(NotPersistent):
         disk_used, disk_total = await asyncio.to_thread(SandboxDisk(self.sandboxes_dir / handle.sandbox_id).usage)
         return ResourceUsage(cpu_count=cpus, cpu_used_pct=self.cgroups.cpu_percent(handle.sandbox_id, cpus),
                              mem_used=used, mem_total=limit, mem_cache=cache, disk_used=disk_used,
-                             disk_total=disk_total)
+                             disk_total=disk_total, cpu_seconds=self.cgroups.cpu_nanoseconds(handle.sandbox_id) / 1e9)
 
     def memory_in_use(self, sandbox_id: str) -> int | None:
         """Bytes the sandbox really holds (its cgroup's working set), for admission by real use (admission.py);

@@ -122,6 +122,7 @@ class ResourceUsage:
     mem_cache: int
     disk_used: int
     disk_total: int
+    cpu_seconds: float = 0.0  # CPU time used since the sandbox started (Prometheus' counter)
 
 
 class Runtime(Protocol):

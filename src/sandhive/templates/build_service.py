@@ -24,6 +24,7 @@ import shutil
 import stat
 import string
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from ..envd import ENVD_VERSION
 from ..errors import UserError, report_internal
+from ..node.telemetry import BUILD_BUCKETS, Histogram
 from ..store import Store, TemplateBuildRecord
 from ..store.store import now_utc
 from .build_logs import BuildLog, BuildLogs, logs_dir
@@ -159,6 +161,7 @@ class TemplateBuildService:
         self._active: dict[str, str] = {}  # build id → template id, from start until done
         self._active_teams: dict[str, str] = {}  # build id → team id, from start until done
         self._tasks: set[asyncio.Task[None]] = set()
+        self.build_seconds = Histogram(BUILD_BUCKETS)  # each finished build's run, for the operator's /metrics
 
     @property
     def files(self) -> UploadedFiles:
@@ -448,7 +451,9 @@ class TemplateBuildService:
                     build_log.add(f"waiting for a build slot ({MAX_PARALLEL_BUILDS} builds run at once)")
                 async with self._slots:
                     await self._update(record.build_id, status="building", started_at=now_utc())
+                    began = time.monotonic()
                     await self._build(plan, build_log)
+                    self.build_seconds.observe(time.monotonic() - began)
         except asyncio.CancelledError:
             build_log.add(ENDED, "error")
             raise

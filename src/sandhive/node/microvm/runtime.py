@@ -359,18 +359,15 @@ class MicrovmRuntime:
         cpus = int(handle.state.get("cpu_count", 1))
         pid = self._pid(handle)
         directory = self.sandboxes_dir / handle.sandbox_id
+        seconds = _cpu_seconds(pid)
         return ResourceUsage(
-            cpu_count=cpus, cpu_used_pct=self._cpu_percent(handle.sandbox_id, pid, cpus),
+            cpu_count=cpus, cpu_used_pct=self._cpu_percent(handle.sandbox_id, seconds, cpus),
             mem_used=_pss(pid), mem_total=int(handle.state.get("memory_mb", 0)) * 2**20, mem_cache=0,
             disk_used=disks.allocated_bytes(directory / "disk.qcow2"),
-            disk_total=int(handle.state.get("disk_mb", 0)) * 2**20)
+            disk_total=int(handle.state.get("disk_mb", 0)) * 2**20, cpu_seconds=seconds or 0.0)
 
-    def _cpu_percent(self, sandbox_id: str, pid: int | None, cpus: int) -> float:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError):
+    def _cpu_percent(self, sandbox_id: str, seconds: float | None, cpus: int) -> float:
+        if seconds is None:
             return 0.0
         now = time.monotonic()
         before = self._cpu_samples.get(sandbox_id)
@@ -388,6 +385,16 @@ class MicrovmRuntime:
 
     async def close(self) -> None:
         await self._http.aclose()
+
+
+def _cpu_seconds(pid: int | None) -> float | None:
+    """QEMU's user and system CPU time (the guest's vCPUs run in it), or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _pss(pid: int | None) -> int:

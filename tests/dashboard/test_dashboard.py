@@ -232,6 +232,26 @@ def test_another_team_sees_none_of_it(browser: Any, live: Server, sandbox: Sandb
         page.context.close()
 
 
+def test_the_terminal_socket_needs_the_same_origin_and_the_token(page: Any, live: Server, sandbox: Sandbox) -> None:
+    """Cross-site WebSocket hijacking: the session cookie alone opens no shell."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    page.goto("/dashboard/sandboxes")
+    cookie = "; ".join(f"{c['name']}={c['value']}" for c in page.context.cookies())
+    csrf = json.loads(page.get_attribute("body", "hx-headers"))["X-CSRF-Token"]
+    url = live.url.replace("http://", "ws://") + f"/dashboard/sandboxes/{sandbox.sandbox_id}/terminal"
+    for query, origin in ((f"?csrf={csrf}", "http://evil.example"), ("", live.url), ("?csrf=wrong", live.url)):
+        with pytest.raises(InvalidStatus):
+            connect(url + query, origin=origin, additional_headers={"Cookie": cookie}, open_timeout=30)  # type: ignore[arg-type]
+    with connect(url + f"?csrf={csrf}", origin=live.url, additional_headers={"Cookie": cookie},  # type: ignore[arg-type]
+                 open_timeout=30) as ws:
+        ws.send(json.dumps({"type": "input", "data": "echo sock-$((6*7))\n"}))
+        seen = b""
+        while b"sock-42" not in seen:
+            seen += ws.recv(timeout=30)  # type: ignore[operator]
+
+
 def test_templates_keys_and_admin_pages(browser: Any, live: Server, page: Any) -> None:
     page.goto("/dashboard/templates")
     page.wait_for_selector("text=base")

@@ -208,6 +208,10 @@ def test_a_state_change_without_the_csrf_token_is_refused(page: Any, live: Serve
                               headers={"X-CSRF-Token": "not-the-token"})
     assert wrong.status == 403
     assert page.request.post("/dashboard/keys").status == 403
+    token = json.loads(page.get_attribute("body", "hx-headers"))["X-CSRF-Token"]
+    foreign = page.request.post(f"/dashboard/sandboxes/{sandbox.sandbox_id}/kill",
+                                headers={"X-CSRF-Token": token, "Origin": "http://evil.example"})
+    assert foreign.status == 403  # the right token, sent from another site's page
     assert sandbox.is_running()
 
 

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
-from starlette.requests import HTTPConnection
+from starlette.datastructures import FormData
+from starlette.requests import HTTPConnection, Request
 
 from ...errors import UserError
 from ...store import Caller, Store
@@ -49,11 +51,37 @@ def check_csrf(session: Session, sent: str | None) -> None:
         raise UserError(403, "Missing or wrong CSRF token: reload the page and try again")
 
 
+def check_origin(conn: HTTPConnection, required: bool = False) -> None:
+    """403 when the request says it comes from a page of another origin (or from an opaque `null` one).
+    Browsers send `Origin` on every POST and WebSocket handshake; `required`: its absence is refused too."""
+    origin = conn.headers.get("origin")
+    if origin is None and not required:
+        return
+    if origin is None or urlsplit(origin).netloc != conn.headers.get("host"):
+        raise UserError(403, "Cross-origin request refused")
+
+
 async def changing(conn: HTTPConnection, sessions: Sessions, store: Store, form_token: str | None = None) -> Viewer:
-    """The viewer of a state-changing request, after its CSRF token (header, or form field) is checked."""
+    """The viewer of a state-changing request, after its origin and CSRF token (header, or form field) are
+    checked."""
+    check_origin(conn)
     seen = await viewer(conn, sessions, store)
     check_csrf(seen.session, conn.headers.get(CSRF_HEADER) or form_token)
     return seen
 
 
-__all__ = ["CSRF_FIELD", "LoginRequired", "Viewer", "changing", "check_csrf", "viewer"]
+async def posted_form(request: Request, sessions: Sessions, store: Store,
+                      max_bytes: int = 2**20) -> tuple[Viewer, FormData]:
+    """A state-changing form post: its sender is logged in and same-origin before the body is parsed, the body
+    is at most `max_bytes` (as declared), and the form's (or header's) CSRF token is the session's."""
+    check_origin(request)
+    await viewer(request, sessions, store)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise UserError(413, f"The form is larger than {max_bytes // 2**20} MiB")
+    form = await request.form(max_part_size=max_bytes)
+    sent = form.get(CSRF_FIELD)
+    return await changing(request, sessions, store, sent if isinstance(sent, str) else None), form
+
+
+__all__ = ["CSRF_FIELD", "LoginRequired", "Viewer", "changing", "check_csrf", "check_origin", "posted_form", "viewer"]

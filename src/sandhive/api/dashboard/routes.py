@@ -25,7 +25,7 @@ from ..auth import authenticate
 from ..sandboxes import SandboxService
 from ..views import listed_view
 from . import assets
-from .access import LoginRequired, Viewer, changing, viewer
+from .access import LoginRequired, Viewer, check_origin, posted_form, viewer
 from .sessions import COOKIE, CSRF_FIELD, Sessions
 from .terminal import bridge
 
@@ -136,6 +136,7 @@ def dashboard_router(board: Dashboard) -> APIRouter:  # noqa: C901 — one page 
 
     @router.post("/login")
     async def login(request: Request) -> Response:
+        check_origin(request)  # no login CSRF: another site cannot log the browser in to its own team
         form = await request.form()
         key = str(form.get("key") or "").strip()
         try:
@@ -152,8 +153,7 @@ def dashboard_router(board: Dashboard) -> APIRouter:  # noqa: C901 — one page 
 
     @router.post("/logout")
     async def logout(request: Request) -> Response:
-        form = await request.form()
-        seen = await changing(request, sessions, store, str(form.get(CSRF_FIELD) or ""))
+        seen, _ = await posted_form(request, sessions, store)
         sessions.close(seen.session.id)
         response = RedirectResponse(f"{PREFIX}/login", status_code=303)
         response.delete_cookie(COOKIE, path=PREFIX)
@@ -174,8 +174,7 @@ def dashboard_router(board: Dashboard) -> APIRouter:  # noqa: C901 — one page 
 
     @router.post("/sandboxes/{sandbox_id}/{action}")
     async def sandbox_action(request: Request, sandbox_id: str, action: str) -> Response:
-        form = await request.form()
-        seen = await changing(request, sessions, store, str(form.get(CSRF_FIELD) or ""))
+        seen, _ = await posted_form(request, sessions, store)
         try:
             if action == "kill":
                 await service.kill(seen.team, sandbox_id)
@@ -232,7 +231,7 @@ def dashboard_router(board: Dashboard) -> APIRouter:  # noqa: C901 — one page 
         if upstream.status_code != 200:
             await upstream.aclose()
             raise UserError(404, f"cannot read {path}")
-        name = Path(path).name.replace('"', "") or "download"
+        name = "".join(c for c in Path(path).name if c.isalnum() or c in "._-+ ") or "download"
 
         async def body() -> Any:
             try:
@@ -247,8 +246,7 @@ def dashboard_router(board: Dashboard) -> APIRouter:  # noqa: C901 — one page 
 
     @router.post("/sandboxes/{sandbox_id}/files/upload")
     async def upload(request: Request, sandbox_id: str) -> Response:
-        form = await request.form(max_part_size=UPLOAD_MAX)
-        seen = await changing(request, sessions, store, str(form.get(CSRF_FIELD) or ""))
+        seen, form = await posted_form(request, sessions, store, UPLOAD_MAX + 2**20)
         folder = str(form.get("path") or "/home/user")
         sent = form.get("file")
         if sent is None or isinstance(sent, str) or not sent.filename:
@@ -304,8 +302,7 @@ def dashboard_router(board: Dashboard) -> APIRouter:  # noqa: C901 — one page 
 
     @router.post("/keys")
     async def create_key(request: Request) -> Response:
-        form = await request.form()
-        seen = await changing(request, sessions, store, str(form.get(CSRF_FIELD) or ""))
+        seen, _ = await posted_form(request, sessions, store)
         name = await asyncio.to_thread(store.team_name_of, seen.team)
         if name is None:
             raise UserError(404, "the team no longer exists")
@@ -314,8 +311,7 @@ def dashboard_router(board: Dashboard) -> APIRouter:  # noqa: C901 — one page 
 
     @router.post("/keys/{prefix}/revoke")
     async def revoke_key(request: Request, prefix: str) -> Response:
-        form = await request.form()
-        seen = await changing(request, sessions, store, str(form.get(CSRF_FIELD) or ""))
+        seen, _ = await posted_form(request, sessions, store)
         if prefix not in {k.prefix for k in await _team_keys(store, seen) if k.revoked_at is None}:
             raise UserError(404, "no such key")
         await asyncio.to_thread(store.revoke_api_key, prefix)

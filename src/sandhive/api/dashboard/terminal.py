@@ -14,13 +14,12 @@ import contextlib
 import json
 import logging
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from fastapi import WebSocket, WebSocketDisconnect
 
 from ...errors import UserError
 from ...node.envd_client import EnvdError
-from .access import LoginRequired, check_csrf, viewer
+from .access import LoginRequired, check_csrf, check_origin, viewer
 
 if TYPE_CHECKING:
     from .routes import Dashboard
@@ -28,11 +27,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MAX_SIZE = 1000  # columns or rows a resize may ask for
 POLICY_VIOLATION = 1008
-
-
-def _same_origin(websocket: WebSocket) -> bool:
-    origin = websocket.headers.get("origin")
-    return origin is not None and urlsplit(origin).netloc == websocket.headers.get("host")
 
 
 def _size(value: object, default: int) -> int:
@@ -45,8 +39,7 @@ def _number(text: str | None) -> int | None:
 
 async def bridge(websocket: WebSocket, board: Dashboard, sandbox_id: str) -> None:
     try:
-        if not _same_origin(websocket):
-            raise UserError(403, "cross-origin terminal")
+        check_origin(websocket, required=True)
         seen = await viewer(websocket, board.sessions, board.store)
         check_csrf(seen.session, websocket.query_params.get("csrf"))
         envd = await board.envd(seen, sandbox_id)

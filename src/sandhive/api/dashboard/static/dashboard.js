@@ -25,7 +25,8 @@
           plots[el.id] = new uPlot({
             title: el.dataset.title, width: width, height: 160,
             series: [{}, {label: el.dataset.title, stroke: "#2a6fdb", fill: "rgba(42,111,219,0.1)"}],
-            scales: {x: {time: true}},
+            // At least a minute wide: one or two samples would otherwise stretch the axis over years.
+            scales: {x: {time: true, range: function (u, min, max) { return [Math.min(min, max - 60), max]; }}},
           }, data, el);
         } else {
           plots[el.id].setData(data);

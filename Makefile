@@ -103,7 +103,8 @@ lint: venv
 # The older single-purpose benches stay runnable: python -m bench.envd_bench | bench.proxy_bench | bench.sandbox_bench
 # The sandbox table (create, exec, files, concurrency, memory, admission), then template builds and microVMs,
 # persistence, the code interpreter (issue 15: run_code through the released client against host ipykernel), and
-# domain rules through the egress filter vs plain NAT (issue 16), and density: 200 idle sandboxes on one host (issue 17).
+# domain rules through the egress filter vs plain NAT (issue 16), and density: 200 idle sandboxes on one host (issue 17);
+# metrics sampling and the dashboard's sandbox list in Chromium (issue 18).
 bench: venv
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.template_bench
@@ -116,6 +117,7 @@ bench: venv
 	$(BIN)/python -m bench.egress_filter_bench
 	$(BIN)/python -m bench.density_bench
 	$(BIN)/python -m bench.metrics_sampling_bench
+	$(BIN)/python -m bench.dashboard_bench
 
 # Regenerate src/sandhive/rpc from proto/ (needs protoc: Debian's protobuf-compiler).
 proto: venv

@@ -105,7 +105,7 @@ lint: venv
 # persistence, the code interpreter (issue 15: run_code through the released client against host ipykernel), and
 # domain rules through the egress filter vs plain NAT (issue 16), and density: 200 idle sandboxes on one host (issue 17);
 # metrics sampling and the dashboard's sandbox list in Chromium (issue 18).
-bench: venv
+bench: venv dashboard-assets
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.template_bench
 	$(BIN)/python -m bench.microvm_bench

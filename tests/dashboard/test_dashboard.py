@@ -164,8 +164,14 @@ def test_terminal_runs_echo_hi(page: Any, sandbox: Sandbox) -> None:
 
 def test_terminal_follows_the_window_size(page: Any, sandbox: Sandbox) -> None:
     """The terminal is fitted again when the window changes, and the shell is told the new size."""
+    # Resize while the shell waits at its prompt: readline rewrites the size it read as it prepares each line,
+    # so a resize landing in between would be undone (sdk/pty.py says the same of the SDK's resize).
+    page.wait_for_function(
+        "() => { const l = document.querySelector('#terminal .xterm-rows').innerText.split('\\n');"
+        " const i = l.findIndex(x => x.trim() === 'hi'); return i >= 0 && l.slice(i + 1).some(x => x.includes('$')); }")
     page.set_viewport_size({"width": 700, "height": 900})
-    page.keyboard.type("stty size\n")
+    page.wait_for_function("() => Number(document.querySelector('#terminal').dataset.cols) < 90")  # refitted
+    page.keyboard.type("stty size\n")  # after the resize message on the same socket, so its answer is the new size
     page.wait_for_function(
         "() => document.querySelector('#terminal .xterm-rows').innerText.split('\\n')"
         ".some(l => /^\\d+ \\d+$/.test(l.trim()) && Number(l.trim().split(' ')[1]) < 90)")
@@ -277,6 +283,24 @@ def test_templates_keys_and_admin_pages(browser: Any, live: Server, page: Any) -
         shot(admin, "nodes")
     finally:
         admin.context.close()
+
+
+def test_pause_and_resume_from_the_ui(page: Any, live: Server, sandbox: Sandbox) -> None:
+    """Where the backend can pause (its /health lists pause modes), Pause and Resume move the row's state;
+    elsewhere the refusal is shown, and the sandbox runs on."""
+    page.goto("/dashboard/sandboxes")
+    row = f'tr[data-sandbox="{sandbox.sandbox_id}"]'
+    page.click(f"{row} button.pause")
+    with live.client() as c:
+        can_pause = bool(c.get("/health").json()["persistence"]["pauseModes"])
+    if not can_pause:
+        page.wait_for_selector("#flash .error")
+        assert sandbox.is_running()
+        return
+    page.wait_for_selector(f'{row}[data-state="paused"]', timeout=120_000)
+    page.click(f"{row} button.resume")
+    page.wait_for_selector(f'{row}[data-state="running"]', timeout=120_000)
+    assert sandbox.commands.run("echo back").stdout.strip() == "back"
 
 
 def test_kill_from_the_ui(page: Any, live: Server, key: str, sandbox: Sandbox) -> None:

@@ -68,7 +68,9 @@
     term.onData(function (data) {
       if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({type: "input", data: data}));
     });
+    el.dataset.cols = String(term.cols);
     term.onResize(function (size) {
+      el.dataset.cols = String(size.cols);
       if (socket.readyState === WebSocket.OPEN) {
         socket.send(JSON.stringify({type: "resize", cols: size.cols, rows: size.rows}));
       }

@@ -236,7 +236,8 @@ def test_the_node_daemonset_mounts_every_host_path_the_docs_name_and_no_other() 
 def test_the_node_daemonset_is_privileged_on_the_hosts_network_and_pids() -> None:
     spec = pod_spec(node_daemonset())
     assert spec["hostNetwork"] is True and spec["hostPID"] is True
-    assert spec["dnsPolicy"] == "ClusterFirstWithHostNet"
+    # Sandboxes get the node's nameservers: the host's, never the cluster DNS (it would tell them the cluster's names).
+    assert spec["dnsPolicy"] == "Default"
     node = next(c for c in spec["containers"] if c["name"] == "node")
     assert node["securityContext"]["privileged"] is True
     propagation = {m["mountPath"]: m.get("mountPropagation") for m in node["volumeMounts"]}

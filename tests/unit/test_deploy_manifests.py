@@ -43,6 +43,8 @@ NODE_FORBIDDEN_HARDENING = {
     "ReadWritePaths", "ReadOnlyPaths", "InaccessiblePaths", "TemporaryFileSystem", "BindPaths", "BindReadOnlyPaths",
     "ProtectKernelTunables", "ProtectKernelModules", "ProtectControlGroups", "ProtectClock", "ProtectProc",
     "SystemCallFilter", "RestrictNamespaces", "NoNewPrivileges", "CapabilityBoundingSet", "DynamicUser",
+    "LockPersonality", "MemoryDenyWriteExecute", "RestrictAddressFamilies", "SystemCallArchitectures",
+    "RestrictRealtime", "RestrictSUIDSGID", "OOMScoreAdjust",  # seccomp filters and OOM scores children inherit
 }
 
 

@@ -170,6 +170,50 @@ def test_each_kustomization_lists_exactly_its_files(path: Path) -> None:
     assert files == present, f"{path.relative_to(ROOT)}: lists {sorted(files)}, directory has {sorted(present)}"
 
 
+def test_references_inside_each_pod_resolve() -> None:
+    """What the schemas cannot see: a mount names a volume of its pod (an overlay's, of the pod it patches), a
+    probe or Service names a port its pod has, and a ConfigMap a pod reads is one of deploy/kubernetes."""
+    configmaps = {doc["metadata"]["name"] for _, doc in all_objects() if doc["kind"] == "ConfigMap"}
+    base_volumes = {v["name"] for v in pod_spec(node_daemonset())["volumes"]}
+    problems = []
+    pods: dict[str, set[str]] = {}
+    for path, doc in all_objects():
+        if "template" not in doc.get("spec", {}):
+            continue
+        spec = pod_spec(doc)
+        volumes = {v["name"] for v in spec.get("volumes", [])}
+        volumes |= {t["metadata"]["name"] for t in doc["spec"].get("volumeClaimTemplates", [])}
+        if path in overlay_patches():
+            volumes |= base_volumes
+        ports = set()
+        for container in containers(spec):
+            ports |= {p["name"] for p in container.get("ports", []) if "name" in p}
+            for mount in container.get("volumeMounts", []):
+                if mount["name"] not in volumes:
+                    problems.append(f"{path.name}: {container['name']} mounts unknown volume {mount['name']}")
+            for source in container.get("envFrom", []):
+                if "configMapRef" in source and source["configMapRef"]["name"] not in configmaps:
+                    problems.append(f"{path.name}: no ConfigMap {source['configMapRef']['name']}")
+        for container in containers(spec):
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                action = container.get(probe, {})
+                port = (action.get("httpGet") or action.get("tcpSocket") or {}).get("port")
+                if isinstance(port, str) and port not in ports:
+                    problems.append(f"{path.name}: {container['name']} {probe} names unknown port {port}")
+        labels = doc["spec"]["template"].get("metadata", {}).get("labels", {})
+        if labels:
+            selector = doc["spec"]["selector"]["matchLabels"]
+            assert selector.items() <= labels.items(), f"{path.name}: the selector does not match the pod"
+            pods[path.name + "/" + doc["metadata"]["name"]] = ports
+            for _, service in all_objects():
+                if service["kind"] == "Service" and service["spec"]["selector"].items() <= labels.items():
+                    for port in service["spec"]["ports"]:
+                        if isinstance(port["targetPort"], str) and port["targetPort"] not in ports:
+                            problems.append(f"Service {service['metadata']['name']}: no port {port['targetPort']}")
+    assert len(pods) == 4, sorted(pods)  # control plane, node, registry, PostgreSQL
+    assert not problems, "\n".join(problems)
+
+
 # ---- what the docs promise ------------------------------------------------------------------------------------
 
 def test_images_are_pinned_by_tag() -> None:

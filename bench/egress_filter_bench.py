@@ -1,10 +1,12 @@
-"""Domain rules through the egress filter vs plain NAT (issue 16): connection setup and a 100 MB download, measured
+"""Domain and header rules vs plain NAT (issue 16): connection setup and a 100 MB download, measured
 inside a sandbox against a "fake internet" network namespace this bench creates (tests/lan.py; the same HTTP
 server and nameserver as tests/hostile/test_egress_rules.py), never beyond this machine.
 
-Two sandboxes of one live server (container backend): one without rules (the kernel's NAT fast path) and one with
-`deny_out: ["0.0.0.0/0"], allow_out: ["allowed.test"]`, whose connections to port 80 go through the filter. Both
-fetch the same URLs from the same address in the same run.
+Three sandboxes of one live server (container backend): one without rules (the kernel's NAT fast path), one with
+`deny_out: ["0.0.0.0/0"], allow_out: ["allowed.test"]`, whose connections to port 80 are judged in place (the
+egress judge: first segments through a netfilter queue, then the kernel), and one with a header rule for
+allowed.test, whose connections go through the egress filter's relay. All fetch the same URLs from the same
+address in the same run.
 
     .venv/bin/python -m bench.egress_filter_bench [--runs 50] [--mb 100] [--backend container]
 """
@@ -61,16 +63,15 @@ def measure(sbx: Sandbox, address: str, runs: int, size: int, repeat: int) -> di
     return json.loads(out.strip().splitlines()[-1])
 
 
-def interleaved(plain: Sandbox, filtered: Sandbox, address: str, runs: int, size: int,
-                repeat: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Setup samples of each, then the downloads alternating between them (the host's load, shared with other
-    work, then weighs on both alike)."""
-    base = measure(plain, address, runs, size, 0)
-    through = measure(filtered, address, runs, size, 0)
+def interleaved(sandboxes: dict[str, Sandbox], address: str, runs: int, size: int,
+                repeat: int) -> dict[str, dict[str, list[float]]]:
+    """Setup samples of each, then the downloads taking turns (the host's load, shared with other work, then
+    weighs on all alike)."""
+    got = {name: measure(sbx, address, runs, size, 0) for name, sbx in sandboxes.items()}
     for _ in range(repeat):
-        base["seconds"] += measure(plain, address, 0, size, 1)["seconds"]
-        through["seconds"] += measure(filtered, address, 0, size, 1)["seconds"]
-    return base, through
+        for name, sbx in sandboxes.items():
+            got[name]["seconds"] += measure(sbx, address, 0, size, 1)["seconds"]
+    return got
 
 
 def main() -> None:
@@ -93,26 +94,34 @@ def main() -> None:
                               backend=args.backend) as server:
             key_ = server.key("bench")
             common = {"api_key": key_, "api_url": server.url, "sandbox_url": server.url, "timeout": 600}
-            plain = Sandbox.create(**common)  # type: ignore[arg-type]
-            filtered = Sandbox.create(network={"deny_out": ["0.0.0.0/0"], "allow_out": ["allowed.test"]},
-                                      **common)  # type: ignore[arg-type]
+            rules = {"allowed.test": [{"transform": {"headers": {"X-Api-Key": "bench"}}}]}
+            sandboxes = {
+                "plain": Sandbox.create(**common),  # type: ignore[arg-type]
+                "judged": Sandbox.create(network={"deny_out": ["0.0.0.0/0"], "allow_out": ["allowed.test"]},
+                                         **common),  # type: ignore[arg-type]
+                "relayed": Sandbox.create(network={"rules": rules}, **common),  # type: ignore[arg-type]
+            }
             try:
-                base, through = interleaved(plain, filtered, site, args.runs, size, args.repeat)
+                got = interleaved(sandboxes, site, args.runs, size, args.repeat)
             finally:
-                plain.kill()
-                filtered.kill()
-    rate = {name: [args.mb / s for s in got["seconds"]] for name, got in (("plain", base), ("filter", through))}
+                for sbx in sandboxes.values():
+                    sbx.kill()
+    rate = {name: [args.mb / s for s in values["seconds"]] for name, values in got.items()}
     best = {name: max(values) for name, values in rate.items()}
     median = {name: sorted(values)[len(values) // 2] for name, values in rate.items()}
-    print(f"Egress filter vs plain NAT, {args.backend} backend, inside the sandbox · {machine()}\n")
+    labels = {"plain": "plain NAT", "judged": "a domain rule, judged in place (allow_out: allowed.test)",
+              "relayed": "a header rule, through the relay (rules: allowed.test)"}
+    print(f"Domain and header rules vs plain NAT, {args.backend} backend, inside the sandbox · {machine()}\n")
     print(HEADER)
-    print(row("connection setup + small GET, plain NAT", base["setup"]))
-    print(row("same, through the egress filter (Host: allowed.test)", through["setup"], base["setup"]))
+    print(row("connection setup + small GET, plain NAT", got["plain"]["setup"]))
+    for name in ("judged", "relayed"):
+        print(row(f"same, {labels[name]}", got[name]["setup"], got["plain"]["setup"]))
     print()
     print("| transfer | MB/s median | MB/s best | runs | median vs plain NAT |\n|---|---|---|---|---|")
-    print(f"| {args.mb} MB download, plain NAT | {median['plain']:.0f} | {best['plain']:.0f} | {args.repeat} | — |")
-    print(f"| {args.mb} MB download, through the egress filter | {median['filter']:.0f} | {best['filter']:.0f} | "
-          f"{args.repeat} | {median['filter'] / median['plain']:.0%} |")
+    for name in ("plain", "judged", "relayed"):
+        ratio = "—" if name == "plain" else f"{median[name] / median['plain']:.0%}"
+        print(f"| {args.mb} MB download, {labels[name]} | {median[name]:.0f} | {best[name]:.0f} | {args.repeat} | "
+              f"{ratio} |")
 
 
 if __name__ == "__main__":

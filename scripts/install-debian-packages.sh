@@ -14,6 +14,7 @@ PACKAGES=(
   ca-certificates curl
   runc                                # the OCI runtime of the container backend
   nftables conntrack                  # the node's firewall and NAT; cutting a sandbox's open connections
+  iptables                            # xtables' NFQUEUE, which feeds the egress judge (domain rules)
   postgresql                          # the store's PostgreSQL tests start a private cluster from it
   qemu-system-x86 qemu-utils          # the microvm backend: QEMU (microvm machine, KVM or TCG) and qcow2 layers
   erofs-utils e2fsprogs lz4           # microvm disks (system image erofs, template ext4) and the guest kernel's LZ4

@@ -15,6 +15,13 @@ redirected (`chain domains`, nat prerouting) to the node's egress filter (node/e
 the HTTP Host header or TLS SNI and lets through only the names the rules allow. The map `dfilter4` holds
 `veth . sandbox address : filter port` for exactly those sandboxes; everything else stays in the kernel.
 
+Judged in place (node/egress_judge.py, node/egress_queue.py), when the node's netfilter queue is up: a sandbox
+with domain rules and no header rules is in the set `dqueue` instead of `dfilter4`. Its new connections to ports
+80/443 that its ranges deny go to their real destination; the chain `judge` marks their packets for the node's
+queue (`dqmark`: veth → the queue's mark) until a verdict is in the connection's conntrack mark (ALLOWED_MARK:
+the forward chain accepts it, as fast as any NAT connection; DENIED_MARK: reset). The chain `verdict`, after
+the queue, writes the judge's packet mark into the conntrack mark.
+
 Header rules (`rules: {"api.example.com": [{"transform": {"headers": ...}}]}`, node/header_rules.py) need the
 filter to see every HTTP request such a sandbox sends, whatever address it goes to: a sandbox with them is in
 the set `druled`, and all its new TCP connections to ports 80 and 443 are redirected, not only the denied ones.
@@ -50,13 +57,18 @@ EVERYWHERE = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 FILTERED_PORTS = (80, 443)  # HTTP and HTTPS: where a Host header or an SNI names the destination
 DOMAINS_DIR = Path("/run/sandhive/egress-domains")
 MAX_DOMAIN = 253
+ALLOWED_MARK = 0x53000001  # a connection the judge let through (its conntrack mark)
+DENIED_MARK = 0x53000002
+QUEUE_MARKS = 0x53480000  # | queue number: a packet on its way to that judge's queue (mask 0xffff0000)
 
 
 def set_declarations() -> list[str]:
     return [f"add set {TABLE} r{verdict}{v} {{ type ifname . ipv{v}_addr; flags interval; }}"
             for verdict in ("allow", "deny") for v in (4, 6)] + denied_declarations(TABLE) + [
         f"add map {TABLE} dfilter4 {{ type ifname . ipv4_addr : inet_service; }}",
-        f"add set {TABLE} druled {{ type ifname; }}"]
+        f"add set {TABLE} druled {{ type ifname; }}",
+        f"add set {TABLE} dqueue {{ type ifname; }}",
+        f"add map {TABLE} dqmark {{ type ifname : mark; }}"]
 
 
 def denied_declarations(table: str) -> list[str]:
@@ -110,6 +122,46 @@ def redirect_lines(table: str) -> list[str]:
             f"flush chain {table} ruled",
             f'add rule {table} ruled iifname @druled tcp dport {{ {ports} }} '
             f"redirect to : iifname . ip saddr map @dfilter4"]
+
+
+def judged_lines() -> list[str]:
+    """The forward chain's first rules: a connection the judge allowed, and a packet on its way to the judge's
+    queue, pass the denied ranges (the judge, not the range, decides them)."""
+    return [f"ct mark {ALLOWED_MARK:#x} accept", f"meta mark & 0xffff0000 == {QUEUE_MARKS:#x} accept"]
+
+
+def judge_lines(table: str) -> list[str]:
+    """`chain judge` (before the forward chain) and `chain verdict` (after the judge's queue, which xtables'
+    NFQUEUE feeds at priority 0: see node/egress_queue.py)."""
+    rule = f"add rule {table} judge"
+    ports = ", ".join(str(p) for p in FILTERED_PORTS)
+    verdict = f"add rule {table} verdict"
+    return [f"add chain {table} judge {{ type filter hook forward priority -20; policy accept; }}",
+            f"flush chain {table} judge",
+            f'{rule} iifname != "shv*" return',
+            f"{rule} meta l4proto != tcp return",
+            f"{rule} ct mark {DENIED_MARK:#x} reject with tcp reset",
+            f"{rule} ct mark {ALLOWED_MARK:#x} return",
+            f"{rule} iifname != @dqueue return",
+            f"{rule} tcp dport != {{ {ports} }} return",
+            f"{rule} iifname . ip daddr @rallow4 return",
+            f"{rule} iifname . ip daddr != @rdeny4 return",
+            f"{rule} meta mark set iifname map @dqmark",
+            f"add chain {table} verdict {{ type filter hook forward priority 10; policy accept; }}",
+            f"flush chain {table} verdict",
+            f"{verdict} meta mark {ALLOWED_MARK:#x} ct mark set {ALLOWED_MARK:#x} meta mark set 0 accept",
+            f"{verdict} meta mark {DENIED_MARK:#x} ct mark set {DENIED_MARK:#x} meta mark set 0 "
+            "reject with tcp reset",
+            f"{verdict} meta mark & 0xffff0000 == {QUEUE_MARKS:#x} meta mark set 0"]
+
+
+async def ensure_judged_accepted() -> None:
+    """Put `judged_lines` back at the top of the forward chain if a server of an older version reloaded it
+    without them (else every judged connection would be dropped by its denied ranges)."""
+    listing = await run("nft", "list", "chain", *TABLE.split(), "forward", check=False)
+    if listing and f"{QUEUE_MARKS:#x}" not in listing:
+        for line in reversed(judged_lines()):
+            await run("nft", "insert", "rule", *TABLE.split(), "forward", *line.split(), check=False)
 
 
 def rule_lines(rule: str) -> list[str]:
@@ -230,9 +282,11 @@ class EgressRules:
     def __init__(self, domains_dir: Path = DOMAINS_DIR) -> None:
         self._current: dict[str, EgressPolicy] = {}
         self._ports: dict[str, tuple[str, int]] = {}  # veth → (sandbox address, filter port) in dfilter4
+        self._marks: dict[str, int] = {}  # veth → queue mark in dqmark
         self._lock = asyncio.Lock()
         self.domains_dir = domains_dir
         self.filter_port: int | None = None
+        self.queue_mark: int | None = None  # this server's judge's queue (None: judged by the filter instead)
         self.listeners: list[Callable[[str, EgressPolicy], None]] = []
 
     def current(self, veth: str) -> EgressPolicy:
@@ -241,6 +295,10 @@ class EgressRules:
     def redirected(self) -> bool:
         """Whether any sandbox's connections are redirected to a filter now."""
         return bool(self._ports)
+
+    def queued(self) -> bool:
+        """Whether any sandbox's connections are judged in place now."""
+        return bool(self._marks)
 
     async def load(self) -> None:
         """Read back the rules of sandboxes that outlived the server (after `network.prepare_host`)."""
@@ -251,6 +309,7 @@ class EgressRules:
                 for veth, network in _parse_elements(out):
                     found.setdefault(veth, ([], []))[0 if verdict == "allow" else 1].append(network)
         ports = _parse_map(await run("nft", "-j", "list", "map", *TABLE.split(), "dfilter4", check=False))
+        marks = _parse_marks(await run("nft", "-j", "list", "map", *TABLE.split(), "dqmark", check=False))
         named = await asyncio.to_thread(self._read_domains)
         for veth in named:
             found.setdefault(veth, ([], []))
@@ -258,19 +317,29 @@ class EgressRules:
             self._current = {veth: EgressPolicy(tuple(a), tuple(d), *named.get(veth, ((), ())))
                              for veth, (a, d) in found.items()}
             self._ports = ports
+            self._marks = marks
 
     async def adopt(self) -> None:
-        """Point the surviving sandboxes' domain redirects at this server's filter (`filter_port`, now set): the
-        last server started on a host filters them, as it sets the operator's ranges."""
+        """Point the surviving sandboxes' domain redirects and queue marks at this server's filter and judge
+        (`filter_port`, `queue_mark`, now set) — those whose filter or judge is gone. Another live server's
+        sandboxes stay with it (servers of tests share a host)."""
         async with self._lock:
             if self.filter_port is None:
                 return
+            listening, bound = _listening_ports(), _bound_queues()
             lines = []
             for veth, (address, port) in list(self._ports.items()):
-                if port != self.filter_port and self._current.get(veth, EgressPolicy()).filtered:
+                if port != self.filter_port and port not in listening \
+                        and self._current.get(veth, EgressPolicy()).filtered:
                     lines += [f'delete element {TABLE} dfilter4 {{ "{veth}" . {address} }}',
                               f'add element {TABLE} dfilter4 {{ "{veth}" . {address} : {self.filter_port} }}']
                     self._ports[veth] = (address, self.filter_port)
+            if self.queue_mark is not None:
+                for veth, mark in list(self._marks.items()):
+                    if mark != self.queue_mark and mark & 0xFFFF not in bound:
+                        lines += [f'delete element {TABLE} dqmark {{ "{veth}" }}',
+                                  f'add element {TABLE} dqmark {{ "{veth}" : {self.queue_mark:#x} }}']
+                        self._marks[veth] = self.queue_mark
             if lines:
                 await run("nft", "-f", "-", input="\n".join(lines) + "\n", check=False)
 
@@ -284,11 +353,21 @@ class EgressRules:
             # transaction holds whether or not the veth was in the set
             lines += [f'add element {SLOTS_TABLE} no_internet {{ "{veth}" }}',
                       f'delete element {SLOTS_TABLE} no_internet {{ "{veth}" }}']
-            redirect = policy.filtered and sandbox_ip is not None and self.filter_port is not None
-            if policy.filtered and not redirect:
+            queued = bool(policy.domains) and not policy.rules and sandbox_ip is not None \
+                and self.queue_mark is not None
+            redirect = policy.filtered and not queued and sandbox_ip is not None and self.filter_port is not None
+            if policy.filtered and not (redirect or queued):
                 log.warning("sandbox on %s has domain or header rules but no egress filter runs: only its ranges "
                             "apply", veth)
-            lines += [f'add element {TABLE} druled {{ "{veth}" }}', f'delete element {TABLE} druled {{ "{veth}" }}']
+            lines += [f'add element {TABLE} druled {{ "{veth}" }}', f'delete element {TABLE} druled {{ "{veth}" }}',
+                      f'add element {TABLE} dqueue {{ "{veth}" }}', f'delete element {TABLE} dqueue {{ "{veth}" }}']
+            if self._marks.pop(veth, None) is not None:  # its own transaction, like dfilter4's below
+                await run("nft", "delete", "element", *TABLE.split(), "dqmark", f'{{ "{veth}" }}', check=False)
+            if queued:
+                assert self.queue_mark is not None
+                lines += [f'add element {TABLE} dqueue {{ "{veth}" }}',
+                          f'add element {TABLE} dqmark {{ "{veth}" : {self.queue_mark:#x} }}']
+                self._marks[veth] = self.queue_mark
             if redirect and policy.rules:
                 lines.append(f'add element {TABLE} druled {{ "{veth}" }}')
             await asyncio.to_thread(self._write_domains, veth, policy.domains, policy.rules)
@@ -303,6 +382,8 @@ class EgressRules:
             await run("nft", "-f", "-", input="\n".join(lines) + "\n")
             if redirect:
                 await ensure_redirect_accepted()
+            if queued:
+                await ensure_judged_accepted()
             if policy.empty:
                 self._current.pop(veth, None)
             else:
@@ -319,6 +400,9 @@ class EgressRules:
             previous = self._ports.pop(veth, None)
             await asyncio.to_thread(self._write_domains, veth, (), ())
             await run("nft", "delete", "element", *TABLE.split(), "druled", f'{{ "{veth}" }}', check=False)
+            await run("nft", "delete", "element", *TABLE.split(), "dqueue", f'{{ "{veth}" }}', check=False)
+            if self._marks.pop(veth, None) is not None:
+                await run("nft", "delete", "element", *TABLE.split(), "dqmark", f'{{ "{veth}" }}', check=False)
             if previous is not None:
                 await run("nft", "delete", "element", *TABLE.split(), "dfilter4",
                           f'{{ "{veth}" . {previous[0]} }}', check=False)
@@ -383,6 +467,42 @@ def _parse_map(listing: str) -> dict[str, tuple[str, int]]:
     return found
 
 
+def _listening_ports() -> set[int]:
+    """The TCP ports something listens on in this network namespace (/proc/net/tcp, state 0A)."""
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if len(fields) > 3 and fields[3] == "0A":
+                    with contextlib.suppress(ValueError, IndexError):
+                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _bound_queues() -> set[int]:
+    """The netfilter queues some process holds (/proc/net/netfilter/nfnetlink_queue, first column)."""
+    with contextlib.suppress(OSError):
+        return {int(line.split()[0]) for line in
+                Path("/proc/net/netfilter/nfnetlink_queue").read_text().splitlines() if line.split()}
+    return set()
+
+
+def _parse_marks(listing: str) -> dict[str, int]:
+    """`nft -j list map dqmark` output → veth → queue mark."""
+    try:
+        document = json.loads(listing)
+    except ValueError:
+        return {}
+    found: dict[str, int] = {}
+    for item in document.get("nftables", []):
+        for elem in item.get("map", {}).get("elem", []):
+            with contextlib.suppress(TypeError, ValueError, KeyError, IndexError):
+                veth, mark = elem
+                found[str(veth)] = int(mark)
+    return found
+
+
 def _parse_elements(listing: str) -> list[tuple[str, Network]]:
     """`nft -j list set` output → (veth, range) pairs."""
     try:
@@ -439,6 +559,8 @@ async def cut_denied(sandbox_ip: str, policy: EgressPolicy) -> None:
         destination = fields.get("dst")
         if not destination or policy.allows(destination):
             continue
+        if policy.domains and fields.get("mark") == str(ALLOWED_MARK):
+            continue  # judged by name: the judge re-judges it (node/egress_queue.py)
         if len(sources) > 1 and sources[1] != destination:
             continue  # redirected to the egress filter, which re-judges its own connections
         args = ["conntrack", "-D", "-s", sandbox_ip, "-d", destination]

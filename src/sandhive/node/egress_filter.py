@@ -45,9 +45,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import network
-from .egress import RULES, EgressPolicy, EgressRules, ensure_redirect_accepted
+from .egress import RULES, EgressPolicy, EgressRules, ensure_judged_accepted, ensure_redirect_accepted
 from .egress_audit import EgressEntry
+from .egress_queue import QueueJudge
 from .header_rules import Headers, RequestRewriter, RewriteError, headers_for
+from .network import slot_of
 from .resolve import ResolveError, Resolver
 from .sniff import MAX_PEEK, Peek, matches, peek
 
@@ -71,18 +73,6 @@ def original_destination(sock: socket.socket) -> tuple[str, int]:
     raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
     port, address = struct.unpack_from(">H4s", raw, 2)
     return socket.inet_ntoa(address), port
-
-
-def slot_of(address: str) -> network.Slot | None:
-    """The slot whose sandbox address `address` is."""
-    try:
-        ip = ipaddress.IPv4Address(address)
-    except ValueError:
-        return None
-    if ip not in network.SUBNET:
-        return None
-    offset = int(ip) - int(network.SUBNET.network_address)
-    return network.Slot(offset // 4) if offset % 4 == 2 else None
 
 
 PIPE_BYTES = 1 << 20  # each direction's pipe (F_SETPIPE_SZ), and the most one splice moves
@@ -237,6 +227,7 @@ class EgressFilter:
         self._checker: asyncio.Task[None] | None = None
         self._lan: tuple[network.Network, ...] = ()
         self.max_connections = connection_limit()
+        self.judge: Any = None  # the in-place judge (node/egress_queue.py), when its queue is up
 
     @property
     def port(self) -> int | None:
@@ -258,6 +249,12 @@ class EgressFilter:
         self._acceptor = loop.create_task(self._accept(sock))
         self.rules.filter_port = self.port
         self.rules.listeners.append(self._rules_changed)
+        judge = QueueJudge(self)
+        why = await judge.start()
+        if why is None:
+            self.judge = judge
+        else:
+            log.warning("egress judge not running (%s): domain rules go through the relay", why)
         await self.rules.adopt()
         self._checker = loop.create_task(self._keep_admitted())
         log.info("egress filter listening on port %s (nameservers %s)", self.port, ", ".join(self.nameservers))
@@ -284,11 +281,13 @@ class EgressFilter:
         would then hang. While sandboxes have domain rules, put it back within CHECK_SECONDS."""
         while True:
             await asyncio.sleep(CHECK_SECONDS)
-            if self.rules.redirected():
-                try:
+            try:
+                if self.rules.redirected():
                     await ensure_redirect_accepted()
-                except Exception:  # noqa: BLE001 — logged; the next round tries again
-                    log.exception("checking the host firewall's admission of the egress filter failed")
+                if self.rules.queued():
+                    await ensure_judged_accepted()
+            except Exception:  # noqa: BLE001 — logged; the next round tries again
+                log.exception("checking the host firewall's admission of the egress filter failed")
 
     async def close(self) -> None:
         for task in (self._checker, self._acceptor):
@@ -297,6 +296,9 @@ class EgressFilter:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._checker = self._acceptor = None
+        if self.judge is not None:
+            await self.judge.close()
+            self.judge = None
         if self._rules_changed in self.rules.listeners:
             self.rules.listeners.remove(self._rules_changed)
         if self.rules.filter_port == self.port:

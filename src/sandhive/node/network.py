@@ -272,6 +272,7 @@ def egress_script(nameservers: Sequence[str], allow: Sequence[Network] | None,
     rule = f"add rule {t} forward"
     lines += [
         f'{rule} iifname != "{VETH_PREFIX}*" accept',
+        *(f"{rule} {line}" for line in egress.judged_lines()),
         f"{rule} ip daddr @dns4 meta l4proto {{ tcp, udp }} th dport {DNS_PORT} accept",
         f"{rule} ip6 daddr @dns6 meta l4proto {{ tcp, udp }} th dport {DNS_PORT} accept",
         *egress.rule_lines(rule),
@@ -282,6 +283,7 @@ def egress_script(nameservers: Sequence[str], allow: Sequence[Network] | None,
         *egress.recorded_drop(rule, "ip daddr @blocked4", 4),
         *egress.recorded_drop(rule, "ip6 daddr @blocked6", 6),
         *egress.redirect_lines(t),  # after the sets it reads are declared
+        *egress.judge_lines(t),
     ]
     return "\n".join(lines) + "\n"
 
@@ -461,3 +463,15 @@ async def create_for_vm(sandbox_id: str, slot: Slot, internet: bool) -> None:
               input=rules)
     if not internet:
         await _cut_internet(slot)
+
+
+def slot_of(address: str) -> Slot | None:
+    """The slot whose sandbox address `address` is."""
+    try:
+        ip = ipaddress.IPv4Address(address)
+    except ValueError:
+        return None
+    if ip not in SUBNET:
+        return None
+    offset = int(ip) - int(SUBNET.network_address)
+    return Slot(offset // 4) if offset % 4 == 2 else None

@@ -49,6 +49,7 @@ def create_app(settings: Settings, node: Node | None, templates: Templates | Non
     builds = TemplateBuildService(settings, service.store, templates, node,
                                   load_secret=load_secret)
     service.catalog = builds.catalog  # sandbox creates resolve names as the team sees them
+    builds.audit_record = service.audit.record
     snapshots = SnapshotService(service)
     service.snapshots = builds.snapshots = snapshots  # a snapshot is a template: create from it, delete it
     if node is not None:
@@ -78,6 +79,8 @@ def create_app(settings: Settings, node: Node | None, templates: Templates | Non
     app.state.service = service
     app.state.prometheus = prometheus  # `sandhive serve --metrics-listen` serves it on a listener of its own
     app.state.resolve_sandbox = service.pauses.resolve  # a paused sandbox with auto-resume wakes on traffic
+    # What the edge proxy reports of envd traffic (proxy/audit.py); None: `--no-audit`, the proxy parses nothing.
+    app.state.envd_audit = service.audit.envd_sink if settings.audit else None
     install_error_handlers(app)
     # Metrics before sandboxes: /sandboxes/metrics is not a sandbox id for /sandboxes/{sandboxID}.
     routers = [metrics_router(service, teams, prometheus), health_router(service), sandbox_router(service),

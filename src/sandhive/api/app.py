@@ -16,6 +16,7 @@ from ..node.node import Node
 from ..store import Store
 from ..templates.build_service import TemplateBuildService, Templates
 from ..version import __version__
+from .audit_routes import audit_router
 from .errors import InternalErrors, install_error_handlers
 from .metrics_routes import metrics_router
 from .openapi import build_openapi
@@ -85,7 +86,8 @@ def create_app(settings: Settings, node: Node | None, templates: Templates | Non
     # Metrics before sandboxes: /sandboxes/metrics is not a sandbox id for /sandboxes/{sandboxID}.
     routers = [metrics_router(service, teams, prometheus), health_router(service), sandbox_router(service),
                template_build_router(builds, service.store), template_router(service), node_router(service),
-               pause_router(service), snapshot_router(snapshots, builds.delete), volume_router(service.volumes)]
+               pause_router(service), snapshot_router(snapshots, builds.delete), volume_router(service.volumes),
+               audit_router(service)]
     # E2B's routes that have no real one answer "use of X is not enabled"; first, so that a static path such
     # as /v2/templates is not taken for a template id.
     app.include_router(unsupported_router(service, served(route for r in routers for route in r.routes)))

@@ -164,6 +164,7 @@ class Observer:
         self.sandbox_id = sandbox_id
         self.team_id = team_id
         self.status = 0
+        self._finished = False
 
     def emit(self, action: str, target: str | None, detail: dict[str, Any]) -> None:
         self.sink(self.sandbox_id, self.team_id, action, target, detail)
@@ -178,6 +179,13 @@ class Observer:
         pass
 
     def finish(self) -> None:
+        """Record what is left to record; called before the client gets the end of the answer (so a client that
+        reads the audit log next finds it), and again, harmlessly, when the exchange is over however it ended."""
+        if not self._finished:
+            self._finished = True
+            self._finish()
+
+    def _finish(self) -> None:
         pass
 
 
@@ -260,7 +268,7 @@ class StartObserver(_Kept):
             detail["error"] = error or f"HTTP {self.status}"
         self.emit(f"{self._kind()}.start", request.get("cmd"), detail)
 
-    def finish(self) -> None:
+    def _finish(self) -> None:
         if self.pid is None and not self.ended:
             self._emit_start(error=f"HTTP {self.status}" if self.status != 200 else "stream closed before start")
 
@@ -294,7 +302,7 @@ class FileWriteObserver(Observer):
         if self.status == 200 and len(self.answer) + len(chunk) <= MAX_ANSWER:
             self.answer += chunk
 
-    def finish(self) -> None:
+    def _finish(self) -> None:
         paths = [self.path] if self.path else _written_paths(bytes(self.answer))
         detail: dict[str, Any] = {"path": paths[0] if paths else None, "bytes": self.bytes, "user": self.user}
         if len(paths) > 1:
@@ -323,7 +331,7 @@ class UnaryObserver(_Kept):
         self.user = user
         self.move = move
 
-    def finish(self) -> None:
+    def _finish(self) -> None:
         request = {} if self.truncated else parse_unary(bytes(self.body), self.ctype,
                                                         "MoveRequest" if self.move else "RemoveRequest")
         detail: dict[str, Any] = {"user": self.user}

@@ -201,6 +201,8 @@ async def _exchange(client: httpx.AsyncClient, scope: Scope, downstream: Downstr
             # The upstream broke mid-body. Returning without finishing makes the server drop the client
             # connection, so a truncated body is never mistaken for a complete one.
             return
+        if observer is not None:
+            observer.finish()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:
         with contextlib.suppress(Exception):

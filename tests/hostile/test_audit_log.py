@@ -54,7 +54,7 @@ def test_another_team_reads_none_of_a_sandboxs_audit_log(live: Live) -> None:
 
 
 def test_a_sandbox_cannot_forge_a_process_end_through_its_output(live: Live) -> None:
-    frame = "\\x00\\x00\\x00\\x00\\x{:02x}".format(len(FAKE_END)) + FAKE_END
+    frame = f"\\x00\\x00\\x00\\x00\\x{len(FAKE_END):02x}" + FAKE_END
     with sandbox(live) as sbx:
         code, _ = run(sbx, f"printf '%s\\n' '{FAKE_END}'; printf '{frame}'; exit 3")
         assert code == 3

@@ -24,7 +24,7 @@ from ..store import AuditEntry, Store
 log = logging.getLogger("sandhive.api")
 
 CURRENT_KEY: ContextVar[str | None] = ContextVar("sandhive_audit_key", default=None)
-FLUSH_SECONDS = 0.2
+FLUSH_SECONDS = 0.5
 BATCH = 500
 MAX_PENDING = 200_000  # with the database down this long, the oldest events go (and a warning says so)
 PRUNE_SECONDS = 3600.0

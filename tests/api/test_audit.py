@@ -114,3 +114,27 @@ def test_follow_prints_an_event_that_happens_while_it_runs(live: Server, key: st
                    show=lambda: (proc.poll(), seen))
     finally:
         stop_process_group(proc)
+
+
+def test_pause_resume_snapshot_and_timeout_appear(live: Server, key: str) -> None:
+    with live.client() as c:
+        persistence = c.get("/health").json().get("persistence") or {}
+    short = Sandbox.create(timeout=2, api_key=key, api_url=live.url, sandbox_url=live.url)
+    sbx = Sandbox.create(timeout=120, api_key=key, api_url=live.url, sandbox_url=live.url)
+    try:
+        expected = ["sandbox.create"]
+        if persistence.get("pauseModes"):
+            assert sbx.pause() is True
+            Sandbox.connect(sbx.sandbox_id, timeout=120, api_key=key, api_url=live.url, sandbox_url=live.url)
+            expected += ["sandbox.pause", "sandbox.resume", "sandbox.connect"]
+        if persistence.get("memorySnapshots"):
+            snapshot = sbx.create_snapshot()
+            assert Sandbox.delete_snapshot(snapshot.snapshot_id, api_key=key, api_url=live.url) is True
+            expected += ["snapshot.create", "snapshot.delete"]
+    finally:
+        sbx.kill()
+    actions = [e["action"] for e in events(live, key, sandboxID=sbx.sandbox_id)]
+    assert actions == [*expected, "sandbox.kill"], (persistence, actions)
+    timed_out = wait_until(lambda: events(live, key, sandboxID=short.sandbox_id, action="sandbox.timeout"), 60,
+                           "the short sandbox's end at its timeout")
+    assert timed_out[0]["keyID"] is None

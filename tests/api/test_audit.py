@@ -138,3 +138,14 @@ def test_pause_resume_snapshot_and_timeout_appear(live: Server, key: str) -> Non
     timed_out = wait_until(lambda: events(live, key, sandboxID=short.sandbox_id, action="sandbox.timeout"), 60,
                            "the short sandbox's end at its timeout")
     assert timed_out[0]["keyID"] is None
+
+
+def test_bad_queries_get_e2b_shaped_errors(live: Server, key: str) -> None:
+    with live.client(key) as c:
+        for params in ({"nextToken": "not-a-token"}, {"limit": 0}, {"limit": 1001}, {"since": "yesterday"}):
+            answer = c.get("/sandhive/audit", params=params)
+            assert answer.status_code == 400, (params, answer.text)
+            assert answer.json()["code"] == 400 and answer.json()["message"], answer.text
+        assert c.get("/sandhive/audit", params={"since": "2999-01-01T00:00:00Z"}).json() == []
+    with live.client("e2b_" + "0" * 40) as stranger:
+        assert stranger.get("/sandhive/audit").status_code == 401

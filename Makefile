@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 DATA_DIR ?= /var/lib/sandhive
 
-.PHONY: up down test test-unit test-microvm lint bench proto system-image system-image-force node-toolchain base-template code-interpreter-template debian-packages venv openapi
+.PHONY: dashboard-assets up down test test-unit test-microvm lint bench proto system-image system-image-force node-toolchain base-template code-interpreter-template debian-packages venv openapi
 
 debian-packages:
 	@scripts/install-debian-packages.sh
@@ -44,8 +44,19 @@ base-template: system-image
 code-interpreter-template: base-template
 	$(BIN)/sandhive template build-builtin code-interpreter --data-dir $(DATA_DIR)
 
+# The dashboard's browser libraries (htmx, xterm.js, uPlot) from npm, exactly as package-lock.json pins them,
+# served by the API from node_modules (no CDN). npm's download cache sits beside the other build caches, and
+# the host's CA bundle is trusted as in template builds. Reinstalled only when the lockfile changes.
+DASHBOARD_ASSETS := src/sandhive/api/dashboard/assets
+dashboard-assets: $(DASHBOARD_ASSETS)/node_modules/.installed
+
+$(DASHBOARD_ASSETS)/node_modules/.installed: $(DASHBOARD_ASSETS)/package.json $(DASHBOARD_ASSETS)/package-lock.json
+	cd $(DASHBOARD_ASSETS) && { test ! -r /etc/ssl/certs/ca-certificates.crt || export NPM_CONFIG_CAFILE=/etc/ssl/certs/ca-certificates.crt; } && \
+	  npm ci --no-audit --no-fund --no-update-notifier --cache "$${SANDHIVE_CACHE_DIR:-/var/cache/sandhive}/npm"
+	@touch $@
+
 # Start the server in the background (as root: sandboxes need namespaces, cgroups and mounts).
-up: base-template node-toolchain
+up: base-template node-toolchain dashboard-assets
 	@mkdir -p $(RUN_DIR)
 	@if [ -f $(RUN_DIR)/server.pid ] && kill -0 $$(cat $(RUN_DIR)/server.pid) 2>/dev/null; then \
 	  echo "sandhive already runs (pid $$(cat $(RUN_DIR)/server.pid))"; \
@@ -67,7 +78,7 @@ down:
 
 # In order, each step only if the one before passed: lint, types (0 errors), the unit tier (no root, no server,
 # under a minute; its summary is printed), then the integration suites (the rest of tests/, as root).
-test: venv
+test: venv dashboard-assets
 	$(BIN)/ruff check src tests bench
 	@echo "== types (mypy)"
 	$(BIN)/mypy
@@ -92,8 +103,9 @@ lint: venv
 # The older single-purpose benches stay runnable: python -m bench.envd_bench | bench.proxy_bench | bench.sandbox_bench
 # The sandbox table (create, exec, files, concurrency, memory, admission), then template builds and microVMs,
 # persistence, the code interpreter (issue 15: run_code through the released client against host ipykernel), and
-# domain rules through the egress filter vs plain NAT (issue 16), and density: 200 idle sandboxes on one host (issue 17).
-bench: venv
+# domain rules through the egress filter vs plain NAT (issue 16), and density: 200 idle sandboxes on one host (issue 17);
+# metrics sampling and the dashboard's sandbox list in Chromium (issue 18).
+bench: venv dashboard-assets
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.template_bench
 	$(BIN)/python -m bench.microvm_bench
@@ -106,6 +118,7 @@ bench: venv
 	$(BIN)/python -m bench.density_bench
 	$(BIN)/python -m bench.metrics_sampling_bench
 	$(BIN)/python -m bench.audit_bench
+	$(BIN)/python -m bench.dashboard_bench
 
 # Regenerate src/sandhive/rpc from proto/ (needs protoc: Debian's protobuf-compiler).
 proto: venv

@@ -21,6 +21,7 @@ PACKAGES=(
   skopeo umoci                        # OCI images and tarballs for FROM
   docker-registry                     # the local registry the template tests push to and pull from
   nodejs npm                          # the code interpreter's JS SDK smoke test (@e2b/code-interpreter from npm)
+  chromium chromium-driver            # the dashboard's browser tests (headless, driven by Playwright; no downloaded browser)
 )
 
 # gVisor's runsc (the `gvisor` backend) from bookworm-backports: its 2024 build runs the systrap platform,

@@ -18,19 +18,24 @@ from e2b import Sandbox, SandboxQuery, SandboxState
 
 from tests.api.rig import Server, kill_team_sandboxes, start_server
 from tests.helpers import read_count, wait_until
+from tests.hostile import test_egress_rules as egress
+from tests.lan import Lan
 
 from .leftovers import leftovers, sandbox_leftovers
 
 pytestmark = [pytest.mark.microvm, pytest.mark.timeout(900)]
+internet = egress.internet  # the fake internet (a module fixture), for the egress test
 TEAM = "microvm"
 REQUEST_TIMEOUT = 600  # seconds: the first create builds the template's snapshot
 COMMAND_TIMEOUT = 120
 
 
 @pytest.fixture(scope="module")
-def live(microvm_root: Path) -> Iterator[Server]:
-    # No warm pool: every create below is a snapshot clone made on the request path.
-    server = start_server(microvm_root / "server", "--pool-size", "0", backend="microvm", timeout=900)
+def live(microvm_root: Path, internet: Lan) -> Iterator[Server]:
+    # No warm pool: every create below is a snapshot clone made on the request path. The egress filter asks the
+    # fake internet's nameserver (tests/hostile/test_egress_rules.py) for names.
+    server = start_server(microvm_root / "server", "--pool-size", "0", "--egress-resolver", internet.link_ip,
+                          backend="microvm", timeout=900)
     try:
         yield server
     finally:
@@ -164,6 +169,27 @@ def test_a_snapshot_starts_two_copies_and_fork_makes_independent_ones() -> None:
         for copy in copies:
             copy.kill()
         source.kill()
+
+
+def test_egress_rules_hold_for_a_guest(internet: Lan) -> None:
+    """Issue 16 on the microvm tier: a guest sits behind its slot's veth like a container, so its ranges and
+    domain rules are judged by the same kernel sets and egress filter (tests/hostile/test_egress_rules.py has
+    the full set on container and gvisor)."""
+    a, b = internet.addresses[1], internet.addresses[2]
+    sbx = Sandbox.create(timeout=300, request_timeout=REQUEST_TIMEOUT,
+                         network={"deny_out": ["0.0.0.0/0"], "allow_out": ["allowed.test", b]})
+    try:
+        sbx.files.write("/tmp/probe.py", egress.PROBE)
+        sbx.files.write("/tmp/fetch.py", egress.FETCH)
+        assert run(sbx, f"python3 /tmp/probe.py {a} {b}").split() == [a, "blocked", b, "open"]
+        assert run(sbx, f"python3 /tmp/fetch.py {a} 80 allowed.test").strip() == f"site={a} host=allowed.test sni=-"
+        assert run(sbx, f"python3 /tmp/fetch.py {a} 443 allowed.test").strip() == \
+            f"site={a} host=allowed.test sni=allowed.test"
+        assert run(sbx, f"python3 /tmp/fetch.py {a} 80 other.test").strip() == "blocked"
+        sbx.update_network({"deny_out": [b]})
+        assert run(sbx, f"python3 /tmp/probe.py {a} {b}").split() == [a, "open", b, "blocked"]
+    finally:
+        sbx.kill()
 
 
 def test_nothing_is_left_after_the_team_is_killed(live: Server) -> None:

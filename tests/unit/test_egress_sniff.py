@@ -142,8 +142,8 @@ def test_resolver_reply_parsing() -> None:
     answers = (b"\xc0\x0c" + struct.pack(">HHIH", 5, 1, 60, len(cname_target)) + cname_target
                + cname_target + struct.pack(">HHIH", 1, 1, 60, 4) + bytes([203, 0, 113, 9])
                + b"\x05other\x04test\x00" + struct.pack(">HHIH", 1, 1, 60, 4) + bytes([1, 2, 3, 4]))
-    assert parse(_reply(7, "allowed.test", answers, 3), 7, "allowed.test") == ["203.0.113.9"]
-    assert parse(_reply(7, "allowed.test", b"", 0, 0x8183), 7, "allowed.test") == []  # NXDOMAIN
+    assert parse(_reply(7, "allowed.test", answers, 3), 7, "allowed.test") == (["203.0.113.9"], 60)
+    assert parse(_reply(7, "allowed.test", b"", 0, 0x8183), 7, "allowed.test") == ([], 0)  # NXDOMAIN
     for bad in (_reply(8, "allowed.test", answers, 3),  # another id
                 _reply(7, "allowed.test", answers, 3)[:40],  # truncated
                 _reply(7, "allowed.test", answers, 3, 0x8382),  # TC bit / SERVFAIL
@@ -151,3 +151,48 @@ def test_resolver_reply_parsing() -> None:
                 _reply(7, "allowed.test", b"\xc0\x30" + b"\0" * 10, 1)):  # a pointer forwards
         with pytest.raises(ResolveError):
             parse(bad, 7, "allowed.test")
+
+
+def test_the_resolver_keeps_answers_for_their_ttl_and_asks_once_for_concurrent_lookups(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from sandhive.node import resolve
+
+    asked: list[str] = []
+    now = [1000.0]
+    answers = {"api.test": resolve.Answer(["203.0.113.9"], 30), "none.test": resolve.Answer([], 0)}
+
+    async def fake_resolve4(name: str, nameservers: object, timeout: float = 2.0) -> resolve.Answer:
+        asked.append(name)
+        await asyncio.sleep(0.01)
+        if name not in answers:
+            raise ResolveError("timeout")
+        return answers[name]
+
+    monkeypatch.setattr(resolve, "resolve4", fake_resolve4)
+
+    async def scenario() -> None:
+        resolver = resolve.Resolver(["192.0.2.53"], clock=lambda: now[0])
+        got = await asyncio.gather(*(resolver.addresses("api.test") for _ in range(5)))
+        assert got == [["203.0.113.9"]] * 5 and asked == ["api.test"]  # one query for five lookups
+        now[0] += 29
+        assert await resolver.addresses("api.test") == ["203.0.113.9"] and len(asked) == 1
+        now[0] += 2  # past its TTL
+        await resolver.addresses("api.test")
+        assert len(asked) == 2
+        assert await resolver.addresses("none.test") == []
+        now[0] += resolve.NEGATIVE_TTL - 1
+        await resolver.addresses("none.test")
+        assert asked.count("none.test") == 1
+        for _ in range(2):  # a failure is not kept
+            with pytest.raises(ResolveError):
+                await resolver.addresses("down.test")
+        assert asked.count("down.test") == 2
+        monkeypatch.setattr(resolve, "MAX_CACHED", 2)
+        answers.update({"a.test": resolve.Answer(["192.0.2.1"], 60), "b.test": resolve.Answer(["192.0.2.2"], 60)})
+        for name in ("a.test", "b.test", "api.test"):
+            await resolver.addresses(name)
+        assert len(resolver._cache) <= 2
+
+    asyncio.run(scenario())

@@ -17,6 +17,7 @@ from ..store import Store
 from ..templates.build_service import TemplateBuildService, Templates
 from ..version import __version__
 from .audit_routes import audit_router
+from .dashboard.routes import install as install_dashboard
 from .errors import InternalErrors, install_error_handlers
 from .metrics_routes import metrics_router
 from .openapi import build_openapi
@@ -73,6 +74,7 @@ def create_app(settings: Settings, node: Node | None, templates: Templates | Non
             with contextlib.suppress(asyncio.CancelledError):
                 await timer
             await builds.close()
+            await dashboard.close()
             await service.close()
 
     app = FastAPI(title="Sandhive", version=__version__, description=DESCRIPTION, docs_url=None, redoc_url=None,
@@ -93,6 +95,7 @@ def create_app(settings: Settings, node: Node | None, templates: Templates | Non
     app.include_router(unsupported_router(service, served(route for r in routers for route in r.routes)))
     for router in routers:
         app.include_router(router)
+    dashboard = install_dashboard(app, service, builds)  # /dashboard: pages for people (docs/dashboard.md)
     # Before any route reads a body: the key from the headers, and bounded body sizes (request_guard.py).
     app.add_middleware(RequestGuard, routes=app.router.routes, store=service.store,
                        limits=BodyLimits(settings.max_json_body_bytes, settings.max_upload_body_bytes,

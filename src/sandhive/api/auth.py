@@ -31,6 +31,7 @@ async def authenticate(store: Store, key: str | None) -> Caller:
     caller = await asyncio.to_thread(store.caller, key)
     if caller is None:
         raise UserError(401, "Invalid API key")
+    CURRENT_KEY.set(caller.key_id)  # the audit log names this request's actions by the key's id
     return caller
 
 

@@ -48,7 +48,7 @@ from . import network
 from .egress import RULES, EgressPolicy, EgressRules, ensure_redirect_accepted
 from .egress_audit import EgressEntry
 from .header_rules import Headers, RequestRewriter, RewriteError, headers_for
-from .resolve import ResolveError, resolve4
+from .resolve import ResolveError, Resolver
 from .sniff import MAX_PEEK, Peek, matches, peek
 
 log = logging.getLogger(__name__)
@@ -228,6 +228,7 @@ class EgressFilter:
         self.rules = rules
         self.record = record or (lambda source, entry: None)
         self.nameservers = list(nameservers) if nameservers else network.host_nameservers()
+        self.resolver = Resolver(self.nameservers)
         self.operator_allow = tuple(operator_allow)
         self.stats = FilterStats()
         self._listener: socket.socket | None = None
@@ -412,7 +413,7 @@ class EgressFilter:
         """A connection to `name` on the destination's port: to the address asked for if the name has it,
         else to the name's own addresses."""
         try:
-            addresses = await resolve4(name, self.nameservers)
+            addresses = await self.resolver.addresses(name)
         except ResolveError as exc:
             log.info("egress filter: %s does not resolve (%s)", name, exc)
             return None

@@ -7,6 +7,10 @@ names (`sandhive serve --egress-resolver`), not the host's /etc/hosts: host-loca
 
 Answers are parsed with every length checked; only A records owned by the name asked, or by a CNAME the answer
 leads to from it, count, and only from a reply whose id, question and source match the query.
+
+`Resolver` keeps answers for their TTL (at most MAX_TTL; a name without addresses NEGATIVE_TTL) and asks once
+for concurrent lookups of one name: a sandbox opening many connections to one API must not cost a query each,
+and the filter's connection setup is then one dictionary lookup.
 """
 
 from __future__ import annotations
@@ -15,11 +19,16 @@ import asyncio
 import ipaddress
 import secrets
 import struct
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 A, CNAME, IN = 1, 5, 1
 PORT = 53
 MAX_ANSWERS = 64
+MAX_TTL = 300  # seconds an answer is kept at most, whatever its records say
+NEGATIVE_TTL = 5  # seconds "no addresses" is kept
+MAX_CACHED = 4096  # names
 
 
 class ResolveError(Exception):
@@ -66,7 +75,12 @@ def _name(message: bytes, at: int) -> tuple[str, int]:
     return ".".join(labels), (end if end >= 0 else at + 1)
 
 
-def parse(message: bytes, ident: int, name: str) -> list[str]:
+class Answer(NamedTuple):
+    addresses: list[str]
+    ttl: int  # seconds: the smallest TTL of the records that led to the addresses (0 when there are none)
+
+
+def parse(message: bytes, ident: int, name: str) -> Answer:
     """The A addresses for `name` in a reply to query `ident` (ResolveError for anything malformed)."""
     if len(message) < 12:
         raise ResolveError("short reply")
@@ -83,21 +97,24 @@ def parse(message: bytes, ident: int, name: str) -> list[str]:
     at += 4
     owners = {name}
     addresses: list[str] = []
+    ttls: list[int] = []
     for _ in range(min(an, MAX_ANSWERS)):
         owner, at = _name(message, at)
         if at + 10 > len(message):
             raise ResolveError("truncated record")
-        rtype, rclass, _ttl, length = struct.unpack(">HHIH", message[at:at + 10])
+        rtype, rclass, ttl, length = struct.unpack(">HHIH", message[at:at + 10])
         at += 10
         if at + length > len(message):
             raise ResolveError("truncated data")
         if rclass == IN and owner in owners:
             if rtype == A and length == 4:
                 addresses.append(str(ipaddress.IPv4Address(message[at:at + 4])))
+                ttls.append(ttl)
             elif rtype == CNAME:
                 owners.add(_name(message, at)[0])
+                ttls.append(ttl)
         at += length
-    return addresses
+    return Answer(addresses, min(ttls) if addresses else 0)
 
 
 class _Reply(asyncio.DatagramProtocol):
@@ -113,7 +130,7 @@ class _Reply(asyncio.DatagramProtocol):
             self.future.set_exception(exc)
 
 
-async def resolve4(name: str, nameservers: Sequence[str], timeout: float = 2.0) -> list[str]:
+async def resolve4(name: str, nameservers: Sequence[str], timeout: float = 2.0) -> Answer:
     """The IPv4 addresses of `name` (empty if it has none); ResolveError if no nameserver answered sensibly."""
     loop = asyncio.get_running_loop()
     last: Exception = ResolveError("no nameserver")
@@ -129,3 +146,48 @@ async def resolve4(name: str, nameservers: Sequence[str], timeout: float = 2.0) 
         finally:
             transport.close()
     raise ResolveError(f"cannot resolve {name}: {last}")
+
+
+class Resolver:
+    """`resolve4` of fixed nameservers, with answers kept for their TTL (see the module's docstring)."""
+
+    def __init__(self, nameservers: Sequence[str], clock: Callable[[], float] = time.monotonic) -> None:
+        self.nameservers = list(nameservers)
+        self.clock = clock
+        self._cache: dict[str, tuple[float, list[str]]] = {}  # name → (expires, addresses), oldest first
+        self._asking: dict[str, asyncio.Future[list[str]]] = {}
+        self.queries = 0
+
+    async def addresses(self, name: str) -> list[str]:
+        """`name`'s IPv4 addresses (maybe none); ResolveError if no nameserver answered (not kept)."""
+        kept = self._cache.get(name)
+        if kept is not None and kept[0] > self.clock():
+            return kept[1]
+        asking = self._asking.get(name)
+        if asking is not None:
+            return await asyncio.shield(asking)
+        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        self._asking[name] = future
+        try:
+            self.queries += 1
+            answer = await resolve4(name, self.nameservers)
+            ttl = min(answer.ttl, MAX_TTL) if answer.addresses else NEGATIVE_TTL
+            self._keep(name, self.clock() + ttl, answer.addresses)
+            future.set_result(answer.addresses)
+            return answer.addresses
+        except BaseException as exc:
+            future.set_exception(exc if isinstance(exc, Exception) else ResolveError(str(exc)))
+            future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
+            raise
+        finally:
+            del self._asking[name]
+
+    def _keep(self, name: str, expires: float, addresses: list[str]) -> None:
+        self._cache.pop(name, None)
+        if len(self._cache) >= MAX_CACHED:
+            now = self.clock()
+            for stale in [n for n, (until, _) in self._cache.items() if until <= now]:
+                del self._cache[stale]
+            while len(self._cache) >= MAX_CACHED:
+                del self._cache[next(iter(self._cache))]
+        self._cache[name] = (expires, addresses)

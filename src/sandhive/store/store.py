@@ -403,6 +403,12 @@ class Store(SnapshotQueries, VolumeQueries, AuditQueries):
             team = s.get(Team, team_id)
         return (team.slug or team_slug(team.name)) if team else "team"
 
+    def team_name_of(self, team_id: str) -> str | None:
+        """The name of team `team_id` (its API keys are listed and minted by name), or None."""
+        with self._read() as s:
+            team = s.get(Team, team_id)
+        return team.name if team else None
+
     def team_template_count(self, team_id: str) -> int:
         with self._read() as s:
             return s.scalar(select(func.count()).select_from(TemplateOwner)

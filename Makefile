@@ -117,6 +117,7 @@ bench: venv dashboard-assets
 	$(BIN)/python -m bench.egress_filter_bench
 	$(BIN)/python -m bench.density_bench
 	$(BIN)/python -m bench.metrics_sampling_bench
+	$(BIN)/python -m bench.audit_bench
 	$(BIN)/python -m bench.dashboard_bench
 
 # Regenerate src/sandhive/rpc from proto/ (needs protoc: Debian's protobuf-compiler).

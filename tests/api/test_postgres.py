@@ -117,3 +117,25 @@ def test_serve_on_postgres(pg_url: str, tmp_path: Path) -> None:
         assert not (tmp_path / "data" / "sandhive.db").exists()
     finally:
         server.stop()
+
+
+def test_audit_log_on_postgres(pg_store: Store) -> None:
+    """The audit log's queries (store/audit.py) on PostgreSQL: ordered batch inserts, team-scoped pages, pruning."""
+    from datetime import UTC, datetime, timedelta
+    from uuid import uuid4
+
+    from sandhive.store import AuditEntry
+
+    mine, theirs = uuid4().hex, uuid4().hex
+    now = datetime.now(UTC)
+    pg_store.add_audit_events([AuditEntry(time=now, team_id=mine, action="process.start", sandbox_id="s1",
+                                          target=f"cmd{i}", detail={"args": [str(i)]}) for i in range(5)]
+                              + [AuditEntry(time=now, team_id=theirs, action="sandbox.kill", sandbox_id="s1"),
+                                 AuditEntry(time=now - timedelta(days=9), team_id=mine, action="old")])
+    page, token = pg_store.list_audit_events(mine, sandbox_id="s1", limit=3)
+    assert [e.target for e in page] == ["cmd0", "cmd1", "cmd2"] and page[0].detail == {"args": ["0"]}
+    rest, last = pg_store.list_audit_events(mine, sandbox_id="s1", limit=3, cursor=token)
+    assert [e.target for e in rest] == ["cmd3", "cmd4"] and last is None
+    assert [e.action for e in pg_store.list_audit_events(theirs)[0]] == ["sandbox.kill"]
+    assert pg_store.prune_audit_events(now - timedelta(days=7)) >= 1
+    assert "old" not in [e.action for e in pg_store.list_audit_events(mine)[0]]

@@ -16,6 +16,7 @@ from ..node.node import Node
 from ..store import Store
 from ..templates.build_service import TemplateBuildService, Templates
 from ..version import __version__
+from .audit_routes import audit_router
 from .dashboard.routes import install as install_dashboard
 from .errors import InternalErrors, install_error_handlers
 from .metrics_routes import metrics_router
@@ -50,6 +51,7 @@ def create_app(settings: Settings, node: Node | None, templates: Templates | Non
     builds = TemplateBuildService(settings, service.store, templates, node,
                                   load_secret=load_secret)
     service.catalog = builds.catalog  # sandbox creates resolve names as the team sees them
+    builds.audit_record = service.audit.record
     snapshots = SnapshotService(service)
     service.snapshots = builds.snapshots = snapshots  # a snapshot is a template: create from it, delete it
     if node is not None:
@@ -80,11 +82,14 @@ def create_app(settings: Settings, node: Node | None, templates: Templates | Non
     app.state.service = service
     app.state.prometheus = prometheus  # `sandhive serve --metrics-listen` serves it on a listener of its own
     app.state.resolve_sandbox = service.pauses.resolve  # a paused sandbox with auto-resume wakes on traffic
+    # What the edge proxy reports of envd traffic (proxy/audit.py); None: `--no-audit`, the proxy parses nothing.
+    app.state.envd_audit = service.audit.envd_sink if settings.audit else None
     install_error_handlers(app)
     # Metrics before sandboxes: /sandboxes/metrics is not a sandbox id for /sandboxes/{sandboxID}.
     routers = [metrics_router(service, teams, prometheus), health_router(service), sandbox_router(service),
                template_build_router(builds, service.store), template_router(service), node_router(service),
-               pause_router(service), snapshot_router(snapshots, builds.delete), volume_router(service.volumes)]
+               pause_router(service), snapshot_router(snapshots, builds.delete), volume_router(service.volumes),
+               audit_router(service)]
     # E2B's routes that have no real one answer "use of X is not enabled"; first, so that a static path such
     # as /v2/templates is not taken for a template id.
     app.include_router(unsupported_router(service, served(route for r in routers for route in r.routes)))

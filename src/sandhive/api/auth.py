@@ -16,6 +16,7 @@ from fastapi.security import APIKeyHeader
 
 from ..errors import UserError
 from ..store import Caller, Store
+from .audit import CURRENT_KEY
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                               description="An API key from `sandhive keys create` (E2B_API_KEY for the e2b SDK)")
@@ -30,6 +31,7 @@ async def authenticate(store: Store, key: str | None) -> Caller:
     caller = await asyncio.to_thread(store.caller, key)
     if caller is None:
         raise UserError(401, "Invalid API key")
+    CURRENT_KEY.set(caller.key_id)  # the audit log names this request's actions by the key's id
     return caller
 
 
@@ -37,8 +39,11 @@ async def _checked_caller(store: Store, request: Request, key: str | None) -> Ca
     """The guard's answer for this request if it checked this key, else a fresh check."""
     checked: Any = request.scope.get("state", {}).get(TEAM_STATE)
     if checked is not None and checked[0] == key:
-        return cast(Caller, checked[1])
-    return await authenticate(store, key)
+        caller = cast(Caller, checked[1])
+    else:
+        caller = await authenticate(store, key)
+    CURRENT_KEY.set(caller.key_id)  # the audit log names this request's actions by the key's id
+    return caller
 
 
 def team_of_key(store: Store) -> Callable[..., Awaitable[str]]:

@@ -157,4 +157,5 @@ def route_of(record: SandboxRecord, address: str | None = None) -> Route:
     """What the edge proxy needs to reach and guard the sandbox of `record` (at `address` if it moved)."""
     network = record.network or {}
     return Route(address or record.address, traffic_token=record.traffic_access_token,
-                 mask_host=network.get("maskRequestHost"), https_ports=frozenset(network.get("httpsPorts") or ()))
+                 mask_host=network.get("maskRequestHost"), https_ports=frozenset(network.get("httpsPorts") or ()),
+                 team=record.team_id)

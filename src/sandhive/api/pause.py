@@ -113,6 +113,8 @@ class Pauses:
             self.s.quota.remove(team_id, sandbox_id)
             if record.auto_resume:
                 self._auto_resume.add(sandbox_id)
+        self.s.audit.record(team_id, "sandbox.pause", sandbox_id=sandbox_id, target=sandbox_id,
+                            detail={"mode": mode, "atTimeout": not explicit}, system=not explicit)
         log.info("sandbox %s paused (%s%s)", sandbox_id, mode, "" if explicit else ", at its timeout")
 
     async def pause_at_timeout(self, record: SandboxRecord) -> bool:
@@ -168,6 +170,8 @@ class Pauses:
             self.s.directory.add(record, handle.address)
             node.watch(handle, self.s._ended)
             await node.discard_saved(saved)
+        self.s.audit.record(team_id, "sandbox.resume", sandbox_id=sandbox_id, target=sandbox_id,
+                            detail={"mode": saved.mode, "timeout": timeout})
         log.info("sandbox %s resumed (%s)", sandbox_id, saved.mode)
         return True
 

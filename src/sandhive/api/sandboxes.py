@@ -30,6 +30,7 @@ from ..store import ClaimOutcome, SandboxQuery, SandboxRecord, SnapshotRecord, S
 from ..store.store import now_utc
 from ..templates.catalog import TemplateCatalog
 from . import network
+from .audit import AuditLog
 from .directory import SandboxDirectory
 from .errors import not_found
 from .lifetime import Lifetime
@@ -129,6 +130,7 @@ class SandboxService:
         self._ca_bundle: str | None = None
         self.volumes = VolumeService(settings, store)
         self.started: Counter[str] = Counter()  # sandboxes created per team since start (team metrics)
+        self.audit = AuditLog(store, enabled=settings.audit, retention_days=settings.audit_retention_days)
 
     @property
     def backend(self) -> str:
@@ -142,6 +144,7 @@ class SandboxService:
         if self.node is not None:  # before any pause, resume or restore (a microvm's envd already holds its token)
             self.node.use_tokens(self._token)
         await self.reconcile()
+        self.audit.start()
         if self.node is not None:  # pools start after reconcile removed an old server's pooled sandboxes
             await self.node.start(ca_bundle=self._ca_bundle, prewarm=await self._prewarm())
 
@@ -276,6 +279,8 @@ class SandboxService:
         self.directory.add(record)
         self.node.watch(handle, self._ended)
         self.started[team_id] += 1
+        self.audit.record(team_id, "sandbox.create", sandbox_id=sandbox_id, target=sandbox_id,
+                          detail={"template": body.templateID, "timeout": timeout, "internet": allow_internet})
         return record
 
     async def update_network(self, team_id: str, sandbox_id: str, update: SandboxNetworkUpdate) -> None:
@@ -292,6 +297,8 @@ class SandboxService:
                                          "server does not run")
                 await self.node.set_egress(handle_of(record), network.policy(net, internet))
             await asyncio.to_thread(self.store.set_network, sandbox_id, net, internet)
+        self.audit.record(team_id, "sandbox.network", sandbox_id=sandbox_id, target=sandbox_id,
+                          detail={"network": net, "allow_internet_access": internet})
         log.info("sandbox %s network updated", sandbox_id)
 
     @staticmethod
@@ -332,8 +339,12 @@ class SandboxService:
         timeout = body.timeout if body.timeout is not None else self.settings.default_timeout_seconds
         self.lifetime.check_timeout(timeout)
         if record.state == "paused" and await self.pauses.resume(team_id, sandbox_id, timeout, body.memory):
+            self.audit.record(team_id, "sandbox.connect", sandbox_id=sandbox_id, target=sandbox_id,
+                              detail={"resumed": True, "timeout": timeout})
             return sandbox_view(await self._owned(team_id, sandbox_id)), True
         await self._extend(record, timeout)
+        self.audit.record(team_id, "sandbox.connect", sandbox_id=sandbox_id, target=sandbox_id,
+                          detail={"resumed": False, "timeout": timeout})
         return sandbox_view(record), False
 
     async def refresh(self, team_id: str, sandbox_id: str, duration: int | None) -> None:
@@ -364,6 +375,8 @@ class SandboxService:
         else:
             await self._stop(record)
         await self._forget(record)
+        self.audit.record(team_id, "sandbox.kill", sandbox_id=sandbox_id, target=sandbox_id,
+                          detail={"state": record.state})
 
     async def metrics(self, team_id: str, sandbox_id: str, start: int | None, end: int | None) -> list[SandboxMetric]:
         """The node's samples of the sandbox (node/metrics_history.py) with `start <= time <= end` (unix seconds,
@@ -416,6 +429,8 @@ class SandboxService:
             log.exception("stopping expired sandbox %s failed; will retry", record.sandbox_id)
             return
         await self._forget(record)
+        self.audit.record(record.team_id, "sandbox.timeout", sandbox_id=record.sandbox_id, target=record.sandbox_id,
+                          detail={"endAt": record.end_at.isoformat()}, system=True)
 
     async def _ended(self, handle: SandboxHandle, reason: str) -> None:
         """A sandbox died by itself (the node noticed within moments): free what it held and stop listing it,
@@ -430,6 +445,8 @@ class SandboxService:
         except Exception:
             log.exception("freeing dead sandbox %s failed", record.sandbox_id)
         await self._forget(record)
+        self.audit.record(record.team_id, "sandbox.end", sandbox_id=record.sandbox_id, target=record.sandbox_id,
+                          detail={"reason": reason}, system=True)
 
     async def _stop(self, record: SandboxRecord) -> None:
         """Stop the sandbox, taking it off the proxy first: while it dies, its ports answer E2B's "sandbox was
@@ -452,4 +469,5 @@ class SandboxService:
     async def close(self) -> None:
         if self.node is not None:
             await self.node.close()
+        await self.audit.close()  # after the node: what its shutdown recorded is written too
         await asyncio.to_thread(self.store.close)

@@ -39,3 +39,6 @@ class Settings:
     # -- volumes (api/volumes.py): each volume's size, and what a team's volumes may take together (429 beyond)
     volume_size_mb: int = 1024
     team_volume_mb: int = 10240
+    # -- the action audit log (api/audit.py): off with `serve --no-audit`; events older than the retention go
+    audit: bool = True
+    audit_retention_days: int = 7

@@ -156,6 +156,8 @@ class SnapshotService:
             raise
         if replaced:
             await asyncio.to_thread(shutil.rmtree, replaced, True)
+        self.sandboxes.audit.record(team_id, "snapshot.create", sandbox_id=sandbox_id, target=snapshot_id,
+                                    detail={"name": name, "bytes": size})
         slug = await asyncio.to_thread(self.store.team_slug_of, team_id)
         return self.info(record, slug)
 
@@ -179,6 +181,8 @@ class SnapshotService:
         gone = await asyncio.to_thread(self.store.delete_snapshot, record.snapshot_id)
         if gone is not None:
             await asyncio.to_thread(shutil.rmtree, gone.directory, True)
+        self.sandboxes.audit.record(team_id, "snapshot.delete", sandbox_id=record.source_sandbox_id,
+                                    target=record.snapshot_id, detail={"name": record.name})
         return True
 
     async def check_template_unused(self, template_id: str) -> None:

@@ -266,3 +266,17 @@ def build_template(target: Target, template: Any, name: str | None, *, cpu_count
     return sdk().Template.build(template, name, cpu_count=cpu_count, memory_mb=memory_mb, skip_cache=skip_cache,
                           build_args=build_args or None, on_build_logs=on_build_logs, api_key=target.api_key,
                           api_url=target.url, sandbox_url=target.url)
+
+
+def audit_page(target: Target, params: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of the team's audit log (`GET /sandhive/audit`), oldest first, and the next page's cursor."""
+    headers = {"X-API-Key": target.api_key, "User-Agent": f"sandhive-cli/{__version__}"}
+    with httpx.Client(base_url=target.url, headers=headers, timeout=REST_TIMEOUT, trust_env=False) as client:
+        response = client.get("/sandhive/audit", params={k: v for k, v in params.items() if v is not None})
+    if not response.is_success:
+        try:
+            message = str(response.json().get("message") or response.reason_phrase)
+        except (ValueError, AttributeError):
+            message = response.text.strip()[:200] or response.reason_phrase
+        raise ApiAnswer(response.status_code, message)
+    return list(response.json()), response.headers.get("X-Next-Token")

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from . import auth, keys, sandbox, snapshot_cmd, template, volume
+from .audit_cmd import audit_command
 from .mcp_cmd import mcp
 from .serve import serve
 
@@ -22,6 +23,7 @@ app.add_typer(snapshot_cmd.app, name="snapshot")
 app.add_typer(auth.app, name="auth")
 app.add_typer(volume.app, name="volume")
 app.command()(mcp)
+app.command("audit")(audit_command)
 
 
 @app.command()

@@ -113,6 +113,10 @@ def serve(
         min=8, help="MB a team's volumes may take together (429 beyond).")] = 10240,
     metrics_listen: MetricsListen = None,
     metrics_interval: MetricsInterval = 5.0,
+    audit: Annotated[bool, typer.Option(
+        help="Record the action audit log (API actions, and commands and file changes in sandboxes).")] = True,
+    audit_retention_days: Annotated[int, typer.Option(
+        min=1, help="Days audit events are kept (older ones are pruned hourly).")] = 7,
 ) -> None:
     """Run the Sandhive server: E2B's REST API and sandbox traffic on one port."""
     import uvicorn  # the server's imports are paid only by `serve`, not by every `keys` call
@@ -144,7 +148,8 @@ def serve(
                         build_memory_mb=build_memory_mb, build_cpus=build_cpus, build_pids=build_pids,
                         build_timeout_seconds=build_timeout, egress_allow=_egress_allow(egress_allow),
                         volume_size_mb=volume_size_mb, team_volume_mb=team_volume_mb,
-                        metrics_interval_seconds=metrics_interval)
+                        metrics_interval_seconds=metrics_interval, audit=audit,
+                        audit_retention_days=audit_retention_days)
     metrics_socket = _metrics_socket(metrics_listen)
     templates = _templates(data_dir) if backend is not Backend.none else None
 
@@ -311,4 +316,4 @@ def _with_proxy(api: Any) -> Any:
         err.print(f"[yellow]warning:[/] the edge proxy is not available ({exc}); serving the API only, "
                   "so SDKs cannot reach sandboxes through this port.")
         return api
-    return EdgeProxy(api, resolve=api.state.resolve_sandbox)
+    return EdgeProxy(api, resolve=api.state.resolve_sandbox, audit=api.state.envd_audit)

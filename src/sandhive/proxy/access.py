@@ -38,6 +38,7 @@ class Route:
     # set: the sandbox is paused with auto-resume; this wakes it and answers its running route (None: it could
     # not). Called only after the request passed `refusal`, so a stranger cannot wake a private sandbox.
     wake: Callable[[], Awaitable[Route | None]] | None = field(default=None, compare=False)
+    team: str | None = None  # the owning team: whose audit log the proxy's envd events go to
 
 
 def refusal(route: Route, port: int, headers: RawHeaders, sandbox_id: str) -> ProxyError | None:

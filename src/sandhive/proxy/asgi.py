@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import access, errors, http, routing, websocket
 from .access import Route
+from .audit import Sink, observer_for
 
 Resolver = Callable[[str], Awaitable[Route | None]]
 
@@ -43,8 +44,10 @@ class EdgeProxy:
 
     def __init__(self, app: ASGIApp, resolve: Resolver, domain: str | None = None,
                  max_connections_per_sandbox: int = MAX_CONNECTIONS_PER_SANDBOX,
-                 timeout: httpx.Timeout = TIMEOUT) -> None:
+                 timeout: httpx.Timeout = TIMEOUT, audit: Sink | None = None) -> None:
+        """`audit`: where envd actions go (proxy/audit.py); None records nothing and parses nothing."""
         self.app = app
+        self.audit = audit
         self.resolve = resolve
         self.domain = domain
         self.max_connections_per_sandbox = max_connections_per_sandbox
@@ -134,8 +137,10 @@ class EdgeProxy:
         tls = port in route.https_ports
         if scope["type"] == "http":
             url = httpx.URL(scheme="https" if tls else "http", host=address, port=port, raw_path=target_path)
+            observer = observer_for(self.audit, port, scope["method"], scope["path"], query,
+                                    scope.get("headers", []), sandbox_id, route.team)
             await http.forward(self.tls_client if tls else self.client, scope, receive, send, url, sandbox_id, port,
-                               unrouted=lambda: self._unrouted(sandbox_id, address))
+                               unrouted=lambda: self._unrouted(sandbox_id, address), observer=observer)
         else:
             host = f"[{address}]" if ":" in address else address
             uri = f"{'wss' if tls else 'ws'}://{host}:{port}{target_path.decode('latin-1')}"

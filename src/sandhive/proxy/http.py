@@ -17,6 +17,7 @@ import httpx
 from starlette.types import Receive, Scope, Send
 
 from . import errors, headers
+from .audit import Observer
 
 Unrouted = Callable[[], Awaitable[bool]]  # has the sandbox been taken off the proxy since it was routed?
 
@@ -106,6 +107,13 @@ async def _once(chunk: bytes) -> AsyncIterator[bytes]:
     yield chunk
 
 
+async def _observed(body: AsyncIterator[bytes], observer: Observer) -> AsyncIterator[bytes]:
+    """`body`, each chunk shown to the audit observer on its way upstream (counted or kept, never delayed)."""
+    async for chunk in body:
+        observer.request_chunk(chunk)
+        yield chunk
+
+
 def _declares_body(raw: headers.RawHeaders) -> bool | None:
     """True/False when HTTP/1.1 framing says whether a body follows; None when the headers cannot tell."""
     for key, value in raw:
@@ -118,14 +126,17 @@ def _declares_body(raw: headers.RawHeaders) -> bool | None:
 
 
 async def forward(client: httpx.AsyncClient, scope: Scope, receive: Receive, send: Send,
-                  url: httpx.URL, sandbox_id: str, port: int, unrouted: Unrouted | None = None) -> None:
+                  url: httpx.URL, sandbox_id: str, port: int, unrouted: Unrouted | None = None,
+                  observer: Observer | None = None) -> None:
     """Proxy the request in `scope` to `url`; returns when the response is relayed or the client left.
 
     `unrouted()` says whether the sandbox was taken off the proxy meanwhile: a request routed just before a
     kill that finds the port closed then answers "was not found" (E2B's answer for a killed sandbox), not
-    "port is not open" (the SDK's "running but unreachable")."""
+    "port is not open" (the SDK's "running but unreachable"). `observer` (proxy/audit.py) sees both bodies
+    pass, for the audit log; it is finished once the exchange is over, however it ended."""
     downstream = Downstream(receive)
-    exchange = asyncio.create_task(_exchange(client, scope, downstream, send, url, sandbox_id, port, unrouted))
+    exchange = asyncio.create_task(_exchange(client, scope, downstream, send, url, sandbox_id, port, unrouted,
+                                             observer))
     watchers = {asyncio.create_task(downstream.wait_disconnect())}
     if unrouted is not None and is_unbounded(port, scope["method"], scope.get("path", "")):
         watchers.add(asyncio.create_task(_until_unrouted(unrouted)))
@@ -136,12 +147,15 @@ async def forward(client: httpx.AsyncClient, scope: Scope, receive: Receive, sen
         for task in (exchange, *watchers):
             task.cancel()
         outcome, *_ = await asyncio.gather(exchange, *watchers, return_exceptions=True)
+        if observer is not None:
+            observer.finish()
     if isinstance(outcome, Exception):
         raise outcome
 
 
 async def _exchange(client: httpx.AsyncClient, scope: Scope, downstream: Downstream, send: Send,
-                    url: httpx.URL, sandbox_id: str, port: int, unrouted: Unrouted | None) -> None:
+                    url: httpx.URL, sandbox_id: str, port: int, unrouted: Unrouted | None,
+                    observer: Observer | None = None) -> None:
     raw = list(scope.get("headers", []))
     declared = _declares_body(raw)
     try:
@@ -152,6 +166,8 @@ async def _exchange(client: httpx.AsyncClient, scope: Scope, downstream: Downstr
         else:
             content = None
             downstream.no_body()
+        if observer is not None and content is not None:
+            content = _observed(content, observer)
         request = client.build_request(scope["method"], url, headers=headers.upstream_request(
             raw, scope.get("client"), scope.get("scheme", "http")), content=content,
             timeout=read_timeout(port, scope["method"], scope.get("path", ""), client.timeout))
@@ -174,13 +190,19 @@ async def _exchange(client: httpx.AsyncClient, scope: Scope, downstream: Downstr
     try:
         await send({"type": "http.response.start", "status": response.status_code,
                     "headers": headers.downstream_response(response.headers.raw)})
+        if observer is not None:
+            observer.response_start(response.status_code)
         try:
             async for chunk in response.aiter_raw():
+                if observer is not None:
+                    observer.response_chunk(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except httpx.TransportError:
             # The upstream broke mid-body. Returning without finishing makes the server drop the client
             # connection, so a truncated body is never mistaken for a complete one.
             return
+        if observer is not None:
+            observer.finish()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:
         with contextlib.suppress(Exception):

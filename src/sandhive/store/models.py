@@ -228,3 +228,24 @@ class VolumeMountRecord(Base):
     sandbox_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     volume_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
     path: Mapped[str] = mapped_column(String(1024))
+
+
+class AuditEvent(Base):
+    """One recorded action (issue 18): an API call a key made, or what a client did inside a sandbox through envd
+    (seen by the edge proxy, outside the sandbox). Only the API writes these rows; nothing in a sandbox can.
+    `id` orders events as they were recorded; `key_id` is the API key's id (never the key), None for envd
+    traffic (which carries the sandbox's access token instead)."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_team_time", "team_id", "time"),
+                      Index("ix_audit_team_sandbox_time", "team_id", "sandbox_id", "time"),
+                      Index("ix_audit_time", "time"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    time: Mapped[datetime] = mapped_column(UTCDateTime())
+    team_id: Mapped[str] = mapped_column(String(32))
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    sandbox_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

@@ -23,8 +23,9 @@ from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from .audit import AuditQueries
 from .engine import database_url, is_sqlite, make_engine, migrate
-from .models import ApiKey, IdempotencyRecord, SandboxRecord, Team, TemplateBuildRecord, TemplateOwner
+from .models import ApiKey, AuditEvent, IdempotencyRecord, SandboxRecord, Team, TemplateBuildRecord, TemplateOwner
 from .paging import SandboxQuery, decode_cursor, encode_cursor
 from .snapshots import SnapshotQueries
 from .volumes import VolumeQueries
@@ -65,6 +66,13 @@ class Caller:
 
     team_id: str
     admin: bool = False
+    key_id: str | None = None  # the key's id (never the key): what the audit log names the caller by
+
+
+def _key_event(action: str, team_id: str, key: ApiKey) -> AuditEvent:
+    """The audit row of a key's creation or revocation (keys are managed on the host, `sandhive keys`)."""
+    return AuditEvent(time=now_utc(), team_id=team_id, key_id=None, action=action, target=key.id,
+                      detail={"prefix": key.prefix, "admin": bool(key.admin)})
 
 
 def team_slug(name: str) -> str:
@@ -85,7 +93,7 @@ class Claim:
     response: dict[str, Any] | None = None
 
 
-class Store(SnapshotQueries, VolumeQueries):
+class Store(SnapshotQueries, VolumeQueries, AuditQueries):
     """The database behind one control plane: SQLite file by default, PostgreSQL by URL."""
 
     def __init__(self, url: str) -> None:
@@ -143,6 +151,7 @@ class Store(SnapshotQueries, VolumeQueries):
                      created_at=now_utc(), admin=admin)
         with self._write() as s:
             s.add(row)
+            s.add(_key_event("key.create", team.id, row))  # with the key, or not at all
         return key, KeyInfo(row.prefix, team.name, row.created_at, None, None, admin)
 
     def list_api_keys(self) -> list[KeyInfo]:
@@ -168,6 +177,7 @@ class Store(SnapshotQueries, VolumeQueries):
                                  f"({', '.join(k.prefix for k, _ in rows)}); give a longer prefix")
             key, team = rows[0]
             key.revoked_at = now_utc()
+            s.add(_key_event("key.revoke", key.team_id, key))
             return KeyInfo(key.prefix, team, key.created_at, key.last_used_at, key.revoked_at)
 
     def authenticate(self, key: str) -> str | None:
@@ -186,7 +196,7 @@ class Store(SnapshotQueries, VolumeQueries):
         if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
             with self._write() as s:
                 s.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
-        return Caller(row.team_id, bool(row.admin))
+        return Caller(row.team_id, bool(row.admin), row.id)
 
     # ---- sandboxes ----------------------------------------------------------------------------------
 

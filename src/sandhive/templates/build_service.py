@@ -162,6 +162,8 @@ class TemplateBuildService:
         self._active_teams: dict[str, str] = {}  # build id → team id, from start until done
         self._tasks: set[asyncio.Task[None]] = set()
         self.build_seconds = Histogram(BUILD_BUCKETS)  # each finished build's run, for the operator's /metrics
+        # The action audit log's `record` (api/audit.py's AuditLog.record); set by create_app.
+        self.audit_record: Callable[..., None] = lambda *args, **kwargs: None
 
     @property
     def files(self) -> UploadedFiles:
@@ -337,6 +339,7 @@ class TemplateBuildService:
             raise
         self._active[build_id] = record.template_id
         self._active_teams[build_id] = team_id
+        self.audit_record(team_id, "template.build", target=record.template_id, detail={"buildID": build_id})
         task = asyncio.create_task(self._run(plan), name=f"template-build-{build_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -642,6 +645,7 @@ class TemplateBuildService:
                 await asyncio.to_thread(registry.delete, template_id)
             await asyncio.to_thread(_forget_image, self.data_dir, template_id, registry.cache_dir)
         await asyncio.to_thread(self.store.forget_template, template_id)
+        self.audit_record(team_id, "template.delete", target=template_id, detail={"name": name})
 
     async def set_aliases(self, team_id: str, name: str, aliases: list[str]) -> list[str]:
         found = await self._owned(team_id, name, "rename")

@@ -260,6 +260,9 @@ def dashboard_router(board: Dashboard) -> APIRouter:  # noqa: C901 — one page 
             await envd.write(f"{folder.rstrip('/')}/{name}", data)
         except EnvdError:
             raise UserError(400, f"cannot write {name} into {folder}") from None
+        target = f"{folder.rstrip('/')}/{name}"
+        service.audit.record(seen.team, "file.write", sandbox_id=sandbox_id, target=target,
+                             detail={"path": target, "bytes": len(data), "via": "dashboard"})
         return RedirectResponse(f"{PREFIX}/sandboxes/{sandbox_id}?path={folder}", status_code=303)
 
     @router.websocket("/sandboxes/{sandbox_id}/terminal")

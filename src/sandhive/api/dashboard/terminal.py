@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from fastapi import WebSocket, WebSocketDisconnect
@@ -50,11 +51,14 @@ async def bridge(websocket: WebSocket, board: Dashboard, sandbox_id: str) -> Non
     cols = _size(_number(websocket.query_params.get("cols")), 80)
     rows = _size(_number(websocket.query_params.get("rows")), 24)
     pid: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    opened = time.monotonic()
 
     async def output() -> None:
         async for kind, value in envd.pty(cols, rows):
             if kind == "start" and not pid.done():
                 pid.set_result(int(value))
+                board.service.audit.record(seen.team, "pty.start", sandbox_id=sandbox_id, target="terminal",
+                                           detail={"pid": int(value), "via": "dashboard"})
             elif kind == "data":
                 await websocket.send_bytes(value)  # type: ignore[arg-type]
             elif kind == "end":
@@ -83,6 +87,9 @@ async def bridge(websocket: WebSocket, board: Dashboard, sandbox_id: str) -> Non
         with contextlib.suppress(BaseException):
             await pump
         if pid.done() and not pid.cancelled():
+            board.service.audit.record(seen.team, "pty.end", sandbox_id=sandbox_id, target="terminal",
+                                       detail={"pid": pid.result(), "via": "dashboard",
+                                               "durationMs": round((time.monotonic() - opened) * 1000, 1)})
             with contextlib.suppress(Exception):
                 await envd.kill(pid.result())
         with contextlib.suppress(Exception):

@@ -202,6 +202,9 @@ def test_upload_in_the_file_browser_reads_back_through_the_sdk(page: Any, sandbo
         saved = Path(folder) / "back.txt"
         download.value.save_as(saved)
         assert saved.read_text() == payload
+        # the audit trail panel shows the terminal session and the upload (docs/audit.md)
+        page.wait_for_function("() => { const t = document.querySelector('#audit').innerText;"
+                               " return t.includes('pty.start') && t.includes('hello-dashboard.txt'); }")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

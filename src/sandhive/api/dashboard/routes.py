@@ -209,6 +209,15 @@ def dashboard_router(board: Dashboard) -> APIRouter:  # noqa: C901 — one page 
         logs = await service.logs(seen.team, sandbox_id, None, 200)
         return board.page(request, "_logs.html", seen, logs=logs.logs)
 
+    @router.get("/sandboxes/{sandbox_id}/audit")
+    async def sandbox_audit(request: Request, sandbox_id: str) -> Response:
+        """The sandbox's audit trail (docs/audit.md), the team's own events only, as `GET /sandhive/audit`."""
+        seen = await seen_by(request)
+        await service.audit.flush()
+        rows, _ = await asyncio.to_thread(service.store.list_audit_events, seen.team, sandbox_id=sandbox_id,
+                                          action=None, since=None, limit=200, cursor=None)
+        return board.page(request, "_audit.html", seen, events=rows)
+
     @router.get("/sandboxes/{sandbox_id}/files")
     async def sandbox_files(request: Request, sandbox_id: str, path: str = "/home/user") -> Response:
         seen = await seen_by(request)

@@ -7,7 +7,8 @@ namespace and never beyond this machine. Each address answers `lan-ok`; port STR
 Domain rules (`allowOut: ["allowed.test", "*.example.test"]`) are judged by the node's egress filter on the HTTP
 Host header and TLS SNI. For them the fake internet also serves HTTP on port 80 and HTTPS on 443 (a certificate
 made here with openssl) on every address, answering with the address it was reached on, the Host and the SNI it
-saw, and a nameserver that gives the *.test names the first address. The filter resolves names itself (it never
+saw, and a nameserver that gives the *.test names the first address. The sandbox is given that certificate as
+its CA (`fetch`), and verifies the server against it. The filter resolves names itself (it never
 trusts the address a sandbox picked), so those tests run on a server of their own told to ask that nameserver
 (`--egress-resolver`).
 
@@ -175,12 +176,14 @@ def internet() -> Iterator[Lan]:
         cert, key = Path(certs) / "cert.pem", Path(certs) / "key.pem"
         subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                         "-nodes", "-days", "1", "-subj", "/CN=allowed.test", "-keyout", str(key), "-out", str(cert),
-                        "-addext", "subjectAltName=DNS:allowed.test,DNS:*.example.test"],
+                        "-addext", "subjectAltName=DNS:allowed.test,DNS:other.test,DNS:*.example.test",
+                        "-addext", "basicConstraints=critical,CA:TRUE"],
                        check=True, capture_output=True)
         made.spawn([sys.executable, "-c", WEB, str(cert), str(key), made.link_ip, made.addresses[1], *NAMES])
         for address in made.addresses[1:]:
             assert host_reaches(address, PORT), f"the host cannot reach the fake internet at {address}"
         _wait(lambda: _host_fetch(made.addresses[1]), "the fake internet's web server")
+        TEST_CA[:] = [cert.read_text()]
         yield made
 
 
@@ -320,9 +323,7 @@ try:
     with socket.create_connection((address, port), timeout=5) as conn:
         conn.settimeout(5)
         if port == 443:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE  # only the SNI matters here
+            context = ssl.create_default_context(cafile="/tmp/test-ca.pem")  # the test CA the sandbox trusts
             conn = context.wrap_socket(conn, server_hostname=name)
         conn.sendall(f"GET / HTTP/1.1\\r\\nHost: {name}\\r\\nConnection: close\\r\\n\\r\\n".encode())
         data = b""
@@ -346,9 +347,16 @@ def resolving(request: pytest.FixtureRequest, internet: Lan) -> Iterator[Live]:
         yield Live(server, server.key(TEAM))
 
 
-def fetch(sbx: Sandbox, address: str, port: int, name: str) -> str:
+TEST_CA: list[str] = []  # the fake internet's certificate (its own CA), once `internet` made it
+
+
+def fetch(sbx: Sandbox, address: str, port: int, name: str, timeout: float = 60) -> str:
+    """`name`'s page as the sandbox gets it from `address` (HTTPS verified against the fake internet's CA, which
+    the sandbox is given here), or "blocked"."""
     sbx.files.write("/tmp/fetch.py", FETCH)
-    return sbx.commands.run(f"python3 /tmp/fetch.py {address} {port} {name}", timeout=60).stdout.strip()
+    sbx.files.write("/tmp/test-ca.pem", TEST_CA[0])
+    return sbx.commands.run(f"python3 /tmp/fetch.py {address} {port} {name}", timeout=timeout,
+                            request_timeout=timeout).stdout.strip()
 
 
 def test_an_allowed_domain_beats_deny_everything_by_host_and_sni(resolving: Live, sites: tuple[str, str]) -> None:

@@ -180,12 +180,11 @@ def test_egress_rules_hold_for_a_guest(internet: Lan) -> None:
                          network={"deny_out": ["0.0.0.0/0"], "allow_out": ["allowed.test", b]})
     try:
         sbx.files.write("/tmp/probe.py", egress.PROBE)
-        sbx.files.write("/tmp/fetch.py", egress.FETCH)
         assert run(sbx, f"python3 /tmp/probe.py {a} {b}").split() == [a, "blocked", b, "open"]
-        assert run(sbx, f"python3 /tmp/fetch.py {a} 80 allowed.test").strip() == f"site={a} host=allowed.test sni=-"
-        assert run(sbx, f"python3 /tmp/fetch.py {a} 443 allowed.test").strip() == \
+        assert egress.fetch(sbx, a, 80, "allowed.test", COMMAND_TIMEOUT) == f"site={a} host=allowed.test sni=-"
+        assert egress.fetch(sbx, a, 443, "allowed.test", COMMAND_TIMEOUT) == \
             f"site={a} host=allowed.test sni=allowed.test"
-        assert run(sbx, f"python3 /tmp/fetch.py {a} 80 other.test").strip() == "blocked"
+        assert egress.fetch(sbx, a, 80, "other.test", COMMAND_TIMEOUT) == "blocked"
         sbx.update_network({"deny_out": [b]})
         assert run(sbx, f"python3 /tmp/probe.py {a} {b}").split() == [a, "open", b, "blocked"]
     finally:

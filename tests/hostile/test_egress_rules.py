@@ -493,3 +493,38 @@ def test_dns_servers_are_reachable_and_an_egress_proxy_is_refused(live: Live, si
     with pytest.raises(Exception, match="egressProxy"):
         sandbox(live, network={"egress_proxy": {"address": f"{a}:1080"}})
 
+
+
+def test_the_judge_removes_its_queue_rule_and_sweeps_those_of_dead_judges() -> None:
+    """A judge's NFQUEUE rule goes with it; one a killed judge left (its queue unbound) is swept by the next start.
+    A stale rule only ever drops packets marked for a queue nobody holds (fail closed), but must not pile up."""
+    import asyncio
+
+    from sandhive.node import egress_queue
+    from sandhive.node.egress_filter import EgressFilter
+
+    tool = egress_queue.iptables()
+    assert tool is not None, "iptables is missing: `make debian-packages` installs it"
+    dead = egress_queue.FIRST_QUEUE - 1
+    subprocess.run([tool, "-w", "-I", *egress_queue.rule_spec(dead)], check=True)
+
+    def rules() -> str:
+        return subprocess.run([tool, "-w", "-S", "FORWARD"], capture_output=True, text=True, check=True).stdout
+
+    async def scenario() -> int:
+        judged = EgressFilter(nameservers=["127.0.0.1"])
+        await judged.start()
+        try:
+            assert judged.judge is not None and judged.judge.queue is not None, "the judge did not start"
+            number = judged.judge.queue.number
+            listing = rules()
+            assert f"--queue-num {dead}" not in listing and f"--queue-num {number}" in listing
+        finally:
+            await judged.close()
+        return number
+
+    try:
+        number = asyncio.run(scenario())
+        assert f"--queue-num {number}" not in rules()
+    finally:
+        subprocess.run([tool, "-w", "-D", *egress_queue.rule_spec(dead)], capture_output=True)

@@ -60,7 +60,7 @@ def create_app(settings: Settings, node: Node | None, templates: Templates | Non
     prometheus = Prometheus(service, builds.build_seconds)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(application: FastAPI) -> AsyncIterator[None]:
         await service.start()
         await snapshots.start()
         await builds.start()
@@ -76,10 +76,15 @@ def create_app(settings: Settings, node: Node | None, templates: Templates | Non
             await builds.close()
             await dashboard.close()
             await service.close()
+            # what the server started beside the app (the egress filter and judge): closed here, in the lifespan,
+            # because uvicorn ends the process with the signal it caught once the lifespan is over
+            for close in reversed(application.state.closers):
+                await close()
 
     app = FastAPI(title="Sandhive", version=__version__, description=DESCRIPTION, docs_url=None, redoc_url=None,
                   lifespan=lifespan, generate_unique_id_function=lambda route: route.name)
     app.state.service = service
+    app.state.closers = []  # async callables the lifespan awaits last (sandhive serve's egress filter)
     app.state.prometheus = prometheus  # `sandhive serve --metrics-listen` serves it on a listener of its own
     app.state.resolve_sandbox = service.pauses.resolve  # a paused sandbox with auto-resume wakes on traffic
     # What the edge proxy reports of envd traffic (proxy/audit.py); None: `--no-audit`, the proxy parses nothing.

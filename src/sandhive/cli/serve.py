@@ -162,6 +162,8 @@ def serve(
         configure_node(node, pool_size, template_pool_size, memory_budget, cpu_overcommit, miss_shells,
                        memory_overcommit=memory_overcommit, max_sandboxes=max_sandboxes, memory_reserve=memory_reserve)
         api = create_app(settings, node, templates)  # from here on the app owns the node (its lifespan closes it)
+        if domain_filter is not None:
+            api.state.closers.append(domain_filter.close)
         chosen = node.backend if node is not None else Backend.none.value
         err.print(f"sandhive: serving on http://{host}:{port} (backend {chosen}, data dir {data_dir})")
         # The proxy forwards sandboxes' own Server and Date headers, so uvicorn must not add its own.

@@ -326,7 +326,7 @@ class EgressRules:
         async with self._lock:
             if self.filter_port is None:
                 return
-            listening, bound = _listening_ports(), _bound_queues()
+            listening, bound = _listening_ports(), bound_queues()
             lines = []
             for veth, (address, port) in list(self._ports.items()):
                 if port != self.filter_port and port not in listening \
@@ -480,7 +480,7 @@ def _listening_ports() -> set[int]:
     return ports
 
 
-def _bound_queues() -> set[int]:
+def bound_queues() -> set[int]:
     """The netfilter queues some process holds (/proc/net/netfilter/nfnetlink_queue, first column)."""
     with contextlib.suppress(OSError):
         return {int(line.split()[0]) for line in

@@ -32,7 +32,7 @@ import time
 from typing import TYPE_CHECKING
 
 from . import nfqueue
-from .egress import ALLOWED_MARK, DENIED_MARK, QUEUE_MARKS, EgressPolicy
+from .egress import ALLOWED_MARK, DENIED_MARK, QUEUE_MARKS, EgressPolicy, bound_queues
 from .egress_audit import EgressEntry
 from .egress_judge import Action, Flow, Judge
 from .hostcmd import run
@@ -48,6 +48,29 @@ log = logging.getLogger(__name__)
 FIRST_QUEUE = 21000  # queue numbers tried: FIRST_QUEUE + (pid + i) % QUEUES
 QUEUES = 4096
 EXPIRE_SECONDS = 1.0
+
+
+def rule_spec(number: int) -> list[str]:
+    return ["FORWARD", "-m", "mark", "--mark", f"{QUEUE_MARKS | number:#x}", "-j", "NFQUEUE", "--queue-num",
+            str(number)]
+
+
+async def sweep(tool: str) -> None:
+    """Delete the NFQUEUE rules of judges that are gone (killed before their `close`): a queue that nobody holds.
+    A live judge binds its queue before it adds its rule, so its rule is never swept."""
+    listing = await run(tool, "-w", "-S", "FORWARD", check=False)
+    bound = bound_queues()
+    for line in listing.splitlines():
+        fields = line.split()
+        if "NFQUEUE" not in fields or "--queue-num" not in fields or "--mark" not in fields:
+            continue
+        try:
+            number = int(fields[fields.index("--queue-num") + 1])
+            mark = int(fields[fields.index("--mark") + 1].split("/")[0], 16)
+        except (ValueError, IndexError):
+            continue
+        if mark == QUEUE_MARKS | number and number not in bound:
+            await run(tool, "-w", "-D", *rule_spec(number), check=False)
 
 
 def iptables() -> str | None:
@@ -93,10 +116,8 @@ class QueueJudge:
         if self.queue is None:
             return f"no free netfilter queue: {last}"
         mark = QUEUE_MARKS | self.queue.number
-        spec = ["FORWARD", "-m", "mark", "--mark", f"{mark:#x}", "-j", "NFQUEUE", "--queue-num",
-                str(self.queue.number)]
-        with contextlib.suppress(Exception):  # a rule a killed server with this number left behind
-            await run(tool, "-w", "-D", *spec, check=False)
+        spec = rule_spec(self.queue.number)
+        await sweep(tool)
         try:
             await run(tool, "-w", "-I", *spec)
         except Exception as exc:  # noqa: BLE001 — said; the relay judges instead

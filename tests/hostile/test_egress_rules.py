@@ -250,6 +250,8 @@ def test_deny_everything_but_one_address(live: Live, sites: tuple[str, str]) -> 
     sbx = sandbox(live, network={"deny_out": ["0.0.0.0/0"], "allow_out": [b]})
     try:
         assert probe(sbx, a, b) == {a: "blocked", b: "open"}
+        wanted = {(a, str(PORT), "denied"), (b, str(PORT), "allowed")}
+        _wait(lambda: wanted <= egress_seen(live, sbx), lambda: f"the egress audit: {egress_seen(live, sbx)}")
     finally:
         sbx.kill()
 
@@ -261,6 +263,10 @@ def test_no_internet_reaches_nothing_unless_allowed(live: Live, sites: tuple[str
     try:
         assert probe(closed, a, b) == {a: "blocked", b: "blocked"}
         assert probe(opened, a, b) == {a: "open", b: "blocked"}  # allow beats the internet switch, as in E2B
+        for sbx, wanted in ((closed, {(a, str(PORT), "denied"), (b, str(PORT), "denied")}),
+                            (opened, {(a, str(PORT), "allowed"), (b, str(PORT), "denied")})):
+            _wait(lambda sbx=sbx, wanted=wanted: wanted <= egress_seen(live, sbx),  # type: ignore[misc]
+                  lambda sbx=sbx: f"the egress audit: {egress_seen(live, sbx)}")  # type: ignore[misc]
     finally:
         closed.kill()
         opened.kill()
@@ -407,6 +413,10 @@ def test_a_wildcard_domain_matches_names_below_it_not_itself(resolving: Live, si
         assert fetch(sbx, a, 443, "a.example.test") == f"site={a} host=a.example.test sni=a.example.test"
         assert fetch(sbx, a, 80, "example.test") == "blocked"  # the apex is not below itself, as in E2B
         assert fetch(sbx, a, 443, "allowed.test") == "blocked"
+        wanted = {(a, "80", "allowed", "a.example.test"), (a, "443", "allowed", "a.example.test"),
+                  (a, "80", "denied", "example.test"), (a, "443", "denied", "allowed.test")}
+        _wait(lambda: wanted <= domains_seen(resolving, sbx),
+              lambda: f"the egress audit to show {wanted}: {domains_seen(resolving, sbx)}")
     finally:
         sbx.kill()
 

@@ -265,8 +265,8 @@ def test_no_internet_reaches_nothing_unless_allowed(live: Live, sites: tuple[str
         assert probe(opened, a, b) == {a: "open", b: "blocked"}  # allow beats the internet switch, as in E2B
         for sbx, wanted in ((closed, {(a, str(PORT), "denied"), (b, str(PORT), "denied")}),
                             (opened, {(a, str(PORT), "allowed"), (b, str(PORT), "denied")})):
-            _wait(lambda sbx=sbx, wanted=wanted: wanted <= egress_seen(live, sbx),  # type: ignore[misc]
-                  lambda sbx=sbx: f"the egress audit: {egress_seen(live, sbx)}")  # type: ignore[misc]
+            _wait(lambda sbx=sbx, wanted=wanted: wanted <= egress_seen(live, sbx),
+                  lambda sbx=sbx: f"the egress audit: {egress_seen(live, sbx)}")
     finally:
         closed.kill()
         opened.kill()

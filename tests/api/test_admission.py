@@ -18,7 +18,9 @@ from tests.api.rig import Server, container_server, kill_team_sandboxes
 
 pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900)]
 TEAM_A, TEAM_B = "adm-a", "adm-b"
-ARGS = ("--memory-budget", "1536", "--memory-overcommit", "1", "--pool-size", "1", "--max-sandboxes-per-team", "2")
+# Pools and the budget alone: no warm shell (they reserve from the budget too; tests/hostile/test_shells.py).
+ARGS = ("--memory-budget", "1536", "--memory-overcommit", "1", "--pool-size", "1", "--max-sandboxes-per-team", "2",
+        "--miss-shells", "0")
 
 
 @pytest.fixture(scope="module")

@@ -143,7 +143,7 @@ def test_shutdown_stops_the_pool_and_a_crash_leaves_orphans_that_restart_removes
 
 def test_pool_size_zero_disables_pools(live: Server) -> None:
     data_dir = live.data_dir.parent / "nopool"
-    server = start_server(data_dir, "--pool-size", "0", backend="container", timeout=300)
+    server = start_server(data_dir, "--pool-size", "0", "--miss-shells", "0", backend="container", timeout=300)
     try:
         key = server.key(TEAM_A)
         with e2b_env(server, key):

@@ -17,10 +17,10 @@ PoolSize = Annotated[int, typer.Option(
 TemplatePoolSizes = Annotated[list[str] | None, typer.Option(
     "--template-pool-size", metavar="TEMPLATE=N",
     help="Pool size of one template (repeatable); such templates are also warmed at start.")]
-MissShells = Annotated[int, typer.Option(
+MissShells = Annotated[int | None, typer.Option(
     "--miss-shells", min=0, envvar="SANDHIVE_MISS_SHELLS",
     help="Warm shells (container backend): sandboxes of no template that serve pool misses without envd's start "
-         "(docs/persistence.md); 0 turns them off.")]
+         "(docs/persistence.md); default 1 on the container backend; 0 turns them off.")]
 MemoryBudget = Annotated[int | None, typer.Option(
     "--memory-budget", min=1, envvar="SANDHIVE_MEMORY_BUDGET_MB",
     help="MB of memory sandboxes (pooled ones included) may reserve; default: host RAM minus max(1 GiB, 10%).")]
@@ -54,7 +54,7 @@ def parse_template_sizes(values: list[str] | None) -> dict[str, int]:
 
 
 def configure_node(node: Node | None, pool_size: int, template_sizes: list[str] | None, memory_budget: int | None,
-                   cpu_overcommit: float, miss_shells: int = 0, *, memory_overcommit: float | None = None,
+                   cpu_overcommit: float, miss_shells: int | None = None, *, memory_overcommit: float | None = None,
                    max_sandboxes: int | None = None, memory_reserve: int | None = None) -> None:
     """Apply the pool and admission options; `memory_overcommit`/`max_sandboxes` None: admission.py's defaults."""
     if node is None:
@@ -70,4 +70,4 @@ def configure_node(node: Node | None, pool_size: int, template_sizes: list[str] 
     except (OSError, ValueError, BackendUnavailable) as exc:
         fail(f"cannot size the host budget: {exc}")
     node.configure(pools=PoolSettings(size=pool_size, sizes=parse_template_sizes(template_sizes)), budget=budget,
-                   shells=miss_shells)
+                   shells=node.default_shells() if miss_shells is None else miss_shells)

@@ -61,7 +61,7 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     pool_size: PoolSize = 2,
     template_pool_size: TemplatePoolSizes = None,
-    miss_shells: MissShells = 0,
+    miss_shells: MissShells = None,
     memory_budget: MemoryBudget = None,
     cpu_overcommit: CpuOvercommit = 256.0,
     memory_overcommit: MemoryOvercommit = 8.0,

@@ -60,6 +60,7 @@ OnExit = Callable[[SandboxHandle, str], Awaitable[None]]
 SHELL_TEMPLATE = TemplateImage("sandhive-shell", Path("/nonexistent-shell-root"), default_user="root",
                                default_workdir="/")
 SHELL_REQUEST = CreateRequest(SHELL_TEMPLATE, cpu_count=1, memory_mb=256, disk_mb=0)
+DEFAULT_SHELLS = 1  # a backend that has warm shells keeps one unless told otherwise: a pool miss at restore speed
 
 __all__ = ["CreateRequest", "HostFull", "Identity", "Node", "NodeStatus", "PoolSettings", "Resources"]
 
@@ -139,6 +140,10 @@ class Node:
         """Admission counting real use where the runtime can read it (`memory_in_use`: the OCI backends'
         cgroups); elsewhere every sandbox counts its limit."""
         return Admission(budget, meter=getattr(self.runtime, "memory_in_use", None), clock=self._clock)
+
+    def default_shells(self) -> int:
+        """Warm shells when the operator does not say: DEFAULT_SHELLS where the backend has them, else none."""
+        return DEFAULT_SHELLS if isinstance(self.runtime, ShellRuntime) else 0
 
     def _shell_pool(self, size: int) -> WarmPools:
         """The warm shells' pool: one key (`SHELL_REQUEST`), `size` shells, refilled in the background."""

@@ -7,6 +7,9 @@ sandbox state in a server.
 
 from __future__ import annotations
 
+import dataclasses
+
+from ..cluster.models import NODE_PROXY_KEY, TOKEN_HEADER
 from ..proxy.access import Route
 from ..store import SandboxRecord
 from .network import route_of
@@ -15,10 +18,18 @@ from .network import route_of
 class SandboxDirectory:
     def __init__(self) -> None:
         self._routes: dict[str, Route] = {}
+        self.cluster_token: str | None = None  # set on a control plane: sandboxes on node hosts are routed there
 
     def add(self, record: SandboxRecord, address: str | None = None) -> None:
-        """Route the sandbox of `record` (at `address` when it came back elsewhere, e.g. after a resume)."""
-        self._routes[record.sandbox_id] = route_of(record, address)
+        """Route the sandbox of `record` (at `address` when it came back elsewhere, e.g. after a resume). A
+        sandbox of a remote node (its state names the node's proxy) is routed through that proxy."""
+        route = route_of(record, address)
+        via = (record.runtime_state or {}).get(NODE_PROXY_KEY)
+        if via and self.cluster_token:
+            route = dataclasses.replace(route, via=str(via), via_headers=(
+                (b"e2b-sandbox-id", record.sandbox_id.encode()),
+                (TOKEN_HEADER.lower().encode(), self.cluster_token.encode())))
+        self._routes[record.sandbox_id] = route
 
     def remove(self, sandbox_id: str) -> None:
         self._routes.pop(sandbox_id, None)

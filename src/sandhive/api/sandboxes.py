@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
+from ..cluster.models import NODE_ID_KEY, cluster_secret
 from ..envd import ENVD_VERSION
 from ..errors import UserError
 from ..node.admission import Resources
@@ -123,6 +124,7 @@ class SandboxService:
         self.snapshots: SnapshotStarts | None = None  # `templateID` may name a snapshot; set by create_app
         self.lifetime = Lifetime(settings.max_lifetime_seconds)
         self.directory = SandboxDirectory()
+        self.directory.cluster_token = settings.cluster_token  # sandboxes on remote nodes: via their node's proxy
         self.quota = TeamQuota(settings.max_sandboxes_per_team)
         self.pauses = Pauses(self, settings.max_paused_per_team)
         self._secret = b""
@@ -137,7 +139,9 @@ class SandboxService:
     async def start(self) -> None:
         """Server start: schema up to date, secret loaded, and the store reconciled with what really runs."""
         await asyncio.to_thread(self.store.migrate)
-        self._secret = await asyncio.to_thread(load_secret, self.settings.data_dir)
+        # Replicas of a control plane and their nodes derive access tokens from one secret (cluster/models.py).
+        self._secret = (cluster_secret(self.settings.cluster_token) if self.settings.cluster_token
+                        else await asyncio.to_thread(load_secret, self.settings.data_dir))
         self._ca_bundle = await asyncio.to_thread(host_ca_bundle, self.settings.trust_host_ca)
         if self.node is not None:  # before any pause, resume or restore (a microvm's envd already holds its token)
             self.node.use_tokens(self._token)
@@ -254,7 +258,7 @@ class SandboxService:
         record = SandboxRecord(
             sandbox_id=sandbox_id, team_id=team_id, template_id=template.template_id,
             alias=body.templateID if body.templateID != template.template_id else None,
-            client_id=self.settings.client_id, state="running", started_at=now,
+            client_id=str(handle.state.get(NODE_ID_KEY) or self.settings.client_id), state="running", started_at=now,
             end_at=self.lifetime.deadline(now, now, timeout), meta=dict(body.metadata or {}), env_vars=env,
             cpu_count=request.cpu_count, memory_mb=request.memory_mb, disk_mb=request.disk_mb,
             envd_version=ENVD_VERSION,

@@ -39,3 +39,5 @@ class Settings:
     # -- volumes (api/volumes.py): each volume's size, and what a team's volumes may take together (429 beyond)
     volume_size_mb: int = 1024
     team_volume_mb: int = 10240
+    # -- many hosts (sandhive.cluster): the token nodes and control planes share; None: an embedded node --
+    cluster_token: str | None = None

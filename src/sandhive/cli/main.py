@@ -10,6 +10,7 @@ import typer
 
 from . import auth, keys, sandbox, snapshot_cmd, template, volume
 from .mcp_cmd import mcp
+from .node_cmd import node
 from .serve import serve
 
 app = typer.Typer(help="Sandhive: self-hosted, E2B-compatible sandboxes.", no_args_is_help=True,
@@ -22,6 +23,7 @@ app.add_typer(snapshot_cmd.app, name="snapshot")
 app.add_typer(auth.app, name="auth")
 app.add_typer(volume.app, name="volume")
 app.command()(mcp)
+app.command()(node)
 
 
 @app.command()

@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 DATA_DIR ?= /var/lib/sandhive
 
-.PHONY: up down test test-unit test-microvm lint bench proto system-image system-image-force node-toolchain base-template code-interpreter-template debian-packages venv openapi
+.PHONY: up down test test-unit test-microvm test-cluster lint bench proto system-image system-image-force node-toolchain base-template code-interpreter-template debian-packages venv openapi
 
 debian-packages:
 	@scripts/install-debian-packages.sh
@@ -83,6 +83,10 @@ test-unit: venv
 # The microvm suite: real QEMU guests (TCG emulation where KVM does not boot them; a few minutes).
 test-microvm: venv
 	$(BIN)/python -m pytest -q -m microvm tests/microvm
+
+# Many hosts on one machine: PostgreSQL, three `sandhive node`s in network namespaces, two control planes (tests/cluster).
+test-cluster: venv
+	$(BIN)/python -m pytest -q -m cluster tests/cluster
 
 lint: venv
 	$(BIN)/ruff check src tests bench

@@ -7,7 +7,9 @@ sandbox state in a server.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+from collections.abc import Callable
 
 from ..cluster.models import NODE_PROXY_KEY, TOKEN_HEADER
 from ..proxy.access import Route
@@ -19,6 +21,8 @@ class SandboxDirectory:
     def __init__(self) -> None:
         self._routes: dict[str, Route] = {}
         self.cluster_token: str | None = None  # set on a control plane: sandboxes on node hosts are routed there
+        # Set on a control plane: a sandbox another replica created is looked up in the store on first use.
+        self.load: Callable[[str], SandboxRecord | None] | None = None
 
     def add(self, record: SandboxRecord, address: str | None = None) -> None:
         """Route the sandbox of `record` (at `address` when it came back elsewhere, e.g. after a resume). A
@@ -35,8 +39,16 @@ class SandboxDirectory:
         self._routes.pop(sandbox_id, None)
 
     async def resolve(self, sandbox_id: str) -> Route | None:
-        """A running sandbox's route (address, port access), or None: the `resolve` callback of the edge proxy."""
-        return self._routes.get(sandbox_id)
+        """A running sandbox's route (address, port access), or None: the `resolve` callback of the edge proxy.
+        On a control plane, a sandbox unknown here may be another replica's: the store says, and its route is
+        kept (if it was killed meanwhile, its node's proxy answers "not found": the node is the authority)."""
+        route = self._routes.get(sandbox_id)
+        if route is None and self.load is not None:
+            record = await asyncio.to_thread(self.load, sandbox_id)
+            if record is not None and record.state == "running" and record.address:
+                self.add(record)
+                route = self._routes[sandbox_id]
+        return route
 
     def __len__(self) -> int:
         return len(self._routes)

@@ -125,6 +125,8 @@ class SandboxService:
         self.lifetime = Lifetime(settings.max_lifetime_seconds)
         self.directory = SandboxDirectory()
         self.directory.cluster_token = settings.cluster_token  # sandboxes on remote nodes: via their node's proxy
+        if settings.cluster_token:  # replicas share the store: any of them routes any sandbox
+            self.directory.load = store.get_sandbox
         self.quota = TeamQuota(settings.max_sandboxes_per_team)
         self.pauses = Pauses(self, settings.max_paused_per_team)
         self._secret = b""
@@ -327,12 +329,25 @@ class SandboxService:
         return record
 
     async def info(self, team_id: str, sandbox_id: str) -> SandboxDetail:
-        return detail_view(await self._owned(team_id, sandbox_id))
+        record = await self._owned(team_id, sandbox_id)
+        self._check_node(record)
+        return detail_view(record)
+
+    def _check_node(self, record: SandboxRecord) -> None:
+        """A running sandbox whose node is lost (a control plane's remote node that stopped answering,
+        cluster/remote_node.py) is in an error state: said at once with a 502, never a hang."""
+        lost_node = getattr(self.node, "lost_node", None)
+        node_id = lost_node(handle_of(record)) if lost_node is not None and record.state == "running" else None
+        if node_id:
+            raise UserError(502, f"Sandbox {record.sandbox_id} is in an error state: its node {node_id} has not "
+                                 "answered for over 10 s (lost); it is unavailable until the node is back",
+                            "node_lost")
 
     async def connect(self, team_id: str, sandbox_id: str, body: ConnectSandbox) -> tuple[Sandbox, bool]:
         """Connect to a sandbox, resuming it if paused (True: it was); a running sandbox's deadline only moves
         later, never earlier."""
         record = await self._owned(team_id, sandbox_id)
+        self._check_node(record)
         timeout = body.timeout if body.timeout is not None else self.settings.default_timeout_seconds
         self.lifetime.check_timeout(timeout)
         if record.state == "paused" and await self.pauses.resume(team_id, sandbox_id, timeout, body.memory):

@@ -24,6 +24,7 @@ import asyncio
 import builtins
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ log = logging.getLogger("sandhive.cluster")
 POLL_SECONDS = 2.0
 LOST_SECONDS = 10.0
 MAX_STARTS_PER_NODE = 4
+FREE_STEP_MB = 2048
 CREATE_TIMEOUT = httpx.Timeout(180.0, connect=3.0)  # a miss of a template with a slow ready check
 CALL_TIMEOUT = httpx.Timeout(30.0, connect=3.0)
 POLL_TIMEOUT = httpx.Timeout(POLL_SECONDS * 2, connect=POLL_SECONDS)
@@ -89,6 +91,7 @@ class NodeClient:
     last_seen: float = 0.0  # monotonic time of the last answer (0: never)
     asked: float = 0.0  # when the request behind `status` was sent
     starting: int = 0  # creates in flight
+    placed_mb: int = 0  # memory placed here since the last poll (which then counts it)
     http: httpx.AsyncClient = field(init=False)
 
     def __post_init__(self) -> None:
@@ -114,12 +117,13 @@ class NodeClient:
         response = await self.call("GET", "/status", timeout=POLL_TIMEOUT)
         self.status = m.Status.model_validate(response.json())
         self.node_id, self.last_seen, self.asked = self.status.node_id, time.monotonic(), asked
+        self.placed_mb = 0
 
     def free_mb(self) -> float:
         s = self.status
         if s is None:
             return 0.0
-        return s.memory_mb * s.memory_overcommit - s.reserved_memory_mb + s.pooled_memory_mb
+        return s.memory_mb * s.memory_overcommit - s.reserved_memory_mb + s.pooled_memory_mb - self.placed_mb
 
     def warm(self, template_id: str) -> bool:
         return self.status is not None and any(p.template_id == template_id and p.ready > 0
@@ -273,7 +277,10 @@ class RemoteNodes:
     def placement(self, template_id: str) -> list[NodeClient]:
         """The nodes to try for a create of `template_id`, best first (see the module's docstring)."""
         nodes = [n for n in self.live() if n.starting < MAX_STARTS_PER_NODE]
-        return sorted(nodes, key=lambda n: (not n.warm(template_id), n.starting, -n.free_mb()))
+        # Free memory in steps of FREE_STEP_MB, then chance: replicas that place at once (each with its own
+        # view of the last poll) spread their creates rather than all picking the same emptiest node.
+        return sorted(nodes, key=lambda n: (not n.warm(template_id), n.starting, -(n.free_mb() // FREE_STEP_MB),
+                                            random.random()))
 
     async def create(self, request: CreateRequest, identity: Identity) -> SandboxHandle:
         if request.volumes:
@@ -296,6 +303,7 @@ class RemoteNodes:
                 continue
             finally:
                 node.starting -= 1
+            node.placed_mb += request.memory_mb
             return m.Handle.model_validate(response.json()).to_remote()
         raise refusal or NodeError(503, "No node can take a sandbox now: all are lost, full or busy starting "
                                         "others", "host_full", {"Retry-After": "5"})

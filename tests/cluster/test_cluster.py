@@ -3,7 +3,8 @@ control-plane replicas on one PostgreSQL, driven with the official `e2b` SDK and
 
 In order: creates spread over every node through either replica; the SDK through each replica on sandboxes the
 other created; a node SIGKILLed is lost within 10 s, its sandboxes answer a clear error at once and creates go
-elsewhere; a replica SIGKILLed loses nothing, the other serves everything.
+elsewhere, and once restarted it re-adopts the sandboxes that survived; a replica SIGKILLed loses nothing, the
+other serves everything.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def test_sdk_through_either_replica(c: Cluster) -> None:
             sandbox.kill()
 
 
-def test_lost_node_is_visible_and_creates_go_elsewhere(c: Cluster) -> None:
+def test_lost_node_is_visible_and_comes_back_with_its_sandboxes(c: Cluster) -> None:
     made = [create(c, i % 2) for i in range(3)]
     on_victim = made[0]
     victim_id = on_victim["clientID"]
@@ -120,18 +121,21 @@ def test_lost_node_is_visible_and_creates_go_elsewhere(c: Cluster) -> None:
         for s in after:
             kill(c, 0, s["sandboxID"])
     finally:
-        # The node comes back; it does not re-adopt yet, so the control plane learns its sandboxes ended.
+        # The node comes back: a replica sends it what the store says ran there, and it re-adopts what survived.
         victim.start()
         victim.wait_ready()
 
-        def gone() -> bool:
-            with c.replicas[0].client(c.key) as client:
-                return client.get(f"/sandboxes/{on_victim['sandboxID']}").status_code == 404
+        def answers(replica: int) -> bool:
+            with c.replicas[replica].client(c.key) as client:
+                return client.get(f"/sandboxes/{on_victim['sandboxID']}").status_code == 200
 
-        wait_until(gone, 30, "the control plane to learn the killed node's sandbox ended", interval=0.2)
+        for replica in (0, 1):
+            wait_until(lambda: answers(replica), 30, f"replica {replica} to see the node back", interval=0.2)  # noqa: B023
+    for replica in (0, 1):
+        again = Sandbox.connect(on_victim["sandboxID"], **sdk(c, replica))
+        assert again.commands.run("echo re-adopted").stdout.strip() == "re-adopted"
     for s in made:
-        if s["clientID"] != victim_id:
-            kill(c, 0, s["sandboxID"])
+        kill(c, 0, s["sandboxID"])
 
 
 def test_replica_killed_the_other_serves(c: Cluster) -> None:

@@ -163,6 +163,7 @@ def serve(
         if not local_node:
             remote, remote_templates = await _remote_nodes(node_url or [], cluster_token or "")
             api = create_app(settings, remote, remote_templates)
+            _readopt_from(remote, api.state.service)
             err.print(f"sandhive: control plane serving on http://{host}:{port} (nodes {', '.join(node_url or [])})")
             server = uvicorn.Server(uvicorn.Config(
                 _with_proxy(api), host=host, port=port, log_level=log_level, lifespan="on", server_header=False,
@@ -235,8 +236,22 @@ async def _remote_nodes(urls: list[str], token: str) -> tuple[Node, Any]:
         await nodes.connect()
     except NodeError as exc:
         fail(f"--node-url: {exc.message}")
-    # RemoteNodes offers what the API calls on a Node (cluster/remote_node.py; tests/cluster checks it).
+    # RemoteNodes offers what the API calls on a Node (cluster/remote_node.py; tests/unit/test_cluster.py checks it).
     return cast("Node", nodes), RemoteTemplates(nodes)
+
+
+def _readopt_from(nodes: Any, service: Any) -> None:
+    """Let the remote nodes ask the store what runs on a node that restarted (`RemoteNodes.known`)."""
+    from ..api.views import handle_of
+    from ..cluster.models import NODE_ID_KEY
+    from ..node.admission import Resources
+
+    async def known(node_id: str) -> list:
+        live = await asyncio.to_thread(service.store.live_sandboxes)
+        return [(handle_of(r), Resources(r.memory_mb, r.cpu_count)) for r in live
+                if r.state == "running" and (r.runtime_state or {}).get(NODE_ID_KEY) == node_id]
+
+    nodes.known = known
 
 
 def _raise_open_files() -> None:

@@ -198,3 +198,5 @@ class Status(BaseModel):
     pressure: str | None
     pools: list[Pool]
     running: list[str]
+    boot_id: str = ""  # new at every start of the node process: a change tells control planes it restarted
+    reconciled: bool = False  # has a control plane reconciled this process yet (adopted what still runs)?

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Protocol
@@ -66,6 +67,7 @@ class NodeService:
         self._trust_host_ca = trust_host_ca
         self._started = False
         self._reconciled = False
+        self.boot_id = secrets.token_hex(8)
 
     def token_for(self, sandbox_id: str) -> str:
         return access_token(self._secret, sandbox_id)
@@ -147,7 +149,8 @@ class NodeService:
                         reserved_cpus=s.reserved.cpu_count, pooled_memory_mb=s.pooled.memory_mb,
                         pooled_cpus=s.pooled.cpu_count, in_use_mb=s.in_use_mb, sandboxes=s.sandboxes,
                         pressure=s.pressure, pools=[m.Pool(**vars(p)) for p in s.pools],
-                        running=sorted(self.sandboxes.handles))
+                        running=sorted(self.sandboxes.handles), boot_id=self.boot_id,
+                        reconciled=self._reconciled)
 
 
 def node_router(service: NodeService) -> APIRouter:
@@ -254,8 +257,6 @@ def create_node_app(service: NodeService, token: str) -> ASGIApp:
 
 def data_dir_node_id(data_dir: Path) -> str:
     """A node's id, kept in its data dir so a restarted node is the same node (E2B's `clientID` names it)."""
-    import secrets
-
     path = data_dir / "node-id"
     if not path.exists():
         path.write_text("node-" + secrets.token_hex(4) + "\n")

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,6 +169,9 @@ class RemoteNodes:
         self.egress_log = EgressLog()  # the egress audit stays on each node (not relayed yet)
         self.telemetry = NodeTelemetry()
         self.history = MetricsHistory(self.usage)
+        # What the store says runs on a node (handles and reservations), for re-adopting after a node restart;
+        # set by the server once the API exists (cli/serve.py).
+        self.known: Callable[[str], Awaitable[list[tuple[SandboxHandle, Resources]]]] | None = None
         self._watches: dict[str, tuple[SandboxHandle, OnExit, float]] = {}
         self._poller: asyncio.Task | None = None
         self._ended: set[asyncio.Task] = set()
@@ -195,11 +198,24 @@ class RemoteNodes:
             raise NodeError(500, f"the nodes run different backends ({', '.join(sorted(backends))}); one control "
                                  "plane serves one backend")
         self.runtime.name = backends.pop()
-        self._poller = asyncio.create_task(self._poll_forever())
 
     async def _poll(self, node: NodeClient) -> None:
         with contextlib.suppress(NodeError, ValueError):
             await node.poll()
+            if node.status is not None and not node.status.reconciled and self.known is not None:
+                await self._readopt(node)
+
+    async def _readopt(self, node: NodeClient) -> None:
+        """A node process that no control plane reconciled yet (it restarted): send it what the store says runs
+        there, so it adopts what survived; the next status then lists them, and only the dead are reported."""
+        assert self.known is not None
+        known = await self.known(node.node_id)
+        body = m.Reconcile(known=[m.Handle.of(h) for h, _ in known],
+                           resources={h.sandbox_id: (r.memory_mb, r.cpu_count) for h, r in known})
+        response = await node.call("POST", "/reconcile", body.model_dump(), timeout=CREATE_TIMEOUT)
+        alive = m.Alive.model_validate(response.json()).alive
+        log.warning("node %s restarted: re-adopted %d of its %d sandboxes", node.node_id, len(alive), len(known))
+        await node.poll()  # a status that lists them, before any death is judged
 
     async def _poll_forever(self) -> None:
         was_lost: set[str] = set()
@@ -220,7 +236,8 @@ class RemoteNodes:
         """Watched sandboxes that their node's latest status no longer lists, asked after the watch began."""
         for sandbox_id, (handle, on_exit, since) in list(self._watches.items()):
             node = self._node_of(handle, strict=False)
-            if node is None or node.status is None or node.asked <= since or sandbox_id in node.status.running:
+            if node is None or node.status is None or not node.status.reconciled or node.asked <= since \
+                    or sandbox_id in node.status.running:
                 continue
             del self._watches[sandbox_id]
             self.history.untrack(sandbox_id)
@@ -273,6 +290,8 @@ class RemoteNodes:
             except NodeError as exc:
                 log.warning("node %s did not start its pools: %s", node.node_id, exc.message)
         self.history.start()
+        if self._poller is None:  # after the API's reconcile: from now on, restarted nodes are re-adopted
+            self._poller = asyncio.create_task(self._poll_forever())
 
     def placement(self, template_id: str) -> list[NodeClient]:
         """The nodes to try for a create of `template_id`, best first (see the module's docstring)."""

@@ -431,6 +431,9 @@ class SandboxService:
             return
         try:
             await self._stop(record)
+        except UserError as exc:  # e.g. its node is lost (cluster/remote_node.py): said once a second, no trace
+            log.warning("stopping expired sandbox %s failed (%s); will retry", record.sandbox_id, exc.message)
+            return
         except Exception:
             log.exception("stopping expired sandbox %s failed; will retry", record.sandbox_id)
             return

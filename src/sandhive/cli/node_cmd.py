@@ -77,6 +77,9 @@ def node(
     allow = s._egress_allow(egress_allow)
     templates = s._templates(data_dir)
     node_id = data_dir_node_id(data_dir)
+    if advertise is None and host in ("", "0.0.0.0", "::"):
+        fail("--advertise ADDR is needed with --listen on every address: control planes must know where to reach "
+             "this node")
     advertised = advertise or host
     proxy = f"[{advertised}]:{port}" if ":" in advertised else f"{advertised}:{port}"
 

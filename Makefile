@@ -109,6 +109,7 @@ bench: venv
 	$(BIN)/python -m bench.egress_filter_bench
 	$(BIN)/python -m bench.density_bench
 	$(BIN)/python -m bench.metrics_sampling_bench
+	$(BIN)/python -m bench.cluster_bench
 
 # Regenerate src/sandhive/rpc from proto/ (needs protoc: Debian's protobuf-compiler).
 proto: venv

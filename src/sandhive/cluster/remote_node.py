@@ -59,6 +59,7 @@ POLL_SECONDS = 2.0
 LOST_SECONDS = 10.0
 MAX_STARTS_PER_NODE = 4
 FREE_STEP_MB = 2048
+TEMPLATE_TTL_SECONDS = 10.0
 CREATE_TIMEOUT = httpx.Timeout(180.0, connect=3.0)  # a miss of a template with a slow ready check
 CALL_TIMEOUT = httpx.Timeout(30.0, connect=3.0)
 POLL_TIMEOUT = httpx.Timeout(POLL_SECONDS * 2, connect=POLL_SECONDS)
@@ -427,10 +428,17 @@ class RemoteTemplates:
 
     cache_dir: Path | None = None
 
-    def __init__(self, nodes: RemoteNodes) -> None:
+    def __init__(self, nodes: RemoteNodes, ttl: float = TEMPLATE_TTL_SECONDS) -> None:
         self._nodes = nodes
+        self._ttl = ttl
+        self._cache: dict[str, tuple[float, TemplateImage]] = {}
 
     async def resolve(self, name: str) -> TemplateImage:
+        """The template's defaults as a node has them; kept `ttl` seconds, so a create costs no extra round trip
+        (a rebuilt template is seen within that time)."""
+        cached = self._cache.get(name)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
         for node in self._nodes.live():
             try:
                 response = await node.call("GET", f"/templates/{name}", timeout=CREATE_TIMEOUT)
@@ -438,7 +446,9 @@ class RemoteTemplates:
                 if exc.status == 404:
                     raise LookupError(f"template '{name}' not found") from None
                 continue
-            return m.Template.model_validate(response.json()).to_image()
+            image = m.Template.model_validate(response.json()).to_image()
+            self._cache[name] = (time.monotonic() + self._ttl, image)
+            return image
         raise NodeError(503, "No node is reachable to resolve templates", "node_lost", {"Retry-After": "5"})
 
     def list(self) -> list[Any]:

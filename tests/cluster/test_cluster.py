@@ -4,11 +4,12 @@ control-plane replicas on one PostgreSQL, driven with the official `e2b` SDK and
 In order: creates spread over every node through either replica; the SDK through each replica on sandboxes the
 other created; a node SIGKILLed is lost within 10 s, its sandboxes answer a clear error at once and creates go
 elsewhere, and once restarted it re-adopts the sandboxes that survived; a replica SIGKILLed loses nothing, the
-other serves everything.
+other serves everything and notices deaths of the sandboxes the dead one created.
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -130,7 +131,8 @@ def test_lost_node_is_visible_and_comes_back_with_its_sandboxes(c: Cluster) -> N
                 return client.get(f"/sandboxes/{on_victim['sandboxID']}").status_code == 200
 
         for replica in (0, 1):
-            wait_until(lambda: answers(replica), 30, f"replica {replica} to see the node back", interval=0.2)  # noqa: B023
+            wait_until(lambda: answers(replica), 30, f"replica {replica} to see the node back", interval=0.2,  # noqa: B023
+                       show=lambda: c.replicas[replica].output()[-4000:] + victim.log.read_text()[-4000:])  # noqa: B023
     for replica in (0, 1):
         again = Sandbox.connect(on_victim["sandboxID"], **sdk(c, replica))
         assert again.commands.run("echo re-adopted").stdout.strip() == "re-adopted"
@@ -138,10 +140,27 @@ def test_lost_node_is_visible_and_comes_back_with_its_sandboxes(c: Cluster) -> N
         kill(c, 0, s["sandboxID"])
 
 
+def runc_kill(c: Cluster, made: dict) -> None:
+    """End a sandbox from outside Sandhive: its container killed on its node, as a crash would."""
+    node = next(n for n in c.nodes if n.status()["node_id"] == made["clientID"])  # type: ignore[index]
+    roots = [p for p in node.data_dir.rglob("runc") if (p / made["sandboxID"]).is_dir()]
+    assert roots, f"no runc state of {made['sandboxID']} under {node.data_dir}"
+    subprocess.run(["runc", "--root", str(roots[0]), "kill", made["sandboxID"], "KILL"], check=True, timeout=30)
+
+
 def test_replica_killed_the_other_serves(c: Cluster) -> None:
     sandbox = Sandbox.create(timeout=600, **sdk(c, 0))
+    doomed = create(c, 0)
     c.replicas[0].proc.kill()
     c.replicas[0].proc.wait(10)
+    # A sandbox the dead replica created dies by itself: the other replica, which never watched it, notices.
+    runc_kill(c, doomed)
+
+    def ended() -> bool:
+        with c.replicas[1].client(c.key) as client:
+            return client.get(f"/sandboxes/{doomed['sandboxID']}").status_code == 404
+
+    wait_until(ended, 20, "the surviving replica to notice a sandbox of the dead replica ended", interval=0.2)
     listed = Sandbox.list(**sdk(c, 1)).next_items()
     assert sandbox.sandbox_id in {s.sandbox_id for s in listed}
     again = Sandbox.connect(sandbox.sandbox_id, **sdk(c, 1))

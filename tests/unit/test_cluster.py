@@ -116,3 +116,37 @@ def test_node_client_is_lost_only_after_the_silence_limit() -> None:
     assert not node.lost(now)
     node.last_seen = now - LOST_SECONDS - 0.1
     assert node.lost(now)
+
+
+def test_a_sandbox_missing_from_two_fresh_statuses_is_reported_ended_but_a_stale_status_proves_nothing() -> None:
+    """Deaths of sandboxes this replica does not watch: the store says they run on a node, two statuses asked one
+    after the other do not list them. A node that stopped answering keeps its last status: read again and again, it
+    must not count as fresh evidence (its sandbox may have been created just after it was taken)."""
+    nodes = RemoteNodes(["http://a"], TOKEN)
+    node = nodes.nodes[0]
+    handle = SandboxHandle("iabc", "container", "10.211.0.2", {m.NODE_ID_KEY: "node-a"})
+    ended: list[str] = []
+
+    async def known(node_id: str) -> list:
+        from sandhive.node.admission import Resources
+
+        return [(handle, Resources(512, 2))] if node_id == "node-a" else []
+
+    async def on_exit(h: SandboxHandle, reason: str) -> None:
+        ended.append(h.sandbox_id)
+
+    nodes.known, nodes.on_exit = known, on_exit
+    fresh = status("node-a")
+    fresh.reconciled = True
+    node.status, node.node_id, node.last_seen = fresh, "node-a", time.monotonic()
+
+    async def checks(asked: list[float]) -> None:
+        for when in asked:
+            node.asked = when
+            await nodes._notice_unwatched_deaths()
+        await asyncio.gather(*nodes._ended)
+
+    asyncio.run(checks([1.0, 1.0, 1.0]))
+    assert ended == []
+    asyncio.run(checks([2.0, 3.0]))
+    assert ended == ["iabc"]

@@ -241,7 +241,8 @@ async def _remote_nodes(urls: list[str], token: str) -> tuple[Node, Any]:
 
 
 def _readopt_from(nodes: Any, service: Any) -> None:
-    """Let the remote nodes ask the store what runs on a node that restarted (`RemoteNodes.known`)."""
+    """Let the remote nodes ask the store what runs on a node (`RemoteNodes.known`: to re-adopt after a node
+    restarted, and to notice deaths of sandboxes another replica created) and end such sandboxes."""
     from ..api.views import handle_of
     from ..cluster.models import NODE_ID_KEY
     from ..node.admission import Resources
@@ -252,6 +253,7 @@ def _readopt_from(nodes: Any, service: Any) -> None:
                 if r.state == "running" and (r.runtime_state or {}).get(NODE_ID_KEY) == node_id]
 
     nodes.known = known
+    nodes.on_exit = service._ended  # a sandbox that died unwatched here ends as a watched one does
 
 
 def _raise_open_files() -> None:

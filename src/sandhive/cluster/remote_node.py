@@ -93,6 +93,8 @@ class NodeClient:
     asked: float = 0.0  # when the request behind `status` was sent
     starting: int = 0  # creates in flight
     placed_mb: int = 0  # memory placed here since the last poll (which then counts it)
+    suspects: set[str] = field(default_factory=set)  # the store's, not in the last status (maybe dead)
+    checked: float = 0.0  # `asked` of the status the suspects were last judged by
     http: httpx.AsyncClient = field(init=False)
 
     def __post_init__(self) -> None:
@@ -174,6 +176,9 @@ class RemoteNodes:
         # set by the server once the API exists (cli/serve.py).
         self.known: Callable[[str], Awaitable[list[tuple[SandboxHandle, Resources]]]] | None = None
         self._watches: dict[str, tuple[SandboxHandle, OnExit, float]] = {}
+        # The API's end-of-sandbox callback (the same for every watch), for deaths of sandboxes nobody here
+        # watches; set by the server (cli/serve.py), or by the first watch.
+        self.on_exit: OnExit | None = None
         self._poller: asyncio.Task | None = None
         self._ended: set[asyncio.Task] = set()
 
@@ -231,6 +236,7 @@ class RemoteNodes:
                     was_lost.discard(node.url)
                     log.warning("node %s (%s) is back", node.node_id, node.url)
             self._notice_deaths()
+            await self._notice_unwatched_deaths()
             await asyncio.sleep(POLL_SECONDS)
 
     def _notice_deaths(self) -> None:
@@ -245,6 +251,33 @@ class RemoteNodes:
             task = asyncio.create_task(self._report_end(on_exit, handle, node.node_id))
             self._ended.add(task)
             task.add_done_callback(self._ended.discard)
+
+    async def _notice_unwatched_deaths(self) -> None:
+        """Sandboxes this replica does not watch (another replica created them, and may be gone) that the store
+        says run on a node whose last two statuses did not list them: reported ended as a watch would. Two distinct
+        statuses, so a create whose row was written just after a status was taken is never taken for a death."""
+        if self.known is None or self.on_exit is None:
+            return
+        for node in self.live():
+            # Only a status asked since the last check counts: a node that stopped answering keeps its last one,
+            # which may predate a create (its sandbox would be "missing" from it however often it is read).
+            if node.status is None or not node.status.reconciled or node.asked == node.checked:
+                continue
+            node.checked = node.asked
+            try:
+                known = await self.known(node.node_id)
+            except Exception:
+                log.exception("reading the sandboxes of node %s failed", node.node_id)
+                continue
+            running = set(node.status.running)
+            missing = {h.sandbox_id: h for h, _ in known
+                       if h.sandbox_id not in running and h.sandbox_id not in self._watches}
+            suspects, node.suspects = node.suspects, set(missing)
+            for sandbox_id in suspects & set(missing):
+                node.suspects.discard(sandbox_id)
+                task = asyncio.create_task(self._report_end(self.on_exit, missing[sandbox_id], node.node_id))
+                self._ended.add(task)
+                task.add_done_callback(self._ended.discard)
 
     @staticmethod
     async def _report_end(on_exit: OnExit, handle: SandboxHandle, node_id: str) -> None:
@@ -350,6 +383,7 @@ class RemoteNodes:
         return m.Logs.model_validate(response.json()).lines
 
     def watch(self, handle: SandboxHandle, on_exit: OnExit) -> None:
+        self.on_exit = on_exit
         self._watches[handle.sandbox_id] = (handle, on_exit, time.monotonic())
         self.history.track(handle)
 

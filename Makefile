@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 DATA_DIR ?= /var/lib/sandhive
 
-.PHONY: dashboard-assets up down test test-unit test-microvm lint bench proto system-image system-image-force node-toolchain base-template code-interpreter-template debian-packages venv openapi
+.PHONY: dashboard-assets up down test test-unit test-microvm test-cluster lint bench proto system-image system-image-force node-toolchain base-template code-interpreter-template debian-packages venv openapi
 
 debian-packages:
 	@scripts/install-debian-packages.sh
@@ -95,6 +95,10 @@ test-unit: venv
 test-microvm: venv
 	$(BIN)/python -m pytest -q -m microvm tests/microvm
 
+# Many hosts on one machine: PostgreSQL, three `sandhive node`s in network namespaces, two control planes (tests/cluster).
+test-cluster: venv
+	$(BIN)/python -m pytest -q -m cluster tests/cluster
+
 lint: venv
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
@@ -119,6 +123,7 @@ bench: venv dashboard-assets
 	$(BIN)/python -m bench.metrics_sampling_bench
 	$(BIN)/python -m bench.audit_bench
 	$(BIN)/python -m bench.dashboard_bench
+	$(BIN)/python -m bench.cluster_bench
 
 # Regenerate src/sandhive/rpc from proto/ (needs protoc: Debian's protobuf-compiler).
 proto: venv

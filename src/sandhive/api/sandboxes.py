@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
+from ..cluster.models import NODE_ID_KEY, cluster_secret
 from ..envd import ENVD_VERSION
 from ..errors import UserError
 from ..node.admission import Resources
@@ -124,6 +125,9 @@ class SandboxService:
         self.snapshots: SnapshotStarts | None = None  # `templateID` may name a snapshot; set by create_app
         self.lifetime = Lifetime(settings.max_lifetime_seconds)
         self.directory = SandboxDirectory()
+        self.directory.cluster_token = settings.cluster_token  # sandboxes on remote nodes: via their node's proxy
+        if settings.cluster_token:  # replicas share the store: any of them routes any sandbox
+            self.directory.load = store.get_sandbox
         self.quota = TeamQuota(settings.max_sandboxes_per_team)
         self.pauses = Pauses(self, settings.max_paused_per_team)
         self._secret = b""
@@ -139,7 +143,9 @@ class SandboxService:
     async def start(self) -> None:
         """Server start: schema up to date, secret loaded, and the store reconciled with what really runs."""
         await asyncio.to_thread(self.store.migrate)
-        self._secret = await asyncio.to_thread(load_secret, self.settings.data_dir)
+        # Replicas of a control plane and their nodes derive access tokens from one secret (cluster/models.py).
+        self._secret = (cluster_secret(self.settings.cluster_token) if self.settings.cluster_token
+                        else await asyncio.to_thread(load_secret, self.settings.data_dir))
         self._ca_bundle = await asyncio.to_thread(host_ca_bundle, self.settings.trust_host_ca)
         if self.node is not None:  # before any pause, resume or restore (a microvm's envd already holds its token)
             self.node.use_tokens(self._token)
@@ -257,7 +263,7 @@ class SandboxService:
         record = SandboxRecord(
             sandbox_id=sandbox_id, team_id=team_id, template_id=template.template_id,
             alias=body.templateID if body.templateID != template.template_id else None,
-            client_id=self.settings.client_id, state="running", started_at=now,
+            client_id=str(handle.state.get(NODE_ID_KEY) or self.settings.client_id), state="running", started_at=now,
             end_at=self.lifetime.deadline(now, now, timeout), meta=dict(body.metadata or {}), env_vars=env,
             cpu_count=request.cpu_count, memory_mb=request.memory_mb, disk_mb=request.disk_mb,
             envd_version=ENVD_VERSION,
@@ -330,12 +336,25 @@ class SandboxService:
         return record
 
     async def info(self, team_id: str, sandbox_id: str) -> SandboxDetail:
-        return detail_view(await self._owned(team_id, sandbox_id))
+        record = await self._owned(team_id, sandbox_id)
+        self._check_node(record)
+        return detail_view(record)
+
+    def _check_node(self, record: SandboxRecord) -> None:
+        """A running sandbox whose node is lost (a control plane's remote node that stopped answering,
+        cluster/remote_node.py) is in an error state: said at once with a 502, never a hang."""
+        lost_node = getattr(self.node, "lost_node", None)
+        node_id = lost_node(handle_of(record)) if lost_node is not None and record.state == "running" else None
+        if node_id:
+            raise UserError(502, f"Sandbox {record.sandbox_id} is in an error state: its node {node_id} has not "
+                                 "answered for over 10 s (lost); it is unavailable until the node is back",
+                            "node_lost")
 
     async def connect(self, team_id: str, sandbox_id: str, body: ConnectSandbox) -> tuple[Sandbox, bool]:
         """Connect to a sandbox, resuming it if paused (True: it was); a running sandbox's deadline only moves
         later, never earlier."""
         record = await self._owned(team_id, sandbox_id)
+        self._check_node(record)
         timeout = body.timeout if body.timeout is not None else self.settings.default_timeout_seconds
         self.lifetime.check_timeout(timeout)
         if record.state == "paused" and await self.pauses.resume(team_id, sandbox_id, timeout, body.memory):
@@ -425,6 +444,9 @@ class SandboxService:
             return
         try:
             await self._stop(record)
+        except UserError as exc:  # e.g. its node is lost (cluster/remote_node.py): said once a second, no trace
+            log.warning("stopping expired sandbox %s failed (%s); will retry", record.sandbox_id, exc.message)
+            return
         except Exception:
             log.exception("stopping expired sandbox %s failed; will retry", record.sandbox_id)
             return

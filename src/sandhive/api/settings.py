@@ -42,3 +42,5 @@ class Settings:
     # -- the action audit log (api/audit.py): off with `serve --no-audit`; events older than the retention go
     audit: bool = True
     audit_retention_days: int = 7
+    # -- many hosts (sandhive.cluster): the token nodes and control planes share; None: an embedded node --
+    cluster_token: str | None = None

@@ -11,6 +11,7 @@ import typer
 from . import auth, keys, sandbox, snapshot_cmd, template, volume
 from .audit_cmd import audit_command
 from .mcp_cmd import mcp
+from .node_cmd import node
 from .serve import serve
 
 app = typer.Typer(help="Sandhive: self-hosted, E2B-compatible sandboxes.", no_args_is_help=True,
@@ -24,6 +25,7 @@ app.add_typer(auth.app, name="auth")
 app.add_typer(volume.app, name="volume")
 app.command()(mcp)
 app.command("audit")(audit_command)
+app.command()(node)
 
 
 @app.command()

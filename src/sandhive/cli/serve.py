@@ -14,7 +14,7 @@ import asyncio
 import logging
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -117,6 +117,16 @@ def serve(
         help="Record the action audit log (API actions, and commands and file changes in sandboxes).")] = True,
     audit_retention_days: Annotated[int, typer.Option(
         min=1, help="Days audit events are kept (older ones are pruned hourly).")] = 7,
+    # ---- many hosts (sandhive.cluster) ----
+    local_node: Annotated[bool, typer.Option(
+        "--local-node/--no-local-node",
+        help="Run sandboxes in this process (default) or only on the --node-url nodes (a control plane).")] = True,
+    node_url: Annotated[list[str] | None, typer.Option(
+        "--node-url", metavar="URL",
+        help="A `sandhive node` this control plane places sandboxes on (repeatable; with --no-local-node).")] = None,
+    cluster_token_file: Annotated[Path | None, typer.Option(
+        "--cluster-token-file", exists=True, dir_okay=False,
+        help="File holding the cluster token shared with the nodes (with --no-local-node).")] = None,
 ) -> None:
     """Run the Sandhive server: E2B's REST API and sandbox traffic on one port."""
     import uvicorn  # the server's imports are paid only by `serve`, not by every `keys` call
@@ -126,6 +136,7 @@ def serve(
     from ..api.tokens import load_secret
     from ..templates.quotas import TemplateQuotas
 
+    cluster_token = _cluster_token(local_node, node_url, cluster_token_file)
     data_dir = prepare_data_dir(data_dir)
     _raise_open_files()
     open_store(data_dir, database_url).close()  # migrate now, so a bad database is a message, not a traceback
@@ -149,11 +160,22 @@ def serve(
                         build_timeout_seconds=build_timeout, egress_allow=_egress_allow(egress_allow),
                         volume_size_mb=volume_size_mb, team_volume_mb=team_volume_mb,
                         metrics_interval_seconds=metrics_interval, audit=audit,
-                        audit_retention_days=audit_retention_days)
+                        audit_retention_days=audit_retention_days, cluster_token=cluster_token)
     metrics_socket = _metrics_socket(metrics_listen)
-    templates = _templates(data_dir) if backend is not Backend.none else None
+    templates = _templates(data_dir) if backend is not Backend.none and local_node else None
 
     async def run() -> bool:
+        if not local_node:
+            remote, remote_templates = await _remote_nodes(node_url or [], cluster_token or "")
+            api = create_app(settings, remote, remote_templates)
+            _readopt_from(remote, api.state.service)
+            err.print(f"sandhive: control plane serving on http://{host}:{port} (nodes {', '.join(node_url or [])})")
+            server = uvicorn.Server(uvicorn.Config(
+                _with_proxy(api), host=host, port=port, log_level=log_level, lifespan="on", server_header=False,
+                date_header=False, http=guarded_protocol(header_timeout), timeout_keep_alive=keep_alive_timeout,
+                h11_max_incomplete_event_size=64 * 1024))
+            await server.serve()
+            return server.started
         node = await _node(backend, data_dir)
         domain_filter = None
         if node is not None:
@@ -193,6 +215,52 @@ def serve(
 
     if not asyncio.run(run()):
         raise SystemExit(3)  # what uvicorn.run answers when the application did not start
+
+
+def _cluster_token(local_node: bool, node_urls: list[str] | None, token_file: Path | None) -> str | None:
+    """The cluster token of a control plane without a local node (`--no-local-node` needs nodes and the token)."""
+    if local_node:
+        if node_urls or token_file:
+            fail("--node-url and --cluster-token-file are for a control plane: add --no-local-node")
+        return None
+    if not node_urls or token_file is None:
+        fail("--no-local-node needs at least one --node-url and --cluster-token-file")
+    from ..cluster.models import read_token
+
+    try:
+        return read_token(token_file)
+    except (OSError, ValueError) as exc:
+        fail(f"--cluster-token-file: {exc}")
+
+
+async def _remote_nodes(urls: list[str], token: str) -> tuple[Node, Any]:
+    """The nodes as the API's node (`cluster.remote_node`), once each has answered, and templates they resolve."""
+    from ..cluster.remote_node import RemoteNodes, RemoteTemplates
+    from ..errors import NodeError
+
+    nodes = RemoteNodes(urls, token)
+    try:
+        await nodes.connect()
+    except NodeError as exc:
+        fail(f"--node-url: {exc.message}")
+    # RemoteNodes offers what the API calls on a Node (cluster/remote_node.py; tests/unit/test_cluster.py checks it).
+    return cast("Node", nodes), RemoteTemplates(nodes)
+
+
+def _readopt_from(nodes: Any, service: Any) -> None:
+    """Let the remote nodes ask the store what runs on a node (`RemoteNodes.known`: to re-adopt after a node
+    restarted, and to notice deaths of sandboxes another replica created) and end such sandboxes."""
+    from ..api.views import handle_of
+    from ..cluster.models import NODE_ID_KEY
+    from ..node.admission import Resources
+
+    async def known(node_id: str) -> list:
+        live = await asyncio.to_thread(service.store.live_sandboxes)
+        return [(handle_of(r), Resources(r.memory_mb, r.cpu_count)) for r in live
+                if r.state == "running" and (r.runtime_state or {}).get(NODE_ID_KEY) == node_id]
+
+    nodes.known = known
+    nodes.on_exit = service._ended  # a sandbox that died unwatched here ends as a watched one does
 
 
 def _raise_open_files() -> None:

@@ -39,6 +39,10 @@ class Route:
     # not). Called only after the request passed `refusal`, so a stranger cannot wake a private sandbox.
     wake: Callable[[], Awaitable[Route | None]] | None = field(default=None, compare=False)
     team: str | None = None  # the owning team: whose audit log the proxy's envd events go to
+    # set: the sandbox runs on another host; traffic goes to that node's proxy (host:port) with these headers
+    # (the sandbox id and port, and the cluster token), and the node forwards it (sandhive.cluster.node_api).
+    via: str | None = None
+    via_headers: tuple[tuple[bytes, bytes], ...] = field(default=(), compare=False, repr=False)
 
 
 def refusal(route: Route, port: int, headers: RawHeaders, sandbox_id: str) -> ProxyError | None:
@@ -60,4 +64,8 @@ def upstream_headers(route: Route, port: int, headers: RawHeaders) -> RawHeaders
         host = route.mask_host.replace(PORT_PLACEHOLDER, str(port)).encode("latin-1")
         out = [(key, value) for key, value in out if key.lower() != b"host"]
         out.append((b"host", host))
+    if route.via is not None:
+        names = {key.lower() for key, _ in route.via_headers} | {b"e2b-sandbox-id", b"e2b-sandbox-port"}
+        out = [(key, value) for key, value in out if key.lower() not in names]
+        out += [*route.via_headers, (b"e2b-sandbox-port", str(port).encode())]
     return out

@@ -135,15 +135,20 @@ class EdgeProxy:
         query = scope.get("query_string", b"")
         target_path = raw_path + (b"?" + query if query else b"")
         tls = port in route.https_ports
+        upstream_port = port
+        if route.via is not None:  # on another host: to its node's proxy, which knows the sandbox's address
+            address, _, via_port = route.via.rpartition(":")
+            address, upstream_port, tls = address.strip("[]"), int(via_port), False
         if scope["type"] == "http":
-            url = httpx.URL(scheme="https" if tls else "http", host=address, port=port, raw_path=target_path)
+            url = httpx.URL(scheme="https" if tls else "http", host=address, port=upstream_port,
+                            raw_path=target_path)
             observer = observer_for(self.audit, port, scope["method"], scope["path"], query,
                                     scope.get("headers", []), sandbox_id, route.team)
             await http.forward(self.tls_client if tls else self.client, scope, receive, send, url, sandbox_id, port,
-                               unrouted=lambda: self._unrouted(sandbox_id, address), observer=observer)
+                               unrouted=lambda: self._unrouted(sandbox_id, route.address), observer=observer)
         else:
             host = f"[{address}]" if ":" in address else address
-            uri = f"{'wss' if tls else 'ws'}://{host}:{port}{target_path.decode('latin-1')}"
+            uri = f"{'wss' if tls else 'ws'}://{host}:{upstream_port}{target_path.decode('latin-1')}"
             await websocket.forward(scope, receive, send, uri, sandbox_id, port)
 
     async def _unrouted(self, sandbox_id: str, address: str) -> bool:

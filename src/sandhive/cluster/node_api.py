@@ -1,0 +1,263 @@
+"""The node API (`sandhive node`): one host's `Node` served to control planes over HTTP, and its node-side proxy.
+
+Everything on the node's port needs the cluster token (`Sandhive-Cluster-Token`, compared in constant time):
+the API under `/node/v1` and sandbox traffic alike, which the control plane's edge proxy forwards here with
+`E2b-Sandbox-Id`/`E2b-Sandbox-Port` (the token is taken off before a sandbox sees the request). The node
+keeps which of its sandboxes are handed out (`_Sandboxes`): the proxy routes only those, and
+`GET /node/v1/status` lists them, which is how control planes notice a sandbox that died (they poll every 2 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Protocol
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..api.tokens import access_token
+from ..errors import UserError, report_internal
+from ..node.admission import Resources
+from ..node.node import Node, host_ca_bundle
+from ..node.request import CreateRequest, Identity
+from ..node.runtime import SandboxHandle, TemplateImage
+from ..proxy.access import Route
+from ..proxy.asgi import EdgeProxy
+from ..version import __version__
+from . import models as m
+
+log = logging.getLogger("sandhive.cluster")
+
+
+class TemplateSource(Protocol):
+    """What the node needs of its template registry (`templates.registry.TemplateRegistry`)."""
+
+    async def resolve(self, name: str) -> TemplateImage: ...
+
+
+class _Sandboxes:
+    """The node's handed-out sandboxes: id → handle, for the node-side proxy and the status's `running`."""
+
+    def __init__(self) -> None:
+        self.handles: dict[str, SandboxHandle] = {}
+
+    async def resolve(self, sandbox_id: str) -> Route | None:
+        handle = self.handles.get(sandbox_id)
+        return Route(handle.address) if handle is not None else None
+
+
+class NodeService:
+    """The node API's behaviour, apart from HTTP: the node, its templates, and who it says it is."""
+
+    def __init__(self, node: Node, templates: TemplateSource, token: str, node_id: str, proxy: str,
+                 trust_host_ca: bool = True) -> None:
+        self.node = node
+        self.templates = templates
+        self.node_id = node_id
+        self.proxy = proxy
+        self.sandboxes = _Sandboxes()
+        self._secret = m.cluster_secret(token)
+        self._trust_host_ca = trust_host_ca
+        self._started = False
+        self._reconciled = False
+        self.boot_id = secrets.token_hex(8)
+
+    def token_for(self, sandbox_id: str) -> str:
+        return access_token(self._secret, sandbox_id)
+
+    def _handle(self, handle: SandboxHandle) -> m.Handle:
+        out = m.Handle.of(handle)
+        out.state = {**out.state, m.NODE_ID_KEY: self.node_id, m.NODE_PROXY_KEY: self.proxy}
+        return out
+
+    async def create(self, body: m.CreateBody) -> m.Handle:
+        template = await self._template(body.template_id)
+        request = CreateRequest(template, body.cpu_count, body.memory_mb, body.disk_mb, body.allow_internet_access)
+        identity = Identity(env_vars=body.env_vars, default_user=body.default_user,
+                            default_workdir=body.default_workdir, token_for=self.token_for)
+        handle = await self.node.create(request, identity)
+        self._hand_out(handle)
+        return self._handle(handle)
+
+    def _hand_out(self, handle: SandboxHandle) -> None:
+        self.sandboxes.handles[handle.sandbox_id] = handle
+        self.node.watch(handle, self._ended)
+
+    async def _ended(self, handle: SandboxHandle, reason: str) -> None:
+        """A sandbox died by itself: freed here at once; control planes learn it from the next status."""
+        log.warning("sandbox %s ended by itself (%s); freeing it", handle.sandbox_id, reason)
+        self.sandboxes.handles.pop(handle.sandbox_id, None)
+        with contextlib.suppress(Exception):
+            await self.node.kill(handle)
+
+    async def kill(self, handle: m.Handle) -> None:
+        self.sandboxes.handles.pop(handle.sandbox_id, None)
+        await self.node.kill(handle.to_handle())
+
+    async def _template(self, name: str) -> TemplateImage:
+        try:
+            return await self.templates.resolve(name)
+        except LookupError:
+            raise UserError(404, f"template '{name}' not found on node {self.node_id}") from None
+
+    async def template(self, name: str) -> m.Template:
+        return m.Template.of(await self._template(name))
+
+    async def reconcile(self, body: m.Reconcile) -> m.Alive:
+        """The first reconcile after the node started adopts what still runs and removes what nobody knows
+        (a previous node process's pools among them); later ones (another control-plane replica starting)
+        only adopt: the node's own warm sandboxes are unknown to every store."""
+        known = [h.to_handle() for h in body.known]
+        resources = {k: Resources(memory_mb=v[0], cpu_count=v[1]) for k, v in body.resources.items()}
+        if not self._reconciled:
+            self._reconciled = True
+            alive = await self.node.reconcile(known, resources, paused=body.paused)
+        else:
+            alive = {h.sandbox_id for h in known
+                     if h.sandbox_id in self.sandboxes.handles or await self.node.is_running(h)}
+        for handle in known:
+            if handle.sandbox_id in alive and handle.sandbox_id not in self.sandboxes.handles:
+                self._hand_out(handle)
+        return m.Alive(alive=sorted(alive))
+
+    async def start(self, body: m.Start) -> None:
+        """Begin pooling (once): `prewarm` templates are kept warm."""
+        if self._started:
+            return
+        self._started = True
+        prewarm = []
+        for name in body.prewarm:
+            try:
+                prewarm.append(CreateRequest.of(await self.templates.resolve(name)))
+            except Exception as exc:
+                log.warning("not warming a pool for template %s: %s", name, exc)
+        await self.node.start(ca_bundle=await asyncio.to_thread(host_ca_bundle, self._trust_host_ca),
+                              prewarm=prewarm)
+
+    def status(self) -> m.Status:
+        s = self.node.status()
+        return m.Status(node_id=self.node_id, backend=s.backend, proxy=self.proxy, memory_mb=s.budget.memory_mb,
+                        cpus=s.budget.cpus, memory_overcommit=s.budget.memory_overcommit,
+                        max_sandboxes=s.budget.max_sandboxes, reserved_memory_mb=s.reserved.memory_mb,
+                        reserved_cpus=s.reserved.cpu_count, pooled_memory_mb=s.pooled.memory_mb,
+                        pooled_cpus=s.pooled.cpu_count, in_use_mb=s.in_use_mb, sandboxes=s.sandboxes,
+                        pressure=s.pressure, pools=[m.Pool(**vars(p)) for p in s.pools],
+                        running=sorted(self.sandboxes.handles), boot_id=self.boot_id,
+                        reconciled=self._reconciled)
+
+
+def node_router(service: NodeService) -> APIRouter:
+    r = APIRouter(prefix=m.API_PREFIX)
+
+    @r.get("/status")
+    async def status() -> m.Status:
+        return service.status()
+
+    @r.post("/sandboxes", status_code=201)
+    async def create(body: m.CreateBody) -> m.Handle:
+        return await service.create(body)
+
+    @r.post("/sandboxes/kill", status_code=204)
+    async def kill(body: m.Handle) -> None:
+        await service.kill(body)
+
+    @r.post("/sandboxes/running")
+    async def running(body: m.Handle) -> m.Running:
+        return m.Running(running=await service.node.is_running(body.to_handle()))
+
+    @r.post("/sandboxes/usage")
+    async def usage(body: m.Handle) -> m.Usage:
+        return m.Usage.of(await service.node.usage(body.to_handle()))
+
+    @r.post("/sandboxes/logs")
+    async def logs(body: m.Handle) -> m.Logs:
+        return m.Logs(lines=await service.node.logs(body.to_handle()))
+
+    @r.post("/sandboxes/egress", status_code=204)
+    async def set_egress(body: m.SetEgress) -> None:
+        await service.node.set_egress(body.handle.to_handle(), body.policy.to_policy())
+
+    @r.get("/templates/{name:path}")
+    async def template(name: str) -> m.Template:
+        return await service.template(name)
+
+    @r.post("/reconcile")
+    async def reconcile(body: m.Reconcile) -> m.Alive:
+        return await service.reconcile(body)
+
+    @r.post("/start", status_code=204)
+    async def start(body: m.Start) -> None:
+        await service.start(body)
+
+    return r
+
+
+class TokenGate:
+    """Every request to the node carries the cluster token, or gets 401 (a WebSocket is refused before it is
+    accepted). The token is removed from what goes on, so no sandbox ever sees it."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._token = token.encode()
+        self._header = m.TOKEN_HEADER.lower().encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = scope.get("headers", [])
+        sent = [value for key, value in headers if key.lower() == self._header]
+        if len(sent) != 1 or not hmac.compare_digest(sent[0], self._token):
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            await JSONResponse({"code": 401, "message": "Missing or invalid cluster token"}, status_code=401)(
+                scope, receive, send)
+            return
+        scope = {**scope, "headers": [(k, v) for k, v in headers if k.lower() != self._header]}
+        await self.app(scope, receive, send)
+
+
+def create_node_app(service: NodeService, token: str) -> ASGIApp:
+    """The node's one port: the node API and the node-side proxy behind the token gate. Its lifespan closes the
+    node (handed-out sandboxes keep running; the next node process re-adopts them at its first reconcile)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await service.node.close()
+
+    app = FastAPI(title="Sandhive node", version=__version__, docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
+
+    @app.exception_handler(UserError)
+    async def _user_error(_: Request, exc: UserError) -> JSONResponse:
+        body: dict = {"code": exc.status, "message": exc.message}
+        if exc.error_code:
+            body["error_code"] = exc.error_code
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"code": 500, "message": report_internal(log, exc, "serving the node API")},
+                            status_code=500)
+
+    app.include_router(node_router(service))
+    return TokenGate(EdgeProxy(app, resolve=service.sandboxes.resolve), token)
+
+
+def data_dir_node_id(data_dir: Path) -> str:
+    """A node's id, kept in its data dir so a restarted node is the same node (E2B's `clientID` names it)."""
+    path = data_dir / "node-id"
+    if not path.exists():
+        path.write_text("node-" + secrets.token_hex(4) + "\n")
+    return path.read_text().strip()

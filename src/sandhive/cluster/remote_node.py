@@ -1,0 +1,500 @@
+"""`RemoteNodes`: the control plane's stand-in for an embedded `Node`, spreading sandboxes over `sandhive node`s.
+
+The API calls it exactly as it calls a `Node` (create, kill, watch, reconcile, status, logs, set_egress, usage
+through the metrics history); each call about a sandbox goes to the node its handle names (the node puts its
+id and proxy address into the handle's state, which the store keeps with the sandbox).
+
+Membership is polled, not pushed: the control plane asks every node it was given for `GET /node/v1/status`
+every `POLL_SECONDS` (2 s). One answer carries what placement needs (budget, reservations, pool levels) and
+the ids of the sandboxes the node runs, so deaths are noticed without a watch per sandbox, and a node that has
+not answered for `LOST_SECONDS` (10 s) is lost: creates go elsewhere and its sandboxes' calls fail at once
+with a 502 naming the node. Polling needs no table, works with SQLite as with PostgreSQL, and a node needs
+no route back to the control plane; the price is one small request per node per replica every 2 s.
+
+Placement: among the nodes heard from, a node with a ready warm sandbox of the template first, then the
+one with the most memory left (its budget × overcommit minus what it reserved); at most
+`MAX_STARTS_PER_NODE` creates in flight per node (E2B caps concurrent starts per node too); a node that
+answers "host full" or cannot be reached is skipped for the next.
+Pause, resume and snapshots are not served through a remote node yet: they answer 409 naming the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..errors import NodeError
+from ..node.admission import Budget, Resources
+from ..node.egress import EgressPolicy
+from ..node.egress_audit import EgressLog
+from ..node.metrics_history import MetricsHistory
+from ..node.node import NodeStatus, OnExit
+from ..node.pool import PoolSettings, PoolStatus
+from ..node.request import CreateRequest, Identity
+from ..node.runtime import (
+    PauseMode,
+    Persistence,
+    ResourceUsage,
+    SandboxHandle,
+    SavedSandbox,
+    TemplateImage,
+    not_supported,
+)
+from ..node.telemetry import NodeTelemetry
+from . import models as m
+
+log = logging.getLogger("sandhive.cluster")
+
+POLL_SECONDS = 2.0
+LOST_SECONDS = 10.0
+MAX_STARTS_PER_NODE = 4
+FREE_STEP_MB = 2048
+TEMPLATE_TTL_SECONDS = 10.0
+CREATE_TIMEOUT = httpx.Timeout(180.0, connect=3.0)  # a miss of a template with a slow ready check
+CALL_TIMEOUT = httpx.Timeout(30.0, connect=3.0)
+POLL_TIMEOUT = httpx.Timeout(POLL_SECONDS * 2, connect=POLL_SECONDS)
+
+
+def node_error(response: httpx.Response, node_id: str) -> NodeError:
+    """The node's E2B-shaped refusal, as the API re-raises it to the client (status, message, Retry-After)."""
+    try:
+        body = response.json()
+        message, code = str(body.get("message")), body.get("error_code")
+    except ValueError:
+        message, code = f"node {node_id} answered {response.status_code}", None
+    headers = {"Retry-After": response.headers["retry-after"]} if "retry-after" in response.headers else None
+    return NodeError(response.status_code, message, code, headers)
+
+
+def unreachable(node_id: str, why: object) -> NodeError:
+    return NodeError(502, f"Node {node_id}, which runs this sandbox, cannot be reached ({why}); its sandboxes "
+                          "are unavailable until it is back", "node_lost")
+
+
+@dataclass
+class NodeClient:
+    """One `sandhive node`, by URL, and what the last poll said of it."""
+
+    url: str
+    token: str
+    node_id: str = ""
+    status: m.Status | None = None
+    last_seen: float = 0.0  # monotonic time of the last answer (0: never)
+    asked: float = 0.0  # when the request behind `status` was sent
+    starting: int = 0  # creates in flight
+    placed_mb: int = 0  # memory placed here since the last poll (which then counts it)
+    suspects: set[str] = field(default_factory=set)  # the store's, not in the last status (maybe dead)
+    checked: float = 0.0  # `asked` of the status the suspects were last judged by
+    http: httpx.AsyncClient = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.http = httpx.AsyncClient(base_url=self.url.rstrip("/") + m.API_PREFIX, trust_env=False,
+                                      headers={m.TOKEN_HEADER: self.token}, timeout=CALL_TIMEOUT)
+        self.node_id = self.node_id or self.url
+
+    def lost(self, now: float) -> bool:
+        return now - self.last_seen > LOST_SECONDS
+
+    async def call(self, method: str, path: str, body: Any = None, *, timeout: httpx.Timeout = CALL_TIMEOUT,
+                   ) -> httpx.Response:
+        try:
+            response = await self.http.request(method, path, json=body, timeout=timeout)
+        except httpx.HTTPError as exc:
+            raise unreachable(self.node_id, type(exc).__name__) from exc
+        if response.status_code >= 400:
+            raise node_error(response, self.node_id)
+        return response
+
+    async def poll(self) -> None:
+        asked = time.monotonic()
+        response = await self.call("GET", "/status", timeout=POLL_TIMEOUT)
+        self.status = m.Status.model_validate(response.json())
+        self.node_id, self.last_seen, self.asked = self.status.node_id, time.monotonic(), asked
+        self.placed_mb = 0
+
+    def free_mb(self) -> float:
+        s = self.status
+        if s is None:
+            return 0.0
+        return s.memory_mb * s.memory_overcommit - s.reserved_memory_mb + s.pooled_memory_mb - self.placed_mb
+
+    def warm(self, template_id: str) -> bool:
+        return self.status is not None and any(p.template_id == template_id and p.ready > 0
+                                               for p in self.status.pools)
+
+
+class _Runtime:
+    """What the API reads of a node's runtime: its name and what it persists (nothing, through a remote node)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.persistence = Persistence()
+
+
+class _Pools:
+    """The API's view of the nodes' warm pools: their levels as the last polls said, and which templates to
+    keep warm (`start` tells the nodes; their sizes are each node's `--pool-size`)."""
+
+    def __init__(self, nodes: RemoteNodes) -> None:
+        self.settings = PoolSettings()
+        self._nodes = nodes
+
+    def status(self) -> list[PoolStatus]:
+        return [PoolStatus(**p.model_dump()) for n in self._nodes.live() if n.status for p in n.status.pools]
+
+
+class _NoShells:
+    @staticmethod
+    def status() -> list[PoolStatus]:
+        return []
+
+
+class RemoteNodes:
+    """The nodes at `urls`, used by the API as its `Node`."""
+
+    def __init__(self, urls: Sequence[str], token: str) -> None:
+        if not urls:
+            raise ValueError("a control plane without a local node needs at least one --node-url")
+        self.nodes = [NodeClient(url, token) for url in urls]
+        self.runtime = _Runtime("none")
+        self.pools = _Pools(self)
+        self.shells = _NoShells()
+        self.egress_log = EgressLog()  # the egress audit stays on each node (not relayed yet)
+        self.telemetry = NodeTelemetry()
+        self.history = MetricsHistory(self.usage)
+        # What the store says runs on a node (handles and reservations), for re-adopting after a node restart;
+        # set by the server once the API exists (cli/serve.py).
+        self.known: Callable[[str], Awaitable[list[tuple[SandboxHandle, Resources]]]] | None = None
+        self._watches: dict[str, tuple[SandboxHandle, OnExit, float]] = {}
+        # The API's end-of-sandbox callback (the same for every watch), for deaths of sandboxes nobody here
+        # watches; set by the server (cli/serve.py), or by the first watch.
+        self.on_exit: OnExit | None = None
+        self._poller: asyncio.Task | None = None
+        self._ended: set[asyncio.Task] = set()
+
+    @property
+    def backend(self) -> str:
+        return self.runtime.name
+
+    # ---- membership --------------------------------------------------------------------------
+    async def connect(self, timeout: float = 60.0) -> None:
+        """Wait until every node answered once (they must agree on the backend), then keep polling. Raises
+        `NodeError` naming the nodes still silent after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            await asyncio.gather(*(self._poll(n) for n in self.nodes))
+            silent = [n.url for n in self.nodes if n.status is None]
+            if not silent:
+                break
+            if time.monotonic() > deadline:
+                raise NodeError(503, f"nodes not answering: {', '.join(silent)}")
+            await asyncio.sleep(0.5)
+        backends = {n.status.backend for n in self.nodes if n.status is not None}
+        if len(backends) != 1:
+            raise NodeError(500, f"the nodes run different backends ({', '.join(sorted(backends))}); one control "
+                                 "plane serves one backend")
+        self.runtime.name = backends.pop()
+
+    async def _poll(self, node: NodeClient) -> None:
+        with contextlib.suppress(NodeError, ValueError):
+            await node.poll()
+            if node.status is not None and not node.status.reconciled and self.known is not None:
+                await self._readopt(node)
+
+    async def _readopt(self, node: NodeClient) -> None:
+        """A node process that no control plane reconciled yet (it restarted): send it what the store says runs
+        there, so it adopts what survived; the next status then lists them, and only the dead are reported."""
+        assert self.known is not None
+        known = await self.known(node.node_id)
+        body = m.Reconcile(known=[m.Handle.of(h) for h, _ in known],
+                           resources={h.sandbox_id: (r.memory_mb, r.cpu_count) for h, r in known})
+        response = await node.call("POST", "/reconcile", body.model_dump(), timeout=CREATE_TIMEOUT)
+        alive = m.Alive.model_validate(response.json()).alive
+        log.warning("node %s restarted: re-adopted %d of its %d sandboxes", node.node_id, len(alive), len(known))
+        await node.poll()  # a status that lists them, before any death is judged
+
+    async def _poll_forever(self) -> None:
+        was_lost: set[str] = set()
+        while True:
+            await asyncio.gather(*(self._poll(n) for n in self.nodes))
+            now = time.monotonic()
+            for node in self.nodes:
+                if node.lost(now) and node.url not in was_lost:
+                    was_lost.add(node.url)
+                    log.warning("node %s (%s) lost: no answer for %.0f s", node.node_id, node.url, LOST_SECONDS)
+                elif not node.lost(now) and node.url in was_lost:
+                    was_lost.discard(node.url)
+                    log.warning("node %s (%s) is back", node.node_id, node.url)
+            self._notice_deaths()
+            await self._notice_unwatched_deaths()
+            await asyncio.sleep(POLL_SECONDS)
+
+    def _notice_deaths(self) -> None:
+        """Watched sandboxes that their node's latest status no longer lists, asked after the watch began."""
+        for sandbox_id, (handle, on_exit, since) in list(self._watches.items()):
+            node = self._node_of(handle, strict=False)
+            if node is None or node.status is None or not node.status.reconciled or node.asked <= since \
+                    or sandbox_id in node.status.running:
+                continue
+            del self._watches[sandbox_id]
+            self.history.untrack(sandbox_id)
+            task = asyncio.create_task(self._report_end(on_exit, handle, node.node_id))
+            self._ended.add(task)
+            task.add_done_callback(self._ended.discard)
+
+    async def _notice_unwatched_deaths(self) -> None:
+        """Sandboxes this replica does not watch (another replica created them, and may be gone) that the store
+        says run on a node whose last two statuses did not list them: reported ended as a watch would. Two distinct
+        statuses, so a create whose row was written just after a status was taken is never taken for a death."""
+        if self.known is None or self.on_exit is None:
+            return
+        for node in self.live():
+            # Only a status asked since the last check counts: a node that stopped answering keeps its last one,
+            # which may predate a create (its sandbox would be "missing" from it however often it is read).
+            if node.status is None or not node.status.reconciled or node.asked == node.checked:
+                continue
+            node.checked = node.asked
+            try:
+                known = await self.known(node.node_id)
+            except Exception:
+                log.exception("reading the sandboxes of node %s failed", node.node_id)
+                continue
+            running = set(node.status.running)
+            missing = {h.sandbox_id: h for h, _ in known
+                       if h.sandbox_id not in running and h.sandbox_id not in self._watches}
+            suspects, node.suspects = node.suspects, set(missing)
+            for sandbox_id in suspects & set(missing):
+                node.suspects.discard(sandbox_id)
+                task = asyncio.create_task(self._report_end(self.on_exit, missing[sandbox_id], node.node_id))
+                self._ended.add(task)
+                task.add_done_callback(self._ended.discard)
+
+    @staticmethod
+    async def _report_end(on_exit: OnExit, handle: SandboxHandle, node_id: str) -> None:
+        try:
+            await on_exit(handle, f"it is no longer running on node {node_id}")
+        except Exception:
+            log.exception("cleaning up after sandbox %s failed", handle.sandbox_id)
+
+    def live(self) -> list[NodeClient]:
+        now = time.monotonic()
+        return [n for n in self.nodes if n.status is not None and not n.lost(now)]
+
+    def lost_node(self, handle: SandboxHandle) -> str | None:
+        """The id of the node that runs `handle` if it is lost, else None."""
+        node = self._node_of(handle, strict=False)
+        return node.node_id if node is not None and node.lost(time.monotonic()) else None
+
+    def _node_of(self, handle: SandboxHandle, strict: bool = True) -> NodeClient | None:
+        node_id = handle.state.get(m.NODE_ID_KEY)
+        for node in self.nodes:
+            if node.node_id == node_id:
+                return node
+        if strict:
+            raise NodeError(502, f"Sandbox {handle.sandbox_id} runs on node {node_id}, which this control plane "
+                                 "does not know", "node_lost")
+        return None
+
+    def _client(self, handle: SandboxHandle) -> NodeClient:
+        node = self._node_of(handle)
+        assert node is not None
+        if node.lost(time.monotonic()):
+            raise unreachable(node.node_id, f"no answer for over {LOST_SECONDS:.0f} s")
+        return node
+
+    # ---- the Node interface ------------------------------------------------------------------
+    def use_tokens(self, token_for: Any) -> None:
+        """Nodes derive access tokens from the cluster secret themselves (models.cluster_secret)."""
+
+    async def start(self, *, ca_bundle: str | None = None, prewarm: Iterable[CreateRequest] = ()) -> None:
+        body = m.Start(prewarm=[r.template.template_id for r in prewarm]).model_dump()
+        for node in self.live():
+            try:
+                await node.call("POST", "/start", body)
+            except NodeError as exc:
+                log.warning("node %s did not start its pools: %s", node.node_id, exc.message)
+        self.history.start()
+        if self._poller is None:  # after the API's reconcile: from now on, restarted nodes are re-adopted
+            self._poller = asyncio.create_task(self._poll_forever())
+
+    def placement(self, template_id: str) -> list[NodeClient]:
+        """The nodes to try for a create of `template_id`, best first (see the module's docstring)."""
+        nodes = [n for n in self.live() if n.starting < MAX_STARTS_PER_NODE]
+        # Free memory in steps of FREE_STEP_MB, then chance: replicas that place at once (each with its own
+        # view of the last poll) spread their creates rather than all picking the same emptiest node.
+        return sorted(nodes, key=lambda n: (not n.warm(template_id), n.starting, -(n.free_mb() // FREE_STEP_MB),
+                                            random.random()))
+
+    async def create(self, request: CreateRequest, identity: Identity) -> SandboxHandle:
+        if request.volumes:
+            raise NodeError(409, "volumes are not supported on a control plane with remote nodes yet")
+        body = m.CreateBody(template_id=request.template.template_id, cpu_count=request.cpu_count,
+                            memory_mb=request.memory_mb, disk_mb=request.disk_mb,
+                            allow_internet_access=request.allow_internet_access, env_vars=identity.env_vars,
+                            default_user=identity.default_user,
+                            default_workdir=identity.default_workdir).model_dump()
+        refusal: NodeError | None = None
+        for node in self.placement(request.template.template_id):
+            node.starting += 1
+            try:
+                response = await node.call("POST", "/sandboxes", body, timeout=CREATE_TIMEOUT)
+            except NodeError as exc:
+                if exc.status not in (502, 503):  # the request's fault (a bad template...): no other node helps
+                    raise
+                log.warning("node %s refused a create (%s); trying the next", node.node_id, exc.message)
+                refusal = exc
+                continue
+            finally:
+                node.starting -= 1
+            node.placed_mb += request.memory_mb
+            return m.Handle.model_validate(response.json()).to_remote()
+        raise refusal or NodeError(503, "No node can take a sandbox now: all are lost, full or busy starting "
+                                        "others", "host_full", {"Retry-After": "5"})
+
+    async def kill(self, handle: SandboxHandle) -> None:
+        self.unwatch(handle.sandbox_id)
+        self.history.forget(handle.sandbox_id)
+        await self._client(handle).call("POST", "/sandboxes/kill", m.Handle.of(handle).model_dump())
+
+    async def set_egress(self, handle: SandboxHandle, policy: EgressPolicy) -> None:
+        body = m.SetEgress(handle=m.Handle.of(handle), policy=m.Egress.of(policy)).model_dump()
+        await self._client(handle).call("POST", "/sandboxes/egress", body)
+
+    async def is_running(self, handle: SandboxHandle) -> bool:
+        response = await self._client(handle).call("POST", "/sandboxes/running", m.Handle.of(handle).model_dump())
+        return m.Running.model_validate(response.json()).running
+
+    async def usage(self, handle: SandboxHandle) -> ResourceUsage:
+        response = await self._client(handle).call("POST", "/sandboxes/usage", m.Handle.of(handle).model_dump())
+        return m.Usage.model_validate(response.json()).to_usage()
+
+    async def logs(self, handle: SandboxHandle) -> list[str]:
+        response = await self._client(handle).call("POST", "/sandboxes/logs", m.Handle.of(handle).model_dump())
+        return m.Logs.model_validate(response.json()).lines
+
+    def watch(self, handle: SandboxHandle, on_exit: OnExit) -> None:
+        self.on_exit = on_exit
+        self._watches[handle.sandbox_id] = (handle, on_exit, time.monotonic())
+        self.history.track(handle)
+
+    def unwatch(self, sandbox_id: str) -> None:
+        self._watches.pop(sandbox_id, None)
+        self.history.untrack(sandbox_id)
+
+    async def reconcile(self, known: Sequence[SandboxHandle], resources: Mapping[str, Resources] | None = None,
+                        paused: Iterable[str] = ()) -> set[str]:
+        """Each node adopts its own; a lost node's sandboxes count as alive (they show as lost, not killed:
+        the node may come back)."""
+        alive: set[str] = set()
+        by_node: dict[str, list[SandboxHandle]] = {}
+        for handle in known:
+            by_node.setdefault(str(handle.state.get(m.NODE_ID_KEY)), []).append(handle)
+        for node in self.nodes:
+            mine = by_node.pop(node.node_id, [])
+            if node.status is None or node.lost(time.monotonic()):
+                alive |= {h.sandbox_id for h in mine}
+                continue
+            body = m.Reconcile(known=[m.Handle.of(h) for h in mine],
+                               resources={h.sandbox_id: (r.memory_mb, r.cpu_count) for h in mine
+                                          if resources and (r := resources.get(h.sandbox_id))},
+                               paused=list(paused))
+            response = await node.call("POST", "/reconcile", body.model_dump(), timeout=CREATE_TIMEOUT)
+            alive |= set(m.Alive.model_validate(response.json()).alive)
+        for handles in by_node.values():  # nodes this control plane was not given: not ours to judge
+            alive |= {h.sandbox_id for h in handles}
+        return alive
+
+    def status(self) -> NodeStatus:
+        """Every live node's figures added up, as one host's."""
+        live = [n.status for n in self.live() if n.status is not None]
+        budget = Budget(memory_mb=sum(s.memory_mb for s in live), cpus=sum(s.cpus for s in live),
+                        memory_overcommit=max((s.memory_overcommit for s in live), default=1.0))
+        return NodeStatus(self.backend, budget,
+                          Resources(sum(s.reserved_memory_mb for s in live), sum(s.reserved_cpus for s in live)),
+                          Resources(sum(s.pooled_memory_mb for s in live), sum(s.pooled_cpus for s in live)),
+                          self.pools.status(), sum(s.in_use_mb for s in live), sum(s.sandboxes for s in live),
+                          next((s.pressure for s in live if s.pressure), None))
+
+    # ---- persistence: not through remote nodes yet -------------------------------------------
+    async def snapshot(self, handle: SandboxHandle, dest: Path) -> SavedSandbox:
+        raise not_supported(f"{self.backend} (remote node)", "a snapshot")
+
+    async def restore(self, saved: SavedSandbox, request: CreateRequest, identity: Identity,
+                      *args: Any, **kwargs: Any) -> SandboxHandle:
+        raise not_supported(f"{self.backend} (remote node)", "a restore")
+
+    async def pause(self, handle: SandboxHandle, mode: PauseMode, dest: Path) -> SavedSandbox:
+        raise not_supported(f"{self.backend} (remote node)", f"pause ({mode})")
+
+    async def resume(self, saved: SavedSandbox, request: CreateRequest, identity: Identity) -> SandboxHandle:
+        raise not_supported(f"{self.backend} (remote node)", "resume")
+
+    async def stop_saved(self, saved: SavedSandbox) -> None:
+        raise not_supported(f"{self.backend} (remote node)", "a paused sandbox")
+
+    @staticmethod
+    async def discard_saved(saved: SavedSandbox) -> None:
+        return None
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        await self.history.stop()
+        for node in self.nodes:
+            await node.http.aclose()
+
+
+class RemoteTemplates:
+    """Templates as a control plane without a local registry sees them: resolved by a live node (which builds
+    `base` on first use in its own data dir). Builds through such a control plane are not supported yet."""
+
+    cache_dir: Path | None = None
+
+    def __init__(self, nodes: RemoteNodes, ttl: float = TEMPLATE_TTL_SECONDS) -> None:
+        self._nodes = nodes
+        self._ttl = ttl
+        self._cache: dict[str, tuple[float, TemplateImage]] = {}
+
+    async def resolve(self, name: str) -> TemplateImage:
+        """The template's defaults as a node has them; kept `ttl` seconds, so a create costs no extra round trip
+        (a rebuilt template is seen within that time)."""
+        cached = self._cache.get(name)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        for node in self._nodes.live():
+            try:
+                response = await node.call("GET", f"/templates/{name}", timeout=CREATE_TIMEOUT)
+            except NodeError as exc:
+                if exc.status == 404:
+                    raise LookupError(f"template '{name}' not found") from None
+                continue
+            image = m.Template.model_validate(response.json()).to_image()
+            self._cache[name] = (time.monotonic() + self._ttl, image)
+            return image
+        raise NodeError(503, "No node is reachable to resolve templates", "node_lost", {"Retry-After": "5"})
+
+    def list(self) -> list[Any]:
+        return []
+
+    def get(self, name: str) -> None:
+        return None
+
+    def matching(self, name: str) -> builtins.list[Any]:
+        return []
+
+    def _no_builds(self, *_: Any, **__: Any) -> Any:
+        raise NodeError(409, "template builds are not supported on a control plane with remote nodes yet")
+
+    delete = set_aliases = set_tags = _no_builds

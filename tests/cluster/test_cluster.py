@@ -1,0 +1,171 @@
+"""Many hosts on one machine (issue 17): three `sandhive node`s, each in its own network namespace, behind two
+control-plane replicas on one PostgreSQL, driven with the official `e2b` SDK and plain REST.
+
+In order: creates spread over every node through either replica; the SDK through each replica on sandboxes the
+other created; a node SIGKILLed is lost within 10 s, its sandboxes answer a clear error at once and creates go
+elsewhere, and once restarted it re-adopts the sandboxes that survived; a replica SIGKILLed loses nothing, the
+other serves everything and notices deaths of the sandboxes the dead one created.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from e2b import Sandbox
+from e2b.exceptions import SandboxException
+
+from tests.api.test_postgres import pg_url  # noqa: F401  # the private PostgreSQL, as a module fixture
+from tests.cluster.rig import TOKEN_HEADER, Cluster, cluster, missing
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.cluster  # `make test-cluster`; deselected from the default run (pyproject's addopts)
+
+LOST_WITHIN = 10 + 2 + 3  # LOST_SECONDS, one poll interval, and slack for a loaded machine
+
+
+@pytest.fixture(scope="module")
+def c(pg_url: str) -> Iterator[Cluster]:  # noqa: F811
+    reason = missing()
+    if reason:
+        print(f"skipping the cluster suite: {reason}")
+        pytest.skip(reason)
+    with cluster(pg_url) as running:
+        yield running
+
+
+def create(c: Cluster, replica: int) -> dict:
+    with c.replicas[replica].client(c.key) as client:
+        r = client.post("/sandboxes", json={"templateID": "base", "timeout": 600}, timeout=240)
+    assert r.status_code == 201, f"{r.text}\n{c.replicas[replica].output()[-3000:]}"
+    return r.json()
+
+
+def kill(c: Cluster, replica: int, sandbox_id: str) -> None:
+    with c.replicas[replica].client(c.key) as client:
+        assert client.delete(f"/sandboxes/{sandbox_id}").status_code == 204
+
+
+def sdk(c: Cluster, replica: int) -> dict:
+    url = c.replicas[replica].url
+    return dict(api_key=c.key, api_url=url, sandbox_url=url)
+
+
+def test_node_api_needs_the_cluster_token(c: Cluster) -> None:
+    node = c.nodes[0]
+    assert httpx.get(f"{node.url}/node/v1/status", trust_env=False).status_code == 401
+    assert httpx.get(f"{node.url}/node/v1/status", headers={TOKEN_HEADER: "x" * 64},
+                     trust_env=False).status_code == 401
+    proxied = httpx.get(f"{node.url}/health", headers={"E2b-Sandbox-Id": "iabc", "E2b-Sandbox-Port": "49983"},
+                        trust_env=False)
+    assert proxied.status_code == 401
+
+
+def test_creates_spread_over_every_node(c: Cluster) -> None:
+    with ThreadPoolExecutor(3) as pool:
+        made = list(pool.map(lambda i: create(c, i % 2), range(30)))
+    try:
+        per_node = Counter(s["clientID"] for s in made)
+        node_ids = {n.status()["node_id"] for n in c.nodes}  # type: ignore[index]
+        assert set(per_node) == node_ids, per_node
+        assert len({s["sandboxID"] for s in made}) == 30
+    finally:
+        with ThreadPoolExecutor(3) as pool:
+            list(pool.map(lambda i_s: kill(c, i_s[0] % 2, i_s[1]["sandboxID"]), enumerate(made)))
+
+
+def test_sdk_through_either_replica(c: Cluster) -> None:
+    for made_on, used_on in ((0, 1), (1, 0)):
+        sandbox = Sandbox.create(timeout=600, **sdk(c, made_on))
+        try:
+            other = Sandbox.connect(sandbox.sandbox_id, **sdk(c, used_on))
+            assert other.commands.run("echo through-$((1+1))").stdout.strip() == "through-2"
+            other.files.write("/tmp/cross", f"from {used_on}")
+            assert sandbox.files.read("/tmp/cross") == f"from {used_on}"
+            assert other.get_info().sandbox_id == sandbox.sandbox_id
+        finally:
+            sandbox.kill()
+
+
+def test_lost_node_is_visible_and_comes_back_with_its_sandboxes(c: Cluster) -> None:
+    made = [create(c, i % 2) for i in range(3)]
+    on_victim = made[0]
+    victim_id = on_victim["clientID"]
+    victim = next(n for n in c.nodes if n.status()["node_id"] == victim_id)  # type: ignore[index]
+    sandbox = Sandbox.connect(on_victim["sandboxID"], **sdk(c, 1))
+    assert sandbox.commands.run("true").exit_code == 0
+    victim.sigkill()
+    killed_at = time.monotonic()
+    try:
+        def lost(replica: int) -> bool:
+            with c.replicas[replica].client(c.key) as client:
+                r = client.get(f"/sandboxes/{on_victim['sandboxID']}")
+            return r.status_code == 502 and "lost" in r.json()["message"]
+
+        for replica in (0, 1):  # each replica polls on its own: each must see it
+            wait_until(lambda: lost(replica), LOST_WITHIN, f"replica {replica} to report the killed node's "  # noqa: B023
+                       "sandbox as lost", interval=0.2)
+        assert time.monotonic() - killed_at < LOST_WITHIN
+        began = time.monotonic()
+        with pytest.raises(SandboxException, match="lost"):
+            Sandbox.connect(on_victim["sandboxID"], **sdk(c, 0))
+        with pytest.raises(Exception):  # noqa: B017  # the proxy cannot reach the node: a 502, not a hang
+            sandbox.commands.run("true", request_timeout=30)
+        assert time.monotonic() - began < 20
+        after = [create(c, i % 2) for i in range(4)]
+        assert all(s["clientID"] != victim_id for s in after)
+        for s in after:
+            kill(c, 0, s["sandboxID"])
+    finally:
+        # The node comes back: a replica sends it what the store says ran there, and it re-adopts what survived.
+        victim.start()
+        victim.wait_ready()
+
+        def answers(replica: int) -> bool:
+            with c.replicas[replica].client(c.key) as client:
+                return client.get(f"/sandboxes/{on_victim['sandboxID']}").status_code == 200
+
+        for replica in (0, 1):
+            wait_until(lambda: answers(replica), 30, f"replica {replica} to see the node back", interval=0.2,  # noqa: B023
+                       show=lambda: c.replicas[replica].output()[-4000:] + victim.log.read_text()[-4000:])  # noqa: B023
+    for replica in (0, 1):
+        again = Sandbox.connect(on_victim["sandboxID"], **sdk(c, replica))
+        assert again.commands.run("echo re-adopted").stdout.strip() == "re-adopted"
+    for s in made:
+        kill(c, 0, s["sandboxID"])
+
+
+def runc_kill(c: Cluster, made: dict) -> None:
+    """End a sandbox from outside Sandhive: its container killed on its node, as a crash would."""
+    node = next(n for n in c.nodes if n.status()["node_id"] == made["clientID"])  # type: ignore[index]
+    roots = [p for p in node.data_dir.rglob("runc") if (p / made["sandboxID"]).is_dir()]
+    assert roots, f"no runc state of {made['sandboxID']} under {node.data_dir}"
+    subprocess.run(["runc", "--root", str(roots[0]), "kill", made["sandboxID"], "KILL"], check=True, timeout=30)
+
+
+def test_replica_killed_the_other_serves(c: Cluster) -> None:
+    sandbox = Sandbox.create(timeout=600, **sdk(c, 0))
+    doomed = create(c, 0)
+    c.replicas[0].proc.kill()
+    c.replicas[0].proc.wait(10)
+    # A sandbox the dead replica created dies by itself: the other replica, which never watched it, notices.
+    runc_kill(c, doomed)
+
+    def ended() -> bool:
+        with c.replicas[1].client(c.key) as client:
+            return client.get(f"/sandboxes/{doomed['sandboxID']}").status_code == 404
+
+    wait_until(ended, 20, "the surviving replica to notice a sandbox of the dead replica ended", interval=0.2)
+    listed = Sandbox.list(**sdk(c, 1)).next_items()
+    assert sandbox.sandbox_id in {s.sandbox_id for s in listed}
+    again = Sandbox.connect(sandbox.sandbox_id, **sdk(c, 1))
+    assert again.commands.run("echo still-here").stdout.strip() == "still-here"
+    fresh = Sandbox.create(timeout=600, **sdk(c, 1))
+    assert fresh.commands.run("true").exit_code == 0
+    fresh.kill()
+    again.kill()

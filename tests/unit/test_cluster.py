@@ -1,0 +1,152 @@
+"""The node API's wire and the control plane's view of its nodes, without processes (tests/cluster runs them)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import time
+from pathlib import Path
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from sandhive.cluster import models as m
+from sandhive.cluster.node_api import TokenGate
+from sandhive.cluster.remote_node import LOST_SECONDS, NodeClient, RemoteNodes
+from sandhive.node.egress import EgressPolicy
+from sandhive.node.node import Node
+from sandhive.node.runtime import SandboxHandle
+
+API = Path(__file__).resolve().parents[2] / "src" / "sandhive" / "api"
+TOKEN = "t" * 64
+
+
+def status(node_id: str, reserved: int = 0, pools: list[m.Pool] | None = None) -> m.Status:
+    return m.Status(node_id=node_id, backend="container", proxy=f"{node_id}:3100", memory_mb=8192, cpus=64,
+                    memory_overcommit=8, max_sandboxes=200, reserved_memory_mb=reserved, reserved_cpus=0,
+                    pooled_memory_mb=0, pooled_cpus=0, in_use_mb=0, sandboxes=0, pressure=None, pools=pools or [],
+                    running=[])
+
+
+def test_remote_nodes_offer_everything_the_api_calls_on_a_node() -> None:
+    """The API is written against `Node`; a control plane hands it `RemoteNodes` instead, so every attribute the
+    API reads of its node (`node.x`, `self.node.x`, `service.node.x`) must be there."""
+    used: set[str] = set()
+    for path in API.glob("*.py"):
+        used |= set(re.findall(r"\bnode\.([a-z_]+)\b", path.read_text()))
+    node_attrs = set(dir(Node)) | {"runtime", "admission", "pools", "shells", "history", "telemetry", "egress_log"}
+    wanted = {name for name in used if name in node_attrs and name not in ("admission",)}
+    assert {"create", "kill", "watch", "reconcile", "status", "logs", "set_egress"} <= wanted
+    remote = RemoteNodes(["http://127.0.0.1:1"], TOKEN)
+    missing = sorted(name for name in wanted if not hasattr(remote, name))
+    assert not missing, f"RemoteNodes lacks what the API uses of a Node: {missing}"
+
+
+def test_handles_keep_the_node_for_the_control_plane_and_drop_it_for_the_runtime() -> None:
+    wire = m.Handle(sandbox_id="iabc", backend="container", address="10.211.0.2",
+                    state={"slot": 0, m.NODE_ID_KEY: "node-1", m.NODE_PROXY_KEY: "10.0.0.1:3100"})
+    assert wire.to_remote().state[m.NODE_ID_KEY] == "node-1"
+    assert wire.to_handle() == SandboxHandle("iabc", "container", "10.211.0.2", {"slot": 0})
+
+
+def test_egress_policies_cross_the_wire_unchanged() -> None:
+    policy = EgressPolicy(allow=(ipaddress.ip_network("10.1.0.0/16"),), deny=(ipaddress.ip_network("0.0.0.0/0"),),
+                          domains=("*.example.com",), rules=(("api.example.com", (("X-A", "1"),)),))
+    assert m.Egress.model_validate_json(m.Egress.of(policy).model_dump_json()).to_policy() == policy
+
+
+def test_the_cluster_secret_is_shared_and_not_the_token() -> None:
+    assert m.cluster_secret(TOKEN) == m.cluster_secret(TOKEN)
+    assert m.cluster_secret(TOKEN) != m.cluster_secret("u" * 64)
+    assert TOKEN.encode() not in m.cluster_secret(TOKEN)
+
+
+def test_placement_prefers_a_warm_pool_then_free_memory_and_skips_lost_nodes() -> None:
+    nodes = RemoteNodes(["http://a", "http://b", "http://c"], TOKEN)
+    a, b, c = nodes.nodes
+    now = time.monotonic()
+    warm = m.Pool(template_id="base", backend="container", cpu_count=2, memory_mb=512, disk_mb=1024, internet=True,
+                  ready=1, starting=0, target=1, hits=0, misses=0, fill_ms=0, pinned=True)
+    a.status, b.status, c.status = status("a", reserved=0), status("b", reserved=30000, pools=[warm]), status("c")
+    a.last_seen, b.last_seen, c.last_seen = now, now, now - LOST_SECONDS - 1
+    assert [n.node_id for n in nodes.placement("base")] == ["http://b", "http://a"]
+    assert [n.node_id for n in nodes.placement("other")] == ["http://a", "http://b"]
+    a.starting = 4
+    assert [n.node_id for n in nodes.placement("other")] == ["http://b"]
+
+
+def test_a_sandbox_on_a_lost_node_fails_at_once() -> None:
+    nodes = RemoteNodes(["http://a"], TOKEN)
+    node = nodes.nodes[0]
+    node.status, node.node_id, node.last_seen = status("node-a"), "node-a", time.monotonic() - LOST_SECONDS - 1
+    handle = SandboxHandle("iabc", "container", "10.211.0.2", {m.NODE_ID_KEY: "node-a"})
+    assert nodes.lost_node(handle) == "node-a"
+    try:
+        asyncio.run(nodes.logs(handle))
+    except Exception as exc:  # NodeError 502, E2B-shaped
+        assert getattr(exc, "status", None) == 502 and "cannot be reached" in str(exc)
+    else:
+        raise AssertionError("a call to a lost node's sandbox did not fail")
+
+
+def test_the_node_port_needs_the_token_and_hides_it_from_what_follows() -> None:
+    async def echo(request: Request) -> JSONResponse:
+        return JSONResponse({"token": request.headers.get(m.TOKEN_HEADER)})
+
+    gate = TokenGate(Starlette(routes=[Route("/x", echo)]), TOKEN)
+
+    async def calls() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gate), base_url="http://node") as client:
+            return [await client.get("/x"), await client.get("/x", headers={m.TOKEN_HEADER: "t" * 63 + "u"}),
+                    await client.get("/x", headers={m.TOKEN_HEADER: TOKEN})]
+
+    missing, wrong, right = asyncio.run(calls())
+    assert missing.status_code == wrong.status_code == 401
+    assert right.status_code == 200 and right.json() == {"token": None}
+
+
+def test_node_client_is_lost_only_after_the_silence_limit() -> None:
+    node = NodeClient("http://a", TOKEN)
+    now = time.monotonic()
+    node.last_seen = now - LOST_SECONDS + 1
+    assert not node.lost(now)
+    node.last_seen = now - LOST_SECONDS - 0.1
+    assert node.lost(now)
+
+
+def test_a_sandbox_missing_from_two_fresh_statuses_is_reported_ended_but_a_stale_status_proves_nothing() -> None:
+    """Deaths of sandboxes this replica does not watch: the store says they run on a node, two statuses asked one
+    after the other do not list them. A node that stopped answering keeps its last status: read again and again, it
+    must not count as fresh evidence (its sandbox may have been created just after it was taken)."""
+    nodes = RemoteNodes(["http://a"], TOKEN)
+    node = nodes.nodes[0]
+    handle = SandboxHandle("iabc", "container", "10.211.0.2", {m.NODE_ID_KEY: "node-a"})
+    ended: list[str] = []
+
+    async def known(node_id: str) -> list:
+        from sandhive.node.admission import Resources
+
+        return [(handle, Resources(512, 2))] if node_id == "node-a" else []
+
+    async def on_exit(h: SandboxHandle, reason: str) -> None:
+        ended.append(h.sandbox_id)
+
+    nodes.known, nodes.on_exit = known, on_exit
+    fresh = status("node-a")
+    fresh.reconciled = True
+    node.status, node.node_id, node.last_seen = fresh, "node-a", time.monotonic()
+
+    async def checks(asked: list[float]) -> None:
+        for when in asked:
+            node.asked = when
+            await nodes._notice_unwatched_deaths()
+        await asyncio.gather(*nodes._ended)
+
+    asyncio.run(checks([1.0, 1.0, 1.0]))
+    assert ended == []
+    asyncio.run(checks([2.0, 3.0]))
+    assert ended == ["iabc"]

@@ -150,3 +150,21 @@ def test_a_sandbox_missing_from_two_fresh_statuses_is_reported_ended_but_a_stale
     assert ended == []
     asyncio.run(checks([2.0, 3.0]))
     assert ended == ["iabc"]
+
+
+def test_dns_urls_find_every_address_of_a_name_and_keep_static_ones() -> None:
+    """`--node-url dns+http://NAME:PORT` (a headless Service of the node DaemonSet): every address of NAME is a
+    node, found again at each poll; a static URL stays as given."""
+    async def scenario() -> list[str]:
+        nodes = RemoteNodes(["http://192.0.2.7:7000", "dns+http://localhost:7000"], "token")
+        assert [n.url for n in nodes.nodes] == ["http://192.0.2.7:7000"]
+        await nodes.discover()
+        await nodes.discover()  # again: nothing twice
+        urls = [n.url for n in nodes.nodes]
+        for node in nodes.nodes:
+            await node.http.aclose()
+        return urls
+
+    urls = asyncio.run(scenario())
+    assert urls[0] == "http://192.0.2.7:7000" and "http://127.0.0.1:7000" in urls
+    assert len(urls) == len(set(urls))

@@ -9,7 +9,9 @@ every `POLL_SECONDS` (2 s). One answer carries what placement needs (budget, res
 the ids of the sandboxes the node runs, so deaths are noticed without a watch per sandbox, and a node that has
 not answered for `LOST_SECONDS` (10 s) is lost: creates go elsewhere and its sandboxes' calls fail at once
 with a 502 naming the node. Polling needs no table, works with SQLite as with PostgreSQL, and a node needs
-no route back to the control plane; the price is one small request per node per replica every 2 s.
+no route back to the control plane; the price is one small request per node per replica every 2 s. The
+nodes are the `--node-url`s given, and every address a `dns+http://NAME:PORT` URL's name resolves to, looked
+up again at each poll: on Kubernetes, a headless Service of the node DaemonSet (deploy/kubernetes/).
 
 Placement: among the nodes heard from, a node with a ready warm sandbox of the template first, then the
 one with the most memory left (its budget × overcommit minus what it reserved); at most
@@ -25,6 +27,7 @@ import builtins
 import contextlib
 import logging
 import random
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +60,7 @@ log = logging.getLogger("sandhive.cluster")
 
 POLL_SECONDS = 2.0
 LOST_SECONDS = 10.0
+DISCOVER = "dns+"  # `--node-url dns+http://NAME:PORT`: every address NAME resolves to is a node, looked up each poll
 MAX_STARTS_PER_NODE = 4
 FREE_STEP_MB = 2048
 TEMPLATE_TTL_SECONDS = 10.0
@@ -165,7 +169,11 @@ class RemoteNodes:
     def __init__(self, urls: Sequence[str], token: str) -> None:
         if not urls:
             raise ValueError("a control plane without a local node needs at least one --node-url")
-        self.nodes = [NodeClient(url, token) for url in urls]
+        self.token = token
+        self.nodes = [NodeClient(url, token) for url in urls if not url.startswith(DISCOVER)]
+        # names whose addresses are nodes (a Kubernetes headless Service of the node DaemonSet: nodes come and go
+        # with the cluster, and no replica's command line has to list them)
+        self.names = [httpx.URL(url[len(DISCOVER):]) for url in urls if url.startswith(DISCOVER)]
         self.runtime = _Runtime("none")
         self.pools = _Pools(self)
         self.shells = _NoShells()
@@ -191,19 +199,42 @@ class RemoteNodes:
         """Wait until every node answered once (they must agree on the backend), then keep polling. Raises
         `NodeError` naming the nodes still silent after `timeout` seconds."""
         deadline = time.monotonic() + timeout
+        static = {n.url for n in self.nodes}
         while True:
+            await self.discover()
             await asyncio.gather(*(self._poll(n) for n in self.nodes))
-            silent = [n.url for n in self.nodes if n.status is None]
-            if not silent:
+            silent = [n.url for n in self.nodes if n.status is None and n.url in static]
+            answered = any(n.status is not None for n in self.nodes)
+            if not silent and answered:
                 break
             if time.monotonic() > deadline:
-                raise NodeError(503, f"nodes not answering: {', '.join(silent)}")
+                names = ", ".join(str(n) for n in self.names)
+                raise NodeError(503, f"nodes not answering: {', '.join(silent) or 'none found at ' + names}")
             await asyncio.sleep(0.5)
         backends = {n.status.backend for n in self.nodes if n.status is not None}
         if len(backends) != 1:
             raise NodeError(500, f"the nodes run different backends ({', '.join(sorted(backends))}); one control "
                                  "plane serves one backend")
         self.runtime.name = backends.pop()
+
+    async def discover(self) -> None:
+        """Add a node for every address the `dns+` names resolve to now. An address that is no longer listed
+        stays: it goes lost if it stops answering, and its sandboxes say so."""
+        loop = asyncio.get_running_loop()
+        known = {n.url for n in self.nodes}
+        for name in self.names:
+            try:
+                found = await loop.getaddrinfo(name.host, name.port or 80, type=socket.SOCK_STREAM)
+            except OSError as exc:
+                log.warning("node discovery: %s does not resolve (%s)", name.host, exc)
+                continue
+            for *_, sockaddr in found:
+                host = str(sockaddr[0])
+                url = f"{name.scheme}://{f'[{host}]' if ':' in host else host}:{name.port or 80}"
+                if url not in known:
+                    known.add(url)
+                    self.nodes.append(NodeClient(url, self.token))
+                    log.info("node discovery: %s found at %s", url, name.host)
 
     async def _poll(self, node: NodeClient) -> None:
         with contextlib.suppress(NodeError, ValueError):
@@ -226,6 +257,7 @@ class RemoteNodes:
     async def _poll_forever(self) -> None:
         was_lost: set[str] = set()
         while True:
+            await self.discover()
             await asyncio.gather(*(self._poll(n) for n in self.nodes))
             now = time.monotonic()
             for node in self.nodes:

@@ -19,13 +19,14 @@ from sandhive.cluster.node_api import TokenGate
 from sandhive.cluster.remote_node import LOST_SECONDS, NodeClient, RemoteNodes
 from sandhive.node.egress import EgressPolicy
 from sandhive.node.node import Node
+from sandhive.node.pool import PoolStatus
 from sandhive.node.runtime import SandboxHandle
 
 API = Path(__file__).resolve().parents[2] / "src" / "sandhive" / "api"
 TOKEN = "t" * 64
 
 
-def status(node_id: str, reserved: int = 0, pools: list[m.Pool] | None = None) -> m.Status:
+def status(node_id: str, reserved: int = 0, pools: list[PoolStatus] | None = None) -> m.Status:
     return m.Status(node_id=node_id, backend="container", proxy=f"{node_id}:3100", memory_mb=8192, cpus=64,
                     memory_overcommit=8, max_sandboxes=200, reserved_memory_mb=reserved, reserved_cpus=0,
                     pooled_memory_mb=0, pooled_cpus=0, in_use_mb=0, sandboxes=0, pressure=None, pools=pools or [],
@@ -69,7 +70,7 @@ def test_placement_prefers_a_warm_pool_then_free_memory_and_skips_lost_nodes() -
     nodes = RemoteNodes(["http://a", "http://b", "http://c"], TOKEN)
     a, b, c = nodes.nodes
     now = time.monotonic()
-    warm = m.Pool(template_id="base", backend="container", cpu_count=2, memory_mb=512, disk_mb=1024, internet=True,
+    warm = PoolStatus(template_id="base", backend="container", cpu_count=2, memory_mb=512, disk_mb=1024, internet=True,
                   ready=1, starting=0, target=1, hits=0, misses=0, fill_ms=0, pinned=True)
     a.status, b.status, c.status = status("a", reserved=0), status("b", reserved=30000, pools=[warm]), status("c")
     a.last_seen, b.last_seen, c.last_seen = now, now, now - LOST_SECONDS - 1

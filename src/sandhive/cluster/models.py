@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from ..node.egress import EgressPolicy
+from ..node.pool import PoolStatus
 from ..node.runtime import ResourceUsage, SandboxHandle, TemplateImage
 
 API_PREFIX = "/node/v1"
@@ -161,22 +162,6 @@ class Start(BaseModel):
     prewarm: list[str] = Field(default_factory=list)  # template ids kept warm from now on
 
 
-class Pool(BaseModel):
-    template_id: str
-    backend: str
-    cpu_count: int
-    memory_mb: int
-    disk_mb: int
-    internet: bool
-    ready: int
-    starting: int
-    target: int
-    hits: int
-    misses: int
-    fill_ms: float
-    pinned: bool
-
-
 class Status(BaseModel):
     """The node as the control plane polls it every `POLL_SECONDS`: its identity, budget, pools and the ids of
     the sandboxes it runs (so the control plane notices deaths without a watch per sandbox)."""
@@ -196,7 +181,7 @@ class Status(BaseModel):
     in_use_mb: int
     sandboxes: int
     pressure: str | None
-    pools: list[Pool]
+    pools: list[PoolStatus]  # the node's own dataclass: pydantic checks and serialises it as a model
     running: list[str]
     boot_id: str = ""  # new at every start of the node process: a change tells control planes it restarted
     reconciled: bool = False  # has a control plane reconciled this process yet (adopted what still runs)?

@@ -148,7 +148,7 @@ class NodeService:
                         max_sandboxes=s.budget.max_sandboxes, reserved_memory_mb=s.reserved.memory_mb,
                         reserved_cpus=s.reserved.cpu_count, pooled_memory_mb=s.pooled.memory_mb,
                         pooled_cpus=s.pooled.cpu_count, in_use_mb=s.in_use_mb, sandboxes=s.sandboxes,
-                        pressure=s.pressure, pools=[m.Pool(**vars(p)) for p in s.pools],
+                        pressure=s.pressure, pools=list(s.pools),
                         running=sorted(self.sandboxes.handles), boot_id=self.boot_id,
                         reconciled=self._reconciled)
 

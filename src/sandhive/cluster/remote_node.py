@@ -154,7 +154,7 @@ class _Pools:
         self._nodes = nodes
 
     def status(self) -> list[PoolStatus]:
-        return [PoolStatus(**p.model_dump()) for n in self._nodes.live() if n.status for p in n.status.pools]
+        return [p for n in self._nodes.live() if n.status for p in n.status.pools]
 
 
 class _NoShells:

@@ -14,7 +14,7 @@ import ipaddress
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 
 from ..node.egress import EgressPolicy
 from ..node.pool import PoolStatus
@@ -122,22 +122,8 @@ class SetEgress(BaseModel):
     policy: Egress
 
 
-class Usage(BaseModel):
-    cpu_count: int
-    cpu_used_pct: float
-    mem_used: int
-    mem_total: int
-    mem_cache: int
-    disk_used: int
-    disk_total: int
-    cpu_seconds: float = 0.0
-
-    @classmethod
-    def of(cls, usage: ResourceUsage) -> Usage:
-        return cls(**{name: getattr(usage, name) for name in cls.model_fields})
-
-    def to_usage(self) -> ResourceUsage:
-        return ResourceUsage(**self.model_dump())
+# A sandbox's usage crosses the wire as the node's own `ResourceUsage` (a dataclass pydantic checks).
+USAGE = TypeAdapter(ResourceUsage)
 
 
 class Logs(BaseModel):

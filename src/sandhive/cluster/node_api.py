@@ -27,7 +27,7 @@ from ..errors import UserError, report_internal
 from ..node.admission import Resources
 from ..node.node import Node, host_ca_bundle
 from ..node.request import CreateRequest, Identity
-from ..node.runtime import SandboxHandle, TemplateImage
+from ..node.runtime import ResourceUsage, SandboxHandle, TemplateImage
 from ..proxy.access import Route
 from ..proxy.asgi import EdgeProxy
 from ..version import __version__
@@ -173,8 +173,8 @@ def node_router(service: NodeService) -> APIRouter:
         return m.Running(running=await service.node.is_running(body.to_handle()))
 
     @r.post("/sandboxes/usage")
-    async def usage(body: m.Handle) -> m.Usage:
-        return m.Usage.of(await service.node.usage(body.to_handle()))
+    async def usage(body: m.Handle) -> ResourceUsage:
+        return await service.node.usage(body.to_handle())
 
     @r.post("/sandboxes/logs")
     async def logs(body: m.Handle) -> m.Logs:

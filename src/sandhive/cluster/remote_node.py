@@ -408,7 +408,7 @@ class RemoteNodes:
 
     async def usage(self, handle: SandboxHandle) -> ResourceUsage:
         response = await self._client(handle).call("POST", "/sandboxes/usage", m.Handle.of(handle).model_dump())
-        return m.Usage.model_validate(response.json()).to_usage()
+        return m.USAGE.validate_python(response.json())
 
     async def logs(self, handle: SandboxHandle) -> list[str]:
         response = await self._client(handle).call("POST", "/sandboxes/logs", m.Handle.of(handle).model_dump())

@@ -8,17 +8,14 @@ sandboxes' own metrics history. A team appears from its first sandbox on.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from ..node.metrics_history import Periodic
 from .metrics_schemas import TeamMetricName
 
-log = logging.getLogger("sandhive.api")
 
 
 @dataclass(frozen=True)
@@ -45,7 +42,7 @@ class TeamSeries:
         self._points: dict[str, deque[TeamPoint]] = {}
         self._last_started: dict[str, int] = {}
         self._last_time: float | None = None
-        self._task: asyncio.Task | None = None
+        self._sampler = Periodic(self._sample, interval, "team metrics")
 
     def sample_once(self) -> None:
         now = self._clock()
@@ -65,20 +62,10 @@ class TeamSeries:
                 if (start is None or int(p.time) >= start) and (end is None or int(p.time) <= end)]
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                self.sample_once()
-            except Exception:
-                log.exception("sampling team metrics failed")
-            await asyncio.sleep(self.interval)
+        self._sampler.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._sampler.stop()
+
+    async def _sample(self) -> None:
+        self.sample_once()

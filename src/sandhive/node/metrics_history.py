@@ -35,6 +35,35 @@ class Sample:
     usage: ResourceUsage
 
 
+class Periodic:
+    """`sample` every `interval` seconds until stopped, a full interval between rounds (samples are never closer
+    than it; the period stretches by a round's own few milliseconds). A round that fails is logged, not fatal:
+    a bug in one round must not end a history. Shared by the sandboxes' and the teams' (api/team_metrics.py)."""
+
+    def __init__(self, sample: Callable[[], Awaitable[None]], interval: float, what: str) -> None:
+        self._sample, self.interval, self._what = sample, interval, what
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._sample()
+            except Exception:
+                log.exception("sampling %s failed", self._what)
+            await asyncio.sleep(self.interval)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
 class MetricsHistory:
     """Samples of the sandboxes being tracked; `start()` runs the sampler, `stop()` ends it."""
 
@@ -47,7 +76,7 @@ class MetricsHistory:
         self._clock = clock
         self._tracked: dict[str, SandboxHandle] = {}
         self._samples: dict[str, deque[Sample]] = {}
-        self._task: asyncio.Task | None = None
+        self._sampler = Periodic(self.sample_once, interval, "sandbox metrics")
         self.last_round_seconds = 0.0  # wall time of the last round (the cost an operator can watch)
         # The process's CPU time during the last round: an upper bound of the round's own (anything else the
         # server did meanwhile counts too), including the worker threads that statvfs the disks.
@@ -118,22 +147,7 @@ class MetricsHistory:
         ring.append(sample)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.sample_once()
-            except Exception:  # a bug in one round must not end the history
-                log.exception("sampling sandbox metrics failed")
-            # A full interval between rounds: samples are never closer than it (the period stretches by the
-            # round's own few milliseconds).
-            await asyncio.sleep(self.interval)
+        self._sampler.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._sampler.stop()

@@ -17,7 +17,6 @@ from ..node.metrics_history import Periodic
 from .metrics_schemas import TeamMetricName
 
 
-
 @dataclass(frozen=True)
 class TeamPoint:
     time: float  # unix seconds

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from e2b import Sandbox
+from e2b import CommandExitException, Sandbox
 
 from tests.api.rig import SANDHIVE, Server, cli, container_server, create_key
 from tests.helpers import stop_process_group, wait_until
@@ -73,6 +73,37 @@ def test_a_sandbox_trail_holds_create_command_write_and_kill_in_order(live: Serv
     assert start["keyID"] is None  # envd traffic carries the sandbox's token, not an API key
     assert [e["action"] for e in events(live, key, sandboxID=sbx.sandbox_id, action="process.*")][:2] == \
         ["process.start", "process.end"]
+
+
+def test_a_background_command_left_unwatched_is_detached_then_ends_on_reconnect(live: Server, key: str) -> None:
+    """A client that starts a background command and goes away leaves `process.detach`, not a start without an
+    end; a client that reconnects and sees it end records its `process.end` (once)."""
+    sbx = Sandbox.create(timeout=120, api_key=key, api_url=live.url, sandbox_url=live.url)
+    try:
+        handle = sbx.commands.run("while [ ! -e /tmp/go ]; do sleep 0.1; done; exit 7", background=True)
+        pid = handle.pid
+        handle.disconnect()
+
+        def detached() -> dict[str, Any] | None:
+            return next((e for e in events(live, key, sandboxID=sbx.sandbox_id, action="process.detach")
+                         if e["detail"]["pid"] == pid), None)
+
+        wait_until(detached, 30, "the unwatched command's process.detach")
+        again = sbx.commands.connect(pid)
+        sbx.files.write("/tmp/go", "")
+        with pytest.raises(CommandExitException) as ended:
+            again.wait()
+        assert ended.value.exit_code == 7
+
+        def ended_once() -> list[dict[str, Any]] | None:
+            ends = [e for e in events(live, key, sandboxID=sbx.sandbox_id, action="process.end")
+                    if e["detail"]["pid"] == pid]
+            return ends or None
+
+        ends = wait_until(ended_once, 30, "the reconnected command's process.end")
+        assert len(ends) == 1 and ends[0]["detail"]["exitCode"] == 7 and ends[0]["detail"]["reconnected"] is True
+    finally:
+        sbx.kill()
 
 
 def test_key_create_revoke_and_network_change_appear(live: Server, key: str) -> None:

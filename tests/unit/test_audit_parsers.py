@@ -210,3 +210,55 @@ def test_since_takes_spans_and_times() -> None:
     assert parse_since(None) is None
     with pytest.raises(Exception, match="neither"):
         parse_since("yesterday")
+
+
+def connect_observer(sink: audit.Sink) -> audit.Observer:
+    observer = audit.observer_for(sink, audit.ENVD_PORT, "POST", "/process.Process/Connect", b"", AUTH, "sbx", "t1")
+    assert isinstance(observer, audit.ConnectObserver)
+    return observer
+
+
+def start_and_leave(sink: audit.Sink, pid: int, trailer: bool) -> None:
+    """A background command's Start stream that closes after its start: the client went away (or, with
+    `trailer`, the stream's deadline passed) while the process runs on."""
+    observer = start_observer(sink)
+    observer.request_chunk(jframe({"process": {"cmd": "/bin/sleep", "args": ["30"]}}))
+    observer.response_start(200)
+    observer.response_chunk(jframe({"event": {"start": {"pid": pid}}}))
+    if trailer:
+        observer.response_chunk(jframe({}, flags=2))
+    observer.finish()
+
+
+@pytest.mark.parametrize("trailer", [False, True])
+def test_a_command_nobody_watches_to_its_end_is_recorded_as_detached(trailer: bool) -> None:
+    events, sink = collect()
+    start_and_leave(sink, pid=9001 + trailer, trailer=trailer)
+    assert [e[2] for e in events] == ["process.start", "process.detach"]
+    assert events[1][3] == "/bin/sleep" and events[1][4]["pid"] == 9001 + trailer
+
+
+def test_the_end_of_a_detached_command_is_recorded_once_when_a_client_reconnects() -> None:
+    events, sink = collect()
+    start_and_leave(sink, pid=9100, trailer=False)
+    for _ in range(2):  # the second Connect sees the same end again: recorded once
+        observer = connect_observer(sink)
+        observer.request_chunk(jframe({"process": {"pid": 9100}}))
+        observer.response_start(200)
+        observer.response_chunk(jframe({"event": {"start": {"pid": 9100}}})
+                                + jframe({"event": {"end": {"exitCode": 3, "exited": True}}}) + jframe({}, flags=2))
+        observer.finish()
+    assert [e[2] for e in events] == ["process.start", "process.detach", "process.end"]
+    end = events[2]
+    assert end[3] == "/bin/sleep" and end[4]["exitCode"] == 3 and end[4]["reconnected"] is True
+
+
+def test_a_connect_to_a_watched_command_records_nothing() -> None:
+    events, sink = collect()
+    observer = connect_observer(sink)
+    observer.request_chunk(jframe({"process": {"pid": 9200}}))
+    observer.response_start(200)
+    observer.response_chunk(jframe({"event": {"start": {"pid": 9200}}})
+                            + jframe({"event": {"end": {"exitCode": 0, "exited": True}}}))
+    observer.finish()
+    assert events == []

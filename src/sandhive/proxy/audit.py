@@ -7,7 +7,10 @@ the proxy's hot path pays one dictionary lookup:
 
 - `process.Process/Start`: the request (one enveloped Connect message: cmd, args, cwd, pty) and the user (its
   Basic auth), then the streamed events: the start (pid) and the end (exit code, duration, measured here).
-  A Start with `pty` is a PTY session (`pty.start`/`pty.end`).
+  A Start with `pty` is a PTY session (`pty.start`/`pty.end`). A stream that closes after the start and
+  before the end (a background command whose client went away) records `process.detach`, and the process is
+  remembered (`Detached`), so the end is recorded when a client reconnects to it (`process.Process/Connect`)
+  and sees it end: a command never has a start without either its end or the moment nobody watched any more.
 - `POST /files`: a write; the bytes are counted as they stream past (never buffered), the paths come from the
   query's `path` or, for a multipart upload of several files, from envd's answer (a short JSON list).
 - `filesystem.Filesystem/Remove` and `/Move`: unary requests (a path; a source and a destination).
@@ -23,7 +26,9 @@ import binascii
 import json
 import posixpath
 import time
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -156,6 +161,38 @@ class Frames:
         return out
 
 
+@dataclass(frozen=True)
+class Watched:
+    """A process whose client stopped watching it before it ended: what its later end is recorded with."""
+
+    kind: str  # "process" or "pty"
+    cmd: str | None
+    started: float  # time.monotonic() at its start
+
+
+class Detached:
+    """Processes started through this proxy whose Start stream closed before their end, by (sandbox, pid).
+
+    Bounded (oldest forgotten first), because a process that is never reconnected to is never taken out; in
+    memory, because it only joins two streams that pass through this one proxy process."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self._watched: OrderedDict[tuple[str, int], Watched] = OrderedDict()
+
+    def add(self, sandbox_id: str, pid: int, watched: Watched) -> None:
+        self._watched[(sandbox_id, pid)] = watched
+        self._watched.move_to_end((sandbox_id, pid))
+        while len(self._watched) > self.limit:
+            self._watched.popitem(last=False)
+
+    def take(self, sandbox_id: str, pid: int) -> Watched | None:
+        return self._watched.pop((sandbox_id, pid), None)
+
+
+DETACHED = Detached()  # one per proxy process: Start and Connect observers of the same sandbox meet here
+
+
 class Observer:
     """One audited exchange: fed the request body, the response status and body, then finished once."""
 
@@ -234,6 +271,8 @@ class StartObserver(_Kept):
             if flags & END_STREAM:
                 if self.pid is None:  # refused before it started (a bad user, cwd, or command)
                     self._emit_start(error=_trailer_error(payload))
+                else:  # the stream's deadline passed, or envd ended it: the process runs on unwatched
+                    self._detach()
                 self.ended = True
                 return
             event = event_of(payload, binary)
@@ -245,14 +284,8 @@ class StartObserver(_Kept):
                 self.started = time.monotonic()
                 self._emit_start()
             elif kind == "end":
-                request = self._request()
-                detail: dict[str, Any] = {
-                    "pid": self.pid, "exitCode": int(fields.get("exitCode", 0) or 0),
-                    "exited": bool(fields.get("exited", False)), "status": fields.get("status", ""),
-                    "durationMs": round((time.monotonic() - self.started) * 1000, 1) if self.started else None}
-                if fields.get("error"):
-                    detail["error"] = str(fields["error"])[:1000]
-                self.emit(f"{self._kind()}.end", request.get("cmd"), detail)
+                self.emit(f"{self._kind()}.end", self._request().get("cmd"),
+                          end_detail(self.pid, fields, self.started))
                 self.ended = True
                 return
 
@@ -269,8 +302,65 @@ class StartObserver(_Kept):
         self.emit(f"{self._kind()}.start", request.get("cmd"), detail)
 
     def _finish(self) -> None:
-        if self.pid is None and not self.ended:
+        if self.ended:
+            return
+        if self.pid is None:
             self._emit_start(error=f"HTTP {self.status}" if self.status != 200 else "stream closed before start")
+            return
+        self._detach()
+
+    def _detach(self) -> None:
+        cmd = self._request().get("cmd")
+        self.emit(f"{self._kind()}.detach", cmd, {
+            "pid": self.pid, "durationMs": round((time.monotonic() - self.started) * 1000, 1),
+            "reason": "the client stopped watching before the end; the end is recorded when a client reconnects"})
+        DETACHED.add(self.sandbox_id, self.pid, Watched(self._kind(), cmd, self.started))
+
+
+class ConnectObserver(Observer):
+    """`process.Process/Connect`: the end of a process whose Start stream had closed (see `Detached`); a
+    Connect to a process that someone still watches records nothing, so no end is recorded twice."""
+
+    def __init__(self, sink: Sink, sandbox_id: str, team_id: str | None, ctype: str, user: str | None) -> None:
+        super().__init__(sink, sandbox_id, team_id)
+        self.binary = "proto" in ctype
+        self.user = user
+        self.frames = Frames()
+        self.pid: int | None = None
+        self.done = False
+
+    def response_chunk(self, chunk: bytes) -> None:
+        if self.done:
+            return
+        for flags, payload in self.frames.feed(chunk):
+            event = None if flags & END_STREAM else event_of(payload, self.binary)
+            if event is None:
+                if flags & END_STREAM:
+                    self.done = True
+                    return
+                continue
+            kind, fields = event
+            if kind == "start" and self.pid is None:
+                self.pid = int(fields.get("pid", 0) or 0)
+            elif kind == "end" and self.pid is not None:
+                self.done = True
+                watched = DETACHED.take(self.sandbox_id, self.pid)
+                if watched is not None:
+                    detail = end_detail(self.pid, fields, watched.started)
+                    detail.update(reconnected=True, user=self.user)
+                    self.emit(f"{watched.kind}.end", watched.cmd, detail)
+                return
+
+
+def end_detail(pid: int | None, fields: dict[str, Any], started: float) -> dict[str, Any]:
+    """What a process end records: its exit, and its duration measured here since its start."""
+    detail: dict[str, Any] = {
+        "pid": pid, "exitCode": int(fields.get("exitCode", 0) or 0),
+        "exited": bool(fields.get("exited", False)), "status": fields.get("status", ""),
+        "durationMs": round((time.monotonic() - started) * 1000, 1) if started else None}
+    if fields.get("error"):
+        detail["error"] = str(fields["error"])[:1000]
+    return detail
 
 
 def _trailer_error(payload: bytes) -> str:
@@ -345,7 +435,8 @@ class UnaryObserver(_Kept):
         self.emit("file.rename" if self.move else "file.remove", target, detail)
 
 
-_AUDITED = {("POST", "/process.Process/Start"): "start", ("POST", "/files"): "write",
+_AUDITED = {("POST", "/process.Process/Start"): "start", ("POST", "/process.Process/Connect"): "connect",
+            ("POST", "/files"): "write",
             ("POST", "/filesystem.Filesystem/Remove"): "remove", ("POST", "/filesystem.Filesystem/Move"): "move"}
 
 
@@ -365,4 +456,6 @@ def observer_for(sink: Sink | None, port: int, method: str, path: str, query: by
     ctype = content_type(raw_headers)
     if kind == "start":
         return StartObserver(sink, sandbox_id, team_id, ctype, user)
+    if kind == "connect":
+        return ConnectObserver(sink, sandbox_id, team_id, ctype, user)
     return UnaryObserver(sink, sandbox_id, team_id, ctype, user, move=kind == "move")

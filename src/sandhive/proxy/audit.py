@@ -314,7 +314,8 @@ class StartObserver(_Kept):
         self.emit(f"{self._kind()}.detach", cmd, {
             "pid": self.pid, "durationMs": round((time.monotonic() - self.started) * 1000, 1),
             "reason": "the client stopped watching before the end; the end is recorded when a client reconnects"})
-        DETACHED.add(self.sandbox_id, self.pid, Watched(self._kind(), cmd, self.started))
+        if self.pid is not None:
+            DETACHED.add(self.sandbox_id, self.pid, Watched(self._kind(), cmd, self.started))
 
 
 class ConnectObserver(Observer):

@@ -29,6 +29,7 @@ import os
 import queue
 import re
 import shlex
+import signal
 import urllib.error
 import urllib.request
 import uuid
@@ -538,10 +539,17 @@ async def serve(port: int, cwd: str) -> None:
     server = httpserver.HTTPServer(make_app(contexts), idle_connection_timeout=640, body_timeout=640)
     server.listen(port, "0.0.0.0")
     log.info("code interpreter listening on :%d", port)
+    # SIGTERM (a sandbox stop, a template's ready check giving up) must shut the kernels down too: without a
+    # handler the process dies at once and its kernels live on, orphaned, holding memory and ports.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
         server.stop()
+        log.info("stopping: shutting down %d kernel(s)", len(contexts.by_id))
         await contexts.close()
 
 

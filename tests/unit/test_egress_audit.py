@@ -10,6 +10,7 @@ from pathlib import Path
 from sandhive.node.egress_audit import (
     ConntrackFeed,
     DeniedFeed,
+    EgressEntry,
     EgressLog,
     SandboxOf,
     denied_elements,
@@ -77,3 +78,31 @@ def test_a_connection_redirected_to_the_egress_filter_is_left_to_the_filter(tmp_
     assert egress_log.entries("isbxone") == []
     feed.take(NEW)
     assert [e.destination for e in egress_log.entries("isbxone")] == ["203.0.113.5"]
+
+
+def judged(verdict: str) -> EgressEntry:
+    """The judge's record of the NEW line's connection (node/egress_queue.py): by name, with the verdict."""
+    return EgressEntry(1.0, "tcp", "203.0.113.5", 80, verdict, "allowed.test", source_port=55272)
+
+
+def test_a_judged_connection_is_one_entry_whichever_record_comes_first(tmp_path: Path) -> None:
+    for judge_first in (False, True):
+        egress = EgressLog()
+        feed = ConntrackFeed(egress, sandbox_of(tmp_path))
+        if judge_first:
+            egress.add("isbxone", judged("allowed"))
+        feed.take(NEW)
+        if not judge_first:
+            egress.add("isbxone", judged("allowed"))
+        feed.take(DESTROY)
+        [entry] = egress.entries("isbxone")
+        assert (entry.domain, entry.verdict, entry.bytes_out, entry.bytes_in) == ("allowed.test", "allowed", 400,
+                                                                                  5000), judge_first
+
+
+def test_a_connection_the_judge_denies_after_conntrack_saw_it_open_is_denied_and_counted(tmp_path: Path) -> None:
+    egress = EgressLog()
+    ConntrackFeed(egress, sandbox_of(tmp_path)).take(NEW)
+    egress.add("isbxone", judged("denied"))
+    [entry] = egress.entries("isbxone")
+    assert (entry.verdict, entry.domain, egress.denied_total) == ("denied", "allowed.test", 1)

@@ -23,7 +23,7 @@ import ipaddress
 import json
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,23 +51,49 @@ class EgressEntry:
     bytes_in: int | None = None
     ended: float | None = None
     reason: str | None = None  # why the egress filter refused it, when the verdict alone does not say
+    source_port: int | None = None  # the sandbox's port: with the destination, names the connection
 
     def to_json(self) -> dict[str, object]:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
+FlowKey = tuple[str, int | None, str, int | None]  # sandbox, its port, destination, destination port
+MAX_PAIRING = 4096  # connections waiting for their other record (see `EgressLog.add`)
+
+
 @dataclass
 class EgressLog:
-    """The entries of every sandbox on this node, and how many attempts were denied (for metrics)."""
+    """The entries of every sandbox on this node, and how many attempts were denied (for metrics).
+
+    A connection judged by name in place (node/egress_queue.py) is seen twice: by the conntrack feed when it
+    opens (and again when it ends, with its bytes), and by the judge when it decides (with the name and the
+    verdict). Both records name the connection by its ports, so whichever comes second completes the first:
+    one entry per connection, with its name, verdict and bytes. A connection whose other record never comes
+    (one that is not judged) is forgotten from the pairing table after MAX_PAIRING newer ones."""
 
     max_entries: int = MAX_ENTRIES
     denied_total: int = 0
     _entries: dict[str, deque[EgressEntry]] = field(default_factory=dict)
+    _pairing: OrderedDict[FlowKey, EgressEntry] = field(default_factory=OrderedDict)
 
-    def add(self, sandbox_id: str, entry: EgressEntry) -> None:
+    def add(self, sandbox_id: str, entry: EgressEntry) -> EgressEntry:
+        """File `entry`, or complete the earlier record of the same connection with it; the entry kept."""
+        key = (sandbox_id, entry.source_port, entry.destination, entry.port) if entry.source_port else None
+        earlier = self._pairing.pop(key, None) if key is not None else None
+        if earlier is not None:
+            if entry.domain is not None:  # the judge's decision completes what conntrack saw open
+                if entry.verdict == "denied" and earlier.verdict != "denied":
+                    self.denied_total += 1
+                earlier.domain, earlier.verdict, earlier.reason = entry.domain, entry.verdict, entry.reason
+            return earlier
         self._entries.setdefault(sandbox_id, deque(maxlen=self.max_entries)).append(entry)
         if entry.verdict == "denied":
             self.denied_total += 1
+        if key is not None:
+            self._pairing[key] = entry
+            while len(self._pairing) > MAX_PAIRING:
+                self._pairing.popitem(last=False)
+        return entry
 
     def entries(self, sandbox_id: str) -> list[EgressEntry]:
         return list(self._entries.get(sandbox_id, ()))
@@ -124,9 +150,9 @@ def parse_conntrack_event(line: str) -> tuple[str, dict[str, str], str] | None:
     return event, fields, fields.get("id", "")
 
 
-def _port(fields: dict[str, str]) -> int | None:
+def _port(fields: dict[str, str], name: str = "dport") -> int | None:
     with contextlib.suppress(KeyError, ValueError):
-        return int(fields["dport"])
+        return int(fields[name])
     return None
 
 
@@ -164,8 +190,9 @@ class ConntrackFeed:
                 return
             if fields.get("reply_src", fields.get("dst")) != fields.get("dst"):
                 return  # redirected to the egress filter, which records it with its name and verdict
-            entry = EgressEntry(time.time(), fields["proto"], fields.get("dst", ""), _port(fields), "allowed")
-            self.log.add(sandbox_id, entry)
+            entry = EgressEntry(time.time(), fields["proto"], fields.get("dst", ""), _port(fields), "allowed",
+                                source_port=_port(fields, "sport"))
+            entry = self.log.add(sandbox_id, entry)  # the judge's entry, if it decided first
             if conn_id:
                 self._open[conn_id] = (sandbox_id, entry)
         elif event == "DESTROY":

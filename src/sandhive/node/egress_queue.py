@@ -186,7 +186,8 @@ class QueueJudge:
         if slot is None or result.name is None:
             return False
         policy = self.rules.current(slot.veth)
-        entry = EgressEntry(time.time(), "tcp", destination, port, "denied", result.name)
+        entry = EgressEntry(time.time(), "tcp", destination, port, "denied", result.name,
+                            source_port=flow.key[1])  # pairs it with the conntrack feed's record
         allowed = False
         if matches(result.name, policy.domains):
             try:

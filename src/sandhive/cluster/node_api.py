@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..api.tokens import access_token
-from ..errors import UserError, report_internal
+from ..errors import NodeError, UserError, report_internal
 from ..node.admission import Resources
 from ..node.node import Node, host_ca_bundle
 from ..node.request import CreateRequest, Identity
@@ -78,6 +78,11 @@ class NodeService:
         return out
 
     async def create(self, body: m.CreateBody) -> m.Handle:
+        if not self._reconciled:
+            # A restarted node's first reconcile removes what the store does not know, and the store does not yet
+            # know a sandbox being created: so no create before it (the control plane tries another node).
+            raise NodeError(503, f"node {self.node_id} has just started and is not reconciled yet",
+                            "node_starting", {"Retry-After": "2"})
         template = await self._template(body.template_id)
         request = CreateRequest(template, body.cpu_count, body.memory_mb, body.disk_mb, body.allow_internet_access)
         identity = Identity(env_vars=body.env_vars, default_user=body.default_user,

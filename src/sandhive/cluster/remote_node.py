@@ -361,7 +361,8 @@ class RemoteNodes:
 
     def placement(self, template_id: str) -> list[NodeClient]:
         """The nodes to try for a create of `template_id`, best first (see the module's docstring)."""
-        nodes = [n for n in self.live() if n.starting < MAX_STARTS_PER_NODE]
+        # Only reconciled nodes: a restarted node refuses creates until a control plane has reconciled it.
+        nodes = [n for n in self.live() if n.starting < MAX_STARTS_PER_NODE and n.status and n.status.reconciled]
         # Free memory in steps of FREE_STEP_MB, then chance: replicas that place at once (each with its own
         # view of the last poll) spread their creates rather than all picking the same emptiest node.
         return sorted(nodes, key=lambda n: (not n.warm(template_id), n.starting, -(n.free_mb() // FREE_STEP_MB),
@@ -442,6 +443,7 @@ class RemoteNodes:
                                paused=list(paused))
             response = await node.call("POST", "/reconcile", body.model_dump(), timeout=CREATE_TIMEOUT)
             alive |= set(m.Alive.model_validate(response.json()).alive)
+            node.status.reconciled = True  # placeable now, not only after the next poll says so
         for handles in by_node.values():  # nodes this control plane was not given: not ours to judge
             alive |= {h.sandbox_id for h in handles}
         return alive

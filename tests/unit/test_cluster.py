@@ -26,11 +26,12 @@ API = Path(__file__).resolve().parents[2] / "src" / "sandhive" / "api"
 TOKEN = "t" * 64
 
 
-def status(node_id: str, reserved: int = 0, pools: list[PoolStatus] | None = None) -> m.Status:
+def status(node_id: str, reserved: int = 0, pools: list[PoolStatus] | None = None,
+           reconciled: bool = True) -> m.Status:
     return m.Status(node_id=node_id, backend="container", proxy=f"{node_id}:3100", memory_mb=8192, cpus=64,
                     memory_overcommit=8, max_sandboxes=200, reserved_memory_mb=reserved, reserved_cpus=0,
                     pooled_memory_mb=0, pooled_cpus=0, in_use_mb=0, sandboxes=0, pressure=None, pools=pools or [],
-                    running=[])
+                    running=[], reconciled=reconciled)
 
 
 def test_remote_nodes_offer_everything_the_api_calls_on_a_node() -> None:
@@ -78,6 +79,8 @@ def test_placement_prefers_a_warm_pool_then_free_memory_and_skips_lost_nodes() -
     assert [n.node_id for n in nodes.placement("other")] == ["http://a", "http://b"]
     a.starting = 4
     assert [n.node_id for n in nodes.placement("other")] == ["http://b"]
+    a.starting, b.status = 0, status("b", reconciled=False)  # restarted, its first reconcile not yet done
+    assert [n.node_id for n in nodes.placement("base")] == ["http://a"]
 
 
 def test_a_sandbox_on_a_lost_node_fails_at_once() -> None:

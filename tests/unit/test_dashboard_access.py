@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
+from sqlalchemy import select
 from starlette.requests import HTTPConnection
 
 from sandhive.api.dashboard import assets
 from sandhive.api.dashboard.access import check_csrf, check_origin
 from sandhive.api.dashboard.sessions import Sessions
 from sandhive.errors import UserError
+from sandhive.store import Caller, Store
+from sandhive.store.models import DashboardSession
 
 
 def conn(headers: dict[str, str]) -> HTTPConnection:
@@ -16,20 +22,49 @@ def conn(headers: dict[str, str]) -> HTTPConnection:
     return HTTPConnection({"type": "http", "headers": raw, "path": "/", "query_string": b""})
 
 
-def test_sessions_are_random_and_forgotten_after_logout_or_idleness() -> None:
-    sessions = Sessions(idle_seconds=3600)
-    a, b = sessions.open("key-a"), sessions.open("key-a")
-    assert a.id != b.id and a.csrf != b.csrf and len(a.id) >= 40
-    assert sessions.get(a.id) is a and sessions.get("nope") is None and sessions.get(None) is None
-    sessions.close(a.id)
-    assert sessions.get(a.id) is None
-    idle = Sessions(idle_seconds=-1)
-    assert idle.get(idle.open("k").id) is None
+def logged_in(tmp_path: Path, idle_seconds: float = 3600) -> tuple[Store, Sessions, Caller, str]:
+    store = Store.open(tmp_path)
+    store.migrate()
+    key, _ = store.create_api_key("team-a")
+    caller = store.caller(key)
+    assert caller is not None
+    return store, Sessions(store, idle_seconds=idle_seconds), caller, key
 
 
-def test_csrf_needs_the_sessions_own_token() -> None:
-    sessions = Sessions()
-    mine, other = sessions.open("k"), sessions.open("k")
+def test_sessions_are_random_shared_through_the_store_and_forgotten_after_logout_or_idleness(tmp_path: Path) -> None:
+    store, sessions, caller, _ = logged_in(tmp_path)
+
+    async def scenario() -> None:
+        a, b = await sessions.open(caller), await sessions.open(caller)
+        assert a.id != b.id and a.csrf != b.csrf and len(a.id) >= 40
+        other_replica = Sessions(store, idle_seconds=3600)  # another process on the same database
+        assert await other_replica.get(a.id) == a
+        assert await sessions.get("nope") is None and await sessions.get(None) is None
+        await sessions.close(a.id)
+        assert await other_replica.get(a.id) is None and await sessions.get(b.id) == b
+        idle = Sessions(store, idle_seconds=-1)
+        assert await idle.get(b.id) is None
+
+    asyncio.run(scenario())
+    with store._read() as s:  # the database holds neither the cookie's id nor the key
+        rows = s.scalars(select(DashboardSession)).all()
+    assert all(len(r.id_hash) == 64 for r in rows)
+
+
+def test_revoking_the_key_ends_its_sessions(tmp_path: Path) -> None:
+    store, sessions, caller, key = logged_in(tmp_path)
+
+    async def scenario() -> None:
+        session = await sessions.open(caller)
+        store.revoke_api_key(key)
+        assert await sessions.get(session.id) is None
+
+    asyncio.run(scenario())
+
+
+def test_csrf_needs_the_sessions_own_token(tmp_path: Path) -> None:
+    _, sessions, caller, _ = logged_in(tmp_path)
+    mine, other = asyncio.run(sessions.open(caller)), asyncio.run(sessions.open(caller))
     check_csrf(mine, mine.csrf)
     for sent in (None, "", other.csrf, mine.csrf[:-1]):
         with pytest.raises(UserError) as refused:

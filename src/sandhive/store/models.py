@@ -249,3 +249,20 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class DashboardSession(Base):
+    """A dashboard login (issue 18), kept in the store so that every control-plane replica knows it and a
+    restart logs nobody out. The cookie holds the session id; this row holds only its sha256 (a copy of the
+    database does not hand out sessions) and the key's id, never the key: the key's row is re-read on every
+    request, so revoking it ends its sessions. `csrf` is echoed into pages, so it is kept as is."""
+
+    __tablename__ = "dashboard_sessions"
+    __table_args__ = (Index("ix_dashboard_sessions_key_seen", "key_id", "seen_at"),
+                      Index("ix_dashboard_sessions_seen", "seen_at"))
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -53,7 +53,7 @@ class Dashboard:
         self.service = service
         self.builds = builds
         self.store = service.store
-        self.sessions = Sessions()
+        self.sessions = Sessions(self.store)
         self.node_name = socket.gethostname()
         self.http: Any = None  # envd's httpx client, made on first use (on the server's event loop)
 
@@ -118,7 +118,7 @@ def dashboard_router(board: Dashboard) -> APIRouter:  # noqa: C901 — one page 
     sessions, store, service = board.sessions, board.store, board.service
 
     async def seen_by(request: Request) -> Viewer:
-        return await viewer(request, sessions, store)
+        return await viewer(request, sessions)
 
     @router.get("/assets/{name}")
     async def asset(name: str) -> Response:
@@ -140,12 +140,12 @@ def dashboard_router(board: Dashboard) -> APIRouter:  # noqa: C901 — one page 
         form = await request.form()
         key = str(form.get("key") or "").strip()
         try:
-            await authenticate(store, key)
+            caller = await authenticate(store, key)
         except UserError:
             refused = board.page(request, "login.html", None, error="That API key is not valid.")
             refused.status_code = 401
             return refused
-        session = sessions.open(key)
+        session = await sessions.open(caller)
         response = RedirectResponse(f"{PREFIX}/sandboxes", status_code=303)
         response.set_cookie(COOKIE, session.id, httponly=True, samesite="strict", path=PREFIX,
                             secure=request.url.scheme == "https")
@@ -153,8 +153,8 @@ def dashboard_router(board: Dashboard) -> APIRouter:  # noqa: C901 — one page 
 
     @router.post("/logout")
     async def logout(request: Request) -> Response:
-        seen, _ = await posted_form(request, sessions, store)
-        sessions.close(seen.session.id)
+        seen, _ = await posted_form(request, sessions)
+        await sessions.close(seen.session.id)
         response = RedirectResponse(f"{PREFIX}/login", status_code=303)
         response.delete_cookie(COOKIE, path=PREFIX)
         return response
@@ -174,7 +174,7 @@ def dashboard_router(board: Dashboard) -> APIRouter:  # noqa: C901 — one page 
 
     @router.post("/sandboxes/{sandbox_id}/{action}")
     async def sandbox_action(request: Request, sandbox_id: str, action: str) -> Response:
-        seen, _ = await posted_form(request, sessions, store)
+        seen, _ = await posted_form(request, sessions)
         try:
             if action == "kill":
                 await service.kill(seen.team, sandbox_id)
@@ -255,7 +255,7 @@ def dashboard_router(board: Dashboard) -> APIRouter:  # noqa: C901 — one page 
 
     @router.post("/sandboxes/{sandbox_id}/files/upload")
     async def upload(request: Request, sandbox_id: str) -> Response:
-        seen, form = await posted_form(request, sessions, store, UPLOAD_MAX + 2**20)
+        seen, form = await posted_form(request, sessions, UPLOAD_MAX + 2**20)
         folder = str(form.get("path") or "/home/user")
         sent = form.get("file")
         if sent is None or isinstance(sent, str) or not sent.filename:
@@ -314,7 +314,7 @@ def dashboard_router(board: Dashboard) -> APIRouter:  # noqa: C901 — one page 
 
     @router.post("/keys")
     async def create_key(request: Request) -> Response:
-        seen, _ = await posted_form(request, sessions, store)
+        seen, _ = await posted_form(request, sessions)
         name = await asyncio.to_thread(store.team_name_of, seen.team)
         if name is None:
             raise UserError(404, "the team no longer exists")
@@ -323,7 +323,7 @@ def dashboard_router(board: Dashboard) -> APIRouter:  # noqa: C901 — one page 
 
     @router.post("/keys/{prefix}/revoke")
     async def revoke_key(request: Request, prefix: str) -> Response:
-        seen, _ = await posted_form(request, sessions, store)
+        seen, _ = await posted_form(request, sessions)
         if prefix not in {k.prefix for k in await _team_keys(store, seen) if k.revoked_at is None}:
             raise UserError(404, "no such key")
         await asyncio.to_thread(store.revoke_api_key, prefix)

@@ -1,64 +1,66 @@
-"""Dashboard sessions: a random id in a cookie, the API key and CSRF token kept server-side.
+"""Dashboard sessions: a random id in a cookie; the key's id and the CSRF token kept server-side, in the store.
 
 The browser never holds the key after login: the cookie carries only a random session id (HttpOnly, so page
 scripts cannot read it; SameSite=Strict and Path=/dashboard, so no other site's request carries it). Each
 session has its own CSRF token that every state-changing request must echo (form field or header); the
-comparison is constant-time. Sessions live in memory: a restart logs everyone out, which is the safe default.
+comparison is constant-time. Sessions live in the store (store/dashboard_sessions.py), not in this process, so
+every control-plane replica behind a load balancer knows them and a restart logs nobody out; the store keeps the
+session id's hash and the key's id, never the key, and a revoked key ends its sessions on every replica at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import secrets
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import timedelta
+
+from ...store import Caller, Store
+from ...store.store import now_utc
 
 COOKIE = "sandhive_dashboard"
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "X-CSRF-Token"
 IDLE_SECONDS = 12 * 3600  # a session unused this long is forgotten
-MAX_SESSIONS = 10_000  # the oldest go first beyond this (a flood of logins cannot grow memory without bound)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Session:
     id: str
-    key: str  # the API key: re-checked on every request, so a revoked key ends its sessions
+    caller: Caller  # the team of the key the session was opened with (re-read from the store on every request)
     csrf: str
-    seen: float = field(default_factory=time.monotonic)
 
     def csrf_ok(self, sent: str | None) -> bool:
         return bool(sent) and hmac.compare_digest(sent.encode(), self.csrf.encode())  # type: ignore[union-attr]
 
 
 class Sessions:
-    def __init__(self, idle_seconds: float = IDLE_SECONDS) -> None:
-        self._by_id: dict[str, Session] = {}
-        self._idle = idle_seconds
+    def __init__(self, store: Store, idle_seconds: float = IDLE_SECONDS) -> None:
+        self.store = store
+        self.idle = timedelta(seconds=idle_seconds)
 
-    def open(self, key: str) -> Session:
-        self._sweep()
-        session = Session(secrets.token_urlsafe(32), key, secrets.token_urlsafe(32))
-        self._by_id[session.id] = session
+    async def open(self, caller: Caller) -> Session:
+        """A new session of the caller's key (already authenticated by the login)."""
+        assert caller.key_id is not None
+        await self.prune()  # logins are rare: the moment to forget the sessions nobody came back to
+        session = Session(secrets.token_urlsafe(32), caller, secrets.token_urlsafe(32))
+        await asyncio.to_thread(self.store.open_dashboard_session, session.id, caller.key_id, session.csrf,
+                                now_utc())
         return session
 
-    def get(self, session_id: str | None) -> Session | None:
-        session = self._by_id.get(session_id or "")
-        if session is None:
+    async def get(self, session_id: str | None) -> Session | None:
+        """The live session behind a cookie, or None (unknown, idle too long, or its key revoked)."""
+        if not session_id or len(session_id) > 128:
             return None
-        now = time.monotonic()
-        if now - session.seen > self._idle:
-            self._by_id.pop(session.id, None)
+        view = await asyncio.to_thread(self.store.dashboard_session, session_id, now_utc(), self.idle)
+        if view is None:
             return None
-        session.seen = now
-        return session
+        return Session(session_id, Caller(view.team_id, view.admin, view.key_id), view.csrf)
 
-    def close(self, session_id: str) -> None:
-        self._by_id.pop(session_id, None)
+    async def close(self, session_id: str) -> None:
+        await asyncio.to_thread(self.store.close_dashboard_session, session_id)
 
-    def _sweep(self) -> None:
-        now = time.monotonic()
-        for sid in [s.id for s in self._by_id.values() if now - s.seen > self._idle]:
-            del self._by_id[sid]
-        while len(self._by_id) >= MAX_SESSIONS:
-            del self._by_id[min(self._by_id.values(), key=lambda s: s.seen).id]
+    async def prune(self) -> int:
+        """Forget sessions idle for longer than the limit."""
+        return await asyncio.to_thread(self.store.prune_dashboard_sessions, now_utc() - self.idle)

@@ -41,7 +41,7 @@ def _number(text: str | None) -> int | None:
 async def bridge(websocket: WebSocket, board: Dashboard, sandbox_id: str) -> None:
     try:
         check_origin(websocket, required=True)
-        seen = await viewer(websocket, board.sessions, board.store)
+        seen = await viewer(websocket, board.sessions)
         check_csrf(seen.session, websocket.query_params.get("csrf"))
         envd = await board.envd(seen, sandbox_id)
     except (LoginRequired, UserError):

@@ -17,11 +17,11 @@ if TYPE_CHECKING:
     from ..templates.oci_registry import TemplateRegistryRef
 
 RegistryOption = Annotated[str | None, typer.Option(
-    "--template-registry", metavar="HOST:PORT[/prefix]",
+    "--template-registry", metavar="HOST:PORT[/prefix]", envvar="SANDHIVE_REGISTRY",
     help="OCI registry templates are pushed to after each build and pulled from by nodes that lack them "
          "(as <registry>/<prefix>/templates/<template-id>).")]
 TemplateRegistryInsecure = Annotated[bool, typer.Option(
-    "--template-registry-insecure",
+    "--template-registry-insecure", envvar="SANDHIVE_REGISTRY_INSECURE",
     help="Talk plain HTTP to --template-registry: only for a registry on loopback or a private network.")]
 TemplateCache = Annotated[Path | None, typer.Option(
     "--template-cache", metavar="DIR",

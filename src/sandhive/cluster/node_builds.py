@@ -100,7 +100,16 @@ class NodeBuilds:
         loop = asyncio.get_running_loop()
 
         def line(text: str) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, m.BuildEvent(line=text))
+            """From the build's threads, or from this loop (then at once: before the result is queued)."""
+            event = m.BuildEvent(line=text)
+            try:
+                here = asyncio.get_running_loop() is loop
+            except RuntimeError:
+                here = False
+            if here:
+                queue.put_nowait(event)
+            else:
+                loop.call_soon_threadsafe(queue.put_nowait, event)
 
         async def run() -> None:
             try:

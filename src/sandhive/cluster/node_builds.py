@@ -27,6 +27,7 @@ from ..templates import layout
 from ..templates.build_logs import logs_dir
 from ..templates.info import ID_PATTERN
 from ..templates.oci_registry import TemplateRegistryRef, push
+from ..templates.pull import DIGEST_KEY
 from . import models as m
 
 if TYPE_CHECKING:
@@ -156,6 +157,11 @@ class NodeBuilds:
             self.local.changed()
             digest = await asyncio.to_thread(push, layout.template_dir(self.data_dir, info.id), info, ref,
                                              (job.build_id,), line)
+            # This node's copy is the pushed image: later rebuilds elsewhere replace it like a pulled one
+            pushed = replace(info, build={**info.build, DIGEST_KEY: digest})
+            with layout.build_lock(self.data_dir, info.id):
+                pushed.write(layout.template_dir(self.data_dir, info.id))
+            self.local.changed()
             line(f"template {info.id} pushed to {ref.reference(info.id)} ({digest})")
             return m.BuildEvent(info=json.loads(info.to_json()), digest=digest)
 

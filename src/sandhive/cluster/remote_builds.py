@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from ..errors import NodeError, UserError
+from ..errors import NodeError
 from ..templates import oci_registry
 from ..templates.info import ID_PATTERN, TemplateInfo
 from ..templates.oci_registry import RegistryError, TemplateRegistryRef
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sandhive.cluster")
 TTL_SECONDS = 5.0
+MISS_TTL_SECONDS = 2.0
 BUILD_TIMEOUT = httpx.Timeout(None, connect=5.0)  # the node streams log lines; the build has its own timeout
 UPLOAD_TIMEOUT = httpx.Timeout(600.0, connect=5.0)
 
@@ -143,7 +144,7 @@ class RegistryTemplates:
     def __init__(self, ref: TemplateRegistryRef, ttl: float = TTL_SECONDS) -> None:
         self.ref = ref
         self.ttl = ttl
-        self._cache: dict[str, tuple[float, TemplateInfo]] = {}
+        self._cache: dict[str, tuple[float, TemplateInfo | None]] = {}
 
     def get(self, template_id: str) -> TemplateInfo | None:
         """template.json of `template_id` in the registry, or None (an alias is no id: None)."""
@@ -154,14 +155,13 @@ class RegistryTemplates:
             return cached[1]
         try:
             found = oci_registry.lookup(self.ref, template_id)
-        except RegistryError as exc:
+        except RegistryError as exc:  # built-ins still resolve through the nodes; built ones as last seen
             log.warning("template registry: %s", exc)
-            raise UserError(503, f"the template registry cannot be read now: {exc}", None,
-                            {"Retry-After": "5"}) from None
-        if found is None:  # not kept: a build through another replica may push it any moment
-            return None
-        self._cache[template_id] = (time.monotonic() + self.ttl, found[1])
-        return found[1]
+            return cached[1] if cached is not None else None
+        info = found[1] if found is not None else None
+        # "none" is kept briefly only: a build through another replica may push it any moment
+        self._cache[template_id] = (time.monotonic() + (self.ttl if info is not None else MISS_TTL_SECONDS), info)
+        return info
 
     def forget(self, template_id: str) -> None:
         self._cache.pop(template_id, None)

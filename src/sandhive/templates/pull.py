@@ -30,6 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import UserError
 from ..images.debian import remove_tree
 from ..node import userns
 from ..node.runtime import TemplateImage
@@ -144,16 +145,22 @@ class PullingTemplates:
             try:
                 found = await asyncio.to_thread(lookup, self.ref, template_id)
             except RegistryError as exc:
+                self.log(f"templates: cannot look template {template_id} up in the registry: {exc}")
                 if info is not None:  # the registry is away: what we pulled before still serves
-                    self.log(f"templates: cannot check template {template_id} in the registry: {exc}")
                     return await local.resolve(template_id)
-                raise
+                return await local.resolve(name)  # a built-in, or "not found"
             if found is None:
                 if info is not None:
                     return await local.resolve(template_id)
                 return await local.resolve(name)  # built-ins, or 404
             if info is None or info.build.get(DIGEST_KEY) != found[0]:
-                await asyncio.to_thread(pull, self.data_dir, self.ref, template_id, self.cache, self.log, found)
+                try:
+                    await asyncio.to_thread(pull, self.data_dir, self.ref, template_id, self.cache, self.log, found)
+                except RegistryError as exc:
+                    _logger.error("pulling template %s failed: %s", template_id, exc)
+                    if info is None:
+                        raise UserError(503, f"template '{template_id}' could not be pulled from the template "
+                                             "registry now: retry later", None, {"Retry-After": "5"}) from None
                 local.changed()
             self._checked[template_id] = time.monotonic()
         return await local.resolve(template_id)

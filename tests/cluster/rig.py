@@ -3,7 +3,9 @@ its own firewall tables), and `sandhive serve --no-local-node` replicas on the h
 
 Nodes in separate namespaces share the host-wide slot directory (node/network.py's `SlotAllocator` claims each
 slot with a file under /run), so their sandboxes' veth names and 10.211/16 addresses never collide; each node's
-nftables tables live in its own namespace, so no node touches the host's firewall. Everything started here is
+nftables tables live in its own namespace, so no node touches the host's firewall. A template registry (Debian's
+`docker-registry`, plain HTTP, storage in the rig's temp dir) runs in a namespace of its own too; every node and
+replica gets `--template-registry`, and the nodes share one `--template-cache`. Everything started here is
 stopped by PID and removed, even when a test fails.
 """
 

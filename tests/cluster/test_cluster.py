@@ -4,7 +4,8 @@ control-plane replicas on one PostgreSQL, driven with the official `e2b` SDK and
 In order: creates spread over every node through either replica; the SDK through each replica on sandboxes the
 other created; a node SIGKILLed is lost within 10 s, its sandboxes answer a clear error at once and creates go
 elsewhere, and once restarted it re-adopts the sandboxes that survived; a replica SIGKILLed loses nothing, the
-other serves everything and notices deaths of the sandboxes the dead one created.
+other serves everything and notices deaths of the sandboxes the dead one created. A template built through one
+replica (on a node, pushed to the rig's registry) starts on every node, each pulling it on its first create.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def test_template_built_through_one_replica_starts_on_every_node(c: Cluster, tmp
 
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "hello.txt").write_text("copied across hosts\n")
-    template = (Template(file_context_path=str(tmp_path)).from_template("base").copy("data/", "/opt/data/")
+    template = (Template(file_context_path=str(tmp_path)).from_image("debian:bookworm-slim").copy("data/", "/opt/data/")
                 .run_cmd("echo built-on-a-node > /built.txt", user="root"))
     with pytest.MonkeyPatch.context() as mp:
         for name, value in (("E2B_API_URL", c.replicas[0].url), ("E2B_SANDBOX_URL", c.replicas[0].url),

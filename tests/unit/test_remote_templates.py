@@ -28,7 +28,8 @@ class FakeRegistry:
         self.lookups = 0
         self.down = False
 
-    def lookup(self, ref: TemplateRegistryRef, template_id: str, tag: str = "latest") -> tuple[str, TemplateInfo] | None:
+    def lookup(self, ref: TemplateRegistryRef, template_id: str, tag: str = "latest",
+               ) -> tuple[str, TemplateInfo] | None:
         self.lookups += 1
         if self.down:
             raise RegistryError("registry.test:5000 cannot be reached")

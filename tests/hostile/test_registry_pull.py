@@ -9,56 +9,24 @@ by root. Debian's docker-registry runs on loopback for the test (storage in a te
 from __future__ import annotations
 
 import io
-import os
-import shutil
-import socket
 import subprocess
 import tarfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from sandhive.node import userns
 from sandhive.templates import pull
 from sandhive.templates.info import TemplateInfo
 from sandhive.templates.oci_registry import INFO_LABEL, RegistryError, TemplateRegistryRef
-from tests.helpers import stop_process_group
-
-TOOLS = ("docker-registry", "umoci", "skopeo")
+from tests.registry_rig import loopback_registry
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TemplateRegistryRef]:
-    if os.geteuid() != 0:
-        pytest.skip("pulling templates needs root (user namespaces mapped to the template range)")
-    for tool in TOOLS:
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed (make debian-packages)")
-    root = tmp_path_factory.mktemp("registry")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = root / "config.yml"
-    config.write_text(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\n"
-                      f"http:\n  addr: 127.0.0.1:{port}\n")
-    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
-                            stderr=(root / "registry.log").open("w"), start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1, trust_env=False).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, (root / "registry.log").read_text()
-            time.sleep(0.1)
-        yield TemplateRegistryRef(f"127.0.0.1:{port}", "", insecure=True)
-    finally:
-        stop_process_group(proc)
+    with loopback_registry(tmp_path_factory.mktemp("registry")) as ref:
+        yield ref
 
 
 def _member(tar: tarfile.TarFile, name: str, *, data: bytes = b"x", mode: int = 0o644, uid: int = 0,

@@ -3,7 +3,9 @@ its own firewall tables), and `sandhive serve --no-local-node` replicas on the h
 
 Nodes in separate namespaces share the host-wide slot directory (node/network.py's `SlotAllocator` claims each
 slot with a file under /run), so their sandboxes' veth names and 10.211/16 addresses never collide; each node's
-nftables tables live in its own namespace, so no node touches the host's firewall. Everything started here is
+nftables tables live in its own namespace, so no node touches the host's firewall. A template registry (Debian's
+`docker-registry`, plain HTTP, storage in the rig's temp dir) runs in a namespace of its own too; every node and
+replica gets `--template-registry`, and the nodes share one `--template-cache`. Everything started here is
 stopped by PID and removed, even when a test fails.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -28,6 +31,18 @@ from tests.lan import Lan, lan_namespace
 
 NODE_PORT = 3100
 TOKEN_HEADER = "Sandhive-Cluster-Token"
+REGISTRY_PORT = 5000  # in a namespace of the rig's own: nothing else listens there
+REGISTRY_CONFIG = """version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {root}
+  delete:
+    enabled: true
+http:
+  addr: {address}
+"""
 
 
 @dataclass
@@ -37,6 +52,7 @@ class ClusterNode:
     token_file: Path
     log: Path
     proc: subprocess.Popen | None = None
+    extra: list[str] = field(default_factory=list)  # more `sandhive node` options (the template registry)
 
     @property
     def url(self) -> str:
@@ -45,7 +61,7 @@ class ClusterNode:
     def start(self) -> None:
         cmd = [str(SANDHIVE), "node", "--cluster-token-file", str(self.token_file), "--listen",
                f"{self.lan.link_ip}:{NODE_PORT}", "--data-dir", str(self.data_dir), "--backend", "container",
-               "--pool-size", "0"]
+               "--pool-size", "0", *self.extra]
         # nsenter, not `ip netns exec`: that also remounts /sys for the namespace, hiding the cgroup2 mount runc
         # needs ("no cgroup mount found"). Only the network namespace is the node's own.
         with self.log.open("a") as out:
@@ -92,11 +108,16 @@ class Cluster:
     nodes: list[ClusterNode] = field(default_factory=list)
     replicas: list[Server] = field(default_factory=list)
     key: str = ""
+    registry: str | None = None  # host:port of the template registry (Debian's docker-registry), if installed
+
+    def registry_args(self) -> list[str]:
+        return ["--template-registry", self.registry, "--template-registry-insecure"] if self.registry else []
 
     def add_replica(self) -> Server:
         name = f"cp{len(self.replicas)}"
         args = ["--no-local-node", "--cluster-token-file", str(self.token_file),
-                "--max-sandboxes-per-team", "0", *(a for n in self.nodes for a in ("--node-url", n.url))]
+                "--max-sandboxes-per-team", "0", *(a for n in self.nodes for a in ("--node-url", n.url)),
+                *self.registry_args()]
         server = start_server(self.root / name, *args, backend="none", database_url=self.database_url)
         self.replicas.append(server)
         return server
@@ -117,9 +138,12 @@ def cluster(database_url: str, nodes: int = 3, replicas: int = 2) -> Iterator[Cl
     c = Cluster(root, database_url, token_file)
     try:
         with contextlib.ExitStack() as stack:
+            c.registry = _start_registry(stack, root)
             for i in range(nodes):
                 lan = stack.enter_context(lan_namespace(extra=()))
-                node = ClusterNode(lan, root / f"node{i}", token_file, root / f"node{i}.log")
+                # one template cache for every node: nodes of one host share pulled images (templates/pull.py)
+                node = ClusterNode(lan, root / f"node{i}", token_file, root / f"node{i}.log",
+                                   extra=[*c.registry_args(), "--template-cache", str(root / "template-cache")])
                 stack.callback(node.stop)
                 node.start()
                 c.nodes.append(node)
@@ -138,6 +162,27 @@ def cluster(database_url: str, nodes: int = 3, replicas: int = 2) -> Iterator[Cl
                         server.stop()
     finally:
         remove_unless_mounted(root)
+
+
+def _start_registry(stack: contextlib.ExitStack, root: Path) -> str | None:
+    """Debian's docker-registry (plain HTTP, deletes enabled) in a network namespace of its own, storage in the
+    rig's temp dir; its address, or None when it is not installed (the template test then skips)."""
+    if shutil.which("docker-registry") is None:
+        return None
+    lan = stack.enter_context(lan_namespace(extra=()))
+    address = f"{lan.link_ip}:{REGISTRY_PORT}"
+    config = root / "registry.yml"
+    config.write_text(REGISTRY_CONFIG.format(root=root / "registry", address=address))
+    log = root / "registry.log"
+    lan.spawn(["docker-registry", "serve", str(config)], stderr=log.open("w"))  # stopped by PID with the namespace
+    deadline = time.monotonic() + 30
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://{address}/v2/", timeout=1, trust_env=False).status_code == 200:
+                return address
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"docker-registry did not start:\n{log.read_text()}")
+        time.sleep(0.1)
 
 
 def _kill_all(c: Cluster) -> None:

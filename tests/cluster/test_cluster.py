@@ -4,7 +4,8 @@ control-plane replicas on one PostgreSQL, driven with the official `e2b` SDK and
 In order: creates spread over every node through either replica; the SDK through each replica on sandboxes the
 other created; a node SIGKILLed is lost within 10 s, its sandboxes answer a clear error at once and creates go
 elsewhere, and once restarted it re-adopts the sandboxes that survived; a replica SIGKILLed loses nothing, the
-other serves everything and notices deaths of the sandboxes the dead one created.
+other serves everything and notices deaths of the sandboxes the dead one created. A template built through one
+replica (on a node, pushed to the rig's registry) starts on every node, each pulling it on its first create.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -90,6 +92,65 @@ def test_sdk_through_either_replica(c: Cluster) -> None:
             assert other.get_info().sandbox_id == sandbox.sandbox_id
         finally:
             sandbox.kill()
+
+
+def test_template_built_through_one_replica_starts_on_every_node(c: Cluster, tmp_path: Path) -> None:
+    """Issue 17: a template built through replica A (with the released SDK's build API) runs on a node, is pushed
+    to the registry, and every node pulls it on its first create; replica B resolves it by its team name too."""
+    if c.registry is None:
+        pytest.skip("docker-registry is not installed (make debian-packages)")
+    from e2b import Template
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "hello.txt").write_text("copied across hosts\n")
+    template = (Template(file_context_path=str(tmp_path)).from_image("debian:bookworm-slim").copy("data/", "/opt/data/")
+                .run_cmd("echo built-on-a-node > /built.txt", user="root"))
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in (("E2B_API_URL", c.replicas[0].url), ("E2B_SANDBOX_URL", c.replicas[0].url),
+                            ("E2B_API_KEY", c.key)):
+            mp.setenv(name, value)
+        mp.delenv("E2B_DOMAIN", raising=False)
+        logs: list = []
+        info = Template.build(template, "across-nodes", cpu_count=1, memory_mb=256, on_build_logs=logs.append)
+    messages = [entry.message for entry in logs]
+    assert any(m.startswith("building on node ") for m in messages), "\n".join(messages)
+    assert any("pushed to" in m for m in messages), "\n".join(messages)
+    node_ids = {n.status()["node_id"] for n in c.nodes}  # type: ignore[index]
+    made: list[dict] = []
+    try:
+        # Placement is the control plane's (random among equally free nodes): create through both replicas until
+        # every node has served one, then check each node's copy.
+        for _ in range(8):
+            with ThreadPoolExecutor(3) as pool:
+                made += list(pool.map(lambda i: create_of(c, i % 2, "across-nodes"), range(3)))
+            if {s["clientID"] for s in made} == node_ids:
+                break
+        assert {s["clientID"] for s in made} == node_ids, Counter(s["clientID"] for s in made)
+        for node_id in node_ids:
+            one = next(s for s in made if s["clientID"] == node_id)
+            sandbox = Sandbox.connect(one["sandboxID"], **sdk(c, 1))
+            assert sandbox.commands.run("cat /built.txt /opt/data/hello.txt").stdout == \
+                "built-on-a-node\ncopied across hosts\n"
+        pulled = [n for n in c.nodes if "pulling template " + info.template_id in n.log.read_text()]
+        assert len(pulled) >= 2, "the nodes that did not build it pulled it"  # the building node has it already
+    finally:
+        for s in made:
+            kill(c, 0, s["sandboxID"])
+    # Deleted through replica B: the registry forgets it and no replica resolves it any more.
+    with c.replicas[1].client(c.key) as client:
+        assert client.delete(f"/templates/{info.template_id}").status_code == 204
+    registry = httpx.get(f"http://{c.registry}/v2/templates/{info.template_id}/tags/list", trust_env=False)
+    assert registry.status_code == 404 or not registry.json().get("tags"), registry.text
+    with c.replicas[0].client(c.key) as client:
+        r = client.post("/sandboxes", json={"templateID": "across-nodes", "timeout": 60}, timeout=60)
+    assert r.status_code == 404, r.text
+
+
+def create_of(c: Cluster, replica: int, template: str) -> dict:
+    with c.replicas[replica].client(c.key) as client:
+        r = client.post("/sandboxes", json={"templateID": template, "timeout": 600}, timeout=240)
+    assert r.status_code == 201, f"{r.text}\n{c.replicas[replica].output()[-3000:]}"
+    return r.json()
 
 
 def test_lost_node_is_visible_and_comes_back_with_its_sandboxes(c: Cluster) -> None:

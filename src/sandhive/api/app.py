@@ -84,6 +84,7 @@ def create_app(settings: Settings, node: Node | None, templates: Templates | Non
     app = FastAPI(title="Sandhive", version=__version__, description=DESCRIPTION, docs_url=None, redoc_url=None,
                   lifespan=lifespan, generate_unique_id_function=lambda route: route.name)
     app.state.service = service
+    app.state.builds = builds  # `sandhive serve --template-registry` sets where builds push, or which nodes build
     app.state.closers = []  # async callables the lifespan awaits last (sandhive serve's egress filter)
     app.state.prometheus = prometheus  # `sandhive serve --metrics-listen` serves it on a listener of its own
     app.state.resolve_sandbox = service.pauses.resolve  # a paused sandbox with auto-resume wakes on traffic

@@ -25,6 +25,7 @@ from .node_options import (
     TemplatePoolSizes,
     configure_node,
 )
+from .registry_options import RegistryOption, TemplateCache, TemplateRegistryInsecure, registry_ref
 from .serve import Backend, EgressAllow, EgressResolver
 
 ClusterTokenFile = Annotated[Path, typer.Option(
@@ -52,12 +53,16 @@ def node(
     memory_reserve: MemoryReserve = None,
     egress_allow: EgressAllow = None,
     egress_resolver: EgressResolver = None,
+    template_registry: RegistryOption = None,
+    template_registry_insecure: TemplateRegistryInsecure = False,
+    template_cache: TemplateCache = None,
 ) -> None:
     """Run a node: this host's sandboxes, for control planes that hold the cluster token."""
     import uvicorn
 
     from ..cluster.models import read_token
     from ..cluster.node_api import NodeService, create_node_app, data_dir_node_id
+    from ..cluster.node_builds import NodeBuilds
     from . import serve as s
 
     if backend is Backend.none:
@@ -75,7 +80,14 @@ def node(
     s._raise_open_files()
     s._log_to_stderr(log_level)
     allow = s._egress_allow(egress_allow)
-    templates = s._templates(data_dir)
+    local_templates = s._templates(data_dir)
+    ref = registry_ref(template_registry, template_registry_insecure)
+    pulling = None
+    if ref is not None:
+        from ..templates.pull import PullingTemplates
+
+        pulling = PullingTemplates(local_templates, data_dir, ref, template_cache or data_dir / "template-cache")
+    templates = pulling or local_templates
     node_id = data_dir_node_id(data_dir)
     if advertise is None and host in ("", "0.0.0.0", "::"):
         fail("--advertise ADDR is needed with --listen on every address: control planes must know where to reach "
@@ -92,6 +104,7 @@ def node(
                        memory_overcommit=memory_overcommit, max_sandboxes=max_sandboxes,
                        memory_reserve=memory_reserve)
         service = NodeService(runtime_node, templates, token, node_id, proxy, trust_host_ca=host_ca)
+        service.builds = NodeBuilds(data_dir, local_templates, pulling)
         err.print(f"sandhive: node {node_id} serving on http://{listen} (backend {runtime_node.backend}, "
                   f"advertised as {proxy}, data dir {data_dir})")
         server = uvicorn.Server(uvicorn.Config(

@@ -32,10 +32,12 @@ from .node_options import (
     TemplatePoolSizes,
     configure_node,
 )
+from .registry_options import RegistryOption, TemplateRegistryInsecure, registry_ref
 from .stores import open_store
 
 if TYPE_CHECKING:
     from ..node.node import Node
+    from ..templates.oci_registry import TemplateRegistryRef
     from ..templates.registry import TemplateRegistry
 
 
@@ -127,6 +129,8 @@ def serve(
     cluster_token_file: Annotated[Path | None, typer.Option(
         "--cluster-token-file", exists=True, dir_okay=False,
         help="File holding the cluster token shared with the nodes (with --no-local-node).")] = None,
+    template_registry: RegistryOption = None,
+    template_registry_insecure: TemplateRegistryInsecure = False,
 ) -> None:
     """Run the Sandhive server: E2B's REST API and sandbox traffic on one port."""
     import uvicorn  # the server's imports are paid only by `serve`, not by every `keys` call
@@ -137,6 +141,7 @@ def serve(
     from ..templates.quotas import TemplateQuotas
 
     cluster_token = _cluster_token(local_node, node_url, cluster_token_file)
+    registry = registry_ref(template_registry, template_registry_insecure)
     data_dir = prepare_data_dir(data_dir)
     _raise_open_files()
     open_store(data_dir, database_url).close()  # migrate now, so a bad database is a message, not a traceback
@@ -166,8 +171,12 @@ def serve(
 
     async def run() -> bool:
         if not local_node:
-            remote, remote_templates = await _remote_nodes(node_url or [], cluster_token or "")
+            remote, remote_templates = await _remote_nodes(node_url or [], cluster_token or "", registry)
             api = create_app(settings, remote, remote_templates)
+            if registry is not None:
+                from ..cluster.remote_builds import RemoteBuilder
+
+                api.state.builds.remote = RemoteBuilder(cast("Any", remote), remote_templates)
             _readopt_from(remote, api.state.service)
             err.print(f"sandhive: control plane serving on http://{host}:{port} (nodes {', '.join(node_url or [])})")
             server = uvicorn.Server(uvicorn.Config(
@@ -184,6 +193,7 @@ def serve(
         configure_node(node, pool_size, template_pool_size, memory_budget, cpu_overcommit, miss_shells,
                        memory_overcommit=memory_overcommit, max_sandboxes=max_sandboxes, memory_reserve=memory_reserve)
         api = create_app(settings, node, templates)  # from here on the app owns the node (its lifespan closes it)
+        api.state.builds.push_to = registry  # builds here are pushed to the template registry too
         if domain_filter is not None:
             api.state.closers.append(domain_filter.close)
         chosen = node.backend if node is not None else Backend.none.value
@@ -233,8 +243,10 @@ def _cluster_token(local_node: bool, node_urls: list[str] | None, token_file: Pa
         fail(f"--cluster-token-file: {exc}")
 
 
-async def _remote_nodes(urls: list[str], token: str) -> tuple[Node, Any]:
-    """The nodes as the API's node (`cluster.remote_node`), once each has answered, and templates they resolve."""
+async def _remote_nodes(urls: list[str], token: str, registry: TemplateRegistryRef | None) -> tuple[Node, Any]:
+    """The nodes as the API's node (`cluster.remote_node`), once each has answered, and the templates they resolve
+    (built ones read from the template registry, when there is one)."""
+    from ..cluster.remote_builds import RegistryTemplates
     from ..cluster.remote_node import RemoteNodes, RemoteTemplates
     from ..errors import NodeError
 
@@ -244,7 +256,7 @@ async def _remote_nodes(urls: list[str], token: str) -> tuple[Node, Any]:
     except NodeError as exc:
         fail(f"--node-url: {exc.message}")
     # RemoteNodes offers what the API calls on a Node (cluster/remote_node.py; tests/unit/test_cluster.py checks it).
-    return cast("Node", nodes), RemoteTemplates(nodes)
+    return cast("Node", nodes), RemoteTemplates(nodes, registry=RegistryTemplates(registry) if registry else None)
 
 
 def _readopt_from(nodes: Any, service: Any) -> None:

@@ -171,3 +171,44 @@ class Status(BaseModel):
     running: list[str]
     boot_id: str = ""  # new at every start of the node process: a change tells control planes it restarted
     reconciled: bool = False  # has a control plane reconciled this process yet (adopted what still runs)?
+
+
+# ---- template builds on a node (cluster/node_builds.py, cluster/remote_builds.py) ----------------------------
+BUILDS_PREFIX = "/builds"
+
+
+class BuildJob(BaseModel):
+    """A planned template build, as a control plane sends it to a node: the Dockerfile with team names already
+    rewritten to template ids, and the build's settings; its context was PUT before, by `build_id`."""
+
+    template_id: str
+    build_id: str
+    dockerfile: str
+    has_context: bool = False
+    aliases: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    cpu_count: int
+    memory_mb: int
+    disk_mb: int
+    start_cmd: str | None = None
+    ready_cmd: str | None = None
+    build_args: dict[str, str] = Field(default_factory=dict)
+    no_cache: bool = False
+    trust_host_ca: bool = True
+    build_memory_mb: int = 4096
+    build_cpus: float = 2.0
+    build_pids: int = 4096
+    build_timeout_seconds: int = 1800
+
+
+class BuildEvent(BaseModel):
+    """One line of a node build's NDJSON answer: a log line, then either the result (`info`: template.json, and
+    the pushed image's `digest`) or a failure (`error`, the build step, the log's last lines)."""
+
+    line: str | None = None
+    info: dict[str, Any] | None = None
+    digest: str | None = None
+    error: str | None = None
+    internal: bool = False  # the failure is the node's, not the Dockerfile's
+    step: str | None = None
+    log_tail: list[str] = Field(default_factory=list)

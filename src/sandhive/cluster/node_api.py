@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..api.tokens import access_token
@@ -32,6 +32,7 @@ from ..proxy.access import Route
 from ..proxy.asgi import EdgeProxy
 from ..version import __version__
 from . import models as m
+from .node_builds import NodeBuilds
 
 log = logging.getLogger("sandhive.cluster")
 
@@ -68,6 +69,13 @@ class NodeService:
         self._started = False
         self._reconciled = False
         self.boot_id = secrets.token_hex(8)
+        self.builds: NodeBuilds | None = None  # template builds for control planes (with --template-registry)
+
+    def node_builds(self) -> NodeBuilds:
+        if self.builds is None or self.builds.ref is None:
+            raise UserError(409, f"node {self.node_id} has no template registry (--template-registry): it cannot "
+                                 "build templates for a control plane")
+        return self.builds
 
     def token_for(self, sandbox_id: str) -> str:
         return access_token(self._secret, sandbox_id)
@@ -192,6 +200,14 @@ def node_router(service: NodeService) -> APIRouter:
     @r.get("/templates/{name:path}")
     async def template(name: str) -> m.Template:
         return await service.template(name)
+
+    @r.put(m.BUILDS_PREFIX + "/{build_id}/context", status_code=204)
+    async def build_context(build_id: str, request: Request) -> None:
+        await service.node_builds().receive_context(build_id, request.stream())
+
+    @r.post(m.BUILDS_PREFIX)
+    async def build(body: m.BuildJob) -> StreamingResponse:
+        return StreamingResponse(service.node_builds().build(body), media_type="application/x-ndjson")
 
     @r.post("/reconcile")
     async def reconcile(body: m.Reconcile) -> m.Alive:

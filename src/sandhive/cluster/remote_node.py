@@ -32,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -55,6 +55,9 @@ from ..node.runtime import (
 )
 from ..node.telemetry import NodeTelemetry
 from . import models as m
+
+if TYPE_CHECKING:
+    from .remote_builds import RegistryTemplates
 
 log = logging.getLogger("sandhive.cluster")
 
@@ -491,22 +494,32 @@ class RemoteNodes:
 
 
 class RemoteTemplates:
-    """Templates as a control plane without a local registry sees them: resolved by a live node (which builds
-    `base` on first use in its own data dir). Builds through such a control plane are not supported yet."""
+    """Templates as a control plane without a local registry sees them. Built ones (a team's) are read from the
+    template registry (`registry`, with `--template-registry`: `remote_builds.RegistryTemplates`), so every
+    replica sees what any built; others (`base`, `code-interpreter-v1`) are resolved by a live node, which builds
+    them on first use in its own data dir. Without a template registry, builds answer 409."""
 
     cache_dir: Path | None = None
 
-    def __init__(self, nodes: RemoteNodes, ttl: float = TEMPLATE_TTL_SECONDS) -> None:
+    def __init__(self, nodes: RemoteNodes, ttl: float = TEMPLATE_TTL_SECONDS,
+                 registry: RegistryTemplates | None = None) -> None:
         self._nodes = nodes
         self._ttl = ttl
         self._cache: dict[str, tuple[float, TemplateImage]] = {}
+        self.registry = registry
 
     async def resolve(self, name: str) -> TemplateImage:
-        """The template's defaults as a node has them; kept `ttl` seconds, so a create costs no extra round trip
-        (a rebuilt template is seen within that time)."""
+        """The template's defaults as the registry or a node has them; kept `ttl` seconds, so a create costs no
+        extra round trip (a rebuilt template is seen within that time). The node a create lands on pulls the
+        template itself if it lacks it."""
         cached = self._cache.get(name)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
+        built = await asyncio.to_thread(self.get, name) if self.registry is not None else None
+        if built is not None:
+            image = built.image(Path("/nonexistent-remote-template"))
+            self._cache[name] = (time.monotonic() + self._ttl, image)
+            return image
         for node in self._nodes.live():
             try:
                 response = await node.call("GET", f"/templates/{name}", timeout=CREATE_TIMEOUT)
@@ -519,16 +532,50 @@ class RemoteTemplates:
             return image
         raise NodeError(503, "No node is reachable to resolve templates", "node_lost", {"Retry-After": "5"})
 
-    def list(self) -> list[Any]:
-        return []
+    def forget(self, template_id: str) -> None:
+        """A build of the template ended: read it again at the next use."""
+        self._cache.pop(template_id, None)
+        if self.registry is not None:
+            self.registry.forget(template_id)
 
-    def get(self, name: str) -> None:
-        return None
+    def list(self) -> list[Any]:
+        return self.registry.list() if self.registry is not None else []
+
+    def get(self, name: str) -> Any:
+        return self.registry.get(name) if self.registry is not None else None
 
     def matching(self, name: str) -> builtins.list[Any]:
-        return []
+        bare, sep, tag = name.partition(":")
+        info = self.get(bare)
+        return [info] if info is not None and (not sep or tag in (info.build.get("tags") or ["default"])) else []
+
+    def delete(self, template_id: str) -> Any:
+        if self.registry is None:
+            self._no_builds()
+        self._cache.pop(template_id, None)
+        assert self.registry is not None
+        return self.registry.delete(template_id)
+
+    def set_tags(self, template_id: str, tags: Any) -> Any:
+        """Tags are part of the pushed image's template.json: the build's own are kept, changing them later
+        through a control plane with remote nodes is not supported yet (409)."""
+        info = self.get(template_id)
+        if info is None:
+            if self.registry is None:
+                self._no_builds()
+            raise LookupError(f"template '{template_id}' not found")
+        if list(tags) != list(info.build.get("tags") or ["default"]):
+            raise NodeError(409, "changing a template's tags is not supported on a control plane with remote nodes "
+                                 "yet: build it again with the tags")
+        return info
+
+    def set_aliases(self, template_id: str, aliases: Any, among: Any = None) -> Any:
+        info = self.get(template_id)
+        if info is None or tuple(aliases) != tuple(info.aliases):
+            raise NodeError(409, "changing a template's aliases is not supported on a control plane with remote "
+                                 "nodes yet: its team name (the name it was built under) resolves on every replica")
+        return info
 
     def _no_builds(self, *_: Any, **__: Any) -> Any:
-        raise NodeError(409, "template builds are not supported on a control plane with remote nodes yet")
-
-    delete = set_aliases = set_tags = _no_builds
+        raise NodeError(409, "template builds are not supported on a control plane with remote nodes without a "
+                             "template registry (--template-registry)")

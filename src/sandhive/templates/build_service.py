@@ -62,6 +62,8 @@ from .uploads import UploadedFiles, check_hash
 if TYPE_CHECKING:
     from ..api.settings import Settings
     from ..node.node import Node
+    from .builder import BuildRequest
+    from .oci_registry import TemplateRegistryRef
 
 log = logging.getLogger("sandhive.api.templates")
 T = TypeVar("T")
@@ -132,6 +134,13 @@ class _Plan:
     descriptions: list[str]  # of the SDK steps, in order
 
 
+class RemoteBuild(Protocol):
+    """A build run elsewhere (`cluster.remote_builds.RemoteBuilder`): raises `builder.TemplateBuildError`."""
+
+    async def build(self, request: BuildRequest, build_id: str, tags: list[str], contexts: list[Path],
+                    line: Callable[[str], None]) -> TemplateInfo: ...
+
+
 class SnapshotTemplates(Protocol):
     """What deleting a template asks of the API's snapshots (a snapshot is a template in E2B; issue 14)."""
 
@@ -164,6 +173,10 @@ class TemplateBuildService:
         self.build_seconds = Histogram(BUILD_BUCKETS)  # each finished build's run, for the operator's /metrics
         # The action audit log's `record` (api/audit.py's AuditLog.record); set by create_app.
         self.audit_record: Callable[..., None] = lambda *args, **kwargs: None
+        # Templates across hosts (issue 17): builds run on a node (`cluster.remote_builds.RemoteBuilder`, set by
+        # the server of a control plane with remote nodes), or here and then pushed to `push_to`.
+        self.remote: RemoteBuild | None = None
+        self.push_to: TemplateRegistryRef | None = None
 
     @property
     def files(self) -> UploadedFiles:
@@ -477,8 +490,13 @@ class TemplateBuildService:
         from .builder import build_network
 
         try:
-            async with build_network() as netns:  # on this loop; the blocking build in its thread only uses it
-                info = await _in_thread(self._build_blocking, plan, build_log, netns)
+            if self.remote is not None:  # a control plane with remote nodes: one of them builds and pushes
+                info = await self.remote.build(self._request(plan, None), record.build_id,
+                                               list(record.tags or [DEFAULT_TAG]), plan.contexts,
+                                               self._line(plan, build_log))
+            else:
+                async with build_network() as netns:  # on this loop; the blocking build in its thread only uses it
+                    info = await _in_thread(self._build_blocking, plan, build_log, netns)
         except TemplateBuildError as exc:
             step = plan.steps.current if plan.steps else exc.step
             reason = _reason(exc, step, plan, build_log)
@@ -499,6 +517,13 @@ class TemplateBuildService:
             await asyncio.to_thread(registry.set_tags, record.template_id, record.tags or [DEFAULT_TAG])
         except (LookupError, ValueError) as exc:
             log.warning("could not record the tags of template %s: %s", record.template_id, exc)
+        if self.push_to is not None and self.remote is None:
+            problem = await self._push(record, build_log)
+            if problem is not None:
+                build_log.add(problem, "error")
+                await self._update(record.build_id, status="error", finished_at=now_utc(),
+                                   reason={"message": problem})
+                return
         build_log.add(f"template {info.id} is ready ({_describe(info)})")
         await self._update(record.build_id, status="ready", finished_at=now_utc(), cpu_count=info.cpu_count,
                            memory_mb=info.memory_mb, disk_mb=info.disk_mb)
@@ -523,29 +548,57 @@ class TemplateBuildService:
         build_log.add("the start command runs and the template is ready")
         return None
 
+    def _request(self, plan: _Plan, context: Path | None) -> BuildRequest:
+        from .build_sandbox import Limits
+        from .builder import BuildRequest
+
+        record = plan.record
+        return BuildRequest(template_id=record.template_id, dockerfile=plan.dockerfile,
+                            context=context or Path("/nonexistent-context"), aliases=plan.aliases,
+                            cpu_count=record.cpu_count, memory_mb=record.memory_mb, disk_mb=record.disk_mb,
+                            start_cmd=plan.start_cmd, ready_cmd=plan.ready_cmd, build_args=plan.build_args,
+                            no_cache=plan.no_cache, trust_host_ca=self.settings.trust_host_ca, limits=Limits(
+                                memory_mb=self.settings.build_memory_mb, cpus=self.settings.build_cpus,
+                                pids=self.settings.build_pids, timeout_seconds=self.settings.build_timeout_seconds))
+
+    @staticmethod
+    def _line(plan: _Plan, build_log: BuildLog) -> Callable[[str], None]:
+        """The engine's output lines into the build's log (with the SDK step they belong to)."""
+
+        def line(text: str) -> None:
+            step = plan.steps.line(text) if plan.steps else None
+            if not _noise(text):
+                build_log.add(text, "warn" if text.startswith("warning:") else "info", step)
+
+        return line
+
+    async def _push(self, record: TemplateBuildRecord, build_log: BuildLog) -> str | None:
+        """Push the built template to the template registry (`--template-registry`); the problem, or None."""
+        from . import layout
+        from .oci_registry import RegistryError, push
+
+        assert self.push_to is not None
+        info = self._registry().get(record.template_id)
+        if info is None:
+            return f"template {record.template_id} is gone before it could be pushed"
+        try:
+            digest = await asyncio.to_thread(push, layout.template_dir(self.data_dir, info.id), info, self.push_to,
+                                             (record.build_id,), build_log.add)
+        except RegistryError as exc:
+            return f"the template was built but could not be pushed to the template registry: {exc}"
+        build_log.add(f"template {info.id} pushed to {self.push_to.reference(info.id)} ({digest})")
+        return None
+
     def _build_blocking(self, plan: _Plan, build_log: BuildLog, netns: str) -> TemplateInfo:
         """In the build's thread: lay out the context, run the engine in `netns`, clean up."""
-        from .build_sandbox import Limits
-        from .builder import BuildRequest, build_template
+        from .builder import build_template
 
         record = plan.record
         context = logs_dir(self.data_dir) / f"{record.build_id}.context"
         try:
             _merge_contexts(plan.contexts, context)
-            request = BuildRequest(template_id=record.template_id, dockerfile=plan.dockerfile, context=context,
-                                   aliases=plan.aliases, cpu_count=record.cpu_count, memory_mb=record.memory_mb,
-                                   disk_mb=record.disk_mb, start_cmd=plan.start_cmd, ready_cmd=plan.ready_cmd,
-                                   build_args=plan.build_args, no_cache=plan.no_cache,
-                                   trust_host_ca=self.settings.trust_host_ca, limits=Limits(
-                                       memory_mb=self.settings.build_memory_mb, cpus=self.settings.build_cpus,
-                                       pids=self.settings.build_pids,
-                                       timeout_seconds=self.settings.build_timeout_seconds))
-
-            def line(text: str) -> None:
-                step = plan.steps.line(text) if plan.steps else None
-                if not _noise(text):
-                    build_log.add(text, "warn" if text.startswith("warning:") else "info", step)
-
+            request = self._request(plan, context)
+            line = self._line(plan, build_log)
             cache_dir = getattr(self.templates, "cache_dir", None)
             return build_template(self.data_dir, request, cache_dir=cache_dir, log=line, netns=netns)
         finally:

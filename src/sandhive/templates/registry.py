@@ -73,6 +73,10 @@ class TemplateRegistry:
             raise LookupError(f"template '{name}' not found")
         return info.image(layout.template_dir(self.data_dir, info.id))
 
+    def changed(self) -> None:
+        """A template was added or replaced by someone else (a pull): read the index again at the next lookup."""
+        self._index_stamp = None
+
     def list(self) -> list[TemplateInfo]:
         """Built templates, oldest first (`base` appears once it has been built)."""
         return sorted(self._current_index().values(), key=lambda info: (info.created_at, info.id))

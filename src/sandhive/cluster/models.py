@@ -171,3 +171,5 @@ class Status(BaseModel):
     running: list[str]
     boot_id: str = ""  # new at every start of the node process: a change tells control planes it restarted
     reconciled: bool = False  # has a control plane reconciled this process yet (adopted what still runs)?
+    pause_modes: list[str] = Field(default_factory=list)  # its runtime's `Persistence` (node_saved_api)
+    memory_snapshots: bool = False

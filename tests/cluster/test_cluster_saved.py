@@ -1,0 +1,130 @@
+"""Pause, snapshots and forks through remote nodes, and a PostgreSQL restart under a running cluster (issue 17 with
+issue 14's features), with the released `e2b` SDK: two `sandhive node`s behind two control-plane replicas.
+
+Paused sandboxes and snapshots resume on the node that holds their files (cluster/remote_saved.py), whichever
+replica is asked. The PostgreSQL restart comes last: while it is down the API answers 503 with `Retry-After`,
+after it both replicas recover by themselves and nothing is lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from e2b import Sandbox
+
+from tests.api.test_postgres import pg_url  # noqa: F401  # the private PostgreSQL, as a module fixture
+from tests.cluster.pg import restarted
+from tests.cluster.rig import Cluster, cluster, missing
+from tests.helpers import read_count, wait_until
+
+pytestmark = pytest.mark.cluster  # `make test-cluster`
+
+COUNTER_LOOP = "i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done"
+
+
+@pytest.fixture(scope="module")
+def c(pg_url: str) -> Iterator[Cluster]:  # noqa: F811
+    reason = missing()
+    if reason:
+        print(f"skipping the cluster suite: {reason}")
+        pytest.skip(reason)
+    with cluster(pg_url, nodes=2) as running:
+        yield running
+
+
+def sdk(c: Cluster, replica: int) -> dict:
+    url = c.replicas[replica].url
+    return dict(api_key=c.key, api_url=url, sandbox_url=url)
+
+
+def counter(sandbox: Sandbox) -> int:
+    return read_count(lambda: sandbox.commands.run("cat /tmp/counter 2>/dev/null || true").stdout)
+
+
+def counting(sandbox: Sandbox) -> int:
+    sandbox.files.write("/home/user/kept", "kept\n")
+    sandbox.commands.run(COUNTER_LOOP, background=True)
+    return wait_until(lambda: counter(sandbox) >= 3 and counter(sandbox), 30, "the counter to count")
+
+
+def client_id(c: Cluster, replica: int, sandbox_id: str) -> str:
+    with c.replicas[replica].client(c.key) as client:
+        return client.get(f"/sandboxes/{sandbox_id}").json()["clientID"]
+
+
+def test_pause_through_one_replica_resume_through_the_other_keeps_memory(c: Cluster) -> None:
+    sandbox = Sandbox.create(timeout=300, **sdk(c, 0))
+    try:
+        node = client_id(c, 0, sandbox.sandbox_id)
+        before = counting(sandbox)
+        assert sandbox.pause() is True
+        assert Sandbox.get_info(sandbox.sandbox_id, **sdk(c, 1)).state.value == "paused"
+        resumed = Sandbox.connect(sandbox.sandbox_id, timeout=120, **sdk(c, 1))
+        after = counter(resumed)
+        assert before <= after < before + 50, (before, after)  # went on from memory, not restarted at 1
+        wait_until(lambda: counter(resumed) > after, 30, "the counter to go on counting")
+        assert resumed.files.read("/home/user/kept") == "kept\n"
+        assert client_id(c, 1, sandbox.sandbox_id) == node  # resumed on the node that holds its files
+    finally:
+        Sandbox.kill(sandbox.sandbox_id, **sdk(c, 1))
+
+
+def test_snapshot_then_create_from_it_and_fork_through_remote_nodes(c: Cluster) -> None:
+    source = Sandbox.create(timeout=300, **sdk(c, 0))
+    made: list[Sandbox] = []
+    try:
+        node = client_id(c, 0, source.sandbox_id)
+        at_snapshot = counting(source)
+        snap = source.create_snapshot()
+        restored = Sandbox.create(snap.snapshot_id, timeout=120, **sdk(c, 1))  # through the other replica
+        made.append(restored)
+        assert restored.sandbox_id != source.sandbox_id
+        assert client_id(c, 1, restored.sandbox_id) == node  # restored on the node that holds the snapshot
+        assert at_snapshot <= counter(restored) < at_snapshot + 300  # memory came along: no restart at 1
+        assert restored.files.read("/home/user/kept") == "kept\n"
+
+        forks = source.fork(count=2, timeout=120)
+        for fork in forks:
+            assert isinstance(fork, Sandbox), fork
+            made.append(fork)
+        assert len({source.sandbox_id, *(f.sandbox_id for f in forks)}) == 3
+        forks[0].files.write("/home/user/only-in-first", "1")
+        assert not forks[1].files.exists("/home/user/only-in-first")
+        for fork in forks:
+            assert fork.files.read("/home/user/kept") == "kept\n"
+            assert counter(fork) >= at_snapshot
+        assert source.is_running()
+        with c.replicas[1].client(c.key) as client:
+            assert client.delete(f"/templates/{snap.snapshot_id}").status_code == 204  # its files go on their node
+    finally:
+        for sandbox in made:
+            sandbox.kill()
+        source.kill()
+
+
+def test_postgres_restart_answers_503_then_recovers_with_nothing_lost(c: Cluster, pg_url: str) -> None:  # noqa: F811
+    kept = Sandbox.create(timeout=300, **sdk(c, 0))
+    try:
+        with restarted(pg_url):
+            for replica in c.replicas:
+                r = httpx.get(f"{replica.url}/v2/sandboxes", headers={"X-API-Key": c.key}, timeout=30,
+                              trust_env=False)
+                assert r.status_code == 503, r.text
+                assert r.headers["retry-after"].isdigit()
+                assert r.json()["code"] == 503 and "database" in r.json()["message"]
+        for replica in (0, 1):  # both recover by themselves
+            def listed(replica: int = replica) -> bool:
+                r = httpx.get(f"{c.replicas[replica].url}/v2/sandboxes", headers={"X-API-Key": c.key}, timeout=30,
+                              trust_env=False)
+                return r.status_code == 200 and kept.sandbox_id in {s["sandboxID"] for s in r.json()}
+
+            wait_until(listed, 30, f"replica {replica} to list the sandbox after the restart", interval=0.5)
+        again = Sandbox.connect(kept.sandbox_id, **sdk(c, 1))
+        assert again.commands.run("echo after-restart").stdout.strip() == "after-restart"
+        fresh = Sandbox.create(timeout=120, **sdk(c, 1))
+        assert fresh.commands.run("true").exit_code == 0
+        fresh.kill()
+    finally:
+        Sandbox.kill(kept.sandbox_id, **sdk(c, 0))

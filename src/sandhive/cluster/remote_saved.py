@@ -39,16 +39,14 @@ def persistence_of(statuses: list[m.Status]) -> Persistence:
 
 def holder(nodes: RemoteNodes, saved: SavedSandbox) -> NodeClient:
     """The node that holds `saved`'s files, if it answers; else a 502 naming it."""
-    from .remote_node import LOST_SECONDS, unreachable
-
     node_id = saved.state.get(m.NODE_ID_KEY)
     node = next((n for n in nodes.nodes if n.node_id == node_id), None)
     if node is None:
         raise NodeError(502, f"Sandbox {saved.source_id}'s saved files are on node {node_id}, which this control "
                              "plane does not know; it can only be resumed there", "node_lost")
     if node.lost(time.monotonic()):
-        raise unreachable(node.node_id, f"no answer for over {LOST_SECONDS:.0f} s; the saved files of sandbox "
-                                        f"{saved.source_id} are there")
+        raise NodeError(502, f"Node {node.node_id}, which holds the saved files of sandbox {saved.source_id}, has "
+                             "stopped answering (lost); it resumes there once the node is back", "node_lost")
     return node
 
 

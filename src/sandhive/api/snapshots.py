@@ -252,7 +252,7 @@ class SnapshotService:
         now = svc._now()
         record = SandboxRecord(
             sandbox_id=handle.sandbox_id, team_id=team_id, template_id=template.template_id, alias=alias,
-            client_id=svc.settings.client_id, state="running", started_at=now,
+            client_id=str(handle.state.get(NODE_ID_KEY) or svc.settings.client_id), state="running", started_at=now,
             end_at=svc.lifetime.deadline(now, now, timeout), meta=meta, env_vars=env, cpu_count=cpu,
             memory_mb=memory, disk_mb=disk, envd_version=ENVD_VERSION, envd_access_token=svc._token(handle.sandbox_id),
             allow_internet_access=internet, backend=handle.backend, address=handle.address,

@@ -14,9 +14,10 @@ import httpx
 import pytest
 from e2b import Sandbox
 
+from tests.api.rig import create_key
 from tests.api.test_postgres import pg_url  # noqa: F401  # the private PostgreSQL, as a module fixture
 from tests.cluster.pg import restarted
-from tests.cluster.rig import Cluster, cluster, missing
+from tests.cluster.rig import TOKEN_HEADER, Cluster, cluster, missing
 from tests.helpers import read_count, wait_until
 
 pytestmark = pytest.mark.cluster  # `make test-cluster`
@@ -49,6 +50,26 @@ def counting(sandbox: Sandbox) -> int:
     return wait_until(lambda: counter(sandbox) >= 3 and counter(sandbox), 30, "the counter to count")
 
 
+def other_key(c: Cluster) -> str:
+    if not hasattr(c, "other_key"):
+        c.other_key = create_key(c.root / "cp0", "other-team", "--database-url", c.database_url)  # type: ignore[attr-defined]
+    return c.other_key  # type: ignore[attr-defined]
+
+
+def test_node_saved_routes_touch_only_their_own_directories(c: Cluster) -> None:
+    """A name that is a path is refused before anything is read or deleted (cluster/saved_models.py)."""
+    node = c.nodes[0]
+    token = node.token_file.read_text().strip()
+    saved = {"source_id": "iabc", "backend": "container", "mode": "memory", "kind": "snapshots"}
+    for name in ("../../etc", "..", "a/b", ".hidden", ""):
+        r = httpx.post(f"{node.url}/node/v1/saved/discard", json={**saved, "name": name},
+                       headers={TOKEN_HEADER: token}, trust_env=False, timeout=30)
+        assert r.status_code == 400, (name, r.text)
+    r = httpx.post(f"{node.url}/node/v1/saved/discard", json={**saved, "kind": "templates", "name": "base"},
+                   headers={TOKEN_HEADER: token}, trust_env=False, timeout=30)
+    assert r.status_code in (400, 422), r.text  # only pauses and snapshots, never another directory of the node
+
+
 def client_id(c: Cluster, replica: int, sandbox_id: str) -> str:
     with c.replicas[replica].client(c.key) as client:
         return client.get(f"/sandboxes/{sandbox_id}").json()["clientID"]
@@ -60,6 +81,9 @@ def test_pause_through_one_replica_resume_through_the_other_keeps_memory(c: Clus
         node = client_id(c, 0, sandbox.sandbox_id)
         before = counting(sandbox)
         assert sandbox.pause() is True
+        assert Sandbox.get_info(sandbox.sandbox_id, **sdk(c, 1)).state.value == "paused"
+        with c.replicas[1].client(other_key(c)) as client:  # another team cannot resume it: 404, nothing resumed
+            assert client.post(f"/sandboxes/{sandbox.sandbox_id}/connect", json={"timeout": 60}).status_code == 404
         assert Sandbox.get_info(sandbox.sandbox_id, **sdk(c, 1)).state.value == "paused"
         resumed = Sandbox.connect(sandbox.sandbox_id, timeout=120, **sdk(c, 1))
         after = counter(resumed)
@@ -78,6 +102,9 @@ def test_snapshot_then_create_from_it_and_fork_through_remote_nodes(c: Cluster) 
         node = client_id(c, 0, source.sandbox_id)
         at_snapshot = counting(source)
         snap = source.create_snapshot()
+        with c.replicas[1].client(other_key(c)) as client:  # another team cannot start from it
+            r = client.post("/sandboxes", json={"templateID": snap.snapshot_id, "timeout": 60})
+            assert r.status_code == 404, r.text
         restored = Sandbox.create(snap.snapshot_id, timeout=120, **sdk(c, 1))  # through the other replica
         made.append(restored)
         assert restored.sandbox_id != source.sandbox_id
@@ -111,7 +138,7 @@ def test_postgres_restart_answers_503_then_recovers_with_nothing_lost(c: Cluster
             for replica in c.replicas:
                 r = httpx.get(f"{replica.url}/v2/sandboxes", headers={"X-API-Key": c.key}, timeout=30,
                               trust_env=False)
-                assert r.status_code == 503, r.text
+                assert r.status_code == 503, f"{r.text}\n{replica.output()[-3000:]}"
                 assert r.headers["retry-after"].isdigit()
                 assert r.json()["code"] == 503 and "database" in r.json()["message"]
         for replica in (0, 1):  # both recover by themselves

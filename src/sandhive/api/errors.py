@@ -37,6 +37,11 @@ def store_unavailable(exc: DBAPIError) -> bool:
     return isinstance(exc, (OperationalError, InterfaceError)) or exc.connection_invalidated
 
 
+def store_down_response() -> JSONResponse:
+    return error_response(503, "The database is unreachable for the moment; retry shortly", "store_unavailable",
+                          {"Retry-After": str(STORE_RETRY_AFTER_SECONDS)})
+
+
 def error_response(status: int, message: str, error_code: str | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
     body: dict = {"code": status, "message": message}
@@ -83,8 +88,7 @@ def install_error_handlers(app: FastAPI) -> None:
             raise exc  # a bug, not an outage: InternalErrors logs it and answers a generic 500
         log.warning("the database is unreachable while serving %s %s: %s", request.method, request.url.path,
                     type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__)
-        return error_response(503, "The database is unreachable for the moment; retry shortly",
-                              "store_unavailable", {"Retry-After": str(STORE_RETRY_AFTER_SECONDS)})
+        return store_down_response()
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -113,6 +117,15 @@ class InternalErrors:
 
         try:
             await self.app(scope, receive, tracked)
+        except DBAPIError as exc:  # raised outside the routes (a middleware's store read): the same 503
+            if not store_unavailable(exc):
+                message = report_internal(log, exc, f"serving {scope['method']} {scope['path']}")
+                if not started:
+                    await error_response(500, message)(scope, receive, send)
+                return
+            log.warning("the database is unreachable while serving %s %s", scope["method"], scope["path"])
+            if not started:
+                await store_down_response()(scope, receive, send)
         except Exception as exc:
             message = report_internal(log, exc, f"serving {scope['method']} {scope['path']}")
             if not started:  # else the answer is half sent: the server closes the connection

@@ -83,9 +83,9 @@ async def snapshot(nodes: RemoteNodes, handle: SandboxHandle, dest: Path) -> Sav
 async def resume(nodes: RemoteNodes, saved: SavedSandbox, request: CreateRequest, identity: Identity,
                  *, restore: bool) -> SandboxHandle:
     """Resume a pause (the same sandbox) or restore a snapshot (a new one) on the node that holds it."""
+    node = holder(nodes, saved)
     if request.volumes:
         raise NodeError(409, "volumes are not supported on a control plane with remote nodes yet")
-    node = holder(nodes, saved)
     body = ResumeBody(saved=Saved.of(saved), create=_create_body(request, identity), source_token=restore)
     node.starting += 1
     try:

@@ -131,6 +131,29 @@ def test_snapshot_then_create_from_it_and_fork_through_remote_nodes(c: Cluster) 
         source.kill()
 
 
+def test_timeout_pauses_and_a_request_through_the_other_replica_wakes_it(c: Cluster) -> None:
+    """Both replicas' timers see the deadline pass: one pauses, the other is told it is paused already (never a
+    kill); a proxied request through the replica that did not pause it resumes it, same process, same node."""
+    sandbox = Sandbox.create(timeout=8, lifecycle={"on_timeout": "pause", "auto_resume": True}, **sdk(c, 0))
+    headers = {"E2b-Sandbox-Id": sandbox.sandbox_id, "E2b-Sandbox-Port": "8000"}
+    try:
+        node = client_id(c, 0, sandbox.sandbox_id)
+        sandbox.files.write("/home/user/www/index.html", "hello from before the pause")
+        sandbox.commands.run("cd /home/user/www && python3 -m http.server 8000", background=True)
+        wait_until(lambda: sandbox.commands.run("cat /proc/net/tcp | grep -c ':1F40 ' || true").stdout.strip() != "0",
+                   30, "the sandbox's web server to listen")
+
+        def state() -> str:
+            return Sandbox.get_info(sandbox.sandbox_id, **sdk(c, 1)).state.value
+
+        wait_until(lambda: state() == "paused", 60, "the timeout to pause the sandbox", interval=0.5)
+        r = httpx.get(c.replicas[1].url, headers=headers, trust_env=False, timeout=120)
+        assert r.text == "hello from before the pause", r.text
+        assert state() == "running" and client_id(c, 1, sandbox.sandbox_id) == node
+    finally:
+        Sandbox.kill(sandbox.sandbox_id, **sdk(c, 0))
+
+
 def test_postgres_restart_answers_503_then_recovers_with_nothing_lost(c: Cluster, pg_url: str) -> None:  # noqa: F811
     kept = Sandbox.create(timeout=300, **sdk(c, 0))
     try:

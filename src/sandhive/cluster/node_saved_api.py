@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fastapi import APIRouter
 
+from ..errors import UserError
 from ..node.request import CreateRequest, Identity
 from . import models as m
 from .node_api import NodeService
@@ -26,6 +27,8 @@ class SavedService:
     def __init__(self, service: NodeService, data_dir: Path) -> None:
         self.s = service
         self.data_dir = data_dir
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._paused: set[str] = set()  # paused by this node process and not resumed since
 
     def _saved(self, saved: Saved) -> Saved:
         out = saved.model_copy()
@@ -37,9 +40,18 @@ class SavedService:
         saved: while the dump runs, no control plane may take its absence from a status for a death."""
         handle = body.handle.to_handle()
         dest = self.data_dir / "paused" / check_name(body.name)
-        await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
-        saved = await self.s.node.pause(handle, body.mode, dest)
-        self.s.sandboxes.handles.pop(handle.sandbox_id, None)
+        # Replicas' timers may pause the same sandbox at once (each sees its deadline pass): one pause runs, the
+        # other is told it is already paused, which a timer takes for done (api/pause.py `pause_at_timeout`).
+        try:
+            async with self._locks.setdefault(handle.sandbox_id, asyncio.Lock()):
+                if handle.sandbox_id in self._paused:
+                    raise UserError(409, f"Sandbox {handle.sandbox_id} is already paused", "sandbox_already_paused")
+                await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
+                saved = await self.s.node.pause(handle, body.mode, dest)
+                self.s.sandboxes.handles.pop(handle.sandbox_id, None)
+                self._paused.add(handle.sandbox_id)
+        finally:
+            self._locks.pop(handle.sandbox_id, None)  # later callers find it in `_paused`
         return self._saved(Saved(source_id=saved.source_id, backend=saved.backend, mode=saved.mode, kind="paused",
                                  name=dest.name, state=dict(saved.state), path=str(saved.directory)))
 
@@ -62,6 +74,7 @@ class SavedService:
                             default_workdir=create.default_workdir, token_for=self.s.token_for)
         if body.saved.kind == "paused":
             handle = await self.s.node.resume(saved, request, identity)
+            self._paused.discard(handle.sandbox_id)
         else:
             source_token = self.s.token_for(saved.source_id) if body.source_token else None
             handle = await self.s.node.restore(saved, request, identity, source_token)
@@ -70,6 +83,8 @@ class SavedService:
 
     async def stop(self, saved: Saved) -> None:
         await self.s.node.stop_saved(saved.to_saved(self.data_dir))
+        if saved.kind == "paused":
+            self._paused.discard(saved.source_id)
 
     async def discard(self, saved: Saved) -> None:
         await self.s.node.discard_saved(saved.to_saved(self.data_dir))

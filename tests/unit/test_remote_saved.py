@@ -4,6 +4,7 @@ outage (api/errors.py), without processes: tests/cluster runs the real thing."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -102,3 +103,34 @@ def test_a_database_outage_answers_503_with_retry_after_and_a_bug_stays_a_500() 
             assert r.status_code == 500 and "SELEC" not in r.text
 
     asyncio.run(run())
+
+
+def test_a_restarted_node_is_told_which_of_its_sandboxes_are_paused() -> None:
+    """Its first reconcile removes what no store row names: a paused sandbox's disk must not be among them."""
+    sent: list[dict] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/reconcile"):
+            sent.append(json.loads(request.content))
+            return httpx.Response(200, json={"alive": []})
+        return httpx.Response(200, json=status("node-a").model_dump(mode="json"))
+
+    nodes = RemoteNodes(["http://a"], TOKEN)
+    node = nodes.nodes[0]
+    node.node_id = "node-a"
+
+    async def known(node_id: str) -> list:
+        return []
+
+    async def paused_on(node_id: str) -> list[str]:
+        return ["ipaused1"] if node_id == "node-a" else []
+
+    nodes.known, nodes.paused_on = known, paused_on
+
+    async def run() -> None:
+        node.http = httpx.AsyncClient(transport=httpx.MockTransport(answer), base_url="http://a/node/v1")
+        await nodes._readopt(node)
+        await node.http.aclose()
+
+    asyncio.run(run())
+    assert sent and sent[0]["paused"] == ["ipaused1"]

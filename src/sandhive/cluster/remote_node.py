@@ -184,6 +184,9 @@ class RemoteNodes:
         # What the store says runs on a node (handles and reservations), for re-adopting after a node restart;
         # set by the server once the API exists (cli/serve.py).
         self.known: Callable[[str], Awaitable[list[tuple[SandboxHandle, Resources]]]] | None = None
+        # The ids of the sandboxes paused on a node (their files and disks there), so that a restarted node's
+        # first reconcile leaves them alone; set by the server (cli/serve.py) with `known`.
+        self.paused_on: Callable[[str], Awaitable[list[str]]] | None = None
         self._watches: dict[str, tuple[SandboxHandle, OnExit, float]] = {}
         # The API's end-of-sandbox callback (the same for every watch), for deaths of sandboxes nobody here
         # watches; set by the server (cli/serve.py), or by the first watch.
@@ -249,8 +252,9 @@ class RemoteNodes:
         there, so it adopts what survived; the next status then lists them, and only the dead are reported."""
         assert self.known is not None
         known = await self.known(node.node_id)
+        paused = await self.paused_on(node.node_id) if self.paused_on is not None else []
         body = m.Reconcile(known=[m.Handle.of(h) for h, _ in known],
-                           resources={h.sandbox_id: (r.memory_mb, r.cpu_count) for h, r in known})
+                           resources={h.sandbox_id: (r.memory_mb, r.cpu_count) for h, r in known}, paused=paused)
         response = await node.call("POST", "/reconcile", body.model_dump(), timeout=CREATE_TIMEOUT)
         alive = m.Alive.model_validate(response.json()).alive
         log.warning("node %s restarted: re-adopted %d of its %d sandboxes", node.node_id, len(alive), len(known))

@@ -70,6 +70,12 @@ def test_node_saved_routes_touch_only_their_own_directories(c: Cluster) -> None:
     assert r.status_code in (400, 422), r.text  # only pauses and snapshots, never another directory of the node
 
 
+def test_volumes_answer_a_clear_409_through_remote_nodes(c: Cluster) -> None:
+    with c.replicas[0].client(c.key) as client:
+        r = client.post("/volumes", json={"name": "data"})
+    assert r.status_code == 409 and "remote nodes" in r.json()["message"], r.text
+
+
 def client_id(c: Cluster, replica: int, sandbox_id: str) -> str:
     with c.replicas[replica].client(c.key) as client:
         return client.get(f"/sandboxes/{sandbox_id}").json()["clientID"]

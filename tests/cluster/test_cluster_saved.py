@@ -9,6 +9,7 @@ after it both replicas recover by themselves and nothing is lost.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -76,6 +77,22 @@ def test_volumes_answer_a_clear_409_through_remote_nodes(c: Cluster) -> None:
     assert r.status_code == 409 and "remote nodes" in r.json()["message"], r.text
 
 
+def node_dir(c: Cluster, node_id: str) -> Path:
+    return next(n.data_dir for n in c.nodes if (n.status() or {}).get("node_id") == node_id)
+
+
+def test_a_paused_sandbox_killed_through_the_other_replica_leaves_nothing_on_its_node(c: Cluster) -> None:
+    sandbox = Sandbox.create(timeout=300, **sdk(c, 0))
+    node = client_id(c, 0, sandbox.sandbox_id)
+    assert sandbox.pause(mode="filesystem") is True  # no memory dump: quick
+    paused = node_dir(c, node) / "paused" / sandbox.sandbox_id
+    assert paused.is_dir()
+    assert Sandbox.kill(sandbox.sandbox_id, **sdk(c, 1)) is True
+    with c.replicas[0].client(c.key) as client:
+        assert client.get(f"/sandboxes/{sandbox.sandbox_id}").status_code == 404
+    assert not paused.exists()
+
+
 def client_id(c: Cluster, replica: int, sandbox_id: str) -> str:
     with c.replicas[replica].client(c.key) as client:
         return client.get(f"/sandboxes/{sandbox_id}").json()["clientID"]
@@ -129,8 +146,12 @@ def test_snapshot_then_create_from_it_and_fork_through_remote_nodes(c: Cluster) 
             assert fork.files.read("/home/user/kept") == "kept\n"
             assert counter(fork) >= at_snapshot
         assert source.is_running()
+        files = node_dir(c, node) / "snapshots" / snap.snapshot_id.partition(":")[0]
+        assert files.is_dir()
         with c.replicas[1].client(c.key) as client:
-            assert client.delete(f"/templates/{snap.snapshot_id}").status_code == 204  # its files go on their node
+            assert client.delete(f"/templates/{snap.snapshot_id}").status_code == 204
+        assert not files.exists()  # its files went on their node
+        assert not list((node_dir(c, node) / "snapshots").glob("fork-*"))  # and the fork's snapshot too
     finally:
         for sandbox in made:
             sandbox.kill()

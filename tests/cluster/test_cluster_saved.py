@@ -110,7 +110,7 @@ def test_pause_through_one_replica_resume_through_the_other_keeps_memory(c: Clus
         assert Sandbox.get_info(sandbox.sandbox_id, **sdk(c, 1)).state.value == "paused"
         resumed = Sandbox.connect(sandbox.sandbox_id, timeout=120, **sdk(c, 1))
         after = counter(resumed)
-        assert before <= after < before + 50, (before, after)  # went on from memory, not restarted at 1
+        assert before <= after < before + 300, (before, after)  # went on from memory (nothing re-runs a command)
         wait_until(lambda: counter(resumed) > after, 30, "the counter to go on counting")
         assert resumed.files.read("/home/user/kept") == "kept\n"
         assert client_id(c, 1, sandbox.sandbox_id) == node  # resumed on the node that holds its files
@@ -161,7 +161,7 @@ def test_snapshot_then_create_from_it_and_fork_through_remote_nodes(c: Cluster) 
 def test_timeout_pauses_and_a_request_through_the_other_replica_wakes_it(c: Cluster) -> None:
     """Both replicas' timers see the deadline pass: one pauses, the other is told it is paused already (never a
     kill); a proxied request through the replica that did not pause it resumes it, same process, same node."""
-    sandbox = Sandbox.create(timeout=8, lifecycle={"on_timeout": "pause", "auto_resume": True}, **sdk(c, 0))
+    sandbox = Sandbox.create(timeout=300, lifecycle={"on_timeout": "pause", "auto_resume": True}, **sdk(c, 0))
     headers = {"E2b-Sandbox-Id": sandbox.sandbox_id, "E2b-Sandbox-Port": "8000"}
     try:
         node = client_id(c, 0, sandbox.sandbox_id)
@@ -169,6 +169,8 @@ def test_timeout_pauses_and_a_request_through_the_other_replica_wakes_it(c: Clus
         sandbox.commands.run("cd /home/user/www && python3 -m http.server 8000", background=True)
         wait_until(lambda: sandbox.commands.run("cat /proc/net/tcp | grep -c ':1F40 ' || true").stdout.strip() != "0",
                    30, "the sandbox's web server to listen")
+
+        sandbox.set_timeout(2)  # only now: a loaded machine's setup never races the deadline
 
         def state() -> str:
             return Sandbox.get_info(sandbox.sandbox_id, **sdk(c, 1)).state.value

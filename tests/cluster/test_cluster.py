@@ -22,6 +22,7 @@ import pytest
 from e2b import Sandbox
 from e2b.exceptions import SandboxException
 
+from sandhive.api.views import ERROR_KEY
 from tests.api.test_postgres import pg_url  # noqa: F401  # the private PostgreSQL, as a module fixture
 from tests.cluster.rig import TOKEN_HEADER, Cluster, cluster, missing
 from tests.helpers import wait_until
@@ -164,9 +165,19 @@ def test_lost_node_is_visible_and_comes_back_with_its_sandboxes(c: Cluster) -> N
     killed_at = time.monotonic()
     try:
         def lost(replica: int) -> bool:
+            """The sandbox shows its error state, with a message naming its node, in its details and lists
+            (`state` stays one the SDK parses: the error rides in metadata, api/views.py ERROR_KEY)."""
             with c.replicas[replica].client(c.key) as client:
                 r = client.get(f"/sandboxes/{on_victim['sandboxID']}")
-            return r.status_code == 502 and "lost" in r.json()["message"]
+                error = r.json().get("metadata", {}).get(ERROR_KEY, "")
+                if not (r.status_code == 200 and "lost" in error and victim_id in error):
+                    return False
+                for path in ("/v2/sandboxes", "/sandboxes"):
+                    listed = {s["sandboxID"]: s for s in client.get(path).json()}
+                    if ERROR_KEY not in listed[on_victim["sandboxID"]]["metadata"]:
+                        return False
+                    assert all(ERROR_KEY not in s["metadata"] for s in listed.values() if s["clientID"] != victim_id)
+            return True
 
         for replica in (0, 1):  # each replica polls on its own: each must see it
             wait_until(lambda: lost(replica), LOST_WITHIN, f"replica {replica} to report the killed node's "  # noqa: B023
@@ -175,6 +186,8 @@ def test_lost_node_is_visible_and_comes_back_with_its_sandboxes(c: Cluster) -> N
         began = time.monotonic()
         with pytest.raises(SandboxException, match="lost"):
             Sandbox.connect(on_victim["sandboxID"], **sdk(c, 0))
+        info = Sandbox.get_info(on_victim["sandboxID"], **sdk(c, 0))  # the released SDK parses the error state
+        assert victim_id in info.metadata[ERROR_KEY]
         with pytest.raises(Exception):  # noqa: B017  # the proxy cannot reach the node: a 502, not a hang
             sandbox.commands.run("true", request_timeout=30)
         assert time.monotonic() - began < 20
@@ -189,7 +202,8 @@ def test_lost_node_is_visible_and_comes_back_with_its_sandboxes(c: Cluster) -> N
 
         def answers(replica: int) -> bool:
             with c.replicas[replica].client(c.key) as client:
-                return client.get(f"/sandboxes/{on_victim['sandboxID']}").status_code == 200
+                r = client.get(f"/sandboxes/{on_victim['sandboxID']}")
+                return r.status_code == 200 and ERROR_KEY not in r.json()["metadata"]
 
         for replica in (0, 1):
             wait_until(lambda: answers(replica), 30, f"replica {replica} to see the node back", interval=0.2,  # noqa: B023

@@ -15,6 +15,7 @@ from http import HTTPStatus
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,6 +26,20 @@ log = logging.getLogger("sandhive.api")
 
 def not_found(sandbox_id: str) -> UserError:
     return UserError(404, f"Sandbox {sandbox_id} not found")
+
+
+STORE_RETRY_AFTER_SECONDS = 5  # a PostgreSQL restart or fail-over takes seconds; the pool reconnects by itself
+
+
+def store_unavailable(exc: DBAPIError) -> bool:
+    """Is this the database being away (down, restarting, a dropped connection), not a bad statement? The pool
+    (`pool_pre_ping`, store/engine.py) reconnects once it is back, so the client is told to retry: 503."""
+    return isinstance(exc, (OperationalError, InterfaceError)) or exc.connection_invalidated
+
+
+def store_down_response() -> JSONResponse:
+    return error_response(503, "The database is unreachable for the moment; retry shortly", "store_unavailable",
+                          {"Retry-After": str(STORE_RETRY_AFTER_SECONDS)})
 
 
 def error_response(status: int, message: str, error_code: str | None = None,
@@ -67,6 +82,14 @@ def install_error_handlers(app: FastAPI) -> None:
             message = str(exc.detail)
         return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
 
+    @app.exception_handler(DBAPIError)
+    async def _store_down(request: Request, exc: DBAPIError) -> JSONResponse:
+        if not store_unavailable(exc):
+            raise exc  # a bug, not an outage: InternalErrors logs it and answers a generic 500
+        log.warning("the database is unreachable while serving %s %s: %s", request.method, request.url.path,
+                    type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__)
+        return store_down_response()
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(400, _validation_message(exc))  # E2B documents 400 for bad requests, not 422
@@ -94,6 +117,15 @@ class InternalErrors:
 
         try:
             await self.app(scope, receive, tracked)
+        except DBAPIError as exc:  # raised outside the routes (a middleware's store read): the same 503
+            if not store_unavailable(exc):
+                message = report_internal(log, exc, f"serving {scope['method']} {scope['path']}")
+                if not started:
+                    await error_response(500, message)(scope, receive, send)
+                return
+            log.warning("the database is unreachable while serving %s %s", scope["method"], scope["path"])
+            if not started:
+                await store_down_response()(scope, receive, send)
         except Exception as exc:
             message = report_internal(log, exc, f"serving {scope['method']} {scope['path']}")
             if not started:  # else the answer is half sent: the server closes the connection

@@ -105,8 +105,10 @@ class Pauses:
                 self.s.directory.remove(sandbox_id)  # no new proxied connection while it is saved
                 try:
                     saved = await node.pause(handle_of(record), mode, self.root / sandbox_id)
-                except BaseException:
-                    self.s.directory.add(record)
+                except BaseException as exc:
+                    # Another control-plane replica paused it meanwhile (its node said so): it stays unrouted.
+                    if getattr(exc, "error_code", None) != "sandbox_already_paused":
+                        self.s.directory.add(record)
                     raise
                 await asyncio.to_thread(self.s.store.mark_paused, sandbox_id, saved_to_json(saved))
                 self.quota.add(team_id, sandbox_id)
@@ -179,13 +181,26 @@ class Pauses:
         """The edge proxy's resolver: a running sandbox's route; for a paused one with auto-resume, a route that
         wakes it (`Route.wake`), so that the proxy checks the request's traffic token before the sandbox resumes."""
         route = await self.s.directory.resolve(sandbox_id)
-        if route is not None or sandbox_id not in self._auto_resume:
+        if route is not None:
             return route
+        if sandbox_id not in self._auto_resume and not await self._paused_elsewhere(sandbox_id):
+            return None
         record = await asyncio.to_thread(self.s.store.get_sandbox, sandbox_id)
         if record is None or record.state == "killed":
             self._auto_resume.discard(sandbox_id)
             return None
         return Route("", traffic_token=record.traffic_access_token, wake=lambda: self._wake(record))
+
+    async def _paused_elsewhere(self, sandbox_id: str) -> bool:
+        """On a control plane (whose directory reads the store on a miss), a sandbox another replica paused with
+        auto-resume: from now on this replica wakes it too."""
+        if self.s.directory.load is None:
+            return False
+        record = await asyncio.to_thread(self.s.store.get_sandbox, sandbox_id)
+        if record is None or record.state != "paused" or not record.auto_resume:
+            return False
+        self._auto_resume.add(sandbox_id)
+        return True
 
     async def _wake(self, record: SandboxRecord) -> Route | None:
         try:

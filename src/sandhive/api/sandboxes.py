@@ -52,7 +52,7 @@ from .schemas import (
 from .settings import Settings
 from .templates import TemplateResolver
 from .tokens import access_token, load_secret
-from .views import detail_view, handle_of, listed_view, sandbox_view
+from .views import detail_view, handle_of, listed_view, sandbox_view, saved_handle, with_error
 from .volumes import VolumeService
 
 log = logging.getLogger("sandhive.api")
@@ -337,18 +337,26 @@ class SandboxService:
 
     async def info(self, team_id: str, sandbox_id: str) -> SandboxDetail:
         record = await self._owned(team_id, sandbox_id)
-        self._check_node(record)
-        return detail_view(record)
+        return with_error(detail_view(record), self._lost_message(record))
+
+    def _lost_message(self, record: SandboxRecord) -> str | None:
+        """Why a sandbox is in an error state, or None: its node (a control plane's remote node, or the node that
+        holds a paused sandbox's files; cluster/remote_node.py) has stopped answering."""
+        lost_node = getattr(self.node, "lost_node", None)
+        if lost_node is None or record.state == "killed":
+            return None
+        node_id = lost_node(handle_of(record) if record.state == "running" else saved_handle(record))
+        if not node_id:
+            return None
+        return (f"Sandbox {record.sandbox_id} is in an error state: its node {node_id} has not answered for over "
+                "10 s (lost); it is unavailable until the node is back")
 
     def _check_node(self, record: SandboxRecord) -> None:
-        """A running sandbox whose node is lost (a control plane's remote node that stopped answering,
-        cluster/remote_node.py) is in an error state: said at once with a 502, never a hang."""
-        lost_node = getattr(self.node, "lost_node", None)
-        node_id = lost_node(handle_of(record)) if lost_node is not None and record.state == "running" else None
-        if node_id:
-            raise UserError(502, f"Sandbox {record.sandbox_id} is in an error state: its node {node_id} has not "
-                                 "answered for over 10 s (lost); it is unavailable until the node is back",
-                            "node_lost")
+        """A sandbox whose node is lost is in an error state: calls to it are refused at once with a 502, never
+        a hang."""
+        message = self._lost_message(record)
+        if message:
+            raise UserError(502, message, "node_lost")
 
     async def connect(self, team_id: str, sandbox_id: str, body: ConnectSandbox) -> tuple[Sandbox, bool]:
         """Connect to a sandbox, resuming it if paused (True: it was); a running sandbox's deadline only moves
@@ -431,7 +439,7 @@ class SandboxService:
             records, next_token = await asyncio.to_thread(self.store.list_sandboxes, team_id, query)
         except ValueError as exc:
             raise UserError(400, f"Invalid nextToken: {exc}") from exc
-        return [listed_view(r) for r in records], next_token
+        return [with_error(listed_view(r), self._lost_message(r)) for r in records], next_token
 
     async def expire_due(self) -> None:
         """Kill every running sandbox whose deadline has passed."""

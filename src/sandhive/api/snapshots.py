@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ..cluster.models import NODE_ID_KEY
 from ..envd import ENVD_VERSION
 from ..errors import UserError, report_internal
 from ..node.request import CreateRequest, Identity
@@ -44,6 +45,12 @@ NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,126}$")
 ID_ALPHABET = string.ascii_lowercase + string.digits
 FORK_PARALLEL = 4  # restores at once: each is a few hundred ms of CPU (CRIU); more only queue on the cores
 QUOTA_RETRY_AFTER_SECONDS = 60
+
+
+def saved_of(snapshot: SnapshotRecord) -> SavedSandbox:
+    """The snapshot's files as the node that holds them knows them (its id in `state` for a remote node)."""
+    return SavedSandbox(source_id=snapshot.source_sandbox_id, backend=snapshot.backend, mode="memory",
+                        directory=Path(snapshot.directory), state=dict(snapshot.state))
 
 
 def new_snapshot_id() -> str:
@@ -140,22 +147,24 @@ class SnapshotService:
         snapshot_id = new_snapshot_id()
         dest = self.root / snapshot_id
         source, saved = await self._take(team_id, sandbox_id, dest)
+        old = await asyncio.to_thread(self.store.team_snapshot_by_name, team_id, name) if name else None
         try:
             size = int(saved.state.get("bytes", 0))
             await self._check_quota(team_id, size)
             record = SnapshotRecord(
                 snapshot_id=snapshot_id, team_id=team_id, name=name, source_sandbox_id=sandbox_id,
-                template_id=source.template_id, backend=saved.backend, directory=str(dest), bytes=size,
+                template_id=source.template_id, backend=saved.backend, directory=str(saved.directory), bytes=size,
                 state=dict(saved.state), cpu_count=source.cpu_count, memory_mb=source.memory_mb,
                 disk_mb=source.disk_mb, allow_internet_access=source.allow_internet_access,
                 env_vars=dict(source.env_vars or {}), meta=dict(source.meta or {}),
                 created_at=self.sandboxes._now())
             replaced = await asyncio.to_thread(self.store.add_snapshot, record)
         except BaseException:
-            await asyncio.to_thread(shutil.rmtree, dest, True)
+            await self._discard(saved)
             raise
         if replaced:
-            await asyncio.to_thread(shutil.rmtree, replaced, True)
+            await self._discard(saved_of(old) if old is not None and old.directory == replaced
+                                else SavedSandbox(sandbox_id, saved.backend, "memory", Path(replaced)))
         self.sandboxes.audit.record(team_id, "snapshot.create", sandbox_id=sandbox_id, target=snapshot_id,
                                     detail={"name": name, "bytes": size})
         slug = await asyncio.to_thread(self.store.team_slug_of, team_id)
@@ -180,10 +189,23 @@ class SnapshotService:
             return False
         gone = await asyncio.to_thread(self.store.delete_snapshot, record.snapshot_id)
         if gone is not None:
-            await asyncio.to_thread(shutil.rmtree, gone.directory, True)
+            await self._discard(saved_of(gone))
         self.sandboxes.audit.record(team_id, "snapshot.delete", sandbox_id=record.source_sandbox_id,
                                     target=record.snapshot_id, detail={"name": record.name})
         return True
+
+    async def _discard(self, saved: SavedSandbox) -> None:
+        """Delete a snapshot's files: on the node that holds them (a remote node: a lost one keeps them, said in
+        the log), or here."""
+        node = self.sandboxes.node
+        if node is None or not saved.state.get(NODE_ID_KEY):
+            await asyncio.to_thread(shutil.rmtree, saved.directory, True)
+            return
+        try:
+            await node.discard_saved(saved)
+        except UserError as exc:
+            log.warning("snapshot files %s on node %s were not deleted: %s", saved.directory,
+                        saved.state.get(NODE_ID_KEY), exc.message)
 
     async def check_template_unused(self, template_id: str) -> None:
         """A template whose rootfs snapshots still stand on may not be deleted (their restores need it)."""
@@ -199,8 +221,7 @@ class SnapshotService:
         self._check_backend()
         timeout = body.timeout if body.timeout is not None else self.sandboxes.settings.default_timeout_seconds
         self.sandboxes.lifetime.check_timeout(timeout)
-        saved = SavedSandbox(source_id=snapshot.source_sandbox_id, backend=snapshot.backend, mode="memory",
-                             directory=Path(snapshot.directory), state=dict(snapshot.state))
+        saved = saved_of(snapshot)
         slug = await asyncio.to_thread(self.store.team_slug_of, team_id)
         internet = snapshot.allow_internet_access if body.allow_internet_access is None else body.allow_internet_access
         return await self._restore(team_id, saved, template_id=snapshot.template_id, cpu=snapshot.cpu_count,
@@ -231,7 +252,7 @@ class SnapshotService:
         now = svc._now()
         record = SandboxRecord(
             sandbox_id=handle.sandbox_id, team_id=team_id, template_id=template.template_id, alias=alias,
-            client_id=svc.settings.client_id, state="running", started_at=now,
+            client_id=str(handle.state.get(NODE_ID_KEY) or svc.settings.client_id), state="running", started_at=now,
             end_at=svc.lifetime.deadline(now, now, timeout), meta=meta, env_vars=env, cpu_count=cpu,
             memory_mb=memory, disk_mb=disk, envd_version=ENVD_VERSION, envd_access_token=svc._token(handle.sandbox_id),
             allow_internet_access=internet, backend=handle.backend, address=handle.address,
@@ -256,6 +277,7 @@ class SnapshotService:
         seconds = timeout if timeout is not None else svc.settings.default_timeout_seconds
         svc.lifetime.check_timeout(seconds)
         dest = self.root / f"fork-{uuid.uuid4().hex}"
+        saved: SavedSandbox | None = None
         try:
             source, saved = await self._take(team_id, sandbox_id, dest)
             gate = asyncio.Semaphore(FORK_PARALLEL)
@@ -271,6 +293,8 @@ class SnapshotService:
             outcomes = await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
         finally:
             await asyncio.to_thread(shutil.rmtree, dest, True)
+            if saved is not None:
+                await self._discard(saved)
         results = []
         for outcome in outcomes:
             if isinstance(outcome, SandboxRecord):

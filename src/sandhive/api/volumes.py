@@ -36,6 +36,10 @@ log = logging.getLogger("sandhive.api")
 ID_ALPHABET = string.ascii_lowercase + string.digits
 MOUNTING_BACKENDS = ("container", "gvisor")
 MAX_MOUNTS = 16
+# A volume is an image on one host, its content API reads it there, and a sandbox mounting it must run there: a
+# control plane would have to keep volumes on nodes, relay the content API and place by volume. Not built yet.
+REMOTE_VOLUMES = ("volumes are not supported on a control plane with remote nodes yet: a volume is an image on "
+                  "one node, and sandboxes mounting it are not placed by volume (docs/deploy.md)")
 
 
 def new_volume_id() -> str:
@@ -83,6 +87,8 @@ class VolumeService:
     # ---- the volume API -------------------------------------------------------------------------------------
 
     async def create(self, team_id: str, name: str) -> VolumeAndToken:
+        if self.settings.cluster_token:  # a control plane with remote nodes (docs/deploy.md)
+            raise UserError(409, REMOTE_VOLUMES)
         check_name(name)
         if await asyncio.to_thread(self.store.team_volume, team_id, name) is not None:
             raise UserError(409, f"Volume with name '{name}' already exists")

@@ -63,6 +63,7 @@ def node(
     from ..cluster.models import read_token
     from ..cluster.node_api import NodeService, create_node_app, data_dir_node_id
     from ..cluster.node_builds import NodeBuilds
+    from ..cluster.node_saved_api import SavedService, saved_router
     from . import serve as s
 
     if backend is Backend.none:
@@ -108,7 +109,8 @@ def node(
         err.print(f"sandhive: node {node_id} serving on http://{listen} (backend {runtime_node.backend}, "
                   f"advertised as {proxy}, data dir {data_dir})")
         server = uvicorn.Server(uvicorn.Config(
-            create_node_app(service, token), host=host, port=port, log_level=log_level, lifespan="on",
+            create_node_app(service, token, [saved_router(SavedService(service, data_dir))]),
+            host=host, port=port, log_level=log_level, lifespan="on",
             server_header=False, date_header=False, timeout_keep_alive=75))
         try:
             await server.serve()

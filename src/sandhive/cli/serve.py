@@ -271,7 +271,13 @@ def _readopt_from(nodes: Any, service: Any) -> None:
         return [(handle_of(r), Resources(r.memory_mb, r.cpu_count)) for r in live
                 if r.state == "running" and (r.runtime_state or {}).get(NODE_ID_KEY) == node_id]
 
+    async def paused_on(node_id: str) -> list[str]:
+        live = await asyncio.to_thread(service.store.live_sandboxes)
+        return [r.sandbox_id for r in live
+                if r.state == "paused" and ((r.saved or {}).get("state") or {}).get(NODE_ID_KEY) == node_id]
+
     nodes.known = known
+    nodes.paused_on = paused_on
     nodes.on_exit = service._ended  # a sandbox that died unwatched here ends as a watched one does
 
 

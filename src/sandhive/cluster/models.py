@@ -171,6 +171,8 @@ class Status(BaseModel):
     running: list[str]
     boot_id: str = ""  # new at every start of the node process: a change tells control planes it restarted
     reconciled: bool = False  # has a control plane reconciled this process yet (adopted what still runs)?
+    pause_modes: list[str] = Field(default_factory=list)  # its runtime's `Persistence` (node_saved_api)
+    memory_snapshots: bool = False
 
 
 # ---- template builds on a node (cluster/node_builds.py, cluster/remote_builds.py) ----------------------------

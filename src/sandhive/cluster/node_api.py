@@ -14,7 +14,7 @@ import contextlib
 import hmac
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -163,7 +163,9 @@ class NodeService:
                         pooled_cpus=s.pooled.cpu_count, in_use_mb=s.in_use_mb, sandboxes=s.sandboxes,
                         pressure=s.pressure, pools=list(s.pools),
                         running=sorted(self.sandboxes.handles), boot_id=self.boot_id,
-                        reconciled=self._reconciled)
+                        reconciled=self._reconciled,
+                        pause_modes=list(self.node.runtime.persistence.pause_modes),
+                        memory_snapshots=self.node.runtime.persistence.memory_snapshots)
 
 
 def node_router(service: NodeService) -> APIRouter:
@@ -246,7 +248,7 @@ class TokenGate:
         await self.app(scope, receive, send)
 
 
-def create_node_app(service: NodeService, token: str) -> ASGIApp:
+def create_node_app(service: NodeService, token: str, routers: Sequence[APIRouter] = ()) -> ASGIApp:
     """The node's one port: the node API and the node-side proxy behind the token gate. Its lifespan closes the
     node (handed-out sandboxes keep running; the next node process re-adopts them at its first reconcile)."""
 
@@ -273,6 +275,8 @@ def create_node_app(service: NodeService, token: str) -> ASGIApp:
                             status_code=500)
 
     app.include_router(node_router(service))
+    for router in routers:  # more of the node API (node_saved_api: pauses and snapshots)
+        app.include_router(router)
     return TokenGate(EdgeProxy(app, resolve=service.sandboxes.resolve), token)
 
 

@@ -17,7 +17,8 @@ Placement: among the nodes heard from, a node with a ready warm sandbox of the t
 one with the most memory left (its budget × overcommit minus what it reserved); at most
 `MAX_STARTS_PER_NODE` creates in flight per node (E2B caps concurrent starts per node too); a node that
 answers "host full" or cannot be reached is skipped for the next.
-Pause, resume and snapshots are not served through a remote node yet: they answer 409 naming the reason.
+Pause, resume, snapshots and forks go to the node that runs the sandbox, and its saved files stay there:
+paused sandboxes and snapshots resume on the node that holds their files (remote_saved.py).
 """
 
 from __future__ import annotations
@@ -51,10 +52,10 @@ from ..node.runtime import (
     SandboxHandle,
     SavedSandbox,
     TemplateImage,
-    not_supported,
 )
 from ..node.telemetry import NodeTelemetry
 from . import models as m
+from . import remote_saved
 
 if TYPE_CHECKING:
     from .remote_builds import RegistryTemplates
@@ -141,7 +142,7 @@ class NodeClient:
 
 
 class _Runtime:
-    """What the API reads of a node's runtime: its name and what it persists (nothing, through a remote node)."""
+    """What the API reads of a node's runtime: its name and what it persists (what every node said it can)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -186,6 +187,9 @@ class RemoteNodes:
         # What the store says runs on a node (handles and reservations), for re-adopting after a node restart;
         # set by the server once the API exists (cli/serve.py).
         self.known: Callable[[str], Awaitable[list[tuple[SandboxHandle, Resources]]]] | None = None
+        # The ids of the sandboxes paused on a node (their files and disks there), so that a restarted node's
+        # first reconcile leaves them alone; set by the server (cli/serve.py) with `known`.
+        self.paused_on: Callable[[str], Awaitable[list[str]]] | None = None
         self._watches: dict[str, tuple[SandboxHandle, OnExit, float]] = {}
         # The API's end-of-sandbox callback (the same for every watch), for deaths of sandboxes nobody here
         # watches; set by the server (cli/serve.py), or by the first watch.
@@ -219,6 +223,7 @@ class RemoteNodes:
             raise NodeError(500, f"the nodes run different backends ({', '.join(sorted(backends))}); one control "
                                  "plane serves one backend")
         self.runtime.name = backends.pop()
+        self.runtime.persistence = remote_saved.persistence_of([n.status for n in self.nodes if n.status])
 
     async def discover(self) -> None:
         """Add a node for every address the `dns+` names resolve to now. An address that is no longer listed
@@ -250,8 +255,9 @@ class RemoteNodes:
         there, so it adopts what survived; the next status then lists them, and only the dead are reported."""
         assert self.known is not None
         known = await self.known(node.node_id)
+        paused = await self.paused_on(node.node_id) if self.paused_on is not None else []
         body = m.Reconcile(known=[m.Handle.of(h) for h, _ in known],
-                           resources={h.sandbox_id: (r.memory_mb, r.cpu_count) for h, r in known})
+                           resources={h.sandbox_id: (r.memory_mb, r.cpu_count) for h, r in known}, paused=paused)
         response = await node.call("POST", "/reconcile", body.model_dump(), timeout=CREATE_TIMEOUT)
         alive = m.Alive.model_validate(response.json()).alive
         log.warning("node %s restarted: re-adopted %d of its %d sandboxes", node.node_id, len(alive), len(known))
@@ -462,26 +468,25 @@ class RemoteNodes:
                           self.pools.status(), sum(s.in_use_mb for s in live), sum(s.sandboxes for s in live),
                           next((s.pressure for s in live if s.pressure), None))
 
-    # ---- persistence: not through remote nodes yet -------------------------------------------
+    # ---- persistence: on the node that holds the files (remote_saved) ----------------------------
     async def snapshot(self, handle: SandboxHandle, dest: Path) -> SavedSandbox:
-        raise not_supported(f"{self.backend} (remote node)", "a snapshot")
+        return await remote_saved.snapshot(self, handle, dest)
 
     async def restore(self, saved: SavedSandbox, request: CreateRequest, identity: Identity,
-                      *args: Any, **kwargs: Any) -> SandboxHandle:
-        raise not_supported(f"{self.backend} (remote node)", "a restore")
+                      source_token: str | None = None) -> SandboxHandle:
+        return await remote_saved.resume(self, saved, request, identity, restore=True)
 
     async def pause(self, handle: SandboxHandle, mode: PauseMode, dest: Path) -> SavedSandbox:
-        raise not_supported(f"{self.backend} (remote node)", f"pause ({mode})")
+        return await remote_saved.pause(self, handle, mode, dest)
 
     async def resume(self, saved: SavedSandbox, request: CreateRequest, identity: Identity) -> SandboxHandle:
-        raise not_supported(f"{self.backend} (remote node)", "resume")
+        return await remote_saved.resume(self, saved, request, identity, restore=False)
 
     async def stop_saved(self, saved: SavedSandbox) -> None:
-        raise not_supported(f"{self.backend} (remote node)", "a paused sandbox")
+        await remote_saved.stop(self, saved)
 
-    @staticmethod
-    async def discard_saved(saved: SavedSandbox) -> None:
-        return None
+    async def discard_saved(self, saved: SavedSandbox) -> None:
+        await remote_saved.discard(self, saved)
 
     async def close(self) -> None:
         if self._poller is not None:

@@ -67,6 +67,10 @@ TEMPLATE_TTL_SECONDS = 10.0
 CREATE_TIMEOUT = httpx.Timeout(180.0, connect=3.0)  # a miss of a template with a slow ready check
 CALL_TIMEOUT = httpx.Timeout(30.0, connect=3.0)
 POLL_TIMEOUT = httpx.Timeout(POLL_SECONDS * 2, connect=POLL_SECONDS)
+# Idle connections to a node are kept a minute (httpx's default is 5 s), under the node's own 75 s keep-alive
+# (cli/node_cmd.py) so the node never closes one first: the polls keep one connection warm, and a create that
+# overlaps a poll keeps its own for the next, instead of connecting anew on every create's path.
+LIMITS = httpx.Limits(max_keepalive_connections=20, keepalive_expiry=60.0)
 
 
 def node_error(response: httpx.Response, node_id: str) -> NodeError:
@@ -103,7 +107,7 @@ class NodeClient:
 
     def __post_init__(self) -> None:
         self.http = httpx.AsyncClient(base_url=self.url.rstrip("/") + m.API_PREFIX, trust_env=False,
-                                      headers={m.TOKEN_HEADER: self.token}, timeout=CALL_TIMEOUT)
+                                      headers={m.TOKEN_HEADER: self.token}, timeout=CALL_TIMEOUT, limits=LIMITS)
         self.node_id = self.node_id or self.url
 
     def lost(self, now: float) -> bool:

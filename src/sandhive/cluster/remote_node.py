@@ -64,6 +64,7 @@ DISCOVER = "dns+"  # `--node-url dns+http://NAME:PORT`: every address NAME resol
 MAX_STARTS_PER_NODE = 4
 FREE_STEP_MB = 2048
 TEMPLATE_TTL_SECONDS = 10.0
+HOT_TEMPLATE_SECONDS = 600.0  # a template a create used within this long is kept fresh (RemoteTemplates.refresh)
 CREATE_TIMEOUT = httpx.Timeout(180.0, connect=3.0)  # a miss of a template with a slow ready check
 CALL_TIMEOUT = httpx.Timeout(30.0, connect=3.0)
 POLL_TIMEOUT = httpx.Timeout(POLL_SECONDS * 2, connect=POLL_SECONDS)
@@ -193,6 +194,10 @@ class RemoteNodes:
         self.on_exit: OnExit | None = None
         self._poller: asyncio.Task | None = None
         self._ended: set[asyncio.Task] = set()
+        # Work to do after each poll, off a create's path (RemoteTemplates.refresh); run in a task of its own so a
+        # slow node never delays the polls that tell whether nodes are alive.
+        self.after_poll: list[Callable[[], Awaitable[None]]] = []
+        self._after: asyncio.Task | None = None
 
     @property
     def backend(self) -> str:
@@ -273,7 +278,16 @@ class RemoteNodes:
                     log.warning("node %s (%s) is back", node.node_id, node.url)
             self._notice_deaths()
             await self._notice_unwatched_deaths()
+            if self.after_poll and (self._after is None or self._after.done()):
+                self._after = asyncio.create_task(self._run_after_poll())
             await asyncio.sleep(POLL_SECONDS)
+
+    async def _run_after_poll(self) -> None:
+        for hook in self.after_poll:
+            try:
+                await hook()
+            except Exception:
+                log.exception("work after a poll of the nodes failed")
 
     def _notice_deaths(self) -> None:
         """Watched sandboxes that their node's latest status no longer lists, asked after the watch began."""
@@ -483,10 +497,11 @@ class RemoteNodes:
         return None
 
     async def close(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        for task in (self._poller, self._after):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.history.stop()
         for node in self.nodes:
             await node.http.aclose()
@@ -498,17 +513,43 @@ class RemoteTemplates:
 
     cache_dir: Path | None = None
 
-    def __init__(self, nodes: RemoteNodes, ttl: float = TEMPLATE_TTL_SECONDS) -> None:
+    def __init__(self, nodes: RemoteNodes, ttl: float = TEMPLATE_TTL_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._nodes = nodes
         self._ttl = ttl
+        self._clock = clock
         self._cache: dict[str, tuple[float, TemplateImage]] = {}
+        self._used: dict[str, float] = {}  # name → when a create last resolved it
+        nodes.after_poll.append(self.refresh)
 
     async def resolve(self, name: str) -> TemplateImage:
         """The template's defaults as a node has them; kept `ttl` seconds, so a create costs no extra round trip
-        (a rebuilt template is seen within that time)."""
+        (a rebuilt template is seen within that time), and kept fresh by `refresh` while creates use it."""
         cached = self._cache.get(name)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
+        image = cached[1] if cached is not None and cached[0] > self._clock() else await self._fetch(name)
+        self._used[name] = self._clock()
+        return image
+
+    async def refresh(self) -> None:
+        """After each poll (every 2 s): fetch again the templates creates used in the last `HOT_TEMPLATE_SECONDS`
+        whose copy is past half its `ttl`. So a create of a template in use never waits for a round trip to a
+        node (it would after every pause of more than `ttl` between creates), and a copy is still never older
+        than `ttl`. A template no node has any more is dropped: the next create asks, and gets the 404."""
+        now = self._clock()
+        for name, used in list(self._used.items()):
+            cached = self._cache.get(name)
+            if now - used > HOT_TEMPLATE_SECONDS:
+                del self._used[name]
+            elif cached is None or cached[0] - now < self._ttl / 2:
+                try:
+                    await self._fetch(name)
+                except LookupError:
+                    self._used.pop(name, None)
+                    self._cache.pop(name, None)
+                except NodeError:
+                    pass  # no node answered: the copy expires as usual, and a create asks again
+
+    async def _fetch(self, name: str) -> TemplateImage:
         for node in self._nodes.live():
             try:
                 response = await node.call("GET", f"/templates/{name}", timeout=CREATE_TIMEOUT)
@@ -517,7 +558,7 @@ class RemoteTemplates:
                     raise LookupError(f"template '{name}' not found") from None
                 continue
             image = m.Template.model_validate(response.json()).to_image()
-            self._cache[name] = (time.monotonic() + self._ttl, image)
+            self._cache[name] = (self._clock() + self._ttl, image)
             return image
         raise NodeError(503, "No node is reachable to resolve templates", "node_lost", {"Retry-After": "5"})
 

@@ -158,11 +158,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--trips", type=int, default=200)
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     with embedded() as local, remote_cluster() as remote:
         sides = [local, remote]
         created = creates(sides, args.runs)
         tripped = trips(sides, args.trips)
-    print(f"Remote node vs embedded node, container backend, pool hits, measured in turns · {machine()}\n")
+    # Each message of the remote path wakes one more process (control plane, then node): on a machine whose
+    # cores are all busy, each such wake-up waits for a core, so the figures depend on the load; it is shown.
+    load = f"load average {load_before:.1f} → {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    print(f"Remote node vs embedded node, container backend, pool hits, measured in turns · {load} · {machine()}\n")
     print(HEADER)
     print(row("create → first command, embedded node", created["embedded"]))
     print(row("create → first command, remote node", created["remote"], created["embedded"]))

@@ -68,9 +68,14 @@ DISCOVER = "dns+"  # `--node-url dns+http://NAME:PORT`: every address NAME resol
 MAX_STARTS_PER_NODE = 4
 FREE_STEP_MB = 2048
 TEMPLATE_TTL_SECONDS = 10.0
+HOT_TEMPLATE_SECONDS = 600.0  # a template a create used within this long is kept fresh (RemoteTemplates.refresh)
 CREATE_TIMEOUT = httpx.Timeout(180.0, connect=3.0)  # a miss of a template with a slow ready check
 CALL_TIMEOUT = httpx.Timeout(30.0, connect=3.0)
 POLL_TIMEOUT = httpx.Timeout(POLL_SECONDS * 2, connect=POLL_SECONDS)
+# Idle connections to a node are kept a minute (httpx's default is 5 s), under the node's own 75 s keep-alive
+# (cli/node_cmd.py) so the node never closes one first: the polls keep one connection warm, and a create that
+# overlaps a poll keeps its own for the next, instead of connecting anew on every create's path.
+LIMITS = httpx.Limits(max_keepalive_connections=20, keepalive_expiry=60.0)
 
 
 def node_error(response: httpx.Response, node_id: str) -> NodeError:
@@ -107,7 +112,7 @@ class NodeClient:
 
     def __post_init__(self) -> None:
         self.http = httpx.AsyncClient(base_url=self.url.rstrip("/") + m.API_PREFIX, trust_env=False,
-                                      headers={m.TOKEN_HEADER: self.token}, timeout=CALL_TIMEOUT)
+                                      headers={m.TOKEN_HEADER: self.token}, timeout=CALL_TIMEOUT, limits=LIMITS)
         self.node_id = self.node_id or self.url
 
     def lost(self, now: float) -> bool:
@@ -196,6 +201,10 @@ class RemoteNodes:
         self.on_exit: OnExit | None = None
         self._poller: asyncio.Task | None = None
         self._ended: set[asyncio.Task] = set()
+        # Work to do after each poll, off a create's path (RemoteTemplates.refresh); run in a task of its own so a
+        # slow node never delays the polls that tell whether nodes are alive.
+        self.after_poll: list[Callable[[], Awaitable[None]]] = []
+        self._after: asyncio.Task | None = None
 
     @property
     def backend(self) -> str:
@@ -278,7 +287,16 @@ class RemoteNodes:
                     log.warning("node %s (%s) is back", node.node_id, node.url)
             self._notice_deaths()
             await self._notice_unwatched_deaths()
+            if self.after_poll and (self._after is None or self._after.done()):
+                self._after = asyncio.create_task(self._run_after_poll())
             await asyncio.sleep(POLL_SECONDS)
+
+    async def _run_after_poll(self) -> None:
+        for hook in self.after_poll:
+            try:
+                await hook()
+            except Exception:
+                log.exception("work after a poll of the nodes failed")
 
     def _notice_deaths(self) -> None:
         """Watched sandboxes that their node's latest status no longer lists, asked after the watch began."""
@@ -489,10 +507,11 @@ class RemoteNodes:
         await remote_saved.discard(self, saved)
 
     async def close(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        for task in (self._poller, self._after):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.history.stop()
         for node in self.nodes:
             await node.http.aclose()
@@ -507,23 +526,49 @@ class RemoteTemplates:
     cache_dir: Path | None = None
 
     def __init__(self, nodes: RemoteNodes, ttl: float = TEMPLATE_TTL_SECONDS,
-                 registry: RegistryTemplates | None = None) -> None:
+                 registry: RegistryTemplates | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self._nodes = nodes
         self._ttl = ttl
+        self._clock = clock
         self._cache: dict[str, tuple[float, TemplateImage]] = {}
         self.registry = registry
+        self._used: dict[str, float] = {}  # name → when a create last resolved it
+        nodes.after_poll.append(self.refresh)
 
     async def resolve(self, name: str) -> TemplateImage:
         """The template's defaults as the registry or a node has them; kept `ttl` seconds, so a create costs no
-        extra round trip (a rebuilt template is seen within that time). The node a create lands on pulls the
-        template itself if it lacks it."""
+        extra round trip (a rebuilt template is seen within that time), and kept fresh by `refresh` while creates
+        use it. The node a create lands on pulls the template itself if it lacks it."""
         cached = self._cache.get(name)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
+        image = cached[1] if cached is not None and cached[0] > self._clock() else await self._fetch(name)
+        self._used[name] = self._clock()
+        return image
+
+    async def refresh(self) -> None:
+        """After each poll (every 2 s): fetch again the templates creates used in the last `HOT_TEMPLATE_SECONDS`
+        whose copy is past half its `ttl`. So a create of a template in use never waits for a round trip to a
+        node (it would after every pause of more than `ttl` between creates), and a copy is still never older
+        than `ttl`. A template no node has any more is dropped: the next create asks, and gets the 404."""
+        now = self._clock()
+        for name, used in list(self._used.items()):
+            cached = self._cache.get(name)
+            if now - used > HOT_TEMPLATE_SECONDS:
+                del self._used[name]
+            elif cached is None or cached[0] - now < self._ttl / 2:
+                try:
+                    await self._fetch(name)
+                except LookupError:
+                    self._used.pop(name, None)
+                    self._cache.pop(name, None)
+                except NodeError:
+                    pass  # no node answered: the copy expires as usual, and a create asks again
+
+    async def _fetch(self, name: str) -> TemplateImage:
+        """A team's build as the registry describes it, or else the template as a live node has it."""
         built = await asyncio.to_thread(self.get, name) if self.registry is not None else None
         if built is not None:
             image = built.image(Path("/nonexistent-remote-template"))
-            self._cache[name] = (time.monotonic() + self._ttl, image)
+            self._cache[name] = (self._clock() + self._ttl, image)
             return image
         for node in self._nodes.live():
             try:
@@ -533,7 +578,7 @@ class RemoteTemplates:
                     raise LookupError(f"template '{name}' not found") from None
                 continue
             image = m.Template.model_validate(response.json()).to_image()
-            self._cache[name] = (time.monotonic() + self._ttl, image)
+            self._cache[name] = (self._clock() + self._ttl, image)
             return image
         raise NodeError(503, "No node is reachable to resolve templates", "node_lost", {"Retry-After": "5"})
 

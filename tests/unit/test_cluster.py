@@ -88,13 +88,17 @@ def test_a_sandbox_on_a_lost_node_fails_at_once() -> None:
     node = nodes.nodes[0]
     node.status, node.node_id, node.last_seen = status("node-a"), "node-a", time.monotonic() - LOST_SECONDS - 1
     handle = SandboxHandle("iabc", "container", "10.211.0.2", {m.NODE_ID_KEY: "node-a"})
-    assert nodes.lost_node(handle) == "node-a"
+    assert "node-a" in (nodes.node_trouble(handle) or "") and "lost" in (nodes.node_trouble(handle) or "")
     try:
         asyncio.run(nodes.logs(handle))
     except Exception as exc:  # NodeError 502, E2B-shaped
         assert getattr(exc, "status", None) == 502 and "cannot be reached" in str(exc)
     else:
         raise AssertionError("a call to a lost node's sandbox did not fail")
+    node.last_seen, node.status = time.monotonic(), status("node-a", reconciled=False)  # back, not re-adopted yet
+    assert "re-adopting" in (nodes.node_trouble(handle) or "")
+    node.status = status("node-a")
+    assert nodes.node_trouble(handle) is None
 
 
 def test_the_node_port_needs_the_token_and_hides_it_from_what_follows() -> None:

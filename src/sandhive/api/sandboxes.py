@@ -341,15 +341,15 @@ class SandboxService:
 
     def _lost_message(self, record: SandboxRecord) -> str | None:
         """Why a sandbox is in an error state, or None: its node (a control plane's remote node, or the node that
-        holds a paused sandbox's files; cluster/remote_node.py) has stopped answering."""
-        lost_node = getattr(self.node, "lost_node", None)
-        if lost_node is None or record.state == "killed":
+        holds a paused sandbox's files; cluster/remote_node.py) has stopped answering, or restarted and has not
+        re-adopted its sandboxes yet."""
+        node_trouble = getattr(self.node, "node_trouble", None)
+        if node_trouble is None or record.state == "killed":
             return None
-        node_id = lost_node(handle_of(record) if record.state == "running" else saved_handle(record))
-        if not node_id:
+        trouble = node_trouble(handle_of(record) if record.state == "running" else saved_handle(record))
+        if not trouble:
             return None
-        return (f"Sandbox {record.sandbox_id} is in an error state: its node {node_id} has not answered for over "
-                "10 s (lost); it is unavailable until the node is back")
+        return f"Sandbox {record.sandbox_id} is in an error state: {trouble}; it is unavailable until the node is back"
 
     def _check_node(self, record: SandboxRecord) -> None:
         """A sandbox whose node is lost is in an error state: calls to it are refused at once with a 502, never

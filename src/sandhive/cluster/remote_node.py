@@ -118,6 +118,16 @@ class NodeClient:
     def lost(self, now: float) -> bool:
         return now - self.last_seen > LOST_SECONDS
 
+    def trouble(self, now: float) -> str | None:
+        """Why this node cannot serve its sandboxes now, or None: it is lost, or it restarted and no control
+        plane has reconciled it yet (until then it does not know the sandboxes that survived: a command to one
+        would get "not found")."""
+        if self.lost(now):
+            return f"its node {self.node_id} has not answered for over {LOST_SECONDS:.0f} s (lost)"
+        if self.status is not None and not self.status.reconciled:
+            return f"its node {self.node_id} has restarted and is re-adopting its sandboxes"
+        return None
+
     async def call(self, method: str, path: str, body: Any = None, *, timeout: httpx.Timeout = CALL_TIMEOUT,
                    ) -> httpx.Response:
         try:
@@ -349,10 +359,10 @@ class RemoteNodes:
         now = time.monotonic()
         return [n for n in self.nodes if n.status is not None and not n.lost(now)]
 
-    def lost_node(self, handle: SandboxHandle) -> str | None:
-        """The id of the node that runs `handle` if it is lost, else None."""
+    def node_trouble(self, handle: SandboxHandle) -> str | None:
+        """Why the node that runs (or holds) `handle` cannot serve it now (`NodeClient.trouble`), else None."""
         node = self._node_of(handle, strict=False)
-        return node.node_id if node is not None and node.lost(time.monotonic()) else None
+        return node.trouble(time.monotonic()) if node is not None else None
 
     def _node_of(self, handle: SandboxHandle, strict: bool = True) -> NodeClient | None:
         node_id = handle.state.get(m.NODE_ID_KEY)
@@ -367,8 +377,9 @@ class RemoteNodes:
     def _client(self, handle: SandboxHandle) -> NodeClient:
         node = self._node_of(handle)
         assert node is not None
-        if node.lost(time.monotonic()):
-            raise unreachable(node.node_id, f"no answer for over {LOST_SECONDS:.0f} s")
+        trouble = node.trouble(time.monotonic())
+        if trouble is not None:
+            raise unreachable(node.node_id, trouble)
         return node
 
     # ---- the Node interface ------------------------------------------------------------------

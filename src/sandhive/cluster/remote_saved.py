@@ -44,9 +44,10 @@ def holder(nodes: RemoteNodes, saved: SavedSandbox) -> NodeClient:
     if node is None:
         raise NodeError(502, f"Sandbox {saved.source_id}'s saved files are on node {node_id}, which this control "
                              "plane does not know; it can only be resumed there", "node_lost")
-    if node.lost(time.monotonic()):
-        raise NodeError(502, f"Node {node.node_id}, which holds the saved files of sandbox {saved.source_id}, has "
-                             "stopped answering (lost); it resumes there once the node is back", "node_lost")
+    trouble = node.trouble(time.monotonic())
+    if trouble is not None:
+        raise NodeError(502, f"Sandbox {saved.source_id}'s saved files are on node {node.node_id}, which cannot "
+                             f"serve it now ({trouble}); it resumes there once the node is back", "node_lost")
     return node
 
 

@@ -95,8 +95,8 @@ class SharedUploads:
         location = r.headers.get("location")
         if r.status_code != 202 or not location:
             raise RegistryError(f"template registry {self.ref.host} refused a blob upload ({r.status_code})")
-        url = httpx.URL(f"{self.ref.api}{repo}/blobs/uploads/").join(location)
-        r = http.put(url, params={"digest": digest}, content=content,  # type: ignore[arg-type]
+        url = httpx.URL(f"{self.ref.api}{repo}/blobs/uploads/").join(location).copy_merge_params({"digest": digest})
+        r = http.put(url, content=content,  # type: ignore[arg-type]
                      headers={"Content-Type": "application/octet-stream"})
         if r.status_code not in (201, 204):
             raise RegistryError(f"template registry {self.ref.host} refused a blob ({r.status_code}): {r.text[:300]}")

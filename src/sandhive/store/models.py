@@ -154,7 +154,8 @@ class TemplateOwner(Base):
 class TemplateBuildRecord(Base):
     """One build of a template, from `POST /v3/templates` (waiting) to ready or error.
 
-    Log lines are not rows: they live in `<data_dir>/template-builds/<build_id>.jsonl` (see templates/build_service).
+    Log lines live in `<data_dir>/template-builds/<build_id>.jsonl` (see templates/build_service), and on a control
+    plane with remote nodes also in `template_build_logs` (templates/build_sharing.py).
     `reason` is `{"message", "step"?}` of a failed build.
     """
 

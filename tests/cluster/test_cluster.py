@@ -28,6 +28,7 @@ from e2b.exceptions import SandboxException
 from tests.api.rig import create_key
 from tests.api.test_postgres import pg_url  # noqa: F401  # the private PostgreSQL, as a module fixture
 from tests.cluster.rig import TOKEN_HEADER, Cluster, cluster, missing
+from tests.cluster.round_robin import round_robin
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.cluster  # `make test-cluster`; deselected from the default run (pyproject's addopts)
@@ -99,8 +100,9 @@ def test_sdk_through_either_replica(c: Cluster) -> None:
 
 
 def test_template_built_through_one_replica_starts_on_every_node(c: Cluster, tmp_path: Path) -> None:
-    """Issue 17: a template built through replica A (with the released SDK's build API) runs on a node, is pushed
-    to the registry, and every node pulls it on its first create; replica B resolves it by its team name too."""
+    """Issue 17: a template built with the released SDK's build API, through a round-robin load balancer over both
+    replicas (each request to the next one: promise 62), runs on a node, is pushed to the registry, and every node
+    pulls it on its first create; both replicas resolve it by its team name."""
     if c.registry is None:
         pytest.skip("docker-registry is not installed (make debian-packages)")
     from e2b import Template
@@ -109,13 +111,14 @@ def test_template_built_through_one_replica_starts_on_every_node(c: Cluster, tmp
     (tmp_path / "data" / "hello.txt").write_text("copied across hosts\n")
     template = (Template(file_context_path=str(tmp_path)).from_image("debian:bookworm-slim").copy("data/", "/opt/data/")
                 .run_cmd("echo built-on-a-node > /built.txt", user="root"))
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in (("E2B_API_URL", c.replicas[0].url), ("E2B_SANDBOX_URL", c.replicas[0].url),
+    with pytest.MonkeyPatch.context() as mp, round_robin([r.url for r in c.replicas]) as (balancer, served):
+        for name, value in (("E2B_API_URL", balancer), ("E2B_SANDBOX_URL", c.replicas[0].url),
                             ("E2B_API_KEY", c.key)):
             mp.setenv(name, value)
         mp.delenv("E2B_DOMAIN", raising=False)
         logs: list = []
         info = Template.build(template, "across-nodes", cpu_count=1, memory_mb=256, on_build_logs=logs.append)
+    assert len(served) >= 4 and set(served) == {r.url for r in c.replicas}, served
     messages = [entry.message for entry in logs]
     assert any(m.startswith("building on node ") for m in messages), "\n".join(messages)
     assert any("pushed to" in m for m in messages), "\n".join(messages)

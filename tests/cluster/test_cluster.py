@@ -5,7 +5,8 @@ In order: creates spread over every node through either replica; the SDK through
 other created; a node SIGKILLed is lost within 10 s, its sandboxes answer a clear error at once and creates go
 elsewhere, and once restarted it re-adopts the sandboxes that survived; a replica SIGKILLed loses nothing, the
 other serves everything and notices deaths of the sandboxes the dead one created. A template built through one
-replica (on a node, pushed to the rig's registry) starts on every node, each pulling it on its first create.
+replica (on a node, pushed to the rig's registry) starts on every node, each pulling it on its first create; the
+SDK's build flow works through a round-robin balancer, and each step of a build through another replica.
 """
 
 from __future__ import annotations

@@ -340,7 +340,12 @@ class TemplateBuildService:
                     await asyncio.to_thread(shutil.rmtree, unpacked, True)
                     raise self.quota.upload_refused(size + self._stored(allowance))
             if self.sharing is not None:  # checked like any upload: now for the other replicas
-                await self._shared_call(self.sharing.uploads.push, owner.team_id, files_hash, spool)
+                try:
+                    await self._shared_call(self.sharing.uploads.push, owner.team_id, files_hash, spool)
+                except UserError:  # not kept here either: "present" on this replica would be absent on the others
+                    if not existed:
+                        await asyncio.to_thread(shutil.rmtree, unpacked, True)
+                    raise
         finally:
             spool.unlink(missing_ok=True)
 

@@ -118,6 +118,14 @@ class Cluster:
         args = ["--no-local-node", "--cluster-token-file", str(self.token_file),
                 "--max-sandboxes-per-team", "0", *(a for n in self.nodes for a in ("--node-url", n.url)),
                 *self.registry_args()]
+        # Every replica has the same data-dir secret (deploy/kubernetes copies one Secret into each): upload URLs
+        # one replica signs are accepted by the others.
+        (self.root / name).mkdir(mode=0o700, parents=True, exist_ok=True)
+        shared = self.root / "replica-secret"
+        if not shared.exists():
+            shared.write_text(secrets.token_hex(32) + "\n")
+        (self.root / name / "secret").write_text(shared.read_text())
+        (self.root / name / "secret").chmod(0o600)
         server = start_server(self.root / name, *args, backend="none", database_url=self.database_url)
         self.replicas.append(server)
         return server

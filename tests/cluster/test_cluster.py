@@ -5,12 +5,16 @@ In order: creates spread over every node through either replica; the SDK through
 other created; a node SIGKILLed is lost within 10 s, its sandboxes answer a clear error at once and creates go
 elsewhere, and once restarted it re-adopts the sandboxes that survived; a replica SIGKILLed loses nothing, the
 other serves everything and notices deaths of the sandboxes the dead one created. A template built through one
-replica (on a node, pushed to the rig's registry) starts on every node, each pulling it on its first create.
+replica (on a node, pushed to the rig's registry) starts on every node, each pulling it on its first create; the
+SDK's build flow works through a round-robin balancer, and each step of a build through another replica.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import subprocess
+import tarfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,8 +27,10 @@ from e2b import Sandbox
 from e2b.exceptions import SandboxException
 
 from sandhive.api.views import ERROR_KEY
+from tests.api.rig import create_key
 from tests.api.test_postgres import pg_url  # noqa: F401  # the private PostgreSQL, as a module fixture
 from tests.cluster.rig import TOKEN_HEADER, Cluster, cluster, missing
+from tests.cluster.round_robin import round_robin
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.cluster  # `make test-cluster`; deselected from the default run (pyproject's addopts)
@@ -96,8 +102,9 @@ def test_sdk_through_either_replica(c: Cluster) -> None:
 
 
 def test_template_built_through_one_replica_starts_on_every_node(c: Cluster, tmp_path: Path) -> None:
-    """Issue 17: a template built through replica A (with the released SDK's build API) runs on a node, is pushed
-    to the registry, and every node pulls it on its first create; replica B resolves it by its team name too."""
+    """Issue 17: a template built with the released SDK's build API, through a round-robin load balancer over both
+    replicas (each request to the next one: promise 62), runs on a node, is pushed to the registry, and every node
+    pulls it on its first create; both replicas resolve it by its team name."""
     if c.registry is None:
         pytest.skip("docker-registry is not installed (make debian-packages)")
     from e2b import Template
@@ -106,13 +113,14 @@ def test_template_built_through_one_replica_starts_on_every_node(c: Cluster, tmp
     (tmp_path / "data" / "hello.txt").write_text("copied across hosts\n")
     template = (Template(file_context_path=str(tmp_path)).from_image("debian:bookworm-slim").copy("data/", "/opt/data/")
                 .run_cmd("echo built-on-a-node > /built.txt", user="root"))
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in (("E2B_API_URL", c.replicas[0].url), ("E2B_SANDBOX_URL", c.replicas[0].url),
+    with pytest.MonkeyPatch.context() as mp, round_robin([r.url for r in c.replicas]) as (balancer, served):
+        for name, value in (("E2B_API_URL", balancer), ("E2B_SANDBOX_URL", c.replicas[0].url),
                             ("E2B_API_KEY", c.key)):
             mp.setenv(name, value)
         mp.delenv("E2B_DOMAIN", raising=False)
         logs: list = []
         info = Template.build(template, "across-nodes", cpu_count=1, memory_mb=256, on_build_logs=logs.append)
+    assert len(served) >= 4 and set(served) == {r.url for r in c.replicas}, served
     messages = [entry.message for entry in logs]
     assert any(m.startswith("building on node ") for m in messages), "\n".join(messages)
     assert any("pushed to" in m for m in messages), "\n".join(messages)
@@ -145,6 +153,88 @@ def test_template_built_through_one_replica_starts_on_every_node(c: Cluster, tmp
     with c.replicas[0].client(c.key) as client:
         r = client.post("/sandboxes", json={"templateID": "across-nodes", "timeout": 60}, timeout=60)
     assert r.status_code == 404, r.text
+
+
+def test_build_steps_through_alternating_replicas(c: Cluster) -> None:
+    """Issue 17 (promise 62): E2B's build flow with its requests spread over the replicas, as a round-robin load
+    balancer spreads them: register on A, upload on B, start on A, poll status and logs on B, and the template
+    starts on a node. Aliases and tags changed through B hold through A. Another team sees none of it through
+    either replica (security promise 38)."""
+    if c.registry is None:
+        pytest.skip("docker-registry is not installed (make debian-packages)")
+    a, b = c.replicas[0], c.replicas[1]
+    payload = io.BytesIO()
+    with tarfile.open(fileobj=payload, mode="w:gz") as tar:
+        data = b"uploaded through another replica\n"
+        member = tarfile.TarInfo("data/rr.txt")
+        member.size = len(data)
+        tar.addfile(member, io.BytesIO(data))
+    files_hash = hashlib.sha256(payload.getvalue()).hexdigest()
+    other_key = create_key(c.root / "cp0", "rr-other", "--database-url", c.database_url)
+    made: dict | None = None
+    with a.client(c.key) as on_a, b.client(c.key) as on_b, a.client(other_key) as other_a, \
+            b.client(other_key) as other_b:
+        r = on_a.post("/v3/templates", json={"name": "rr-built", "cpuCount": 1, "memoryMB": 256})
+        assert r.status_code == 202, r.text
+        template_id, build_id = r.json()["templateID"], r.json()["buildID"]
+        files = f"/templates/{template_id}/files/{files_hash}"
+        r = on_b.get(files)
+        assert r.status_code == 201 and not r.json()["present"], r.text
+        assert r.json()["url"].startswith(b.url)
+        put = httpx.put(r.json()["url"], content=payload.getvalue(), trust_env=False, timeout=60)
+        assert put.status_code == 204, put.text
+        assert on_a.get(files).json()["present"] is True  # received by B, known to A
+        for other in (other_a, other_b):  # another team: no such template, no such files
+            assert other.get(files).status_code == 404
+        r = on_a.post(f"/v2/templates/{template_id}/builds/{build_id}", json={
+            "fromImage": "debian:bookworm-slim", "force": False,
+            "steps": [{"type": "COPY", "args": ["data/", "/opt/rr/"], "filesHash": files_hash},
+                      {"type": "RUN", "args": ["cat /opt/rr/rr.txt > /built-rr.txt", "root"]}]})
+        assert r.status_code == 202, r.text
+        assert on_b.post(f"/v2/templates/{template_id}/builds/{build_id}", json={
+            "fromImage": "debian:bookworm-slim", "steps": []}).status_code == 409  # one replica runs it
+        status_path = f"/templates/{template_id}/builds/{build_id}/status"
+        entries: list[dict] = []
+        last: dict = {}
+
+        def finished() -> bool:
+            r = on_b.get(status_path, params={"logsOffset": len(entries)})
+            assert r.status_code == 200, r.text
+            last.update(r.json())
+            entries.extend(last["logEntries"])
+            return last["status"] in ("ready", "error")
+
+        wait_until(finished, 300, "the build started through A to finish, polled through B", interval=0.5,
+                   show=lambda: a.output()[-3000:])
+        assert last["status"] == "ready", last.get("reason")
+        finished()  # lines stored with the final status are there
+        messages = [e["message"] for e in entries]
+        assert any(m.startswith("building on node ") for m in messages), "\n".join(messages)
+        assert any("pushed to" in m for m in messages), "\n".join(messages)
+        every = on_a.get(status_path, params={"logsOffset": 0}).json()["logEntries"]
+        assert [e["message"] for e in every] == messages[:100]  # A reads the same log as B
+        for other in (other_a, other_b):
+            assert other.get(status_path).status_code == 404
+        # Names after the build, through B; seen through A.
+        r = on_b.put(f"/templates/{template_id}/aliases", json={"aliases": ["rr-built", "rr-renamed"]})
+        assert r.status_code == 200, r.text
+        r = on_b.post("/templates/tags", json={"target": "rr-built:default", "tags": ["v2"]})
+        assert r.status_code == 201, r.text
+        assert on_a.get("/templates/aliases/rr-renamed").json()["templateID"] == template_id
+        assert {t["tag"] for t in on_a.get(f"/templates/{template_id}/tags").json()} == {"default", "v2"}
+        assert other_a.get("/templates/aliases/rr-renamed").status_code == 404
+        try:
+            made = create_of(c, 0, "rr-renamed:v2")
+            sandbox = Sandbox.connect(made["sandboxID"], **sdk(c, 1))
+            assert sandbox.commands.run("cat /built-rr.txt").stdout == "uploaded through another replica\n"
+        finally:
+            if made is not None:
+                kill(c, 0, made["sandboxID"])
+        r = on_b.request("DELETE", "/templates/tags", json={"name": "rr-built", "tags": ["v2"]})
+        assert r.status_code == 204, r.text
+        with a.client(c.key) as fresh:
+            assert fresh.post("/sandboxes", json={"templateID": "rr-built:v2", "timeout": 60}).status_code == 404
+        assert on_a.delete(f"/templates/{template_id}").status_code == 204
 
 
 def create_of(c: Cluster, replica: int, template: str) -> dict:

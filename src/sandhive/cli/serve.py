@@ -177,6 +177,8 @@ def serve(
                 from ..cluster.remote_builds import RemoteBuilder
 
                 api.state.builds.remote = RemoteBuilder(cast("Any", remote), remote_templates)
+                api.state.builds.share_through(registry)  # every build step through any replica
+                remote_templates.names = api.state.builds.store  # aliases and tags changed after a build
             _readopt_from(remote, api.state.service)
             err.print(f"sandhive: control plane serving on http://{host}:{port} (nodes {', '.join(node_url or [])})")
             server = uvicorn.Server(uvicorn.Config(

@@ -545,6 +545,7 @@ class RemoteTemplates:
         self.registry = registry
         self._used: dict[str, float] = {}  # name → when a create last resolved it
         nodes.after_poll.append(self.refresh)
+        self.names: Any = None  # the API's store: aliases and tags changed after a build (template_names.py)
 
     async def resolve(self, name: str) -> TemplateImage:
         """The template's defaults as the registry or a node has them; kept `ttl` seconds, so a create costs no
@@ -600,10 +601,15 @@ class RemoteTemplates:
             self.registry.forget(template_id)
 
     def list(self) -> list[Any]:
-        return self.registry.list() if self.registry is not None else []
+        from .template_names import overlay
+
+        return [overlay(info, self.names) for info in self.registry.list()] if self.registry is not None else []
 
     def get(self, name: str) -> Any:
-        return self.registry.get(name) if self.registry is not None else None
+        from .template_names import overlay
+
+        info = self.registry.get(name) if self.registry is not None else None
+        return overlay(info, self.names) if info is not None else None
 
     def matching(self, name: str) -> builtins.list[Any]:
         bare, sep, tag = name.partition(":")
@@ -618,8 +624,12 @@ class RemoteTemplates:
         return self.registry.delete(template_id)
 
     def set_tags(self, template_id: str, tags: Any) -> Any:
-        """Tags are part of the pushed image's template.json: the build's own are kept, changing them later
-        through a control plane with remote nodes is not supported yet (409)."""
+        """Tags changed after the build are kept in the store (`template_names`); without it, only the build's
+        own are (409 for a change)."""
+        if self.names is not None and self.registry is not None:
+            from .template_names import set_tags
+
+            return set_tags(self.names, self.get, template_id, tags)
         info = self.get(template_id)
         if info is None:
             if self.registry is None:
@@ -631,6 +641,10 @@ class RemoteTemplates:
         return info
 
     def set_aliases(self, template_id: str, aliases: Any, among: Any = None) -> Any:
+        if self.names is not None and self.registry is not None:
+            from .template_names import set_aliases
+
+            return set_aliases(self.names, self.get, template_id, aliases, among)
         info = self.get(template_id)
         if info is None or tuple(aliases) != tuple(info.aliases):
             raise NodeError(409, "changing a template's aliases is not supported on a control plane with remote "

@@ -145,12 +145,17 @@ class TemplateOwner(Base):
     name: Mapped[str] = mapped_column(String(255))
     public: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Set after the build on a control plane with remote nodes (the image's template.json is not rewritten there);
+    # None: as the image says. See store/build_sharing.py.
+    aliases: Mapped[list[str] | None] = mapped_column(JSON, nullable=True, default=None)
+    tags: Mapped[list[str] | None] = mapped_column(JSON, nullable=True, default=None)
 
 
 class TemplateBuildRecord(Base):
     """One build of a template, from `POST /v3/templates` (waiting) to ready or error.
 
-    Log lines are not rows: they live in `<data_dir>/template-builds/<build_id>.jsonl` (see templates/build_service).
+    Log lines live in `<data_dir>/template-builds/<build_id>.jsonl` (see templates/build_service), and on a control
+    plane with remote nodes also in `template_build_logs` (templates/build_sharing.py).
     `reason` is `{"message", "step"?}` of a failed build.
     """
 
@@ -170,6 +175,19 @@ class TemplateBuildRecord(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The control-plane replica running the build, and when it last said so (store/build_sharing.py)
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, default=None)
+
+
+class TemplateBuildLogEntry(Base):
+    """One log entry of a template build run by a control plane with remote nodes, readable by every replica."""
+
+    __tablename__ = "template_build_logs"
+
+    build_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    entry: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 class SnapshotRecord(Base):

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .audit import AuditQueries
+from .build_sharing import BuildSharingQueries
 from .dashboard_sessions import DashboardSessionQueries
 from .engine import database_url, is_sqlite, make_engine, migrate
 from .models import ApiKey, AuditEvent, IdempotencyRecord, SandboxRecord, Team, TemplateBuildRecord, TemplateOwner
@@ -94,7 +95,7 @@ class Claim:
     response: dict[str, Any] | None = None
 
 
-class Store(SnapshotQueries, VolumeQueries, AuditQueries, DashboardSessionQueries):
+class Store(SnapshotQueries, VolumeQueries, AuditQueries, DashboardSessionQueries, BuildSharingQueries):
     """The database behind one control plane: SQLite file by default, PostgreSQL by URL."""
 
     def __init__(self, url: str) -> None:

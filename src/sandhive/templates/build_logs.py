@@ -33,6 +33,7 @@ class BuildLog:
         self._entries: list[dict[str, Any]] = list(entries or [])
         self._lock = threading.Lock()
         self._file: TextIO | None = None
+        self._shared = len(self._entries)  # entries before this one are in the store (`take_unshared`)
 
     def add(self, message: str, level: str = "info", step: str | None = None) -> None:
         entry: dict[str, Any] = {"timestamp": datetime.now(UTC).isoformat(), "message": message[:MAX_MESSAGE_CHARS],
@@ -56,6 +57,18 @@ class BuildLog:
                 entries = [e for e in entries if LEVELS.index(e.get("level", "info")) >= floor]
             end = None if limit is None else offset + limit
             return list(entries[offset:end])
+
+    def take_unshared(self) -> tuple[int, list[dict[str, Any]]]:
+        """(index of the first, entries) added since the last call: what a control plane with remote nodes
+        appends to the store for the other replicas (templates/build_sharing.py)."""
+        with self._lock:
+            first, self._shared = self._shared, len(self._entries)
+            return first, list(self._entries[first:])
+
+    def untake(self, first: int) -> None:
+        """The entries from `first` could not be stored: hand them out again at the next `take_unshared`."""
+        with self._lock:
+            self._shared = min(self._shared, first)
 
     def tail(self, count: int) -> list[dict[str, Any]]:
         with self._lock:
@@ -113,6 +126,12 @@ class BuildLogs:
         self._finished.move_to_end(build_id)
         while len(self._finished) > _READ_CACHE:
             self._finished.popitem(last=False)
+
+    def live(self, build_id: str) -> BuildLog | None:
+        return self._live.get(build_id)
+
+    def live_ids(self) -> list[str]:
+        return list(self._live)
 
     def close(self) -> None:
         for build_id in list(self._live):

@@ -10,6 +10,8 @@ thread, one at a time per template and `MAX_PARALLEL_BUILDS` at once, while clie
 
 Build records live in the store; log lines in `<data_dir>/template-builds/<buildID>.jsonl` (`build_logs`).
 Builds run inside the server process, so a server that stops ends them: a restart marks them failed.
+On a control plane with remote nodes, every step works through any replica (`build_sharing`): uploads go to the
+template registry, log lines to the store, and only stale builds of stopped replicas are marked failed.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from .uploads import UploadedFiles, check_hash
 if TYPE_CHECKING:
     from ..api.settings import Settings
     from ..node.node import Node
+    from .build_sharing import BuildSharing
     from .builder import BuildRequest
     from .oci_registry import TemplateRegistryRef
 
@@ -177,6 +180,14 @@ class TemplateBuildService:
         # the server of a control plane with remote nodes), or here and then pushed to `push_to`.
         self.remote: RemoteBuild | None = None
         self.push_to: TemplateRegistryRef | None = None
+        self.sharing: BuildSharing | None = None  # every step through any replica (`share_through`)
+
+    def share_through(self, registry: TemplateRegistryRef) -> None:
+        """A control plane with remote nodes: uploads in `registry`, log lines and build ownership in the store."""
+        from .build_sharing import BuildSharing
+        from .shared_uploads import SharedUploads
+
+        self.sharing = BuildSharing(self.store, self.logs, SharedUploads(registry))
 
     @property
     def files(self) -> UploadedFiles:
@@ -188,9 +199,12 @@ class TemplateBuildService:
         """At server start: builds the last server left unfinished cannot be running any more."""
         self._slots = asyncio.Semaphore(MAX_PARALLEL_BUILDS)
         self._files = UploadedFiles(self.data_dir, await asyncio.to_thread(self._load_secret, self.data_dir))
-        failed = await asyncio.to_thread(self.store.fail_unfinished_builds, ENDED)
-        for build_id in failed:
-            log.warning("template build %s was interrupted by a server stop; marked failed", build_id)
+        if self.sharing is not None:  # other replicas' builds run on: only stale ones are failed
+            await self.sharing.start(lambda: list(self._active))
+        else:
+            failed = await asyncio.to_thread(self.store.fail_unfinished_builds, ENDED)
+            for build_id in failed:
+                log.warning("template build %s was interrupted by a server stop; marked failed", build_id)
         await asyncio.to_thread(self._files.remove_stale, STALE_UPLOAD_SECONDS)
         with contextlib.suppress(FileNotFoundError):
             for leftover in logs_dir(self.data_dir).glob("*.context"):
@@ -208,6 +222,8 @@ class TemplateBuildService:
                 await asyncio.sleep(0.1)
         for task in list(self._tasks):
             task.cancel()
+        if self.sharing is not None:
+            await self.sharing.close()
         for build_id in list(self._active):
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.store.update_build, build_id, status="error",
@@ -296,6 +312,8 @@ class TemplateBuildService:
             with contextlib.suppress(OSError):
                 os.utime(path)  # in use: keep it past the stale-upload cleanup
             return TemplateBuildFileUpload(present=True)
+        if self.sharing is not None and await self._shared_call(self.sharing.uploads.exists, team_id, files_hash):
+            return TemplateBuildFileUpload(present=True)  # received by another replica
         return TemplateBuildFileUpload(present=False,
                                        url=self.files.upload_url(base_url, found.template_id, files_hash))
 
@@ -311,14 +329,51 @@ class TemplateBuildService:
         spool = await self.files.receive(body, allowance,
                                          lambda size: self.quota.upload_refused(size + self._stored(allowance)))
         existed = self.files.path(owner.team_id, files_hash).is_dir()  # then it is counted already: keep it
-        unpacked = await asyncio.to_thread(self.files.unpack, spool, owner.team_id, files_hash)
-        if allowance is not None and not existed:  # what it unpacked to counts, not what it was sent as
-            from .quotas import stored_bytes
+        shared = self.sharing is not None
+        try:
+            unpacked = await asyncio.to_thread(self.files.unpack, spool, owner.team_id, files_hash, shared)
+            if allowance is not None and not existed:  # what it unpacked to counts, not what it was sent as
+                from .quotas import stored_bytes
 
-            size = await asyncio.to_thread(stored_bytes, unpacked)
-            if size > allowance:
-                await asyncio.to_thread(shutil.rmtree, unpacked, True)
-                raise self.quota.upload_refused(size + self._stored(allowance))
+                size = await asyncio.to_thread(stored_bytes, unpacked)
+                if size > allowance:
+                    await asyncio.to_thread(shutil.rmtree, unpacked, True)
+                    raise self.quota.upload_refused(size + self._stored(allowance))
+            if self.sharing is not None:  # checked like any upload: now for the other replicas
+                try:
+                    await self._shared_call(self.sharing.uploads.push, owner.team_id, files_hash, spool)
+                except UserError:  # not kept here either: "present" on this replica would be absent on the others
+                    if not existed:
+                        await asyncio.to_thread(shutil.rmtree, unpacked, True)
+                    raise
+        finally:
+            spool.unlink(missing_ok=True)
+
+    async def _shared_call(self, fn: Callable[..., T], *args: Any) -> T:
+        """A call to the template registry's uploads; its failure is a 503 the client may retry."""
+        from .oci_registry import RegistryError
+
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except RegistryError as exc:
+            log.warning("template uploads: %s", exc)
+            raise UserError(503, "the template registry, which keeps uploaded build files for every replica, "
+                                 "cannot be reached: retry shortly") from None
+
+    async def _fetch_upload(self, team_id: str, files_hash: str) -> bool:
+        """The team's upload of `files_hash` from the registry, unpacked here as a received one is; False if none."""
+        from .uploads import MAX_UPLOAD_BYTES
+
+        assert self.sharing is not None
+        await asyncio.to_thread(self.files.root.mkdir, mode=0o700, parents=True, exist_ok=True)
+        spool = self.files.root / f".upload-{secrets.token_hex(8)}"
+        try:
+            if not await self._shared_call(self.sharing.uploads.fetch, team_id, files_hash, spool, MAX_UPLOAD_BYTES):
+                return False
+            await asyncio.to_thread(self.files.unpack, spool, team_id, files_hash)
+            return True
+        finally:
+            spool.unlink(missing_ok=True)
 
     def _stored(self, allowance: int | None) -> int:
         limit = self.quota.limits.max_upload_bytes
@@ -338,7 +393,7 @@ class TemplateBuildService:
 
     async def start_build(self, team_id: str, template_id: str, build_id: str, body: TemplateBuildStartV2) -> None:
         record = await self._build_record(team_id, template_id, build_id)
-        if record.status != "waiting" or build_id in self._active:
+        if record.status != "waiting" or build_id in self._active or record.owner is not None:
             raise UserError(409, f"build '{build_id}' was already started (it is {record.status}): register a new "
                                 "build with POST /v3/templates")
         running = sum(1 for team in self._active_teams.values() if team == team_id)
@@ -350,6 +405,9 @@ class TemplateBuildService:
             if exc.status == 400:
                 await self._update(build_id, status="error", finished_at=now_utc(), reason={"message": exc.message})
             raise
+        if self.sharing is not None and not await self.sharing.claim(build_id):  # another replica started it
+            raise UserError(409, f"build '{build_id}' was already started: register a new build with POST "
+                                 "/v3/templates")
         self._active[build_id] = record.template_id
         self._active_teams[build_id] = team_id
         self.audit_record(team_id, "template.build", target=record.template_id, detail={"buildID": build_id})
@@ -401,7 +459,7 @@ class TemplateBuildService:
         contexts = []
         for files_hash in dict.fromkeys(hashes):
             path = self.files.path(team_id, files_hash)
-            if not path.is_dir():
+            if not path.is_dir() and (self.sharing is None or not await self._fetch_upload(team_id, files_hash)):
                 raise UserError(400, f"the files with hash {files_hash} were not uploaded: ask GET /templates/"
                                     f"{record.template_id}/files/{files_hash} for an upload URL and PUT them first")
             contexts.append(path)
@@ -605,6 +663,8 @@ class TemplateBuildService:
             shutil.rmtree(context, ignore_errors=True)
 
     async def _update(self, build_id: str, **values: Any) -> None:
+        if self.sharing is not None:  # its lines first: a poll that sees the new status sees them too
+            await self.sharing.flush(build_id)
         await asyncio.to_thread(self.store.update_build, build_id, **values)
 
     # ---- status ---------------------------------------------------------------------------------------
@@ -612,7 +672,10 @@ class TemplateBuildService:
     async def status(self, team_id: str, template_id: str, build_id: str, offset: int, limit: int,
                      level: str | None) -> TemplateBuildInfo:
         record = await self._build_record(team_id, template_id, build_id)
-        entries = self.logs.get(build_id).entries(offset, limit, level)
+        if self.sharing is not None and self.logs.live(build_id) is None:  # run, or being run, by any replica
+            entries = (await self.sharing.read_log(build_id)).entries(offset, limit, level)
+        else:
+            entries = self.logs.get(build_id).entries(offset, limit, level)
         reason = None
         if record.status == "error":
             data = record.reason or {"message": "the build failed"}
@@ -683,7 +746,9 @@ class TemplateBuildService:
             return
         found = await self._owned(team_id, name, "delete")
         template_id = found.template_id
-        if template_id in self._active.values():
+        if template_id in self._active.values() or (self.sharing is not None and any(
+                r.status in ("waiting", "building") and r.owner is not None
+                for r in await asyncio.to_thread(self.store.template_builds, template_id))):
             raise UserError(409, f"a build of template '{template_id}' is running: wait for it to end, then delete")
         running = await asyncio.to_thread(self.store.live_sandbox_count, template_id)
         if running:

@@ -113,8 +113,9 @@ class UploadedFiles:
             raise
         return spool
 
-    def unpack(self, spool: Path, team_id: str, files_hash: str) -> Path:
-        """Unpack the tar in `spool` as the files of `files_hash` (blocking; `spool` is removed).
+    def unpack(self, spool: Path, team_id: str, files_hash: str, keep_spool: bool = False) -> Path:
+        """Unpack the tar in `spool` as the files of `files_hash` (blocking; `spool` is removed unless
+        `keep_spool`: a control plane with remote nodes then stores it for the other replicas).
 
         A second upload of the same hash replaces nothing: the files of a hash are the same files.
         """
@@ -129,7 +130,8 @@ class UploadedFiles:
             os.rename(tmp, final)
             return final
         finally:
-            spool.unlink(missing_ok=True)
+            if not keep_spool:
+                spool.unlink(missing_ok=True)
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
 

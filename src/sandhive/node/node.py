@@ -34,6 +34,7 @@ from .network import SUBNET, Slot, SlotAllocator
 from .pool import PoolSettings, PoolStatus, WarmPools
 from .request import CreateRequest, Identity, new_sandbox_id
 from .runtime import (
+    COLD_BOOTED,
     PauseMode,
     ResourceUsage,
     Runtime,
@@ -416,7 +417,7 @@ class Node:
         except BaseException:
             self.admission.release(sandbox_id)
             raise
-        if saved.mode == "filesystem":
+        if saved.mode == "filesystem" or handle.state.pop(COLD_BOOTED, False):
             try:
                 await prepare(self._http, handle, request.template, self.ca_bundle, self.ready_policy)
                 await self._init(handle, request, identity)

@@ -79,6 +79,9 @@ class SandboxHandle:
 
 
 PauseMode = Literal["memory", "filesystem"]
+# In the handle a "memory" `resume` returns when it could only cold-boot the sandbox's kept files (gVisor's frozen
+# sandbox after a host reboot): envd is new, so the node prepares and inits it as for a "filesystem" resume.
+COLD_BOOTED = "cold_booted"
 
 
 @dataclass(frozen=True)

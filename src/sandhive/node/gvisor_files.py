@@ -34,8 +34,10 @@ import contextlib
 import json
 import os
 import stat
+import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 from ..images import system_image
 from .errors import BackendError
@@ -158,28 +160,42 @@ if first is None or first.name != "deleted":
 for path in tar.extractfile(first).read().decode("utf-8", "surrogateescape").split("\0"):
     if path.startswith("/") and path != "/":
         remove(path)
-dirs = []
+dirs, failed = [], 0
 for member in tar:
     if not member.name.startswith("files/"):
         continue
     member.name = member.name[len("files/"):]
-    if member.islnk():
+    if member.islnk() and member.linkname.startswith("files/"):
         member.linkname = member.linkname[len("files/"):]
     target = "/" + member.name
     try:
-        st = os.lstat(target)
-    except FileNotFoundError:
-        st = None
-    if st is not None and not (member.isdir() and stat.S_ISDIR(st.st_mode)):
-        remove(target)
-    tar.extract(member, "/", numeric_owner=True, **trusted)
+        try:
+            st = os.lstat(target)
+        except FileNotFoundError:
+            st = None
+        if st is not None and not (member.isdir() and stat.S_ISDIR(st.st_mode)):
+            remove(target)
+        tar.extract(member, "/", numeric_owner=True, **trusted)
+    except Exception as exc:  # one entry that cannot be made (e.g. under a link) does not lose the others
+        failed += 1
+        print(f"{target}: {exc}", file=sys.stderr)
+        continue
     if member.isdir():
         dirs.append((member, target))
 for member, target in reversed(dirs):  # their entries changed their mtimes since
-    tar.chown(member, target, True)
-    tar.chmod(member, target)
-    tar.utime(member, target)
+    try:
+        tar.chown(member, target, True)
+        tar.chmod(member, target)
+        tar.utime(member, target)
+    except Exception as exc:
+        print(f"{target}: {exc}", file=sys.stderr)
+print(f"{failed} entries not restored", file=sys.stderr)
 """
+
+
+def cap(disk_bytes: int) -> int:
+    """The most a sandbox's kept files may take on the host: its writes fit its disk, plus tar's headers."""
+    return 2 * disk_bytes + SLACK_BYTES
 
 
 def python_command() -> list[str]:
@@ -219,41 +235,66 @@ def mount_points(sandbox_dir: Path) -> set[str]:
 async def save(exec_argv: list[str], sandbox_dir: Path, host_root: int, dest: Path, limit: int) -> float:
     """Write the sandbox's changes to its template into `dest` (made here), through `exec_argv` (`runsc exec
     ... <id>`, to which the program's argv is appended). Raises BackendError (and leaves no `dest`) when the
-    program fails or writes more than `limit` bytes. Returns the seconds it took."""
+    program fails or writes more than `limit` bytes. Returns the seconds it took.
+
+    The program's stdout and stderr are donated to the sentry, which holds them until the program ends inside
+    the sandbox, whatever becomes of `runsc exec`: so stdout is a pipe this side closes to stop it (the program
+    then dies on its next write), and stderr a file, never a pipe anything waits on."""
     started = time.monotonic()
     skip = await asyncio.to_thread(mount_points, sandbox_dir)
     found = await asyncio.to_thread(manifest, sandbox_dir / "rootfs", host_root, skip)
     request = json.dumps({"manifest": found, "skip": sorted(skip)}).encode()
-    proc = await asyncio.create_subprocess_exec(
-        *exec_argv, *python_command(), SAVE_PROGRAM, stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+    loop = asyncio.get_running_loop()
+    read_end, write_end = os.pipe()
+    reader = asyncio.StreamReader(limit=CHUNK)
     try:
-        await asyncio.wait_for(_save_stream(proc, request, dest, limit), SAVE_TIMEOUT)
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
+                                                    os.fdopen(read_end, "rb", buffering=0))
     except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        await asyncio.to_thread(dest.unlink, missing_ok=True)
+        os.close(read_end)
+        os.close(write_end)
         raise
+    try:
+        with tempfile.TemporaryFile() as errors:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *exec_argv, *python_command(), SAVE_PROGRAM, stdin=asyncio.subprocess.PIPE, stdout=write_end,
+                    stderr=errors, start_new_session=True)
+            finally:
+                os.close(write_end)
+            try:
+                await asyncio.wait_for(_save_stream(proc, reader, request, dest, limit), SAVE_TIMEOUT)
+                code = await asyncio.wait_for(proc.wait(), SAVE_TIMEOUT)
+                if code != 0:
+                    raise BackendError(f"saving the sandbox's files failed (exit {code}): {_tail(errors)}")
+            except BaseException:
+                transport.close()
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+                await asyncio.to_thread(dest.unlink, missing_ok=True)
+                raise
+    finally:
+        transport.close()
     return time.monotonic() - started
 
 
-async def _save_stream(proc: asyncio.subprocess.Process, request: bytes, dest: Path, limit: int) -> None:
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-
+async def _save_stream(proc: asyncio.subprocess.Process, reader: asyncio.StreamReader, request: bytes,
+                       dest: Path, limit: int) -> None:
     async def feed() -> None:
         assert proc.stdin is not None
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            proc.stdin.write(request)
-            await proc.stdin.drain()
-        proc.stdin.close()
+        try:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                proc.stdin.write(request)
+                await proc.stdin.drain()
+        finally:
+            proc.stdin.close()  # else `proc.wait()` waits for this pipe too
 
     feeding = asyncio.ensure_future(feed())
-    errors = asyncio.ensure_future(_tail(proc.stderr))
     written = 0
     fd = await asyncio.to_thread(os.open, dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        while chunk := await proc.stdout.read(CHUNK):
+        while chunk := await reader.read(CHUNK):
             written += len(chunk)
             if written > limit:
                 raise BackendError(f"the sandbox's files came to more than {limit >> 20} MiB; not kept")
@@ -261,37 +302,34 @@ async def _save_stream(proc: asyncio.subprocess.Process, request: bytes, dest: P
         await asyncio.to_thread(os.fsync, fd)
     finally:
         os.close(fd)
-    await feeding
-    code = await proc.wait()
-    if code != 0:
-        raise BackendError(f"saving the sandbox's files failed (exit {code}): "
-                           f"{(await errors).decode(errors='replace').strip()[-500:]}")
+        if not feeding.done():
+            feeding.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await feeding
 
 
-async def _tail(stream: asyncio.StreamReader, keep: int = 64 << 10) -> bytes:
-    """All of `stream`, keeping its last `keep` bytes (a chatty program must not block on a full pipe)."""
-    kept = b""
-    while chunk := await stream.read(keep):
-        kept = (kept + chunk)[-keep:]
-    return kept
+def _tail(errors: IO[bytes], keep: int = 500) -> str:
+    """The last `keep` characters the program wrote to stderr (for the log: never shown to a user)."""
+    errors.seek(0, os.SEEK_END)
+    errors.seek(max(0, errors.tell() - keep))
+    return errors.read().decode(errors="replace").strip()
 
 
 async def load(exec_argv: list[str], src: Path) -> float:
     """Unpack a `save`d stream `src` inside a fresh sandbox of the same template, through `exec_argv`. Raises
     BackendError when the program fails. Returns the seconds it took."""
     started = time.monotonic()
-    with await asyncio.to_thread(open, src, "rb") as stream:
+    with await asyncio.to_thread(open, src, "rb") as stream, tempfile.TemporaryFile() as errors:
         proc = await asyncio.create_subprocess_exec(
             *exec_argv, *python_command(), LOAD_PROGRAM, stdin=stream, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True)
+            stderr=errors, start_new_session=True)
         try:
-            _, err = await asyncio.wait_for(proc.communicate(), LOAD_TIMEOUT)
+            code = await asyncio.wait_for(proc.wait(), LOAD_TIMEOUT)
         except BaseException:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
             raise
-    if proc.returncode != 0:
-        raise BackendError(f"restoring the sandbox's files failed (exit {proc.returncode}): "
-                           f"{err.decode(errors='replace').strip()[-500:]}")
+        if code != 0:
+            raise BackendError(f"restoring the sandbox's files failed (exit {code}): {_tail(errors)}")
     return time.monotonic() - started

@@ -1,31 +1,34 @@
-"""Pause and resume for the `gvisor` backend (issue 14): frozen in place, and with files on disk a filesystem pause.
+"""Pause and resume for the `gvisor` backend (issue 14): frozen in place after its files are made durable.
 
 runsc cannot checkpoint a sandbox that uses host networking (`--network=host`, the network mode the node runs
 gVisor with); its own netstack could checkpoint here but refuses — and kills the sandbox — while any TCP
 connection is open or in TIME_WAIT (docs/persistence.md). So memory cannot be written to a file. What gVisor
-can do is stop every task of its kernel where it is (`runsc pause`): no CPU, memory resident.
+can do is stop every task of its kernel where it is (`runsc pause`): no CPU, memory resident. That outlives a
+server restart, not a host reboot; so before freezing, a pause makes the sandbox's files durable, and if the
+frozen sandbox is gone at resume (host reboot, killed) `resume` cold-boots those files instead (the handle says
+`COLD_BOOTED`, and the node prepares and inits the new envd as on create).
 
-Where the sandbox's files live decides the rest (`files_on_disk`, `$SANDHIVE_GVISOR_FILES_ON_DISK=1`):
+Where the sandbox's files live decides how they are kept (`files_on_disk`, `$SANDHIVE_GVISOR_FILES_ON_DISK=1`):
 
 - By default runsc wraps the root in its own overlay (`--overlay2=root:self`): the sandbox's writes live in the
-  sentry, so they go with it. Only `pause(handle, "memory")` is offered: the sandbox is frozen in place and
-  `resume` is `runsc resume` — the processes go on where they were, on the same address, with the connections
-  they had. It outlives a server restart, not a host reboot. A "filesystem" pause is the 409 of
-  `runtime.not_supported`.
+  sentry, where the host cannot read them. They are read out through the sandbox itself (`gvisor_files.save`,
+  `runsc exec` of a small program as the sandbox's root) into `dest/files.tar`: its changes to the template,
+  and the template paths it deleted. A cold boot starts a fresh sandbox of the template under the same id and
+  unpacks them inside it (`gvisor_files.load`); the host never unpacks them.
 - With files on disk (`--overlay2=none`), the writes go through the gofer into the sandbox's writable layer on
   the host (what the container backend has), at the cost of file metadata (gVisor's gofer has no xattrs, so
   `files.write(metadata=...)` fails) and of watchers under `/` needing `allow_network_mounts` (the root shows as
-  9p). Then both modes work: a "memory" pause freezes the sandbox *and* makes its layer durable — flushed
-  (syncfs) and its image (`disk.ext4`) hard-linked into `dest` (copied across file systems); nothing writes to
-  it while frozen, so the link is a consistent copy. If the frozen sandbox is gone at resume (host reboot,
-  killed), `resume` cold-boots the kept files instead. A "filesystem" pause does the same and then stops the
-  sandbox: only `dest/disk.ext4` remains, and `resume` cold-boots envd on it under the same id.
-- `snapshot`/`restore` (memory into a new sandbox) are the 409 of `runtime.not_supported`.
+  9p). The layer is flushed (syncfs) and its image (`disk.ext4`) hard-linked into `dest` (copied across file
+  systems) once the sandbox is frozen; a cold boot mounts it again, re-owned into the new slot's uid range.
 
-A cold boot may come up on another network slot, hence another host uid range (`userns.sandbox_range`): the
-kept upper dir is then re-owned into the new range (`userns.rehome`) before it is mounted. The
-sandbox is not running while that happens, so nothing can swap a path under the walk; links are never
-followed.
+Both modes offer "memory" (frozen in place, as above) and "filesystem" (the files kept the same way, then the
+sandbox stopped: `resume` is the cold boot). `snapshot`/`restore` (memory into a new sandbox) are the 409 of
+`runtime.not_supported`.
+
+A cold boot may come up on another network slot, hence another host uid range (`userns.sandbox_range`): a kept
+layer's upper dir is then re-owned into the new range (`userns.rehome`) before it is mounted (the sandbox is not
+running while that happens, so nothing can swap a path under the walk; links are never followed); a tar is
+unpacked inside the sandbox, whose own ids gVisor maps into the new range.
 """
 
 from __future__ import annotations
@@ -118,7 +121,7 @@ class FreezePause(OciRuntime):
         if not self.files_on_disk:  # read out through the sandbox itself, while it still runs (gvisor_files.py)
             await asyncio.to_thread(dest.mkdir, parents=True)
             try:
-                limit = 2 * (await asyncio.to_thread(disk.image.stat)).st_size + gvisor_files.SLACK_BYTES
+                limit = gvisor_files.cap((await asyncio.to_thread(disk.image.stat)).st_size)
                 seconds = await gvisor_files.save(self._exec_argv(sandbox_id), disk.dir,
                                                   userns.sandbox_range(slot), dest / FILES, limit)
             except BaseException:

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -48,6 +49,7 @@ from .runtime import PauseMode, SandboxHandle, SandboxSpec, SavedSandbox
 from .saved import read_record, write_record
 from .storage import SandboxDisk
 
+log = logging.getLogger("sandhive.node.container_pause")
 PAUSED_SLOT = "paused-slot"  # in the sandbox's directory: the slot it paused on, held again at start (`hold`)
 
 
@@ -207,7 +209,8 @@ async def hold(runtime: OciRuntime, sandbox_id: str) -> None:
         index = int(await asyncio.to_thread((runtime.sandboxes_dir / sandbox_id / PAUSED_SLOT).read_text))
     except (OSError, ValueError):
         return  # not a container pause of this node (or one from before this file): resume reclaims then
-    await asyncio.to_thread(runtime.slots.hold, sandbox_id, index)
+    if not await asyncio.to_thread(runtime.slots.hold, sandbox_id, index):
+        log.info("paused sandbox %s: its slot %d was taken meanwhile; it resumes on another", sandbox_id, index)
 
 
 async def stop_saved(runtime: OciRuntime, saved: SavedSandbox) -> None:

@@ -134,8 +134,8 @@ def main() -> None:
             timing_row("same pool miss against the same bundle's raw start (runtime + envd until /health, no "
                        "network, /init, API)", f.backend, f.miss, "raw runtime start of the sandbox bundle",
                        same_bundle.get(f.backend, [])),
-            *([timing_row("create → first command, pool miss served by a warm shell (`--pool-size 0 "
-                          "--miss-shells 1`)", f.backend, f.shell_miss, base_name, base,
+            *([timing_row("create → first command, pool miss served by a warm shell (`--pool-size 0`, the "
+                          "default one shell)", f.backend, f.shell_miss, base_name, base,
                           verdict(pct(f.shell_miss, 50) <= 1.3 * statistics.median(base), "p50 ≤ 1.3× raw start"))]
               if f.shell_miss and base else []),
             *restore_rows,

@@ -24,7 +24,8 @@ Limits: the tar is taken while the sandbox runs, just before it is frozen (a fil
 be caught half-way; the frozen memory, not the tar, is what a resume without a reboot uses). A file whose
 content changed but whose size and mtime were put back as the template's (`touch -d`) counts as unchanged.
 Mount points (`/proc`, `/dev`, `/sys`, `/.sandhive`, the `/etc` binds, volumes) and other file systems are
-not walked: volumes keep their own files.
+not walked: volumes keep their own files. The program runs within the sandbox's limits: a sandbox at its memory
+limit may fail to pause (the pause fails; it runs on).
 """
 
 from __future__ import annotations

@@ -114,6 +114,7 @@ bench: venv dashboard-assets
 	$(BIN)/python -m bench.template_bench
 	$(BIN)/python -m bench.microvm_bench
 	$(BIN)/python -m bench.pause_bench
+	$(BIN)/python -m bench.gvisor_pause_bench
 	$(BIN)/python -m bench.fork_bench
 	$(BIN)/python -m bench.miss_restore_bench
 	$(BIN)/python -m bench.microvm_persistence_bench

@@ -123,7 +123,7 @@ def pooled(data_dir: Path, figures: BackendFigures, runs: int, concurrent: int) 
 
 def idle_memory(data_dir: Path, figures: BackendFigures, count: int) -> None:
     """cgroup memory of `count` idle sandboxes, and the host's MemAvailable drop per sandbox (no pool running)."""
-    with server(data_dir, figures.backend, "--pool-size", "0") as (srv, key):
+    with server(data_dir, figures.backend, "--pool-size", "0", "--miss-shells", "0") as (srv, key):
         Sandbox.create(timeout=60).kill()
         time.sleep(2)
         before = mem_available_mb()
@@ -141,15 +141,16 @@ def idle_memory(data_dir: Path, figures: BackendFigures, count: int) -> None:
 
 
 def misses(data_dir: Path, figures: BackendFigures, runs: int) -> None:
-    with server(data_dir, figures.backend, "--pool-size", "0") as _:
+    """Cold misses: no pool and no warm shell (the container backend keeps one by default)."""
+    with server(data_dir, figures.backend, "--pool-size", "0", "--miss-shells", "0") as _:
         create_and_run()  # warm the host's caches of the template; not measured
         figures.miss = [create_and_run() for _ in range(runs)]
 
 
 def shell_misses(data_dir: Path, figures: BackendFigures, runs: int) -> None:
-    """Misses served by a warm shell (`--pool-size 0 --miss-shells 1`): before each create the shell is ready (its
-    refill, in the background, is not timed), as between the misses of a node that keeps one."""
-    with server(data_dir, figures.backend, "--pool-size", "0", "--miss-shells", "1") as (srv, _):
+    """Misses served by a warm shell (`--pool-size 0`, the default one shell): before each create the shell is
+    ready (its refill, in the background, is not timed), as between the misses of a node that keeps one."""
+    with server(data_dir, figures.backend, "--pool-size", "0") as (srv, _):
         admin = create_key(srv.data_dir, "bench-operator", "--admin")
 
         def shell_ready() -> None:
@@ -256,8 +257,8 @@ def main() -> None:
           f"load average {load:.2f} at start, {os.getloadavg()[0]:.2f} at end\n")
     print("| measurement | p50 ms | p99 ms | n | p50 vs raw `runc run` /bin/true |\n|---|---|---|---|---|")
     for name, samples in (("baseline: raw `runc run` of /bin/true (before and after)", raw),
-                          ("pool miss, cold (`--pool-size 0`)", figures.miss),
-                          ("pool miss from a warm shell (`--pool-size 0 --miss-shells 1`)", figures.shell_miss)):
+                          ("pool miss, cold (`--pool-size 0 --miss-shells 0`)", figures.miss),
+                          ("pool miss from a warm shell (`--pool-size 0`, the default one shell)", figures.shell_miss)):
         print(f"| {name} | {pct(samples, 50):.1f} | {pct(samples, 99):.1f} | {len(samples)} | "
               f"{pct(samples, 50) / base:.2f}× |")
 

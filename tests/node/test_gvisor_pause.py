@@ -1,8 +1,10 @@
 """Pause and resume on the gvisor backend (runsc), at the runtime level (issue 14, docs/persistence.md).
 
-runsc cannot checkpoint a sandbox here, so a "memory" pause freezes it in place (`runsc pause`); with files on
-disk (`--overlay2=none`) the pause also makes its writable layer durable, and a "filesystem" pause keeps only
-the layer. A background shell loop holds a counter in memory: after a memory pause it must go on from where it
+runsc cannot checkpoint a sandbox here, so a "memory" pause freezes it in place (`runsc pause`) after making its
+files durable: by default (files in gVisor's own overlay) its changes to the template are read out through the
+sandbox into a tar (`gvisor_files.py`), with files on disk (`--overlay2=none`) its writable layer is kept. A
+frozen sandbox that is gone (a host reboot) resumes by a cold boot of those files; a "filesystem" pause keeps
+only them. A background shell loop holds a counter in memory: after a memory pause it must go on from where it
 was (no ticks while frozen); after a filesystem pause its files are there and it is not. Everything else is a
 clear error. Skips, with the reason printed, where runsc is missing or finds no platform.
 """
@@ -20,10 +22,10 @@ from sandhive.errors import NodeError
 from sandhive.node import network
 from sandhive.node.errors import BackendUnavailable
 from sandhive.node.gvisor import GVisorRuntime
-from sandhive.node.gvisor_pause import IMAGE
+from sandhive.node.gvisor_pause import FILES, IMAGE
 from sandhive.node.node import Node
 from sandhive.node.request import CreateRequest, Identity
-from sandhive.node.runtime import SandboxHandle, SandboxSpec, TemplateImage
+from sandhive.node.runtime import COLD_BOOTED, SandboxHandle, SandboxSpec, TemplateImage
 from tests.helpers import read_count, wait_until_async
 
 from .conftest import sdk
@@ -119,8 +121,8 @@ async def test_memory_pause_freezes_and_resume_goes_on(
 
     saved = await rt.pause(handle, "memory", tmp_path / "paused")
     assert saved.mode == "memory" and saved.state["frozen"]
-    # With files on disk, the filesystem is kept durably too, for a resume after a host reboot.
-    assert (saved.directory / IMAGE).is_file() == rt.files_on_disk
+    # The filesystem is kept durably too, for a resume after a host reboot: the layer, or the changes' tar.
+    assert (saved.directory / (IMAGE if rt.files_on_disk else FILES)).is_file()
     assert await rt._state(handle.sandbox_id) == "paused"
     assert not await rt.is_running(handle)
     await asyncio.sleep(1.0)  # no ticks while frozen
@@ -137,30 +139,44 @@ async def test_memory_pause_freezes_and_resume_goes_on(
     await wait_until_async(counting, 30, "the resumed loop counting on")
 
 
+CHANGES = ("rm /etc/group; rm -r /mnt; mkdir -p /srv/new; echo deep > /srv/new/f; ln -s /root/file /srv/link; "
+           "ln /root/file /root/hard; chmod 600 /etc/passwd; chown 1000:1000 /srv/new")
+CHECK = ("cat /root/file /home/user/file /srv/new/f /srv/link; stat -c %u:%g /home/user/file /srv/new; "
+         "stat -c %a /etc/passwd; stat -c %h /root/hard; readlink /srv/link; ls /etc/group /mnt 2>&1 || true")
+
+
+@pytest.mark.parametrize("where", ["default", "files_on_disk"])
 async def test_frozen_sandbox_gone_resumes_from_its_files(
-        on_disk: GVisorRuntime, busybox_template: TemplateImage,
+        where: str, runtimes: dict[str, GVisorRuntime], busybox_template: TemplateImage,
         started: list[tuple[GVisorRuntime, SandboxHandle]], tmp_path: Path) -> None:
     """A host reboot ends a frozen sandbox: `stop_saved` does the same here (and frees everything it held);
-    resume then cold-boots from the kept layer."""
-    handle = await _start(on_disk, busybox_template, started)
-    await asyncio.to_thread(_sh, handle, COUNTER_LOOP)
-    saved = await on_disk.pause(handle, "memory", tmp_path / "paused")
-    await on_disk.stop_saved(saved)
-    assert handle.sandbox_id not in await on_disk.running_ids()
+    resume then cold-boots from the kept files — in the default configuration too, where they lived in
+    gVisor's own overlay: new files and directories, owners, modes, links, hard links and deletions."""
+    rt = runtimes[where]
+    handle = await _start(rt, busybox_template, started)
+    await asyncio.to_thread(_sh, handle, COUNTER_LOOP + CHANGES)
+    saved = await rt.pause(handle, "memory", tmp_path / "paused")
+    await rt.stop_saved(saved)
+    assert handle.sandbox_id not in await rt.running_ids()
     assert _traces(handle.sandbox_id) == []
-    assert (saved.directory / IMAGE).is_file()  # the saved directory is the node's to delete
+    assert (saved.directory / (IMAGE if rt.files_on_disk else FILES)).is_file()  # the node's to delete
 
-    resumed = await on_disk.resume(saved, _spec(handle, busybox_template))
-    started.append((on_disk, resumed))
-    assert await asyncio.to_thread(_sh, resumed, "cat /root/file") == "kept\n"
+    resumed = await rt.resume(saved, _spec(handle, busybox_template))
+    started.append((rt, resumed))
+    assert resumed.state.get(COLD_BOOTED)  # envd is new: the node prepares and inits it
+    out = (await asyncio.to_thread(_sh, resumed, CHECK)).split("\n")
+    assert out[:9] == ["kept", "mine", "deep", "kept", "1000:1000", "1000:1000", "600", "2", "/root/file"], out
+    assert "No such file" in out[9] and "No such file" in out[10], out  # the deletions kept too
 
 
 async def test_frozen_sandbox_gone_without_files_on_disk_is_lost(
         default: GVisorRuntime, busybox_template: TemplateImage,
         started: list[tuple[GVisorRuntime, SandboxHandle]], tmp_path: Path) -> None:
-    """By default the files live in the sentry: a frozen sandbox that is gone cannot come back, and says so."""
+    """A frozen sandbox whose pause kept no files (one paused before files were kept by default) cannot come
+    back once it is gone, and says so."""
     handle = await _start(default, busybox_template, started)
     saved = await default.pause(handle, "memory", tmp_path / "paused")
+    saved.state["files_kept"] = False
     await default.stop_saved(saved)
     assert handle.sandbox_id not in await default.running_ids()
     assert _traces(handle.sandbox_id) == []
@@ -170,9 +186,11 @@ async def test_frozen_sandbox_gone_without_files_on_disk_is_lost(
     assert _traces(handle.sandbox_id) == []
 
 
+@pytest.mark.parametrize("where", ["default", "files_on_disk"])
 async def test_filesystem_pause_keeps_files_not_processes(
-        on_disk: GVisorRuntime, busybox_template: TemplateImage,
+        where: str, runtimes: dict[str, GVisorRuntime], busybox_template: TemplateImage,
         started: list[tuple[GVisorRuntime, SandboxHandle]], tmp_path: Path) -> None:
+    on_disk = runtimes[where]
     handle = await _start(on_disk, busybox_template, started)
     await asyncio.to_thread(_sh, handle, COUNTER_LOOP)
     await asyncio.sleep(0.5)
@@ -182,7 +200,7 @@ async def test_filesystem_pause_keeps_files_not_processes(
     assert handle.sandbox_id not in await on_disk.running_ids()
     assert _traces(handle.sandbox_id) == []
     await on_disk.stop_saved(saved)  # nothing to free; harmless
-    assert (saved.directory / IMAGE).is_file()
+    assert (saved.directory / (IMAGE if on_disk.files_on_disk else FILES)).is_file()
 
     # Take the next slot, so the resume lands in another slot (another host uid range) than the pause.
     other = await _start(on_disk, busybox_template, started)
@@ -213,17 +231,13 @@ async def test_pause_of_a_gone_sandbox_fails_cleanly(
 async def test_what_gvisor_cannot_do_is_a_409(
         runtimes: dict[str, GVisorRuntime], default: GVisorRuntime, busybox_template: TemplateImage,
         started: list[tuple[GVisorRuntime, SandboxHandle]], tmp_path: Path) -> None:
-    """No snapshot with memory anywhere; no filesystem pause while the files live in the sentry. The sandbox
-    runs on untouched."""
-    assert default.persistence.pause_modes == ("memory",)
-    assert runtimes["files_on_disk"].persistence.pause_modes == ("memory", "filesystem")
+    """No snapshot with memory anywhere (both pause modes everywhere). The sandbox runs on untouched."""
+    assert all(rt.persistence.pause_modes == ("memory", "filesystem") for rt in runtimes.values())
     assert not any(rt.persistence.memory_snapshots for rt in runtimes.values())
     handle = await _start(default, busybox_template, started)
-    for refused in (default.snapshot(handle, tmp_path / "snap"),
-                    default.pause(handle, "filesystem", tmp_path / "fs")):
-        with pytest.raises(NodeError) as err:
-            await refused
-        assert err.value.status == 409 and "gvisor" in str(err.value)
-    assert not (tmp_path / "snap").exists() and not (tmp_path / "fs").exists()
+    with pytest.raises(NodeError) as err:
+        await default.snapshot(handle, tmp_path / "snap")
+    assert err.value.status == 409 and "gvisor" in str(err.value)
+    assert not (tmp_path / "snap").exists()
     assert await default.is_running(handle)
     assert await asyncio.to_thread(_sh, handle, "echo up") == "up\n"

@@ -112,6 +112,9 @@ class FakeRuntime:
     async def logs(self, handle: SandboxHandle) -> list[str]:
         return [f"fake envd of {handle.sandbox_id}"]
 
+    async def hold_paused(self, sandbox_id: str) -> None:
+        return None
+
 
 def _frame(message: dict, flags: int = 0) -> bytes:
     payload = json.dumps(message).encode()

@@ -62,3 +62,15 @@ def test_a_sandbox_holding_another_slot_gets_that_one(tmp_path: Path) -> None:
     (tmp_path / "3").write_text("sbx1")  # taken by an earlier attempt that kept it
     assert slots.reclaim("sbx1", 0) == (Slot(3), False)
     assert not (tmp_path / "0").exists()
+
+
+def test_a_paused_sandbox_holds_its_slot_again_at_start_if_free(tmp_path: Path) -> None:
+    """`hold` (the node's reconcile, before pools and warm shells start): the paused sandbox's slot if free or
+    its own, never another one; a slot someone else took stays theirs."""
+    slots = SlotAllocator(tmp_path)
+    assert slots.hold("sbx1", 3) and slots.owns("sbx1", Slot(3))
+    assert slots.hold("sbx1", 3)  # already its own
+    (tmp_path / "4").write_text("squatter")
+    assert not slots.hold("sbx2", 4)
+    assert (tmp_path / "4").read_text() == "squatter" and slots.owned_by("sbx2") is None
+    assert slots.claim("pool") not in (Slot(3), Slot(4))  # a pool's or shell's sandbox gets another slot

@@ -127,3 +127,23 @@ async def test_a_miss_before_a_shell_is_ready_is_cold_started() -> None:
 async def test_shells_are_off_by_default_and_on_a_runtime_without_them() -> None:
     assert Node(FakeShellRuntime()).shells.settings.enabled is False
     assert Node(FakeRuntime(), shells=2).shells.settings.enabled is False  # warned and ignored
+
+
+def test_a_server_keeps_one_shell_by_default_where_the_backend_has_them() -> None:
+    """`sandhive serve` without `--miss-shells` (cli/node_options.py): one shell on a backend with shells, none
+    elsewhere."""
+    assert Node(FakeShellRuntime()).default_shells() == 1
+    assert Node(FakeRuntime()).default_shells() == 0
+
+
+async def test_paused_sandboxes_hold_their_slots_in_reconcile_before_shells_start() -> None:
+    """The API reconciles before `start()` fills the shells: each paused sandbox has held what it had by then."""
+    held: list[str] = []
+
+    class Holding(FakeShellRuntime):
+        async def hold_paused(self, sandbox_id: str) -> None:
+            held.append(sandbox_id)
+
+    node = Node(Holding(), shells=1)
+    await node.reconcile([], paused=["paused-b", "paused-a"])
+    assert held == ["paused-a", "paused-b"] and node.runtime.shells_started == []  # type: ignore[attr-defined]

@@ -20,7 +20,7 @@ TemplatePoolSizes = Annotated[list[str] | None, typer.Option(
 MissShells = Annotated[int | None, typer.Option(
     "--miss-shells", min=0, envvar="SANDHIVE_MISS_SHELLS",
     help="Warm shells (container backend): sandboxes of no template that serve pool misses without envd's start "
-         "(docs/persistence.md); 0 (the default) turns them off.")]
+         "(docs/persistence.md); default 1 on the container backend; 0 turns them off.")]
 MemoryBudget = Annotated[int | None, typer.Option(
     "--memory-budget", min=1, envvar="SANDHIVE_MEMORY_BUDGET_MB",
     help="MB of memory sandboxes (pooled ones included) may reserve; default: host RAM minus max(1 GiB, 10%).")]

@@ -45,6 +45,9 @@ class ContainerRuntime(OciRuntime):
     async def stop_saved(self, saved: SavedSandbox) -> None:
         await container_pause.stop_saved(self, saved)
 
+    async def hold_paused(self, sandbox_id: str) -> None:
+        await container_pause.hold(self, sandbox_id)
+
     # ---- snapshots (container_snapshot.py): CRIU dump of a frozen sandbox + its writable layer -------------
     async def prepare(self) -> None:
         await super().prepare()

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -47,6 +48,9 @@ from .oci_runtime import OciRuntime
 from .runtime import PauseMode, SandboxHandle, SandboxSpec, SavedSandbox
 from .saved import read_record, write_record
 from .storage import SandboxDisk
+
+log = logging.getLogger("sandhive.node.container_pause")
+PAUSED_SLOT = "paused-slot"  # in the sandbox's directory: the slot it paused on, held again at start (`hold`)
 
 
 @contextlib.contextmanager
@@ -89,6 +93,8 @@ async def pause(runtime: OciRuntime, handle: SandboxHandle, mode: PauseMode, des
                 await run(*runtime._oci("kill", handle.sandbox_id, "KILL"), check=False)
                 await runtime._delete(handle.sandbox_id)
                 await network.destroy(handle.sandbox_id, Slot(handle.state["slot"]))
+            slot_file = runtime.sandboxes_dir / handle.sandbox_id / PAUSED_SLOT
+            await asyncio.to_thread(slot_file.write_text, str(handle.state["slot"]))
             await asyncio.to_thread(write_record, saved)
         except BaseException:
             await asyncio.to_thread(shutil.rmtree, dest, True)
@@ -184,6 +190,27 @@ async def _cold_boot(runtime: OciRuntime, handle: SandboxHandle, spec: SandboxSp
     await network.attach_namespace(spec.sandbox_id, pid)
     await network.create(spec.sandbox_id, Slot(handle.state["slot"]), spec.allow_internet_access)
     await run(*runtime._oci("start", spec.sandbox_id))
+
+
+async def hold(runtime: OciRuntime, sandbox_id: str) -> None:
+    """At server start (`Runtime.hold_paused`): the slot the paused sandbox left on (`PAUSED_SLOT` in its
+    directory), claimed for it again if a host reboot freed it.
+
+    A paused sandbox keeps its slot while the host runs; a reboot empties /run and its claim with it, and the
+    first sandbox to start — a warm pool's or warm shell's, filled as soon as the server is up, long before
+    anyone resumes — would take the slot, so the sandbox would come back at another address for no reason but
+    ordering. The claim is therefore taken again here, by the node's reconcile, before pools and shells start:
+    the slot stays the paused sandbox's as long as nobody else has it. If another sandbox took it meanwhile
+    (another server on the host), nothing is claimed and `resume` finds a new one (`SlotAllocator.reclaim`).
+    This holds nothing a paused sandbox did not hold before the reboot. The alternatives were worse: a resume
+    that never depends on its slot would re-own the layer and retarget the dump after every reboot, and pools
+    and shells kept off the slots of saved sandboxes need those slots known at start, which is this step."""
+    try:
+        index = int(await asyncio.to_thread((runtime.sandboxes_dir / sandbox_id / PAUSED_SLOT).read_text))
+    except (OSError, ValueError):
+        return  # not a container pause of this node (or one from before this file): resume reclaims then
+    if not await asyncio.to_thread(runtime.slots.hold, sandbox_id, index):
+        log.info("paused sandbox %s: its slot %d was taken meanwhile; it resumes on another", sandbox_id, index)
 
 
 async def stop_saved(runtime: OciRuntime, saved: SavedSandbox) -> None:

@@ -1,31 +1,34 @@
-"""Pause and resume for the `gvisor` backend (issue 14): frozen in place, and with files on disk a filesystem pause.
+"""Pause and resume for the `gvisor` backend (issue 14): frozen in place after its files are made durable.
 
 runsc cannot checkpoint a sandbox that uses host networking (`--network=host`, the network mode the node runs
 gVisor with); its own netstack could checkpoint here but refuses — and kills the sandbox — while any TCP
 connection is open or in TIME_WAIT (docs/persistence.md). So memory cannot be written to a file. What gVisor
-can do is stop every task of its kernel where it is (`runsc pause`): no CPU, memory resident.
+can do is stop every task of its kernel where it is (`runsc pause`): no CPU, memory resident. That outlives a
+server restart, not a host reboot; so before freezing, a pause makes the sandbox's files durable, and if the
+frozen sandbox is gone at resume (host reboot, killed) `resume` cold-boots those files instead (the handle says
+`COLD_BOOTED`, and the node prepares and inits the new envd as on create).
 
-Where the sandbox's files live decides the rest (`files_on_disk`, `$SANDHIVE_GVISOR_FILES_ON_DISK=1`):
+Where the sandbox's files live decides how they are kept (`files_on_disk`, `$SANDHIVE_GVISOR_FILES_ON_DISK=1`):
 
 - By default runsc wraps the root in its own overlay (`--overlay2=root:self`): the sandbox's writes live in the
-  sentry, so they go with it. Only `pause(handle, "memory")` is offered: the sandbox is frozen in place and
-  `resume` is `runsc resume` — the processes go on where they were, on the same address, with the connections
-  they had. It outlives a server restart, not a host reboot. A "filesystem" pause is the 409 of
-  `runtime.not_supported`.
+  sentry, where the host cannot read them. They are read out through the sandbox itself (`gvisor_files.save`,
+  `runsc exec` of a small program as the sandbox's root) into `dest/files.tar`: its changes to the template,
+  and the template paths it deleted. A cold boot starts a fresh sandbox of the template under the same id and
+  unpacks them inside it (`gvisor_files.load`); the host never unpacks them.
 - With files on disk (`--overlay2=none`), the writes go through the gofer into the sandbox's writable layer on
   the host (what the container backend has), at the cost of file metadata (gVisor's gofer has no xattrs, so
   `files.write(metadata=...)` fails) and of watchers under `/` needing `allow_network_mounts` (the root shows as
-  9p). Then both modes work: a "memory" pause freezes the sandbox *and* makes its layer durable — flushed
-  (syncfs) and its image (`disk.ext4`) hard-linked into `dest` (copied across file systems); nothing writes to
-  it while frozen, so the link is a consistent copy. If the frozen sandbox is gone at resume (host reboot,
-  killed), `resume` cold-boots the kept files instead. A "filesystem" pause does the same and then stops the
-  sandbox: only `dest/disk.ext4` remains, and `resume` cold-boots envd on it under the same id.
-- `snapshot`/`restore` (memory into a new sandbox) are the 409 of `runtime.not_supported`.
+  9p). The layer is flushed (syncfs) and its image (`disk.ext4`) hard-linked into `dest` (copied across file
+  systems) once the sandbox is frozen; a cold boot mounts it again, re-owned into the new slot's uid range.
 
-A cold boot may come up on another network slot, hence another host uid range (`userns.sandbox_range`): the
-kept upper dir is then re-owned into the new range (`userns.rehome`) before it is mounted. The
-sandbox is not running while that happens, so nothing can swap a path under the walk; links are never
-followed.
+Both modes offer "memory" (frozen in place, as above) and "filesystem" (the files kept the same way, then the
+sandbox stopped: `resume` is the cold boot). `snapshot`/`restore` (memory into a new sandbox) are the 409 of
+`runtime.not_supported`.
+
+A cold boot may come up on another network slot, hence another host uid range (`userns.sandbox_range`): a kept
+layer's upper dir is then re-owned into the new range (`userns.rehome`) before it is mounted (the sandbox is not
+running while that happens, so nothing can swap a path under the walk; links are never followed); a tar is
+unpacked inside the sandbox, whose own ids gVisor maps into the new range.
 """
 
 from __future__ import annotations
@@ -40,14 +43,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import NodeError
-from . import userns
+from . import gvisor_files, userns
 from .errors import BackendError
 from .hostcmd import run
 from .oci_runtime import OciRuntime
-from .runtime import PauseMode, Persistence, SandboxHandle, SandboxSpec, SavedSandbox, not_supported
+from .runtime import COLD_BOOTED, PauseMode, Persistence, SandboxHandle, SandboxSpec, SavedSandbox
 from .storage import SandboxDisk
 
-IMAGE = "disk.ext4"  # the kept writable layer inside a saved sandbox's directory
+IMAGE = "disk.ext4"  # the kept writable layer inside a saved sandbox's directory (files on disk)
+FILES = "files.tar"  # the sandbox's changes to its template, read out through the sandbox (gvisor_files.py)
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -101,8 +105,7 @@ class FreezePause(OciRuntime):
     def __init__(self, data_dir: Path, files_on_disk: bool = False) -> None:
         super().__init__(data_dir)
         self.files_on_disk = files_on_disk
-        self.persistence = Persistence(pause_modes=("memory", "filesystem") if files_on_disk else ("memory",),
-                                       memory_snapshots=False)
+        self.persistence = Persistence(pause_modes=("memory", "filesystem"), memory_snapshots=False)
         self._kept: dict[str, _Kept] = {}  # sandbox id → the layer its next `start` boots from
 
     # ---- pause ----------------------------------------------------------------------------
@@ -110,16 +113,23 @@ class FreezePause(OciRuntime):
         sandbox_id = handle.sandbox_id
         if mode not in ("memory", "filesystem"):
             raise NodeError(400, f"unknown pause mode {mode!r}: choose memory or filesystem")
-        if mode not in self.persistence.pause_modes:
-            raise not_supported(self.name, f"pause ({mode}) while files live in gVisor's own overlay "
-                                           "(SANDHIVE_GVISOR_FILES_ON_DISK=1 keeps them on disk)")
         status = await self._state(sandbox_id)
         if status != "running":
             raise NodeError(409, f"sandbox {sandbox_id} is {status or 'gone'}: only a running sandbox can be paused")
         disk = SandboxDisk(self.sandboxes_dir / sandbox_id)
+        slot = int(handle.state["slot"])
+        if not self.files_on_disk:  # read out through the sandbox itself, while it still runs (gvisor_files.py)
+            await asyncio.to_thread(dest.mkdir, parents=True)
+            try:
+                limit = gvisor_files.cap((await asyncio.to_thread(disk.image.stat)).st_size)
+                seconds = await gvisor_files.save(self._exec_argv(sandbox_id), disk.dir,
+                                                  userns.sandbox_range(slot), dest / FILES, limit)
+            except BaseException:
+                await asyncio.to_thread(shutil.rmtree, dest, True)
+                raise
         await run(*self._oci("pause", sandbox_id))
         try:
-            await asyncio.to_thread(dest.mkdir, parents=True)
+            await asyncio.to_thread(dest.mkdir, parents=True, exist_ok=True)
             try:
                 if self.files_on_disk:
                     await asyncio.to_thread(syncfs, disk.rw)
@@ -129,10 +139,12 @@ class FreezePause(OciRuntime):
                 raise
         except BaseException:
             await run(*self._oci("resume", sandbox_id), check=False)  # all or nothing: it runs on as before
+            await asyncio.to_thread(shutil.rmtree, dest, True)
             raise
-        slot = int(handle.state["slot"])
-        state = {"frozen": mode == "memory", "files_kept": self.files_on_disk, "address": handle.address,
-                 "handle": dict(handle.state), "host_root": userns.sandbox_range(slot)}
+        state = {"frozen": mode == "memory", "files_kept": True, "files": IMAGE if self.files_on_disk else FILES,
+                 "address": handle.address, "handle": dict(handle.state), "host_root": userns.sandbox_range(slot)}
+        if not self.files_on_disk:
+            state["files_seconds"] = round(seconds, 3)
         saved = SavedSandbox(sandbox_id, self.name, mode, dest, state)
         if mode == "filesystem":
             await self.stop(handle)  # the image in `dest` is a link of its own: the sandbox's removal leaves it
@@ -156,17 +168,34 @@ class FreezePause(OciRuntime):
         return await self._cold_boot(saved, spec)
 
     async def _cold_boot(self, saved: SavedSandbox, spec: SandboxSpec) -> SandboxHandle:
-        image = saved.directory / IMAGE
+        """A fresh sandbox under the same id with the kept files: envd new, so the node prepares and inits it
+        (`COLD_BOOTED` in the handle's state for a "memory" pause whose frozen sandbox was gone)."""
         if not saved.state.get("files_kept"):
             raise NodeError(404, f"paused sandbox {saved.source_id} is gone: it was frozen in place on the gvisor "
-                                 "backend, which keeps its memory and files only while the host runs")
+                                 "backend, which kept its memory and files only while the host ran")
+        if saved.state.get("files") == FILES:
+            handle = await self.start(spec)  # the template as on create, then the sandbox's changes to it
+            try:
+                await gvisor_files.load(self._exec_argv(spec.sandbox_id), saved.directory / FILES)
+            except BaseException:
+                await self.stop(handle)
+                raise
+            handle.state[COLD_BOOTED] = True
+            return handle
+        image = saved.directory / IMAGE
         if not image.is_file():
             raise BackendError(f"the paused sandbox {saved.source_id} has no kept layer at {image}")
         self._kept[spec.sandbox_id] = _Kept(image)
         try:
-            return await self.start(spec)
+            handle = await self.start(spec)
         finally:
             self._kept.pop(spec.sandbox_id, None)
+        handle.state[COLD_BOOTED] = True
+        return handle
+
+    def _exec_argv(self, sandbox_id: str) -> list[str]:
+        """`runsc exec` as the sandbox's root: the program's argv follows."""
+        return self._oci("exec", "--user", "0:0", "--cwd", "/", sandbox_id)
 
     def _create_disk(self, disk: SandboxDisk, spec: SandboxSpec, host_root: int) -> None:
         kept = self._kept.get(spec.sandbox_id)

@@ -133,14 +133,25 @@ class SlotAllocator:
         held = self.owned_by(sandbox_id)
         if held is not None:
             return held, False
+        if self._take(sandbox_id, index):
+            return Slot(index), True
+        return self.claim(sandbox_id), True
+
+    def hold(self, sandbox_id: str, index: int) -> bool:
+        """Slot `index` for a paused sandbox at server start, before any other sandbox can claim one: True when
+        the sandbox holds it now (it still did, or it was free — a host reboot emptied /run), False when
+        another sandbox took it (its resume then gets another slot, through `reclaim`). Never claims another."""
+        return self.owns(sandbox_id, Slot(index)) or self._take(sandbox_id, index)
+
+    def _take(self, sandbox_id: str, index: int) -> bool:
         self.dir.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(self.dir / str(index), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         except FileExistsError:
-            return self.claim(sandbox_id), True
+            return False
         with os.fdopen(fd, "w") as f:
             f.write(sandbox_id)
-        return Slot(index), True
+        return True
 
     def owns(self, sandbox_id: str, slot: Slot) -> bool:
         """Whether `slot`'s file names `sandbox_id` (after a host reboot it may name another sandbox, or none)."""

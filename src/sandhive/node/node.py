@@ -34,6 +34,7 @@ from .network import SUBNET, Slot, SlotAllocator
 from .pool import PoolSettings, PoolStatus, WarmPools
 from .request import CreateRequest, Identity, new_sandbox_id
 from .runtime import (
+    COLD_BOOTED,
     PauseMode,
     ResourceUsage,
     Runtime,
@@ -60,10 +61,10 @@ OnExit = Callable[[SandboxHandle, str], Awaitable[None]]
 SHELL_TEMPLATE = TemplateImage("sandhive-shell", Path("/nonexistent-shell-root"), default_user="root",
                                default_workdir="/")
 SHELL_REQUEST = CreateRequest(SHELL_TEMPLATE, cpu_count=1, memory_mb=256, disk_mb=0)
-# Warm shells when the operator does not say. Off: a shell started at boot takes a network slot before a paused
-# sandbox resumes after a host reboot, which then comes back at another address (tests/persistence/test_reboot.py);
-# shells must first leave paused sandboxes' slots alone.
-DEFAULT_SHELLS = 0
+# Warm shells when the operator does not say, on a backend that has them: one serves a pool miss at 0.88x a raw
+# `runc run` (bench/RESULTS.md). The shell filled at boot cannot take a paused sandbox's slot: the node has the
+# paused sandboxes hold theirs first (`Node.reconcile`, before `start()`; tests/persistence/test_reboot.py).
+DEFAULT_SHELLS = 1
 
 __all__ = ["CreateRequest", "HostFull", "Identity", "Node", "NodeStatus", "PoolSettings", "Resources"]
 
@@ -416,7 +417,7 @@ class Node:
         except BaseException:
             self.admission.release(sandbox_id)
             raise
-        if saved.mode == "filesystem":
+        if saved.mode == "filesystem" or handle.state.pop(COLD_BOOTED, False):
             try:
                 await prepare(self._http, handle, request.template, self.ca_bundle, self.ready_policy)
                 await self._init(handle, request, identity)
@@ -504,7 +505,8 @@ class Node:
                         paused: Iterable[str] = ()) -> set[str]:
         """After a restart: adopt what still runs (with its `resources` reserved), stop what the store does
         not know — among them any warm-pool sandbox a previous server left behind. `paused` sandboxes (their
-        disks and slots) are left as they are.
+        disks and slots) are left as they are, and take back what a host reboot released (their slots), before
+        pools and shells start and could take it.
 
         Returns the ids of `known` sandboxes that are alive; the caller marks the others gone.
         """
@@ -515,7 +517,13 @@ class Node:
                     await self.runtime.stop(handle)  # free what a half-dead sandbox still holds
             elif resources and handle.sandbox_id in resources:
                 self.admission.adopt(handle.sandbox_id, resources[handle.sandbox_id])
-        orphans = await self.runtime.running_ids() - {h.sandbox_id for h in known} - set(paused)
+        paused = set(paused)
+        for sandbox_id in sorted(paused):  # before `start()` fills pools and shells (Runtime.hold_paused)
+            try:
+                await self.runtime.hold_paused(sandbox_id)
+            except Exception as exc:  # its resume claims what it needs then, as it would without this step
+                log.warning("could not hold what paused sandbox %s had: %s", sandbox_id, exc)
+        orphans = await self.runtime.running_ids() - {h.sandbox_id for h in known} - paused
         for orphan in orphans:
             log.warning("removing orphan sandbox %s that the store does not know", orphan)
             with contextlib.suppress(Exception):

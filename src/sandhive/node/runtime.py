@@ -79,6 +79,9 @@ class SandboxHandle:
 
 
 PauseMode = Literal["memory", "filesystem"]
+# In the handle a "memory" `resume` returns when it could only cold-boot the sandbox's kept files (gVisor's frozen
+# sandbox after a host reboot): envd is new, so the node prepares and inits it as for a "filesystem" resume.
+COLD_BOOTED = "cold_booted"
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,13 @@ class Runtime(Protocol):
         """Free what a saved sandbox holds besides its directory (a frozen-in-place sandbox's processes)."""
         ...
 
+    async def hold_paused(self, sandbox_id: str) -> None:
+        """At server start, before any pool or shell fills: take again what the paused sandbox `sandbox_id` keeps
+        host-wide while paused and a host reboot released (the container backend's network slot), if no other
+        sandbox took it meanwhile, so that its resume comes back as it left (same address). Nothing for a
+        backend whose pause keeps nothing host-wide, or for an id it never paused."""
+        ...
+
     async def close(self) -> None:
         """Server stop: free what the backend holds itself (clients, namespaces); sandboxes keep running."""
         ...
@@ -246,4 +256,7 @@ class NotPersistent:
         raise not_supported(self.name, "a restore from a snapshot")
 
     async def stop_saved(self, saved: SavedSandbox) -> None:
+        return None
+
+    async def hold_paused(self, sandbox_id: str) -> None:
         return None

@@ -329,6 +329,10 @@ class MicrovmRuntime:
         """Nothing of a saved microVM runs: its directory is all of it (the node deletes that)."""
         return None
 
+    async def hold_paused(self, sandbox_id: str) -> None:
+        """Nothing to hold: a paused microVM gave its slot back (its resume takes any free one)."""
+        return None
+
     # ---- stop and state -------------------------------------------------------------------
     def _pid(self, handle: SandboxHandle) -> int | None:
         return handle.state.get("pid") or qemu.read_pid(self.sandboxes_dir / handle.sandbox_id / "qemu.pid")

@@ -183,6 +183,35 @@ def test_timeout_pauses_and_a_request_through_the_other_replica_wakes_it(c: Clus
         Sandbox.kill(sandbox.sandbox_id, **sdk(c, 0))
 
 
+def test_a_replica_with_an_old_route_wakes_a_sandbox_another_replica_paused(c: Cluster) -> None:
+    """Replica 1 has routed to the sandbox; replica 0 pauses it: replica 1 reads the route again from the store
+    (within ROUTE_TTL_SECONDS) and its next requests wake the sandbox instead of going to a node that no longer
+    runs it."""
+    sandbox = Sandbox.create(timeout=300, lifecycle={"on_timeout": "pause", "auto_resume": True}, **sdk(c, 0))
+    headers = {"E2b-Sandbox-Id": sandbox.sandbox_id, "E2b-Sandbox-Port": "8000"}
+    try:
+        sandbox.files.write("/home/user/www/index.html", "served before and after")
+        sandbox.commands.run("cd /home/user/www && python3 -m http.server 8000", background=True)
+        wait_until(lambda: sandbox.commands.run("cat /proc/net/tcp | grep -c ':1F40 ' || true").stdout.strip() != "0",
+                   30, "the sandbox's web server to listen")
+        assert httpx.get(c.replicas[1].url, headers=headers, trust_env=False, timeout=60).text == \
+            "served before and after"  # replica 1 now holds a route to it
+        with c.replicas[0].client(c.key) as client:
+            assert client.post(f"/sandboxes/{sandbox.sandbox_id}/pause").status_code == 204
+
+        def woken() -> bool:
+            try:
+                r = httpx.get(c.replicas[1].url, headers=headers, trust_env=False, timeout=120)
+            except httpx.HTTPError:
+                return False
+            return r.text == "served before and after"
+
+        wait_until(woken, 30, "a request through the replica with the old route to wake the sandbox", interval=0.5)
+        assert Sandbox.get_info(sandbox.sandbox_id, **sdk(c, 0)).state.value == "running"
+    finally:
+        Sandbox.kill(sandbox.sandbox_id, **sdk(c, 0))
+
+
 def test_postgres_restart_answers_503_then_recovers_with_nothing_lost(c: Cluster, pg_url: str) -> None:  # noqa: F811
     kept = Sandbox.create(timeout=300, **sdk(c, 0))
     try:

@@ -212,6 +212,37 @@ def test_a_replica_with_an_old_route_wakes_a_sandbox_another_replica_paused(c: C
         Sandbox.kill(sandbox.sandbox_id, **sdk(c, 0))
 
 
+def test_the_egress_audit_of_a_remote_sandbox_reads_through_any_replica(c: Cluster) -> None:
+    """A denied connection of a sandbox on a node is in its egress audit through the other replica, and counted
+    in the control plane's figures. (The packet is dropped by the node's own firewall, in its own network
+    namespace: nothing leaves the machine.)"""
+    denied = "198.51.100.7"
+    sandbox = Sandbox.create(timeout=300, network={"deny_out": [f"{denied}/32"]}, **sdk(c, 0))
+    try:
+        probe = (f"import socket\ntry:\n socket.create_connection(({denied!r}, 443), timeout=2)\n"
+                 "except OSError:\n print('blocked')\n")
+        sandbox.files.write("/tmp/probe.py", probe)
+        assert sandbox.commands.run("python3 /tmp/probe.py", timeout=60).stdout.strip() == "blocked"
+
+        def audited() -> bool:
+            with c.replicas[1].client(c.key) as client:
+                r = client.get(f"/sandboxes/{sandbox.sandbox_id}/logs")
+            assert r.status_code == 200, r.text
+            return any(f.get("logger") == "egress" and f.get("destination") == denied and f.get("verdict") == "denied"
+                       for f in (e.get("fields", {}) for e in r.json()["logEntries"]))
+
+        wait_until(audited, 30, "the denied attempt in the egress audit through the other replica", interval=0.5)
+        admin = create_key(c.root / "cp0", "operators", "--admin", "--database-url", c.database_url)
+
+        def counted() -> bool:
+            with c.replicas[1].client(admin) as client:
+                return (client.get("/sandhive/node").json().get("egressDeniedTotal") or 0) >= 1
+
+        wait_until(counted, 30, "the nodes' denied count in the control plane's figures", interval=0.5)
+    finally:
+        Sandbox.kill(sandbox.sandbox_id, **sdk(c, 0))
+
+
 def test_postgres_restart_answers_503_then_recovers_with_nothing_lost(c: Cluster, pg_url: str) -> None:  # noqa: F811
     kept = Sandbox.create(timeout=300, **sdk(c, 0))
     try:

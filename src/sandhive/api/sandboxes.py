@@ -423,10 +423,11 @@ class SandboxService:
         too_early = start_ms is not None and now.timestamp() * 1000 < start_ms
         if record.state == "killed" or self.node is None or too_early:
             return SandboxLogs(logs=[], logEntries=[])
-        lines = await self.node.logs(handle_of(record))
+        handle = handle_of(record)
+        lines = await self.node.logs(handle)
         entries = [SandboxLogEntry(timestamp=now, message=line) for line in lines]
         since = (start_ms or 0) / 1000
-        entries += [egress_entry(e) for e in self.node.egress_log.entries(sandbox_id) if e.time >= since]
+        entries += [egress_entry(e) for e in await self.node.egress_entries(handle) if e.time >= since]
         entries.sort(key=lambda entry: entry.timestamp)
         entries = entries[-limit:] if limit else []
         return SandboxLogs(logs=[SandboxLog(timestamp=e.timestamp, line=e.message) for e in entries],

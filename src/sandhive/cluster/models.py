@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, Field, TypeAdapter
 
 from ..node.egress import EgressPolicy
+from ..node.egress_audit import EgressEntry
 from ..node.pool import PoolStatus
 from ..node.runtime import ResourceUsage, SandboxHandle, TemplateImage
 
@@ -130,6 +131,10 @@ class Logs(BaseModel):
     lines: list[str]
 
 
+class EgressEntries(BaseModel):
+    entries: list[EgressEntry]  # the node's own dataclass, checked and serialised by pydantic
+
+
 class Running(BaseModel):
     running: bool
 
@@ -171,6 +176,7 @@ class Status(BaseModel):
     running: list[str]
     boot_id: str = ""  # new at every start of the node process: a change tells control planes it restarted
     reconciled: bool = False  # has a control plane reconciled this process yet (adopted what still runs)?
+    egress_denied_total: int = 0  # egress attempts its sandboxes were refused (the egress audit), since it started
     pause_modes: list[str] = Field(default_factory=list)  # its runtime's `Persistence` (node_saved_api)
     memory_snapshots: bool = False
 

@@ -163,7 +163,7 @@ class NodeService:
                         pooled_cpus=s.pooled.cpu_count, in_use_mb=s.in_use_mb, sandboxes=s.sandboxes,
                         pressure=s.pressure, pools=list(s.pools),
                         running=sorted(self.sandboxes.handles), boot_id=self.boot_id,
-                        reconciled=self._reconciled,
+                        reconciled=self._reconciled, egress_denied_total=self.node.egress_log.denied_total,
                         pause_modes=list(self.node.runtime.persistence.pause_modes),
                         memory_snapshots=self.node.runtime.persistence.memory_snapshots)
 
@@ -194,6 +194,10 @@ def node_router(service: NodeService) -> APIRouter:
     @r.post("/sandboxes/logs")
     async def logs(body: m.Handle) -> m.Logs:
         return m.Logs(lines=await service.node.logs(body.to_handle()))
+
+    @r.post("/sandboxes/egress-log")
+    async def egress_log(body: m.Handle) -> m.EgressEntries:
+        return m.EgressEntries(entries=await service.node.egress_entries(body.to_handle()))
 
     @r.post("/sandboxes/egress", status_code=204)
     async def set_egress(body: m.SetEgress) -> None:

@@ -40,7 +40,7 @@ import httpx
 from ..errors import NodeError
 from ..node.admission import Budget, Resources
 from ..node.egress import EgressPolicy
-from ..node.egress_audit import EgressLog
+from ..node.egress_audit import EgressEntry, EgressLog
 from ..node.metrics_history import MetricsHistory
 from ..node.node import NodeStatus, OnExit
 from ..node.pool import PoolSettings, PoolStatus
@@ -196,7 +196,9 @@ class RemoteNodes:
         self.runtime = _Runtime("none")
         self.pools = _Pools(self)
         self.shells = _NoShells()
-        self.egress_log = EgressLog()  # the egress audit stays on each node (not relayed yet)
+        # The egress audit stays on each node (`egress_entries` asks it); only the nodes' denied counts are added up
+        # here after each poll, for the control plane's metrics.
+        self.egress_log = EgressLog()
         self.telemetry = NodeTelemetry()
         self.history = MetricsHistory(self.usage)
         # What the store says runs on a node (handles and reservations), for re-adopting after a node restart;
@@ -295,6 +297,7 @@ class RemoteNodes:
                 elif not node.lost(now) and node.url in was_lost:
                     was_lost.discard(node.url)
                     log.warning("node %s (%s) is back", node.node_id, node.url)
+            self.egress_log.denied_total = sum(n.status.egress_denied_total for n in self.nodes if n.status)
             self._notice_deaths()
             await self._notice_unwatched_deaths()
             if self.after_poll and (self._after is None or self._after.done()):
@@ -452,6 +455,10 @@ class RemoteNodes:
     async def logs(self, handle: SandboxHandle) -> list[str]:
         response = await self._client(handle).call("POST", "/sandboxes/logs", m.Handle.of(handle).model_dump())
         return m.Logs.model_validate(response.json()).lines
+
+    async def egress_entries(self, handle: SandboxHandle) -> list[EgressEntry]:
+        response = await self._client(handle).call("POST", "/sandboxes/egress-log", m.Handle.of(handle).model_dump())
+        return m.EgressEntries.model_validate(response.json()).entries
 
     def watch(self, handle: SandboxHandle, on_exit: OnExit) -> None:
         self.on_exit = on_exit

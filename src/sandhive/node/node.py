@@ -493,6 +493,10 @@ class Node:
     async def logs(self, handle: SandboxHandle) -> list[str]:
         return await self.runtime.logs(handle)
 
+    async def egress_entries(self, handle: SandboxHandle) -> list[EgressEntry]:
+        """The sandbox's egress audit on this node (a control plane asks its node for it: cluster/remote_node.py)."""
+        return self.egress_log.entries(handle.sandbox_id)
+
     def status(self) -> NodeStatus:
         admission = self.admission
         admission.refresh()

@@ -31,7 +31,7 @@ def check_schema(url: str) -> None:
     try:
         assert set(inspect(engine).get_table_names()) >= TABLES
         with engine.connect() as conn:
-            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0010"
+            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0011"
             diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         assert diff == [], f"models and migrations differ: {diff}"
     finally:

@@ -8,12 +8,14 @@ after it both replicas recover by themselves and nothing is lost.
 
 from __future__ import annotations
 
+import contextlib
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from e2b import Sandbox
+from e2b import Sandbox, Volume
 
 from tests.api.rig import create_key
 from tests.api.test_postgres import pg_url  # noqa: F401  # the private PostgreSQL, as a module fixture
@@ -71,10 +73,42 @@ def test_node_saved_routes_touch_only_their_own_directories(c: Cluster) -> None:
     assert r.status_code in (400, 422), r.text  # only pauses and snapshots, never another directory of the node
 
 
-def test_volumes_answer_a_clear_409_through_remote_nodes(c: Cluster) -> None:
-    with c.replicas[0].client(c.key) as client:
-        r = client.post("/volumes", json={"name": "data"})
-    assert r.status_code == 409 and "remote nodes" in r.json()["message"], r.text
+def test_a_volume_lives_on_one_node_and_serves_through_either_replica(c: Cluster) -> None:
+    """A volume made through replica A is mounted by a sandbox created through B (placed on the volume's node),
+    outlives it, is read by a second sandbox through A and by its content API through B; another team gets 404;
+    deleting it through B removes its image on its node (cluster/remote_volumes.py)."""
+    volume = Volume.create(f"data-{uuid.uuid4().hex[:8]}", **sdk(c, 0))
+    sandboxes: list[Sandbox] = []
+    try:
+        first = Sandbox.create(timeout=120, volume_mounts={"/mnt/data": volume}, **sdk(c, 1))
+        sandboxes.append(first)
+        node = client_id(c, 1, first.sandbox_id)
+        image = node_dir(c, node) / "volumes" / volume.volume_id / "volume.ext4"
+        assert image.is_file()  # the volume is on the node its sandbox was placed on
+        assert first.commands.run("echo kept > /mnt/data/note.txt").exit_code == 0
+        first.kill()
+        second = Sandbox.create(timeout=120, volume_mounts={"/mnt/data": volume}, **sdk(c, 0))
+        sandboxes.append(second)
+        assert client_id(c, 0, second.sandbox_id) == node
+        assert second.commands.run("cat /mnt/data/note.txt").stdout == "kept\n"
+        second.kill()
+        assert volume.read_file("/note.txt", api_url=c.replicas[1].url) == "kept\n"  # relayed to the node
+        volume.write_file("/from-api.txt", "hello", api_url=c.replicas[0].url)
+        assert [e.name for e in volume.list("/", api_url=c.replicas[1].url)] == ["from-api.txt", "note.txt"]
+        for replica in c.replicas:  # another team: 404, as for a volume nobody has
+            with replica.client(other_key(c)) as client:
+                assert client.get(f"/volumes/{volume.volume_id}").status_code == 404
+                assert client.delete(f"/volumes/{volume.volume_id}").status_code == 404
+        assert Volume.destroy(volume.volume_id, **sdk(c, 1)) is True
+        assert not image.parent.exists()
+        with c.replicas[0].client(c.key) as client:
+            assert client.get(f"/volumes/{volume.volume_id}").status_code == 404
+    finally:
+        for sandbox in sandboxes:
+            with contextlib.suppress(Exception):
+                sandbox.kill()
+        with contextlib.suppress(Exception):
+            Volume.destroy(volume.volume_id, **sdk(c, 0))
 
 
 def node_dir(c: Cluster, node_id: str) -> Path:

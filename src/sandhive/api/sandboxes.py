@@ -133,6 +133,7 @@ class SandboxService:
         self._secret = b""
         self._ca_bundle: str | None = None
         self.volumes = VolumeService(settings, store)
+        self.volumes.node_of = lambda: self.node  # remote nodes keep volumes on a control plane
         self.started: Counter[str] = Counter()  # sandboxes created per team since start (team metrics)
         self.audit = AuditLog(store, enabled=settings.audit, retention_days=settings.audit_retention_days)
 

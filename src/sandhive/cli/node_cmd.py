@@ -64,6 +64,7 @@ def node(
     from ..cluster.node_api import NodeService, create_node_app, data_dir_node_id
     from ..cluster.node_builds import NodeBuilds
     from ..cluster.node_saved_api import SavedService, saved_router
+    from ..cluster.node_volume_api import NodeVolumes, volume_node_router
     from . import serve as s
 
     if backend is Backend.none:
@@ -106,10 +107,12 @@ def node(
                        memory_reserve=memory_reserve)
         service = NodeService(runtime_node, templates, token, node_id, proxy, trust_host_ca=host_ca)
         service.builds = NodeBuilds(data_dir, local_templates, pulling)
+        service.volumes = NodeVolumes(data_dir)
         err.print(f"sandhive: node {node_id} serving on http://{listen} (backend {runtime_node.backend}, "
                   f"advertised as {proxy}, data dir {data_dir})")
         server = uvicorn.Server(uvicorn.Config(
-            create_node_app(service, token, [saved_router(SavedService(service, data_dir))]),
+            create_node_app(service, token, [saved_router(SavedService(service, data_dir)),
+                                             volume_node_router(service.volumes)]),
             host=host, port=port, log_level=log_level, lifespan="on",
             server_header=False, date_header=False, timeout_keep_alive=75))
         try:

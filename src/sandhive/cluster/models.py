@@ -90,6 +90,13 @@ class Template(BaseModel):
                              self.backend)
 
 
+class Mount(BaseModel):
+    """A volume of this node's (cluster/node_volume_api.py) shown at `path` in the sandbox."""
+
+    volume_id: str
+    path: str
+
+
 class CreateBody(BaseModel):
     template_id: str
     cpu_count: int
@@ -99,6 +106,7 @@ class CreateBody(BaseModel):
     env_vars: dict[str, str] = Field(default_factory=dict)
     default_user: str | None = None
     default_workdir: str | None = None
+    volumes: list[Mount] = Field(default_factory=list)
 
 
 class Egress(BaseModel):

@@ -16,7 +16,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -27,7 +27,7 @@ from ..errors import NodeError, UserError, report_internal
 from ..node.admission import Resources
 from ..node.node import Node, host_ca_bundle
 from ..node.request import CreateRequest, Identity
-from ..node.runtime import ResourceUsage, SandboxHandle, TemplateImage
+from ..node.runtime import ResourceUsage, SandboxHandle, TemplateImage, VolumeMount
 from ..proxy.access import Route
 from ..proxy.asgi import EdgeProxy
 from ..version import __version__
@@ -70,6 +70,7 @@ class NodeService:
         self._reconciled = False
         self.boot_id = secrets.token_hex(8)
         self.builds: NodeBuilds | None = None  # template builds for control planes (with --template-registry)
+        self.volumes: Any = None  # the node's volume images (node_volume_api.NodeVolumes), for creates mounting them
 
     def node_builds(self) -> NodeBuilds:
         if self.builds is None or self.builds.ref is None:
@@ -92,12 +93,21 @@ class NodeService:
             raise NodeError(503, f"node {self.node_id} has just started and is not reconciled yet",
                             "node_starting", {"Retry-After": "2"})
         template = await self._template(body.template_id)
-        request = CreateRequest(template, body.cpu_count, body.memory_mb, body.disk_mb, body.allow_internet_access)
+        request = CreateRequest(template, body.cpu_count, body.memory_mb, body.disk_mb, body.allow_internet_access,
+                                await self.mounts(body))
         identity = Identity(env_vars=body.env_vars, default_user=body.default_user,
                             default_workdir=body.default_workdir, token_for=self.token_for)
         handle = await self.node.create(request, identity)
         self._hand_out(handle)
         return self._handle(handle)
+
+    async def mounts(self, body: m.CreateBody) -> tuple[VolumeMount, ...]:
+        if not body.volumes:
+            return ()
+        if self.volumes is None:
+            raise UserError(409, f"node {self.node_id} keeps no volumes")
+        result: tuple[VolumeMount, ...] = await self.volumes.mounts(body.volumes)
+        return result
 
     def _hand_out(self, handle: SandboxHandle) -> None:
         self.sandboxes.handles[handle.sandbox_id] = handle

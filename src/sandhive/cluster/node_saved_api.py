@@ -69,7 +69,7 @@ class SavedService:
         create = body.create
         template = await self.s._template(create.template_id)
         request = CreateRequest(template, create.cpu_count, create.memory_mb, create.disk_mb,
-                                create.allow_internet_access)
+                                create.allow_internet_access, await self.s.mounts(create))
         identity = Identity(env_vars=create.env_vars, default_user=create.default_user,
                             default_workdir=create.default_workdir, token_for=self.s.token_for)
         if body.saved.kind == "paused":

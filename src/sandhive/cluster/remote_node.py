@@ -18,7 +18,8 @@ one with the most memory left (its budget × overcommit minus what it reserved);
 `MAX_STARTS_PER_NODE` creates in flight per node (E2B caps concurrent starts per node too); a node that
 answers "host full" or cannot be reached is skipped for the next.
 Pause, resume, snapshots and forks go to the node that runs the sandbox, and its saved files stay there:
-paused sandboxes and snapshots resume on the node that holds their files (remote_saved.py).
+paused sandboxes and snapshots resume on the node that holds their files (remote_saved.py). Volumes live on one
+node each, and a sandbox mounting them is placed there (remote_volumes.py).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from ..node.runtime import (
 )
 from ..node.telemetry import NodeTelemetry
 from . import models as m
-from . import remote_saved
+from . import remote_saved, remote_volumes
 
 if TYPE_CHECKING:
     from .remote_builds import RegistryTemplates
@@ -410,15 +411,15 @@ class RemoteNodes:
                                             random.random()))
 
     async def create(self, request: CreateRequest, identity: Identity) -> SandboxHandle:
-        if request.volumes:
-            raise NodeError(409, "volumes are not supported on a control plane with remote nodes yet")
+        # A sandbox mounting volumes runs on the node that keeps them (remote_volumes), whatever its load.
+        held = remote_volumes.node_for(self, request.volumes)
         body = m.CreateBody(template_id=request.template.template_id, cpu_count=request.cpu_count,
                             memory_mb=request.memory_mb, disk_mb=request.disk_mb,
                             allow_internet_access=request.allow_internet_access, env_vars=identity.env_vars,
-                            default_user=identity.default_user,
-                            default_workdir=identity.default_workdir).model_dump()
+                            default_user=identity.default_user, default_workdir=identity.default_workdir,
+                            volumes=remote_volumes.mounts(request.volumes)).model_dump()
         refusal: NodeError | None = None
-        for node in self.placement(request.template.template_id):
+        for node in [held] if held is not None else self.placement(request.template.template_id):
             node.starting += 1
             try:
                 response = await node.call("POST", "/sandboxes", body, timeout=CREATE_TIMEOUT)

@@ -55,7 +55,8 @@ def _create_body(request: CreateRequest, identity: Identity) -> m.CreateBody:
     return m.CreateBody(template_id=request.template.template_id, cpu_count=request.cpu_count,
                         memory_mb=request.memory_mb, disk_mb=request.disk_mb,
                         allow_internet_access=request.allow_internet_access, env_vars=identity.env_vars,
-                        default_user=identity.default_user, default_workdir=identity.default_workdir)
+                        default_user=identity.default_user, default_workdir=identity.default_workdir,
+                        volumes=[m.Mount(volume_id=v.volume_id, path=v.path) for v in request.volumes])
 
 
 async def pause(nodes: RemoteNodes, handle: SandboxHandle, mode: PauseMode, dest: Path) -> SavedSandbox:
@@ -85,8 +86,6 @@ async def resume(nodes: RemoteNodes, saved: SavedSandbox, request: CreateRequest
                  *, restore: bool) -> SandboxHandle:
     """Resume a pause (the same sandbox) or restore a snapshot (a new one) on the node that holds it."""
     node = holder(nodes, saved)
-    if request.volumes:
-        raise NodeError(409, "volumes are not supported on a control plane with remote nodes yet")
     body = ResumeBody(saved=Saved.of(saved), create=_create_body(request, identity), source_token=restore)
     node.starting += 1
     try:

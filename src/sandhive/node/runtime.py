@@ -49,6 +49,7 @@ class VolumeMount:
     volume_id: str
     source: Path
     path: str
+    node_id: str | None = None  # the remote node that keeps the volume (a control plane places the sandbox there)
 
 
 @dataclass(frozen=True)

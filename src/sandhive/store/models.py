@@ -235,6 +235,8 @@ class VolumeRecord(Base):
     name: Mapped[str] = mapped_column(String(64))
     size_mb: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The remote node whose data dir keeps the image (a control plane with remote nodes); None: this host's own.
+    node_id: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
 
 
 class VolumeMountRecord(Base):

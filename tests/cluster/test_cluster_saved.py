@@ -71,6 +71,10 @@ def test_node_saved_routes_touch_only_their_own_directories(c: Cluster) -> None:
     r = httpx.post(f"{node.url}/node/v1/saved/discard", json={**saved, "kind": "templates", "name": "base"},
                    headers={TOKEN_HEADER: token}, trust_env=False, timeout=30)
     assert r.status_code in (400, 422), r.text  # only pauses and snapshots, never another directory of the node
+    for path in ("/volumes", "/volumes/delete"):  # volumes likewise: only `<data dir>/volumes/<id>`
+        r = httpx.post(f"{node.url}/node/v1{path}", json={"volume_id": "../../etc", "size_mb": 1},
+                       headers={TOKEN_HEADER: token}, trust_env=False, timeout=30)
+        assert r.status_code == 400, (path, r.text)
 
 
 def test_a_volume_lives_on_one_node_and_serves_through_either_replica(c: Cluster) -> None:

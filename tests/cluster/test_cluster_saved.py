@@ -79,8 +79,9 @@ def test_node_saved_routes_touch_only_their_own_directories(c: Cluster) -> None:
 
 def test_a_volume_lives_on_one_node_and_serves_through_either_replica(c: Cluster) -> None:
     """A volume made through replica A is mounted by a sandbox created through B (placed on the volume's node),
-    outlives it, is read by a second sandbox through A and by its content API through B; another team gets 404;
-    deleting it through B removes its image on its node (cluster/remote_volumes.py)."""
+    mounted again when it is paused and resumed through A, outlives it, is read by a second sandbox through A and
+    by its content API through B; another team gets 404; deleting it through B removes its image on its node
+    (cluster/remote_volumes.py)."""
     volume = Volume.create(f"data-{uuid.uuid4().hex[:8]}", **sdk(c, 0))
     sandboxes: list[Sandbox] = []
     try:
@@ -90,7 +91,10 @@ def test_a_volume_lives_on_one_node_and_serves_through_either_replica(c: Cluster
         image = node_dir(c, node) / "volumes" / volume.volume_id / "volume.ext4"
         assert image.is_file()  # the volume is on the node its sandbox was placed on
         assert first.commands.run("echo kept > /mnt/data/note.txt").exit_code == 0
-        first.kill()
+        assert first.pause(mode="filesystem") is True  # resumed through the other replica, its volume mounted again
+        resumed = Sandbox.connect(first.sandbox_id, timeout=120, **sdk(c, 0))
+        assert resumed.commands.run("cat /mnt/data/note.txt").stdout == "kept\n"
+        resumed.kill()
         second = Sandbox.create(timeout=120, volume_mounts={"/mnt/data": volume}, **sdk(c, 0))
         sandboxes.append(second)
         assert client_id(c, 0, second.sandbox_id) == node

@@ -133,10 +133,10 @@ http.server.HTTPServer(("0.0.0.0", 8000), Handler).serve_forever()
 
 def test_a_resumed_sandbox_with_a_listening_server_pauses_and_snapshots_again(live: Live) -> None:
     """Issue 14's second pause: a resumed sandbox (its envd brought back by CRIU) in which envd then acted as
-    a user (a file write) and a process listens on a port must dump again, for a pause and for a snapshot
+    a user (a file write) and a process listens on a port must dump again, for a pause, a snapshot and a fork
     (`acting_user._set_dumpable`)."""
     sandbox = Sandbox.create(timeout=300)
-    copy: Sandbox | None = None
+    copies: list[Sandbox] = []
 
     def hit(sandbox_id: str) -> int | None:
         r = httpx.get(live.url, headers={"E2b-Sandbox-Id": sandbox_id, "E2b-Sandbox-Port": "8000"},
@@ -158,10 +158,18 @@ def test_a_resumed_sandbox_with_a_listening_server_pauses_and_snapshots_again(li
         assert again.files.read("/home/user/after.txt") == "after"
 
         snap = again.create_snapshot()
-        copy = Sandbox.create(snap.snapshot_id, timeout=120)
-        assert hit(copy.sandbox_id) == 4
+        copies.append(Sandbox.create(snap.snapshot_id, timeout=120))
+        assert hit(copies[0].sandbox_id) == 4
         assert hit(sandbox.sandbox_id) == 4  # the source runs on, its own count
+
+        # A sandbox restored from a snapshot is dumped again too: a fork of it after envd acted as the user.
+        copies[0].files.write("/home/user/copy.txt", "copy")
+        (fork,) = copies[0].fork(count=1, timeout=120)
+        assert isinstance(fork, Sandbox), fork
+        copies.append(fork)
+        assert hit(fork.sandbox_id) == 5
+        assert fork.files.read("/home/user/copy.txt") == "copy"
     finally:
-        if copy is not None:
+        for copy in copies:
             Sandbox.kill(copy.sandbox_id)
         Sandbox.kill(sandbox.sandbox_id)

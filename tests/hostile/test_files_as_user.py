@@ -17,9 +17,13 @@ import pytest
 from e2b import Sandbox
 from e2b.exceptions import SandboxException
 
+from .conftest import Live
+
 pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900)]
 
 DENIED = "(?i)permission.denied"
+# Measured before and after envd's dumpable change alike: the sentry's /proc is its own, not the host kernel's.
+GVISOR_PROC = "the sentry lets `user` open environ and maps of a root process (not mem): only mem is checked"
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +90,23 @@ def test_user_writes_in_its_home_belong_to_user(sbx: Sandbox) -> None:
     assert as_root(sbx, f"stat -c %U:%G {info.path} /home/user/made /home/user/made/by").split() == \
         ["user:user"] * 3
     assert sbx.files.read(info.path, user="user") == "mine"
+
+
+def test_user_cannot_read_envds_memory_or_environment_after_envd_acted_as_user(live: Live, sbx: Sandbox) -> None:
+    """envd sets its dumpable flag again after acting as a user (so CRIU can dump a resumed sandbox again,
+    `envd/acting_user.py`): that must not let a process of `user` open envd's /proc files, which would give it
+    envd's memory and environment. The kernel refuses because envd's real and saved uid are root's."""
+    sbx.files.write("/home/user/acted.txt", "x", user="user")  # envd switched a thread to user and back
+    assert "envd" in as_root(sbx, "tr '\\0' ' ' < /proc/1/cmdline")  # envd is the sandbox's first process
+
+    def opens(name: str, user: str) -> bool:  # the kernel's ptrace check is made at open
+        probe = f"( exec 3< /proc/1/{name} ) 2>/dev/null && echo opened || echo refused"
+        return sbx.commands.run(probe, user=user).stdout.strip() == "opened"
+
+    names = ("environ", "maps", "mem")
+    if live.server.backend == "gvisor":
+        names = ("mem",)
+        print(f"gvisor: {GVISOR_PROC}")
+    for name in names:
+        assert not opens(name, "user"), name
+    assert opens("maps", "root")  # positive control: the sandbox's root (envd's own uid) may

@@ -112,3 +112,64 @@ def test_paused_quota_answers_429(live: Live) -> None:
         with live.server.client(team) as api:
             for sandbox_id in ids:
                 api.delete(f"/sandboxes/{sandbox_id}")
+
+
+# A web server whose only state is in memory: each GET answers one more than the last.
+COUNTING_SERVER = """
+import http.server
+hits = 0
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        global hits
+        hits += 1
+        body = str(hits).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+http.server.HTTPServer(("0.0.0.0", 8000), Handler).serve_forever()
+"""
+
+
+def test_a_resumed_sandbox_with_a_listening_server_pauses_and_snapshots_again(live: Live) -> None:
+    """Issue 14's second pause: a resumed sandbox (its envd brought back by CRIU) in which envd then acted as
+    a user (a file write) and a process listens on a port must dump again, for a pause, a snapshot and a fork
+    (`acting_user._set_dumpable`)."""
+    sandbox = Sandbox.create(timeout=300)
+    copies: list[Sandbox] = []
+
+    def hit(sandbox_id: str) -> int | None:
+        r = httpx.get(live.url, headers={"E2b-Sandbox-Id": sandbox_id, "E2b-Sandbox-Port": "8000"},
+                      trust_env=False, timeout=60)
+        return int(r.text) if r.status_code == 200 else None
+
+    try:
+        sandbox.files.write("/home/user/serve.py", COUNTING_SERVER)
+        sandbox.commands.run("python3 /home/user/serve.py", background=True)
+        assert wait_until(lambda: hit(sandbox.sandbox_id), 60, "the sandbox's web server") == 1
+        assert sandbox.pause() is True
+        resumed = Sandbox.connect(sandbox.sandbox_id, timeout=120)
+        assert hit(sandbox.sandbox_id) == 2
+        resumed.files.write("/home/user/after.txt", "after")  # envd acts as the user in its restored memory
+
+        assert resumed.pause() is True
+        again = Sandbox.connect(sandbox.sandbox_id, timeout=120)
+        assert hit(sandbox.sandbox_id) == 3  # the same server process, its count in memory
+        assert again.files.read("/home/user/after.txt") == "after"
+
+        snap = again.create_snapshot()
+        copies.append(Sandbox.create(snap.snapshot_id, timeout=120))
+        assert hit(copies[0].sandbox_id) == 4
+        assert hit(sandbox.sandbox_id) == 4  # the source runs on, its own count
+
+        # A sandbox restored from a snapshot is dumped again too: a fork of it after envd acted as the user.
+        copies[0].files.write("/home/user/copy.txt", "copy")
+        (fork,) = copies[0].fork(count=1, timeout=120)
+        assert isinstance(fork, Sandbox), fork
+        copies.append(fork)
+        assert hit(fork.sandbox_id) == 5
+        assert fork.files.read("/home/user/copy.txt") == "copy"
+    finally:
+        for copy in copies:
+            Sandbox.kill(copy.sandbox_id)
+        Sandbox.kill(sandbox.sandbox_id)

@@ -12,6 +12,16 @@ empty meanwhile (CAP_DAC_OVERRIDE, CAP_CHOWN, ... all gone) and files it creates
 keeps credentials per task too and honours these raw calls (it has no `setfsuid`, hence not that call).
 Measured cost of a switch and its restore: ~10 µs on the host, ~25 µs under gVisor (systrap).
 
+Each change of a thread's effective ids also clears the process's "dumpable" flag (the kernel does so when
+fs.suid_dumpable is 0), which then stays cleared: a non-dumpable envd may be opened through /proc or traced
+only by a holder of CAP_SYS_PTRACE in the user namespace its memory was made in. For an envd started by
+`exec` that is the sandbox's own namespace, but for one brought back by CRIU (a resumed or restored container
+sandbox) it is the host's, whose memory CRIU's own process made: CRIU's next dump of it, which opens its
+namespaces from inside the sandbox's user namespace, was refused ("Can't open <pid>/ns/net ... Permission
+denied"; issue 14). So the switch back also sets the flag again, which is the state envd had at `exec`
+and has until its first switch: nothing is opened up that a fresh envd does not already allow (a process of
+the user's uid is still refused, the real and saved uid of envd being 0).
+
 If a restore ever failed, the thread would go back to a pool still holding a user's identity, or a user's
 request would run as another: envd aborts instead of carrying on with a thread in an unknown state.
 """
@@ -37,6 +47,7 @@ _SYSCALLS = {
     "aarch64": {"setgroups": 159, "setresuid": 147, "setresgid": 149},
 }
 _UNCHANGED = -1  # setres[ug]id: leave this id as it is
+_PR_SET_DUMPABLE = 4
 
 _numbers = _SYSCALLS.get(os.uname().machine, _SYSCALLS["x86_64"])
 
@@ -105,6 +116,17 @@ def _restore() -> None:
     except BaseException as exc:  # pragma: no cover - the kernel allows this whenever the real uid is 0
         print(f"envd: cannot restore a thread's credentials ({exc}); stopping", file=sys.stderr, flush=True)
         os.abort()
+    with contextlib.suppress(OSError):  # not a matter of the thread's identity: a refusal changes nothing
+        _set_dumpable()
+
+
+def _set_dumpable() -> None:
+    """prctl(PR_SET_DUMPABLE, 1): the flag the id change cleared, as it was at exec (see the module's doc)."""
+    ctypes, libc = _ctypes()
+    if libc.prctl(ctypes.c_int(_PR_SET_DUMPABLE), ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                  ctypes.c_ulong(0)) == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_DUMPABLE): {os.strerror(err)}")
 
 
 def call_as(user: User, fn: Callable[..., T], *args: object) -> T:

@@ -108,7 +108,9 @@ def test_200_idle_base_sandboxes_fit_answer_and_leave_nothing(dense: Server) -> 
                 except Exception as exc:  # all of them are collected (and killed) before failing
                     failures.append(repr(exc))
             created = time.monotonic()
-            assert not failures, f"{len(failures)} of {COUNT} creates failed, e.g. {failures[:3]}"
+            assert not failures, (f"{len(failures)} of {COUNT} creates failed, e.g. {failures[:3]}\n"
+                                  + "\n".join(line for line in dense.output().splitlines()
+                                               if "ERROR" in line or "Error" in line or "rror:" in line)[-6000:])
             status = node_status(dense, key)
             fds = open_fds(dense.proc.pid)
             for sandbox in sandboxes:

@@ -11,6 +11,7 @@ import logging
 import re
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -19,7 +20,8 @@ from sandhive.api.app import create_app
 from sandhive.api.errors import InternalErrors, install_error_handlers
 from sandhive.api.settings import Settings
 from sandhive.errors import UserError
-from sandhive.node.admission import Budget, HostFull
+from sandhive.node import oci_runtime
+from sandhive.node.admission import Budget, HostBusy, HostFull
 from sandhive.node.backends import BackendMismatch
 from sandhive.node.errors import BackendError
 from sandhive.node.node import Node
@@ -42,6 +44,7 @@ def _app() -> FastAPI:
     failures: dict[str, Exception] = {
         "user": UserError(409, "name taken: choose another", "taken"),
         "host-full": HostFull("the host's memory budget is spent"),
+        "host-busy": HostBusy("The host is too busy: sandbox abc did not start within 60 s. Try again shortly."),
         "mismatch": BackendMismatch("template 't' asks for the gvisor backend, but this server runs container"),
         "start-cmd": StartCommandFailed("template t: the start command `srv` exited with code 3"),
         "backend": BackendError(f"runc could not start sandbox abc: mount {HOST_PATH}: no such file"),
@@ -66,6 +69,7 @@ def client() -> TestClient:
 @pytest.mark.parametrize(("path", "status", "message", "error_code"), [
     ("/user", 409, "name taken: choose another", "taken"),
     ("/host-full", 503, "the host's memory budget is spent", "host_full"),
+    ("/host-busy", 503, "Try again shortly", "host_busy"),
     ("/mismatch", 400, "asks for the gvisor backend", "template_backend_mismatch"),
     ("/start-cmd", 500, "exited with code 3: fix the template's start or ready command", "template_start_failed"),
 ])
@@ -77,8 +81,31 @@ def test_user_errors_keep_their_status_and_message(client: TestClient, path: str
     assert body["code"] == status and message in body["message"] and body["error_code"] == error_code
 
 
-def test_host_full_says_when_to_retry(client: TestClient) -> None:
-    assert client.get("/host-full").headers["retry-after"] == "5"
+@pytest.mark.parametrize("path", ["/host-full", "/host-busy"])
+def test_a_host_out_of_room_or_time_says_when_to_retry(client: TestClient, path: str) -> None:
+    assert client.get(path).headers["retry-after"] == "5"
+
+
+async def test_a_sandbox_that_runs_but_never_answers_in_time_is_host_busy_not_internal(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """envd is the system image's, not the template's: a live sandbox silent past the deadline means a host
+    too loaded to start it (seen with 8 starts at once on 2 busy cores), which a retry fixes."""
+
+    class Silent:
+        async def get(self, url: str, timeout: float) -> None:
+            raise httpx.ConnectError("refused")
+
+    class Runtime:
+        _http = Silent()
+
+        async def is_running(self, handle: SandboxHandle) -> bool:
+            return True
+
+    monkeypatch.setattr(oci_runtime, "START_DEADLINE", 0.05)
+    handle = SandboxHandle("abc", "container", "10.0.0.2")
+    with pytest.raises(HostBusy) as caught:
+        await oci_runtime.OciRuntime._wait_healthy(Runtime(), handle)  # type: ignore[arg-type]
+    assert caught.value.status == 503 and "abc" in caught.value.message
 
 
 @pytest.mark.parametrize("path", ["/backend", "/bug"])

@@ -81,7 +81,16 @@ class HostFull(NodeError):
         self.retry_after = retry_after
 
 
-__all__ = ["Admission", "Budget", "HostFull", "Kind", "MemoryPressure", "Resources"]
+class HostBusy(NodeError):
+    """Admitted, but the host was too slow to start the sandbox in time (CPU contention, a storm of starts):
+    503 with Retry-After, like `HostFull`, because trying again later works. Not a 500: nothing is broken,
+    and the new sandbox's resources are already given back when this reaches the caller."""
+
+    def __init__(self, message: str, retry_after: int = RETRY_AFTER_SECONDS) -> None:
+        super().__init__(503, message, "host_busy", headers={"Retry-After": str(retry_after)})
+
+
+__all__ = ["Admission", "Budget", "HostBusy", "HostFull", "Kind", "MemoryPressure", "Resources"]
 
 
 def host_memory_mb() -> int:

@@ -23,6 +23,7 @@ import httpx
 
 from ..images import system_image
 from . import container_shells, network, oci, userns, volumes
+from .admission import HostBusy
 from .cgroups import CgroupReader
 from .errors import BackendError, BackendUnavailable
 from .hostcmd import run
@@ -233,7 +234,10 @@ class OciRuntime(NotPersistent):
                     logs = "\n".join((await self.logs(handle))[-20:])
                     raise BackendError(f"sandbox {handle.sandbox_id} stopped while starting envd:\n{logs}")
             await asyncio.sleep(0.01)
-        raise BackendError(f"envd in sandbox {handle.sandbox_id} did not answer within {START_DEADLINE:.0f}s")
+        # Still running but silent: envd comes from the system image, not the template, so this is a host too
+        # busy to start it in time, and the caller should try again (a 503), not an internal failure.
+        raise HostBusy(f"The host is too busy: sandbox {handle.sandbox_id} did not start within "
+                       f"{START_DEADLINE:.0f} s. Try again shortly.")
 
     # ---- stop and state -------------------------------------------------------------------
     async def stop(self, handle: SandboxHandle) -> None:

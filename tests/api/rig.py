@@ -55,7 +55,8 @@ class Server:
 
     def client(self, key: str | None = None, **kwargs: object) -> httpx.Client:
         headers = {"X-API-Key": key} if key else {}
-        return httpx.Client(base_url=self.url, headers=headers, trust_env=False, timeout=30, **kwargs)
+        kwargs.setdefault("timeout", 30)
+        return httpx.Client(base_url=self.url, headers=headers, trust_env=False, **kwargs)
 
     @property
     def store(self) -> Store:

@@ -32,14 +32,15 @@ def live() -> Iterator[Server]:
             kill_team_sandboxes(server, server.key(TEAM_B))
 
 
-def create(server: Server, key: str, **body: object) -> httpx.Response:
-    with server.client(key) as c:
+def create(server: Server, key: str, wait: float = 30.0, **body: object) -> httpx.Response:
+    with server.client(key, timeout=wait) as c:
         return c.post("/v2/sandboxes", json={"templateID": "base", "timeout": 120, **body})
 
 
 def test_refusals_are_e2b_shaped_and_pools_yield_to_users(live: Server) -> None:
     key_a, key_b = live.key(TEAM_A), live.key(TEAM_B)
-    a1 = create(live, key_a)  # builds `base` on first use
+    # Builds `base` on first use: seconds from the shared tree cache, but over 30 s on a loaded 2-core CI host.
+    a1 = create(live, key_a, wait=300.0)
     assert a1.status_code == 201, a1.text
     wait_for_pool(live, key_a)  # the pool of `base` (with internet) holds 1 of the 3 places
     a2 = create(live, key_a, allow_internet_access=False)  # another pool key: a miss, and the budget is now spent

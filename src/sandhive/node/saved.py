@@ -25,9 +25,17 @@ def write_record(saved: SavedSandbox) -> None:
 
 
 def read_record(directory: Path) -> SavedSandbox | None:
-    """The pause recorded in `directory`, or None when there is none (no pause finished there)."""
+    """The pause recorded in `directory`, or None when there is none (no pause finished there, or a record this
+    node cannot read: the API must still start).
+
+    Every backend's record names `source_id`, `backend` and `mode`. The OCI backends' (`write_record`) keep
+    their runtime state under `state`; microvm's is its machine description (`node/microvm/saved.py`) with
+    those fields at its top, and that whole description is its state, as its `pause` returns it."""
     try:
         body = json.loads((directory / RECORD).read_text())
-    except (OSError, ValueError):
+        if not isinstance(body, dict):
+            return None
+        state = body.get("state", body)
+        return SavedSandbox(str(body["source_id"]), str(body["backend"]), body["mode"], directory, dict(state or {}))
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    return SavedSandbox(body["source_id"], body["backend"], body["mode"], directory, dict(body.get("state") or {}))

@@ -24,10 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..saved import RECORD
 from . import disks
 
 LAYOUT_VERSION = 1
-META = "saved.json"
+BACKEND = "microvm"  # the runtime's name, in the record
+META = RECORD  # "saved.json": the node's pause record too
 STATE = "state"
 TOP = "disk.qcow2"
 SYSTEM = "system.erofs"
@@ -46,7 +48,10 @@ class Machine:
     layers: tuple[str, ...]  # names under `disk.qcow2`, top-down
 
     def meta(self, mode: str, source_id: str, template_id: str) -> dict[str, Any]:
-        return {"layout": LAYOUT_VERSION, "mode": mode, "source_id": source_id, "template_id": template_id,
+        """`saved.json`: with `source_id`, `backend` and `mode` it is also the node's pause record
+        (`node/saved.py`), which the API reads to find a pause it never recorded (a crash in between)."""
+        return {"layout": LAYOUT_VERSION, "backend": BACKEND, "mode": mode, "source_id": source_id,
+                "template_id": template_id,
                 "accel": self.accel, "cpus": self.cpus, "memory_mb": self.memory_mb, "disk_mb": self.disk_mb,
                 "disk_bytes": self.disk_bytes, "layers": list(self.layers)}
 

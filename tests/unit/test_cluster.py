@@ -124,6 +124,61 @@ def test_node_client_is_lost_only_after_the_silence_limit() -> None:
     assert not node.lost(now)
     node.last_seen = now - LOST_SECONDS - 0.1
     assert node.lost(now)
+    node.polling = now - 1  # a poll on its way that has not failed: a busy node, not a lost one
+    assert not node.lost(now)
+    node.failed = True  # one since its last answer failed: lost, whatever else is on its way
+    assert node.lost(now)
+
+
+def test_lost_within_10_seconds_of_the_last_answer_by_construction() -> None:
+    """Issue 17's promise from the constants: a dead process is lost LOST_SECONDS after its last answer; a silent
+    one once the poll after that answer (sent within POLL_SECONDS) gives up (POLL_DEADLINE, connect included)."""
+    from sandhive.cluster import remote_node as rn
+
+    assert rn.LOST_SECONDS <= 10
+    assert rn.POLL_SECONDS + rn.POLL_DEADLINE <= 10
+    assert rn.POLL_TIMEOUT.connect is not None and rn.POLL_TIMEOUT.connect <= rn.POLL_DEADLINE
+
+
+def test_a_slow_status_keeps_a_node_and_a_silent_one_is_lost_when_its_poll_gives_up(monkeypatch) -> None:
+    """With the silence limit shortened: a status that takes longer than the limit to come keeps its node (it is
+    on its way the whole time), and a node that never answers is lost once the poll gives up (`POLL_DEADLINE`)."""
+    from sandhive.cluster import remote_node as rn
+
+    monkeypatch.setattr(rn, "LOST_SECONDS", 0.1)
+    monkeypatch.setattr(rn, "POLL_DEADLINE", 0.6)
+    delay = {"seconds": 0.3}
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(delay["seconds"])
+        return httpx.Response(200, json=status("node-a").model_dump(mode="json"))
+
+    async def scenario() -> list[bool]:
+        node = NodeClient("http://a", TOKEN)
+        await node.http.aclose()
+        node.http = httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://a/node/v1")
+        seen = []
+        await node.poll()
+        await asyncio.sleep(0.15)  # silent past the limit, no poll on its way: lost
+        seen.append(node.lost(time.monotonic()))
+        slow = asyncio.create_task(node.poll())
+        await asyncio.sleep(0.2)  # past the limit again, but the poll is on its way
+        seen.append(node.lost(time.monotonic()))
+        await slow
+        seen.append(node.lost(time.monotonic()))  # it answered
+        delay["seconds"] = 30.0  # never answers: the poll gives up after POLL_DEADLINE
+        hung = asyncio.create_task(node.poll())
+        await asyncio.sleep(0.3)
+        seen.append(node.lost(time.monotonic()))
+        try:
+            await hung
+        except Exception as exc:  # NodeError 502 naming the node
+            seen.append(getattr(exc, "status", None) == 502)
+        seen.append(node.lost(time.monotonic()))
+        await node.http.aclose()
+        return seen
+
+    assert asyncio.run(scenario()) == [True, False, False, False, True, True]
 
 
 def test_a_sandbox_missing_from_two_fresh_statuses_is_reported_ended_but_a_stale_status_proves_nothing() -> None:

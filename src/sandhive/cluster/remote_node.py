@@ -5,18 +5,27 @@ through the metrics history); each call about a sandbox goes to the node its han
 id and proxy address into the handle's state, which the store keeps with the sandbox).
 
 Membership is polled, not pushed: the control plane asks every node it was given for `GET /node/v1/status`
-every `POLL_SECONDS` (2 s). One answer carries what placement needs (budget, reservations, pool levels) and
-the ids of the sandboxes the node runs, so deaths are noticed without a watch per sandbox, and a node that has
-not answered for `LOST_SECONDS` (10 s) is lost: creates go elsewhere and its sandboxes' calls fail at once
-with a 502 naming the node. Polling needs no table, works with SQLite as with PostgreSQL, and a node needs
-no route back to the control plane; the price is one small request per node per replica every 2 s. The
-nodes are the `--node-url`s given, and every address a `dns+http://NAME:PORT` URL's name resolves to, looked
-up again at each poll: on Kubernetes, a headless Service of the node DaemonSet (deploy/kubernetes/).
+every `POLL_SECONDS` (2 s), each node on its own timer (a slow node never delays the polls of the others). One
+answer carries what placement needs (budget, reservations, pool levels, the templates it has) and the ids of the
+sandboxes the node runs, so deaths are noticed without a watch per sandbox. A node is lost when it has not
+answered for `LOST_SECONDS` (6 s) and no poll that may still succeed is on its way (`NodeClient.lost`): creates go
+elsewhere and its sandboxes' calls fail at once with a 502 naming the node. Lost is judged whenever it is asked,
+not at poll times, so a node that stops answering is lost within 10 s of its last answer: 6 s when its process
+is gone (connections are refused or reset at once), at most `POLL_SECONDS` + `POLL_DEADLINE` (2 + 7 s) when the
+host or the process is silent; and a busy node whose status comes late (up to `POLL_DEADLINE`) is slow, not lost.
+Polling needs no table, works with SQLite as with PostgreSQL, and a node needs no route back to the control
+plane; the price is one small request per node per replica every 2 s. The nodes are the `--node-url`s given,
+and every address a `dns+http://NAME:PORT` URL's name resolves to, looked up again every `POLL_SECONDS`: on
+Kubernetes, a headless Service of the node DaemonSet (deploy/kubernetes/).
 
-Placement: among the nodes heard from, a node with a ready warm sandbox of the template first, then the
-one with the most memory left (its budget × overcommit minus what it reserved); at most
-`MAX_STARTS_PER_NODE` creates in flight per node (E2B caps concurrent starts per node too); a node that
-answers "host full" or cannot be reached is skipped for the next.
+Placement (`RemoteNodes.placement`): among the nodes heard from, a node with a ready warm sandbox of the template
+first; then the one with the fewest creates in flight from this replica (at most `MAX_STARTS_PER_NODE`: E2B caps
+concurrent starts per node too); then the one with the most memory left (its budget × overcommit minus what it
+reserved, in steps of `FREE_STEP_MB`), where a node that lacks the template (it would pull or build it first,
+seconds) counts `PULL_COST_MB` less. So among nodes about equally free, one that has the template wins and the
+create pays no pull; a node a step or more emptier still gets it, so a new template spreads over the nodes
+instead of piling every sandbox of it on the node that built it. A node that answers "host full" or cannot be
+reached is skipped for the next.
 Pause, resume, snapshots and forks go to the node that runs the sandbox, and its saved files stay there:
 paused sandboxes and snapshots resume on the node that holds their files (remote_saved.py). Volumes live on one
 node each, and a sandbox mounting them is placed there (remote_volumes.py).
@@ -64,15 +73,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("sandhive.cluster")
 
 POLL_SECONDS = 2.0
-LOST_SECONDS = 10.0
+# A node is lost within 10 s of its last answer (issue 17): 6 s of silence, or the poll after its last answer
+# failing (sent at most POLL_SECONDS after it, given up after POLL_DEADLINE), whichever comes later.
+LOST_SECONDS = 6.0
+POLL_DEADLINE = 7.0
 DISCOVER = "dns+"  # `--node-url dns+http://NAME:PORT`: every address NAME resolves to is a node, looked up each poll
 MAX_STARTS_PER_NODE = 4
 FREE_STEP_MB = 2048
+PULL_COST_MB = FREE_STEP_MB  # what lacking the template costs a node in placement: one step of room
 TEMPLATE_TTL_SECONDS = 10.0
 HOT_TEMPLATE_SECONDS = 600.0  # a template a create used within this long is kept fresh (RemoteTemplates.refresh)
 CREATE_TIMEOUT = httpx.Timeout(180.0, connect=3.0)  # a miss of a template with a slow ready check
 CALL_TIMEOUT = httpx.Timeout(30.0, connect=3.0)
-POLL_TIMEOUT = httpx.Timeout(POLL_SECONDS * 2, connect=POLL_SECONDS)
+POLL_TIMEOUT = httpx.Timeout(POLL_DEADLINE, connect=POLL_SECONDS)  # and POLL_DEADLINE in all (NodeClient.poll)
 # Idle connections to a node are kept a minute (httpx's default is 5 s), under the node's own 75 s keep-alive
 # (cli/node_cmd.py) so the node never closes one first: the polls keep one connection warm, and a create that
 # overlaps a poll keeps its own for the next, instead of connecting anew on every create's path.
@@ -105,6 +118,8 @@ class NodeClient:
     status: m.Status | None = None
     last_seen: float = 0.0  # monotonic time of the last answer (0: never)
     asked: float = 0.0  # when the request behind `status` was sent
+    polling: float | None = None  # when the poll on its way was sent (None: none is)
+    failed: bool = False  # a poll sent since the last answer failed
     starting: int = 0  # creates in flight
     placed_mb: int = 0  # memory placed here since the last poll (which then counts it)
     suspects: set[str] = field(default_factory=set)  # the store's, not in the last status (maybe dead)
@@ -117,7 +132,12 @@ class NodeClient:
         self.node_id = self.node_id or self.url
 
     def lost(self, now: float) -> bool:
-        return now - self.last_seen > LOST_SECONDS
+        """Silent for `LOST_SECONDS`, with no poll on its way that may still succeed. A poll that is on its way
+        and has not failed (it fails after `POLL_DEADLINE` at most) keeps a busy node, whose status comes late,
+        from flapping to lost; one that failed, or none at all (the poller stopped), does not."""
+        if now - self.last_seen <= LOST_SECONDS:
+            return False
+        return self.failed or self.polling is None
 
     def trouble(self, now: float) -> str | None:
         """Why this node cannot serve its sandboxes now, or None: it is lost, or it restarted and no control
@@ -140,10 +160,23 @@ class NodeClient:
         return response
 
     async def poll(self) -> None:
-        asked = time.monotonic()
-        response = await self.call("GET", "/status", timeout=POLL_TIMEOUT)
-        self.status = m.Status.model_validate(response.json())
-        self.node_id, self.last_seen, self.asked = self.status.node_id, time.monotonic(), asked
+        """Ask for the node's status (`POLL_DEADLINE` at most). Raises `NodeError` (502) when it does not answer
+        and `ValueError` when the answer is not a status."""
+        asked = self.polling = time.monotonic()
+        try:
+            try:
+                async with asyncio.timeout(POLL_DEADLINE):
+                    response = await self.call("GET", "/status", timeout=POLL_TIMEOUT)
+            except TimeoutError as exc:
+                raise unreachable(self.node_id, f"no status within {POLL_DEADLINE:.0f} s") from exc
+            status = m.Status.model_validate(response.json())
+        except BaseException:
+            self.failed = True
+            raise
+        finally:
+            self.polling = None
+        self.status, self.failed = status, False
+        self.node_id, self.last_seen, self.asked = status.node_id, time.monotonic(), asked
         self.placed_mb = 0
 
     def free_mb(self) -> float:
@@ -213,6 +246,7 @@ class RemoteNodes:
         # watches; set by the server (cli/serve.py), or by the first watch.
         self.on_exit: OnExit | None = None
         self._poller: asyncio.Task | None = None
+        self._heartbeats: dict[str, asyncio.Task] = {}  # node URL → its poll loop (`_heartbeat`)
         self._ended: set[asyncio.Task] = set()
         # Work to do after each poll, off a create's path (RemoteTemplates.refresh); run in a task of its own so a
         # slow node never delays the polls that tell whether nodes are alive.
@@ -285,11 +319,24 @@ class RemoteNodes:
         log.warning("node %s restarted: re-adopted %d of its %d sandboxes", node.node_id, len(alive), len(known))
         await node.poll()  # a status that lists them, before any death is judged
 
+    async def _heartbeat(self, node: NodeClient) -> None:
+        """Poll one node every `POLL_SECONDS` (from send to send; at once after a poll slower than that)."""
+        while True:
+            sent = time.monotonic()
+            try:
+                await self._poll(node)
+            except Exception:  # the store, while re-adopting (a database restart): the next poll tries again
+                log.exception("polling node %s failed", node.url)
+            await asyncio.sleep(max(0.0, sent + POLL_SECONDS - time.monotonic()))
+
     async def _poll_forever(self) -> None:
+        """Every `POLL_SECONDS`: look for new nodes, give each its heartbeat, and act on what the polls said."""
         was_lost: set[str] = set()
         while True:
             await self.discover()
-            await asyncio.gather(*(self._poll(n) for n in self.nodes))
+            for node in self.nodes:
+                if node.url not in self._heartbeats:
+                    self._heartbeats[node.url] = asyncio.create_task(self._heartbeat(node))
             now = time.monotonic()
             for node in self.nodes:
                 if node.lost(now) and node.url not in was_lost:
@@ -526,7 +573,7 @@ class RemoteNodes:
         await remote_saved.discard(self, saved)
 
     async def close(self) -> None:
-        for task in (self._poller, self._after):
+        for task in (self._poller, self._after, *self._heartbeats.values()):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -27,11 +27,11 @@ TOKEN = "t" * 64
 
 
 def status(node_id: str, reserved: int = 0, pools: list[PoolStatus] | None = None,
-           reconciled: bool = True) -> m.Status:
+           reconciled: bool = True, templates: list[str] | None = None) -> m.Status:
     return m.Status(node_id=node_id, backend="container", proxy=f"{node_id}:3100", memory_mb=8192, cpus=64,
                     memory_overcommit=8, max_sandboxes=200, reserved_memory_mb=reserved, reserved_cpus=0,
                     pooled_memory_mb=0, pooled_cpus=0, in_use_mb=0, sandboxes=0, pressure=None, pools=pools or [],
-                    running=[], reconciled=reconciled)
+                    running=[], reconciled=reconciled, templates=templates or [])
 
 
 def test_remote_nodes_offer_everything_the_api_calls_on_a_node() -> None:
@@ -81,6 +81,58 @@ def test_placement_prefers_a_warm_pool_then_free_memory_and_skips_lost_nodes() -
     assert [n.node_id for n in nodes.placement("other")] == ["http://b"]
     a.starting, b.status = 0, status("b", reconciled=False)  # restarted, its first reconcile not yet done
     assert [n.node_id for n in nodes.placement("base")] == ["http://a"]
+
+
+def test_placement_prefers_a_node_that_has_the_template_unless_another_is_much_emptier() -> None:
+    """After a warm pool and creates in flight: a node that has the template (a create there pulls nothing) wins
+    over an equally free one that lacks it, but not over one at least two 2 GB steps emptier (a new template
+    spreads rather than piling up on the node that built it). Budget: 8192 MB × 8 = 32 steps."""
+    nodes = RemoteNodes(["http://a", "http://b", "http://c"], TOKEN)
+    a, b, c = nodes.nodes
+    for node in nodes.nodes:
+        node.last_seen = time.monotonic()
+    a.status, b.status = status("a", templates=["tpl", "base"]), status("b", templates=["base"])
+    c.status = status("c", reserved=8192, templates=["tpl", "base"])
+    assert [n.node_id for n in nodes.placement("tpl")] == ["http://a", "http://b", "http://c"]
+    a.status = status("a", reserved=4096, templates=["tpl", "base"])  # b: two steps emptier, one after the pull
+    assert [n.node_id for n in nodes.placement("tpl")] == ["http://b", "http://a", "http://c"]
+    a.status = status("a", templates=["tpl", "base"])
+    a.starting = 1  # a create in flight there: the idle node goes first, even if it must pull
+    assert [n.node_id for n in nodes.placement("tpl")] == ["http://b", "http://c", "http://a"]
+    a.starting = 0
+    warm = PoolStatus(template_id="tpl", backend="container", cpu_count=2, memory_mb=512, disk_mb=1024,
+                      internet=True, ready=1, starting=0, target=1, hits=0, misses=0, fill_ms=0, pinned=True)
+    c.status = status("c", reserved=8192, pools=[warm], templates=["tpl", "base"])
+    assert [n.node_id for n in nodes.placement("tpl")][0] == "http://c"  # a warm sandbox beats everything
+
+
+def test_the_templates_a_node_has_are_optional_on_the_wire() -> None:
+    """Added within version 1: a status without them parses (the node has none, for placement), and they cross
+    the wire as sent."""
+    sent = status("a", templates=["tpl"]).model_dump(mode="json")
+    assert m.Status.model_validate_json(m.Status.model_validate(sent).model_dump_json()).templates == ["tpl"]
+    del sent["templates"]
+    older = m.Status.model_validate(sent)
+    assert older.templates == [] and older.version == 1
+
+
+def test_a_pull_the_create_paid_for_is_in_its_handle_and_its_create_log() -> None:
+    """The node writes the pull into the handle's state; the store keeps it, and any replica reads it back as the
+    sandbox's first log entry (api/sandboxes.py `note_entry`), stamped with when the pull began."""
+    from sandhive.api.sandboxes import note_entry
+    from sandhive.node.node import LogNote
+
+    note = LogNote(1_700_000_000.5, "template tpl pulled from registry r:5000 for this sandbox (digest sha256:ab, "
+                   "4.2 s)", {"logger": "template", "digest": "sha256:ab", "seconds": "4.2"})
+    wire = m.Handle(sandbox_id="iabc", backend="container", address="10.211.0.2",
+                    state={m.NODE_ID_KEY: "node-a", m.CREATE_LOG_KEY: m.CREATE_LOG.dump_python([note], mode="json")})
+    stored = m.Handle.model_validate_json(wire.model_dump_json()).to_remote()
+    assert RemoteNodes.create_log(stored) == [note]
+    assert m.CREATE_LOG_KEY not in wire.to_handle().state  # the node's runtime never sees it
+    assert RemoteNodes.create_log(SandboxHandle("iold", "container", "10.211.0.3", {})) == []
+    entry = note_entry(note)
+    assert entry.timestamp.timestamp() == note.time and entry.message == note.message
+    assert entry.fields["digest"] == "sha256:ab"
 
 
 def test_a_sandbox_on_a_lost_node_fails_at_once() -> None:

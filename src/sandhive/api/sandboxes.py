@@ -24,7 +24,7 @@ from ..errors import UserError
 from ..node.admission import Resources
 from ..node.egress_audit import EgressEntry
 from ..node.metrics_history import Sample
-from ..node.node import Node, host_ca_bundle
+from ..node.node import LogNote, Node, host_ca_bundle
 from ..node.request import CreateRequest, Identity
 from ..node.runtime import SandboxHandle, TemplateImage
 from ..store import ClaimOutcome, SandboxQuery, SandboxRecord, SnapshotRecord, Store
@@ -66,6 +66,13 @@ def request_hash(version: str, body: NewSandboxV2) -> str:
     """What "the same request" means for an Idempotency-Key: the same endpoint and the same fields."""
     canonical = json.dumps({"v": version, "body": body.model_dump(mode="json", exclude_unset=True)}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def note_entry(note: LogNote) -> SandboxLogEntry:
+    """Something done for the create before the sandbox ran (a template pulled), stamped with when it began: it
+    comes first in the sandbox's logs."""
+    return SandboxLogEntry(timestamp=datetime.fromtimestamp(note.time, UTC), message=note.message,
+                           fields=dict(note.fields))
 
 
 def egress_entry(entry: EgressEntry) -> SandboxLogEntry:
@@ -428,6 +435,7 @@ class SandboxService:
         lines = await self.node.logs(handle)
         entries = [SandboxLogEntry(timestamp=now, message=line) for line in lines]
         since = (start_ms or 0) / 1000
+        entries += [note_entry(n) for n in self.node.create_log(handle) if n.time >= since]
         entries += [egress_entry(e) for e in await self.node.egress_entries(handle) if e.time >= since]
         entries.sort(key=lambda entry: entry.timestamp)
         entries = entries[-limit:] if limit else []

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from ..node.egress import EgressPolicy
 from ..node.egress_audit import EgressEntry
+from ..node.node import LogNote
 from ..node.pool import PoolStatus
 from ..node.runtime import ResourceUsage, SandboxHandle, TemplateImage
 
@@ -26,6 +27,7 @@ TOKEN_HEADER = "Sandhive-Cluster-Token"  # the cluster token, on the node API an
 # Keys the node adds to a handle's state for the control plane; stripped before the node's runtime sees it.
 NODE_ID_KEY = "cluster_node"
 NODE_PROXY_KEY = "cluster_proxy"
+CREATE_LOG_KEY = "cluster_create_log"  # what the node did for the create before the sandbox ran (`CREATE_LOG`)
 
 
 def cluster_secret(token: str) -> bytes:
@@ -133,6 +135,9 @@ class SetEgress(BaseModel):
 
 # A sandbox's usage crosses the wire as the node's own `ResourceUsage` (a dataclass pydantic checks).
 USAGE = TypeAdapter(ResourceUsage)
+# A create's own log entries (a template pulled for it), kept in the handle's state under CREATE_LOG_KEY, so the
+# store keeps them with the sandbox and any replica shows them first in the sandbox's logs.
+CREATE_LOG = TypeAdapter(list[LogNote])
 
 
 class Logs(BaseModel):
@@ -162,8 +167,9 @@ class Start(BaseModel):
 
 
 class Status(BaseModel):
-    """The node as the control plane polls it every `POLL_SECONDS`: its identity, budget, pools and the ids of
-    the sandboxes it runs (so the control plane notices deaths without a watch per sandbox)."""
+    """The node as the control plane polls it every `POLL_SECONDS`: its identity, budget, pools, the templates it
+    has (for placement) and the ids of the sandboxes it runs (so the control plane notices deaths without a watch
+    per sandbox)."""
 
     version: int = 1
     node_id: str
@@ -182,6 +188,9 @@ class Status(BaseModel):
     pressure: str | None
     pools: list[PoolStatus]  # the node's own dataclass: pydantic checks and serialises it as a model
     running: list[str]
+    # The ids of the templates in its data dir, which a create there needs neither pull nor build (placement
+    # prefers these nodes). Added within version 1: a node that does not send it has none as far as placement goes.
+    templates: list[str] = Field(default_factory=list)
     boot_id: str = ""  # new at every start of the node process: a change tells control planes it restarted
     reconciled: bool = False  # has a control plane reconciled this process yet (adopted what still runs)?
     egress_denied_total: int = 0  # egress attempts its sandboxes were refused (the egress audit), since it started

@@ -25,11 +25,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..api.tokens import access_token
 from ..errors import NodeError, UserError, report_internal
 from ..node.admission import Resources
-from ..node.node import Node, host_ca_bundle
+from ..node.node import LogNote, Node, host_ca_bundle
 from ..node.request import CreateRequest, Identity
 from ..node.runtime import ResourceUsage, SandboxHandle, TemplateImage, VolumeMount
 from ..proxy.access import Route
 from ..proxy.asgi import EdgeProxy
+from ..templates.info import TemplateInfo
+from ..templates.pull import Pulled, PullingTemplates
 from ..version import __version__
 from . import models as m
 from .node_builds import NodeBuilds
@@ -38,9 +40,12 @@ log = logging.getLogger("sandhive.cluster")
 
 
 class TemplateSource(Protocol):
-    """What the node needs of its template registry (`templates.registry.TemplateRegistry`)."""
+    """What the node needs of its template registry (`templates.registry.TemplateRegistry`, or
+    `templates.pull.PullingTemplates` with a template registry)."""
 
     async def resolve(self, name: str) -> TemplateImage: ...
+
+    def list(self) -> list[TemplateInfo]: ...
 
 
 class _Sandboxes:
@@ -92,14 +97,18 @@ class NodeService:
             # know a sandbox being created: so no create before it (the control plane tries another node).
             raise NodeError(503, f"node {self.node_id} has just started and is not reconciled yet",
                             "node_starting", {"Retry-After": "2"})
-        template = await self._template(body.template_id)
+        template, pulled = await self._template_for_create(body.template_id)
         request = CreateRequest(template, body.cpu_count, body.memory_mb, body.disk_mb, body.allow_internet_access,
                                 await self.mounts(body))
         identity = Identity(env_vars=body.env_vars, default_user=body.default_user,
                             default_workdir=body.default_workdir, token_for=self.token_for)
         handle = await self.node.create(request, identity)
         self._hand_out(handle)
-        return self._handle(handle)
+        out = self._handle(handle)
+        if pulled is not None:  # the user sees where the create's seconds went, in the sandbox's own log
+            note = LogNote(pulled.started, pulled.message(), pulled.fields())
+            out.state[m.CREATE_LOG_KEY] = m.CREATE_LOG.dump_python([note], mode="json")
+        return out
 
     async def mounts(self, body: m.CreateBody) -> tuple[VolumeMount, ...]:
         if not body.volumes:
@@ -127,6 +136,15 @@ class NodeService:
     async def _template(self, name: str) -> TemplateImage:
         try:
             return await self.templates.resolve(name)
+        except LookupError:
+            raise UserError(404, f"template '{name}' not found on node {self.node_id}") from None
+
+    async def _template_for_create(self, name: str) -> tuple[TemplateImage, Pulled | None]:
+        """The template, and the pull the create waited for, if it did."""
+        if not isinstance(self.templates, PullingTemplates):
+            return await self._template(name), None
+        try:
+            return await self.templates.resolve_for_create(name)
         except LookupError:
             raise UserError(404, f"template '{name}' not found on node {self.node_id}") from None
 
@@ -172,7 +190,8 @@ class NodeService:
                         reserved_cpus=s.reserved.cpu_count, pooled_memory_mb=s.pooled.memory_mb,
                         pooled_cpus=s.pooled.cpu_count, in_use_mb=s.in_use_mb, sandboxes=s.sandboxes,
                         pressure=s.pressure, pools=list(s.pools),
-                        running=sorted(self.sandboxes.handles), boot_id=self.boot_id,
+                        running=sorted(self.sandboxes.handles), templates=[t.id for t in self.templates.list()],
+                        boot_id=self.boot_id,
                         reconciled=self._reconciled, egress_denied_total=self.node.egress_log.denied_total,
                         pause_modes=list(self.node.runtime.persistence.pause_modes),
                         memory_snapshots=self.node.runtime.persistence.memory_snapshots)

@@ -52,7 +52,7 @@ from ..node.admission import Budget, Resources
 from ..node.egress import EgressPolicy
 from ..node.egress_audit import EgressEntry, EgressLog
 from ..node.metrics_history import MetricsHistory
-from ..node.node import NodeStatus, OnExit
+from ..node.node import LogNote, NodeStatus, OnExit
 from ..node.pool import PoolSettings, PoolStatus
 from ..node.request import CreateRequest, Identity
 from ..node.runtime import (
@@ -188,6 +188,10 @@ class NodeClient:
     def warm(self, template_id: str) -> bool:
         return self.status is not None and any(p.template_id == template_id and p.ready > 0
                                                for p in self.status.pools)
+
+    def has(self, template_id: str) -> bool:
+        """Does the node have the template in its data dir (a create there pulls or builds nothing)?"""
+        return self.status is not None and template_id in self.status.templates
 
 
 class _Runtime:
@@ -452,10 +456,14 @@ class RemoteNodes:
         """The nodes to try for a create of `template_id`, best first (see the module's docstring)."""
         # Only reconciled nodes: a restarted node refuses creates until a control plane has reconciled it.
         nodes = [n for n in self.live() if n.starting < MAX_STARTS_PER_NODE and n.status and n.status.reconciled]
-        # Free memory in steps of FREE_STEP_MB, then chance: replicas that place at once (each with its own
-        # view of the last poll) spread their creates rather than all picking the same emptiest node.
-        return sorted(nodes, key=lambda n: (not n.warm(template_id), n.starting, -(n.free_mb() // FREE_STEP_MB),
-                                            random.random()))
+
+        def room(n: NodeClient) -> float:
+            """Free memory in steps of FREE_STEP_MB, a step less without the template (it would pull it)."""
+            return (n.free_mb() - (0 if n.has(template_id) else PULL_COST_MB)) // FREE_STEP_MB
+
+        # Then chance: replicas that place at once (each with its own view of the last poll) spread their creates
+        # rather than all picking the same emptiest node.
+        return sorted(nodes, key=lambda n: (not n.warm(template_id), n.starting, -room(n), random.random()))
 
     async def create(self, request: CreateRequest, identity: Identity) -> SandboxHandle:
         # A sandbox mounting volumes runs on the node that keeps them (remote_volumes), whatever its load.
@@ -503,6 +511,11 @@ class RemoteNodes:
     async def logs(self, handle: SandboxHandle) -> list[str]:
         response = await self._client(handle).call("POST", "/sandboxes/logs", m.Handle.of(handle).model_dump())
         return m.Logs.model_validate(response.json()).lines
+
+    @staticmethod
+    def create_log(handle: SandboxHandle) -> list[LogNote]:
+        """What the node did for the create before the sandbox ran (a template pulled), as it said in the handle."""
+        return m.CREATE_LOG.validate_python(handle.state.get(m.CREATE_LOG_KEY) or [])
 
     async def egress_entries(self, handle: SandboxHandle) -> list[EgressEntry]:
         response = await self._client(handle).call("POST", "/sandboxes/egress-log", m.Handle.of(handle).model_dump())

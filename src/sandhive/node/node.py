@@ -66,7 +66,7 @@ SHELL_REQUEST = CreateRequest(SHELL_TEMPLATE, cpu_count=1, memory_mb=256, disk_m
 # paused sandboxes hold theirs first (`Node.reconcile`, before `start()`; tests/persistence/test_reboot.py).
 DEFAULT_SHELLS = 1
 
-__all__ = ["CreateRequest", "HostFull", "Identity", "Node", "NodeStatus", "PoolSettings", "Resources"]
+__all__ = ["CreateRequest", "HostFull", "Identity", "LogNote", "Node", "NodeStatus", "PoolSettings", "Resources"]
 
 
 def host_ca_bundle(enabled: bool = True) -> str | None:
@@ -89,6 +89,16 @@ class NodeStatus:
     in_use_mb: int = 0  # what the sandboxes count for by real use (admission.py)
     sandboxes: int = 0  # reservations held, pooled ones included
     pressure: str | None = None  # why the host admits nothing now (host_memory.py)
+
+
+@dataclass(frozen=True)
+class LogNote:
+    """An entry of a sandbox's log that is not its own output: something done for its create before it ran (a
+    template pulled from the registry, cluster/node_api.py), shown first in `GET /sandboxes/{id}/logs`."""
+
+    time: float  # unix seconds
+    message: str
+    fields: dict[str, str]
 
 
 class Node:
@@ -492,6 +502,12 @@ class Node:
 
     async def logs(self, handle: SandboxHandle) -> list[str]:
         return await self.runtime.logs(handle)
+
+    @staticmethod
+    def create_log(handle: SandboxHandle) -> list[LogNote]:
+        """What was done for the sandbox's create before it ran: nothing worth a log entry on one host (its
+        templates are its own); a control plane's nodes may have pulled one (`RemoteNodes.create_log`)."""
+        return []
 
     async def egress_entries(self, handle: SandboxHandle) -> list[EgressEntry]:
         """The sandbox's egress audit on this node (a control plane asks its node for it: cluster/remote_node.py)."""

@@ -14,6 +14,9 @@ handed to it as an open file descriptor (it lies under the root-only data dir).
 
 A template pulled before is checked against the registry's tag at most every `RECHECK_SECONDS`: a rebuild through
 another replica is pulled again at the next create after that.
+
+A create that waited for a pull is told so (`resolve_for_create` returns a `Pulled`): the node puts it in the
+sandbox's own log (cluster/node_api.py), so the user sees where the seconds went, not only the node's log.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import secrets
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -118,6 +121,25 @@ def pull(data_dir: Path, ref: TemplateRegistryRef, template_id: str, cache: Path
     return pulled
 
 
+@dataclass(frozen=True)
+class Pulled:
+    """A pull a create waited for: the template, where from, which image, when it began and how long it took."""
+
+    template_id: str
+    registry: str
+    digest: str
+    started: float  # unix seconds
+    seconds: float
+
+    def message(self) -> str:
+        return (f"template {self.template_id} pulled from registry {self.registry} for this sandbox "
+                f"(digest {self.digest}, {self.seconds:.1f} s)")
+
+    def fields(self) -> dict[str, str]:
+        return {"logger": "template", "template_id": self.template_id, "registry": self.registry,
+                "digest": self.digest, "seconds": f"{self.seconds:.1f}"}
+
+
 class PullingTemplates:
     """A node's templates: its own registry, and the template registry for ids it has not got (see the module)."""
 
@@ -131,28 +153,38 @@ class PullingTemplates:
         self._locks: dict[str, asyncio.Lock] = {}
         self._checked: dict[str, float] = {}
 
+    def list(self) -> list[TemplateInfo]:
+        """The templates in the data dir (built, pulled, or built-in once made)."""
+        return self.local.list()
+
     async def resolve(self, name: str) -> TemplateImage:
+        return (await self.resolve_for_create(name))[0]
+
+    async def resolve_for_create(self, name: str) -> tuple[TemplateImage, Pulled | None]:
+        """The template, and the pull this call waited for (None: it was here and current)."""
         local = self.local
         info = local.get(name)
         if info is not None and DIGEST_KEY not in info.build:
-            return await local.resolve(name)
+            return await local.resolve(name), None
         if info is None and not ID_PATTERN.fullmatch(name):
-            return await local.resolve(name)
+            return await local.resolve(name), None
         template_id = info.id if info is not None else name
         if info is not None and time.monotonic() - self._checked.get(template_id, 0.0) < RECHECK_SECONDS:
-            return await local.resolve(template_id)
+            return await local.resolve(template_id), None
+        pulled: Pulled | None = None
+        began, began_at = time.monotonic(), time.time()  # waiting for another create's pull counts too
         async with self._locks.setdefault(template_id, asyncio.Lock()):
             try:
                 found = await asyncio.to_thread(lookup, self.ref, template_id)
             except RegistryError as exc:
                 self.log(f"templates: cannot look template {template_id} up in the registry: {exc}")
                 if info is not None:  # the registry is away: what we pulled before still serves
-                    return await local.resolve(template_id)
-                return await local.resolve(name)  # a built-in, or "not found"
+                    return await local.resolve(template_id), None
+                return await local.resolve(name), None  # a built-in, or "not found"
             if found is None:
                 if info is not None:
-                    return await local.resolve(template_id)
-                return await local.resolve(name)  # built-ins, or 404
+                    return await local.resolve(template_id), None
+                return await local.resolve(name), None  # built-ins, or 404
             if info is None or info.build.get(DIGEST_KEY) != found[0]:
                 try:
                     await asyncio.to_thread(pull, self.data_dir, self.ref, template_id, self.cache, self.log, found)
@@ -161,6 +193,8 @@ class PullingTemplates:
                     if info is None:
                         raise UserError(503, f"template '{template_id}' could not be pulled from the template "
                                              "registry now: retry later", None, {"Retry-After": "5"}) from None
+                else:
+                    pulled = Pulled(template_id, self.ref.host, found[0], began_at, time.monotonic() - began)
                 local.changed()
             self._checked[template_id] = time.monotonic()
-        return await local.resolve(template_id)
+        return await local.resolve(template_id), pulled

@@ -23,8 +23,8 @@ first; then the one with the fewest creates in flight from this replica (at most
 concurrent starts per node too); then the one with the most memory left (its budget × overcommit minus what it
 reserved, in steps of `FREE_STEP_MB`), where a node that lacks the template (it would pull or build it first,
 seconds) counts `PULL_COST_MB` less. So among nodes about equally free, one that has the template wins and the
-create pays no pull; a node a step or more emptier still gets it, so a new template spreads over the nodes
-instead of piling every sandbox of it on the node that built it. A node that answers "host full" or cannot be
+create pays no pull; a node two steps (4 GB of limits) emptier still gets it, so a new template spreads over the
+nodes instead of piling every sandbox of it on the node that built it. A node that answers "host full" or cannot be
 reached is skipped for the next.
 Pause, resume, snapshots and forks go to the node that runs the sandbox, and its saved files stay there:
 paused sandboxes and snapshots resume on the node that holds their files (remote_saved.py). Volumes live on one

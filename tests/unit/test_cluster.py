@@ -283,3 +283,52 @@ def test_dns_urls_find_every_address_of_a_name_and_keep_static_ones() -> None:
     urls = asyncio.run(scenario())
     assert urls[0] == "http://192.0.2.7:7000" and "http://127.0.0.1:7000" in urls
     assert len(urls) == len(set(urls))
+
+
+def test_a_restarted_node_says_it_is_reconciled_only_once_it_lists_the_survivors() -> None:
+    """A status taken while the first reconcile runs must not say "reconciled" with none of the survivors listed
+    yet: a control plane would take them for dead and end them (seen as a re-adopted sandbox gone 404)."""
+    from types import SimpleNamespace
+
+    from sandhive.cluster.node_api import NodeService
+    from sandhive.node.admission import Budget, Resources
+    from sandhive.node.node import NodeStatus
+    from sandhive.node.runtime import Persistence
+
+    class SlowNode:
+        runtime = SimpleNamespace(persistence=Persistence())
+        egress_log = SimpleNamespace(denied_total=0)
+
+        def __init__(self) -> None:
+            self.release = asyncio.Event()
+
+        async def reconcile(self, known: list, resources: dict, paused: object = ()) -> set[str]:
+            await self.release.wait()
+            return {h.sandbox_id for h in known}
+
+        def status(self) -> NodeStatus:
+            return NodeStatus("container", Budget(8192, 8), Resources(0, 0), Resources(0, 0), [])
+
+        def watch(self, handle: SandboxHandle, on_exit: object) -> None:
+            pass
+
+    class NoTemplates:
+        async def resolve(self, name: str) -> object:
+            raise LookupError(name)
+
+        def list(self) -> list:
+            return []
+
+    async def scenario() -> list[tuple[bool, list[str]]]:
+        node = SlowNode()
+        service = NodeService(node, NoTemplates(), TOKEN, "node-a", "node-a:3100")  # type: ignore[arg-type]
+        body = m.Reconcile(known=[m.Handle(sandbox_id="iabc", backend="container", address="10.211.0.2")])
+        first = asyncio.create_task(service.reconcile(body))
+        await asyncio.sleep(0.01)
+        seen = [(service.status().reconciled, service.status().running)]
+        node.release.set()
+        await first
+        seen.append((service.status().reconciled, service.status().running))
+        return seen
+
+    assert asyncio.run(scenario()) == [(False, []), (True, ["iabc"])]

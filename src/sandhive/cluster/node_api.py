@@ -72,7 +72,8 @@ class NodeService:
         self._secret = m.cluster_secret(token)
         self._trust_host_ca = trust_host_ca
         self._started = False
-        self._reconciled = False
+        self._reconciling = False  # the first reconcile has begun (a second one meanwhile only adopts)
+        self._reconciled = False  # ... and it has finished: what survived is handed out, creates are taken
         self.boot_id = secrets.token_hex(8)
         self.builds: NodeBuilds | None = None  # template builds for control planes (with --template-registry)
         self.volumes: Any = None  # the node's volume images (node_volume_api.NodeVolumes), for creates mounting them
@@ -157,15 +158,23 @@ class NodeService:
         only adopt: the node's own warm sandboxes are unknown to every store."""
         known = [h.to_handle() for h in body.known]
         resources = {k: Resources(memory_mb=v[0], cpu_count=v[1]) for k, v in body.resources.items()}
-        if not self._reconciled:
-            self._reconciled = True
-            alive = await self.node.reconcile(known, resources, paused=body.paused)
+        first = not self._reconciling
+        if first:
+            self._reconciling = True
+            try:
+                alive = await self.node.reconcile(known, resources, paused=body.paused)
+            except BaseException:
+                self._reconciling = False  # the next control plane to notice tries again
+                raise
         else:
             alive = {h.sandbox_id for h in known
                      if h.sandbox_id in self.sandboxes.handles or await self.node.is_running(h)}
         for handle in known:
             if handle.sandbox_id in alive and handle.sandbox_id not in self.sandboxes.handles:
                 self._hand_out(handle)
+        # Only now does the status say so: a status taken while the first reconcile ran would list none of the
+        # survivors yet, and a control plane would take them for dead.
+        self._reconciled = self._reconciled or first
         return m.Alive(alive=sorted(alive))
 
     async def start(self, body: m.Start) -> None:

@@ -1,5 +1,5 @@
 """A frozen gVisor sandbox survives a host reboot in the default configuration (issue 14; released `e2b` SDK,
-gvisor backend, a server of its own, no `SANDHIVE_GVISOR_FILES_ON_DISK`).
+the session's gvisor server, started without `SANDHIVE_GVISOR_FILES_ON_DISK`).
 
 A memory pause on gvisor freezes the sandbox in place after reading its changes to the template out through
 the sandbox (`node/gvisor_files.py`). The server is SIGKILLed and the reboot simulated by ending the frozen
@@ -12,55 +12,32 @@ stays deleted, and the env vars of its create are set again (its new envd was `/
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-from collections.abc import Iterator
 
 import pytest
 from e2b import Sandbox
 
 from sandhive.node.gvisor import GVisorRuntime
 from sandhive.node.runtime import SandboxHandle
-from tests.api.rig import Server, container_server, start_server
 
-pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(600)]
-TEAM = "persistence-gvisor-reboot"
+from .conftest import Live
 
-
-@pytest.fixture(scope="module")
-def gvisor_server() -> Iterator[Server]:
-    with container_server("gvisor-reboot", TEAM, "--pool-size", "0", backend="gvisor") as server:
-        yield server
+pytestmark = [pytest.mark.needs_backend, pytest.mark.backends("gvisor"), pytest.mark.timeout(600)]
 
 
-@pytest.fixture(autouse=True)
-def e2b_env(gvisor_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:  # overrides the session server's
-    monkeypatch.setenv("E2B_API_URL", gvisor_server.url)
-    monkeypatch.setenv("E2B_SANDBOX_URL", gvisor_server.url)
-    monkeypatch.setenv("E2B_API_KEY", gvisor_server.key(TEAM))
-    monkeypatch.delenv("SANDHIVE_GVISOR_FILES_ON_DISK", raising=False)
-
-
-def test_a_frozen_gvisor_sandbox_survives_a_host_reboot(gvisor_server: Server) -> None:
+def test_a_frozen_gvisor_sandbox_survives_a_host_reboot(live: Live) -> None:
     sandbox = Sandbox.create(timeout=300, envs={"KEPT_ENV": "from the create"})
     try:
         sandbox.files.write("/home/user/kept.txt", "kept")
         sandbox.commands.run("mkdir -p /srv/data && echo by root > /srv/data/f && rm /etc/motd", user="root")
         assert sandbox.pause() is True
-        record = gvisor_server.store.get_sandbox(sandbox.sandbox_id)
+        record = live.server.store.get_sandbox(sandbox.sandbox_id)
         assert record is not None and record.saved is not None
         state = record.saved["state"]
         assert state["frozen"] and state["files"] == "files.tar"  # frozen, and its files read out first
 
-        os.kill(gvisor_server.proc.pid, signal.SIGKILL)
-        gvisor_server.proc.wait(10)
-        # The reboot: the frozen sandbox ends, and with it all it held on the host.
+        # The reboot: the server dies, the frozen sandbox ends, and with it all it held on the host.
         handle = SandboxHandle(sandbox.sandbox_id, "gvisor", state["address"], dict(state["handle"]))
-        asyncio.run(GVisorRuntime(gvisor_server.data_dir).stop(handle))
-        port = int(gvisor_server.url.rsplit(":", 1)[1])
-        restarted = start_server(gvisor_server.data_dir, "--pool-size", "0", backend="gvisor", port=port,
-                                 timeout=300)
-        gvisor_server.proc, gvisor_server.log = restarted.proc, restarted.log
+        live.sigkill_and_restart(meanwhile=lambda: asyncio.run(GVisorRuntime(live.server.data_dir).stop(handle)))
 
         assert Sandbox.get_info(sandbox.sandbox_id).state.value == "paused"
         resumed = Sandbox.connect(sandbox.sandbox_id, timeout=120)
@@ -73,7 +50,7 @@ def test_a_frozen_gvisor_sandbox_survives_a_host_reboot(gvisor_server: Server) -
         assert resumed.commands.run("cat /home/user/after.txt").stdout == "after the reboot"
         assert Sandbox.get_info(sandbox.sandbox_id).state.value == "running"
     except BaseException:
-        print(gvisor_server.output()[-6000:])
+        print(live.server.output()[-6000:])
         raise
     finally:
         Sandbox.kill(sandbox.sandbox_id)

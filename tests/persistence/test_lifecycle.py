@@ -1,6 +1,7 @@
-"""E2B's lifecycle with the released `e2b` SDK (container backend): a timeout pauses instead of killing
-(`on_timeout: "pause"`), `connect` resumes with everything, and with `auto_resume` the first proxied request to
-one of the sandbox's ports wakes it."""
+"""E2B's lifecycle with the released `e2b` SDK, on the container and the gvisor backend: a timeout pauses instead
+of killing (`on_timeout: "pause"`), `connect` resumes with everything, and with `auto_resume` the first proxied
+request to one of the sandbox's ports wakes it (on gvisor the same frozen process answers). That a sandbox
+without auto-resume stays paused is the proxy's decision, the same whatever the backend (`one_backend`)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ def test_a_proxied_request_resumes_an_auto_resume_sandbox(live: Live) -> None:
         Sandbox.kill(sandbox.sandbox_id)
 
 
+@pytest.mark.one_backend
 def test_a_sandbox_without_auto_resume_stays_paused_on_traffic(live: Live) -> None:
     sandbox = Sandbox.create(timeout=300)
     try:

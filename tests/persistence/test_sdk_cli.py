@@ -1,5 +1,5 @@
 """Sandhive's own SDK (`sandhive.Sandbox.pause/resume`, sync and async) and CLI (`sandhive sandbox pause|resume`)
-against the live server (container backend)."""
+against the live server: the client layer, the same whatever the backend (`one_backend`: container)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tests.api.rig import cli
 
 from .conftest import Live
 
-pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.needs_backend, pytest.mark.one_backend, pytest.mark.timeout(600)]
 
 
 def test_sdk_pause_and_resume_sync_and_async(live: Live) -> None:

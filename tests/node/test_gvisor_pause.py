@@ -26,6 +26,7 @@ from sandhive.node.gvisor_pause import FILES, IMAGE
 from sandhive.node.node import Node
 from sandhive.node.request import CreateRequest, Identity
 from sandhive.node.runtime import COLD_BOOTED, SandboxHandle, SandboxSpec, TemplateImage
+from sandhive.node.saved import read_record
 from tests.helpers import read_count, wait_until_async
 
 from .conftest import sdk
@@ -123,6 +124,7 @@ async def test_memory_pause_freezes_and_resume_goes_on(
     assert saved.mode == "memory" and saved.state["frozen"]
     # The filesystem is kept durably too, for a resume after a host reboot: the layer, or the changes' tar.
     assert (saved.directory / (IMAGE if rt.files_on_disk else FILES)).is_file()
+    assert read_record(saved.directory) == saved  # whole: a server that dies now finds it (`Pauses.recover`)
     assert await rt._state(handle.sandbox_id) == "paused"
     assert not await rt.is_running(handle)
     await asyncio.sleep(1.0)  # no ticks while frozen

@@ -25,6 +25,10 @@ Both modes offer "memory" (frozen in place, as above) and "filesystem" (the file
 sandbox stopped: `resume` is the cold boot). `snapshot`/`restore` (memory into a new sandbox) are the 409 of
 `runtime.not_supported`.
 
+Crash safety, as on the container backend: the pause's record (`saved.json`, `node/saved.py`) is written last,
+so a server that dies after a pause finished but before the store recorded it finds the pause at start
+(`Pauses.recover`) and keeps it paused, never loses it.
+
 A cold boot may come up on another network slot, hence another host uid range (`userns.sandbox_range`): a kept
 layer's upper dir is then re-owned into the new range (`userns.rehome`) before it is mounted (the sandbox is not
 running while that happens, so nothing can swap a path under the walk; links are never followed); a tar is
@@ -48,6 +52,7 @@ from .errors import BackendError
 from .hostcmd import run
 from .oci_runtime import OciRuntime
 from .runtime import COLD_BOOTED, PauseMode, Persistence, SandboxHandle, SandboxSpec, SavedSandbox
+from .saved import write_record
 from .storage import SandboxDisk
 
 IMAGE = "disk.ext4"  # the kept writable layer inside a saved sandbox's directory (files on disk)
@@ -148,6 +153,9 @@ class FreezePause(OciRuntime):
         saved = SavedSandbox(sandbox_id, self.name, mode, dest, state)
         if mode == "filesystem":
             await self.stop(handle)  # the image in `dest` is a link of its own: the sandbox's removal leaves it
+        # Last, as on the container backend: a server that dies after this but before the store heard of the
+        # pause finds it whole by this record at start (`Pauses.recover`) instead of losing the sandbox.
+        await asyncio.to_thread(write_record, saved)
         return saved
 
     # ---- resume ---------------------------------------------------------------------------

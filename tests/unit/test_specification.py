@@ -1,8 +1,9 @@
 """Every written promise names a test or benchmark, and that test or benchmark exists (issue 13).
 
 Promises are the numbered items of docs/specification.md and of docs/security.md's "Threat model and promises"
-section. A reference is a backticked `tests/….py`, `tests/….py::test_name` or `bench/….py`; a named test must be a
-function defined in that file, so renaming or deleting a test without mending the promise fails here.
+section. A reference is a backticked `tests/….py`, `tests/….py::test_name` (optionally with a parameter id,
+`::test_name[gvisor]`) or `bench/….py`; a named test must be a function defined in that file, so renaming or
+deleting a test without mending the promise fails here.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-REFERENCE = re.compile(r"`((?:tests|bench)/[\w/.-]+\.py)(?:::(\w+))?`")
+REFERENCE = re.compile(r"`((?:tests|bench)/[\w/.-]+\.py)(?:::(\w+)(?:\[[\w.,-]+\])?)?`")
 PROMISE = re.compile(r"^(\d+)\. ")
 
 
@@ -57,6 +58,11 @@ def test_the_parser_reads_numbered_items_with_continuations() -> None:
     text = "intro\n\n1. **One.** `tests/a.py`\n   more `tests/b.py::test_x`\n2. Two.\n\n# h\n3. Three\n"
     assert promises(text) == {"1": "1. **One.** `tests/a.py` more `tests/b.py::test_x`", "2": "2. Two.",
                               "3": "3. Three"}
+
+
+def test_a_reference_may_name_one_parameter_case() -> None:
+    assert REFERENCE.findall("`tests/a.py::test_x[gvisor]`, `tests/b.py::test_y`, `bench/c.py`") == [
+        ("tests/a.py", "test_x"), ("tests/b.py", "test_y"), ("bench/c.py", "")]
 
 
 @pytest.mark.parametrize("page", ["docs/specification.md", "docs/security.md"])

@@ -25,7 +25,7 @@ from e2b import Sandbox
 from bench.common import HEADER, machine, row
 from tests.api.rig import container_server
 from tests.hostile.test_egress_rules import NAMES, WEB
-from tests.lan import lan_namespace
+from tests.lan import INTERNET, lan_namespace
 
 # Inside the sandbox: `runs` small GETs (connect to the end of the response), then `repeat` downloads of `size`.
 CLIENT = r"""
@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--backend", default="container")
     args = parser.parse_args()
     size = args.mb * 1024 * 1024
-    with lan_namespace(extra=("203.0.113.{n}",)) as internet, \
+    with lan_namespace(extra=(INTERNET,)) as internet, \
             tempfile.TemporaryDirectory(prefix="sandhive-egress-bench-") as certs:
         cert, key = Path(certs) / "cert.pem", Path(certs) / "key.pem"
         subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -85,26 +86,35 @@ def _taken() -> str:
     return _ip("-o", "addr") + _ip("route") + _ip("-o", "link")
 
 
-def _pick_index() -> int:
+def _pick_index(extra: Sequence[str] = ()) -> int:
     """A /24 index free of every address, route and link name on the host (10.212.N/24, 172.29.N/24, 192.168.N/24;
-    the sandbox subnet 10.211/16 and the host's resolver stay clear of these)."""
+    the sandbox subnet 10.211/16 and the host's resolver stay clear of these), and of the `extra` addresses it
+    gives (another namespace's may hold one: `{m}` of one index is `{n}` of another)."""
     taken = _taken()
     start = os.getpid() % 200 + 20
     for step in range(200):
         n = (start + step) % 200 + 20
-        if not any(f"{prefix}.{n}." in taken for prefix in ("10.212", "172.29", "192.168")) and f"shl{n}x" not in taken:
+        ours = [f"{prefix}.{n}." for prefix in ("10.212", "172.29", "192.168")] + [f"shl{n}x"]
+        if not any(name in taken for name in ours) \
+                and not any(re.search(rf"\b{re.escape(_extra(a, n))}\b(?!\.)", taken) for a in extra):
             return n
     raise RuntimeError("no free test range for the lan namespace")
 
 
+def _extra(address: str, n: int) -> str:
+    """An `extra` address with the namespace's index filled in: `{n}` is N, `{m}` is 255 - N (a second address in
+    the same /24)."""
+    return address.format(n=n, m=255 - n)
+
+
 @contextlib.contextmanager
 def lan_namespace(extra: Sequence[str] = ("172.29.{n}.1", "192.168.{n}.1")) -> Iterator[Lan]:
-    """The namespace with its link net 10.212.N.0/30 (host .1, inside .2) and the `extra` addresses (N filled in),
-    each routed from the host through the veth. The inside's default route points back at the host."""
-    n = _pick_index()
+    """The namespace with its link net 10.212.N.0/30 (host .1, inside .2) and the `extra` addresses (N filled in,
+    see `_extra`), each routed from the host through the veth. The inside's default route points back at the host."""
+    n = _pick_index(extra)
     lan = Lan(netns=f"shtest-lan-{os.getpid()}-{next(_names)}", host_veth=f"shl{n}x{next(_names) % 100}",
               host_ip=f"10.212.{n}.1", link_ip=f"10.212.{n}.2",
-              addresses=[f"10.212.{n}.2", *(a.format(n=n) for a in extra)])
+              addresses=[f"10.212.{n}.2", *(_extra(a, n) for a in extra)])
     for address in lan.addresses:
         ipaddress.ip_address(address)  # a typo fails here, not as a confusing `ip` error
     try:
@@ -131,11 +141,19 @@ def lan_namespace(extra: Sequence[str] = ("172.29.{n}.1", "192.168.{n}.1")) -> I
         _ip("netns", "del", lan.netns, check=False)
 
 
+# The fake internet's addresses: TEST-NET-2, which the default egress treats as the internet (it blocks only ranges
+# around the host). Not TEST-NET-3: closed networks put the real outside there (on the CI hosts pypi.org and the
+# other package registries resolve to 203.0.113.80), and a test's route to such an address would take the host's
+# own traffic to the registries into the test's namespace for as long as it runs.
+INTERNET = "198.51.100.{n}"
+INTERNET_TWO = (INTERNET, "198.51.100.{m}")
+
+
 @contextlib.contextmanager
 def internet_site(port: int) -> Iterator[str]:
-    """One address of a fake internet (TEST-NET-3, outside every range the default egress blocks) in a namespace of
-    its own, answering `lan-ok` on `port`; checked from the host first."""
-    with lan_namespace(extra=("203.0.113.{n}",)) as lan:
+    """One address of a fake internet (INTERNET) in a namespace of its own, answering `lan-ok` on `port`; checked
+    from the host first."""
+    with lan_namespace(extra=(INTERNET,)) as lan:
         lan.serve(port)
         address = lan.addresses[1]
         assert host_reaches(address, port), f"the host cannot reach the fake internet at {address}"

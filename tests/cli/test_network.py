@@ -1,6 +1,6 @@
 """`sandhive sandbox create --deny-out/--private-ports` and `sandhive sandbox network` (issue 16) against a live
 server: egress probed from inside the sandbox (`sandbox exec`) against this test's own fake internet
-(tests/lan.py, a TEST-NET-3 address in a network namespace, never leaving the machine), private ports through the
+(tests/lan.py, a TEST-NET-2 address in a network namespace, never leaving the machine), private ports through the
 server's proxy with and without the token the CLI printed."""
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def probe(cli: Cli, sandbox_id: str, address: str) -> str:
 
 
 def test_create_deny_out_then_network_replaces_the_rules(cli: Cli, site: str) -> None:
-    sandbox_id = cli.create("--deny-out", site, "--deny-out", "198.51.100.0/24")
+    sandbox_id = cli.create("--deny-out", site, "--deny-out", "192.0.2.0/24")
     assert probe(cli, sandbox_id, site) == "blocked"
     # `sandbox egress`: the denied attempt, from the audit (denied attempts are read every 2 s)
     for _ in range(50):
@@ -57,8 +57,8 @@ def test_create_deny_out_then_network_replaces_the_rules(cli: Cli, site: str) ->
         raise AssertionError(f"no denied attempt to {site} in the egress audit: {audit}")
     assert "denied" in cli.ok("sandbox", "egress", sandbox_id)
     info = json.loads(cli.ok("sandbox", "info", sandbox_id, "--json"))
-    assert info["network"] == {"deny_out": [site, "198.51.100.0/24"]}
-    assert field(cli.ok("sandbox", "info", sandbox_id), "deny out") == f"{site}, 198.51.100.0/24"
+    assert info["network"] == {"deny_out": [site, "192.0.2.0/24"]}
+    assert field(cli.ok("sandbox", "info", sandbox_id), "deny out") == f"{site}, 192.0.2.0/24"
 
     shown = cli.ok("sandbox", "network", sandbox_id, "--clear")
     assert f"Updated the network of {sandbox_id}" in shown and "internet: on" in shown

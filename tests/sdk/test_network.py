@@ -2,7 +2,7 @@
 `update_network` and private ports, checked from inside the sandbox and through the server's proxy.
 
 Egress is probed against a "fake internet" of this test's own (tests/lan.py): a network namespace holding a
-TEST-NET-3 address routed from the host, serving `lan-ok`, that no packet leaves the machine for.
+TEST-NET-2 address routed from the host, serving `lan-ok`, that no packet leaves the machine for.
 """
 
 from __future__ import annotations

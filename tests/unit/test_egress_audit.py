@@ -70,6 +70,18 @@ def test_denied_attempts_are_read_from_the_timed_sets_once_each(tmp_path: Path) 
     assert egress.denied_total == 2
 
 
+def test_the_nodes_own_connections_into_a_sandbox_are_not_its_egress(tmp_path: Path) -> None:
+    """The node reaches envd and the sandbox's ports from the host's end of the slot (.5 for slot 1): those
+    connections leave from an address of the slot, but are not the sandbox's."""
+    egress = EgressLog()
+    feed = ConntrackFeed(egress, sandbox_of(tmp_path))
+    feed.take(NEW.replace("src=10.211.0.6 dst=203.0.113.5 sport=55272 dport=80",
+                          "src=10.211.0.5 dst=10.211.0.6 sport=55272 dport=49983")
+               .replace("src=203.0.113.5 dst=10.212.0.1 sport=80", "src=10.211.0.6 dst=10.211.0.5 sport=49983"))
+    assert egress.entries("isbxone") == []
+    assert sandbox_of(tmp_path)("10.211.0.6") == "isbxone" and sandbox_of(tmp_path)("10.211.0.5") is None
+
+
 def test_a_connection_redirected_to_the_egress_filter_is_left_to_the_filter(tmp_path: Path) -> None:
     egress_log = EgressLog()
     feed = ConntrackFeed(egress_log, sandbox_of(tmp_path))

@@ -103,7 +103,9 @@ class EgressLog:
 
 
 class SandboxOf:
-    """Source address → the sandbox whose slot holds it (read from the slot's claim file)."""
+    """Source address → the sandbox whose slot holds it (read from the slot's claim file). Only the sandbox's own
+    address of a slot's /30 (.2, node/network.py `Slot`) names it: the host's end (.1) is where the node itself
+    connects from, to envd and to the sandbox's ports, and those connections are not the sandbox's egress."""
 
     def __init__(self, subnet: ipaddress.IPv4Network, slots_dir: Path) -> None:
         self.subnet = subnet
@@ -116,7 +118,9 @@ class SandboxOf:
             return None
         if ip not in self.subnet:
             return None
-        index = (int(ip) - int(self.subnet.network_address)) // 4
+        index, host = divmod(int(ip) - int(self.subnet.network_address), 4)
+        if host != 2:
+            return None
         try:
             return (self.slots_dir / str(index)).read_text().strip() or None
         except OSError:

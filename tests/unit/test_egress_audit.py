@@ -3,10 +3,14 @@ them on this host (captured from conntrack 1.4.7 and nftables 1.0.6)."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 from pathlib import Path
 
+import pytest
+
+from sandhive.node import egress_audit
 from sandhive.node.egress_audit import (
     ConntrackFeed,
     DeniedFeed,
@@ -118,3 +122,27 @@ def test_a_connection_the_judge_denies_after_conntrack_saw_it_open_is_denied_and
     egress.add("isbxone", judged("denied"))
     [entry] = egress.entries("isbxone")
     assert (entry.verdict, entry.domain, egress.denied_total) == ("denied", "allowed.test", 1)
+
+
+def test_new_rules_make_the_next_denial_to_a_known_place_a_new_entry(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`settle` (an `update_network`) files what the sets hold, then has those elements forgotten: the same
+    place denied again under the new rules, while the first element would still have lived, is a second entry."""
+    listing = json.dumps(SETS)
+    forgotten: list[tuple[str, list]] = []
+
+    async def nft(*args: str, check: bool = True) -> str:
+        return listing
+
+    async def forget(source: str, elements: object) -> None:
+        forgotten.append((source, list(elements)))  # type: ignore[call-overload]
+
+    monkeypatch.setattr(egress_audit, "run", nft)
+    egress = EgressLog()
+    feed = DeniedFeed(egress, sandbox_of(tmp_path))
+    asyncio.run(feed.settle("10.211.0.6", forget))
+    assert forgotten == [("10.211.0.6", [("10.211.0.6", "198.51.100.7", "tcp", "443")])]
+    feed.take(listing)  # denied again after the update (the element recorded anew)
+    assert [e.destination for e in egress.entries("isbxone")] == ["198.51.100.7", "198.51.100.7"]
+    asyncio.run(feed.settle("10.211.0.10", forget))  # another sandbox's update forgets nothing of this one's
+    assert len(forgotten) == 1

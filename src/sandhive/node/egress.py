@@ -39,7 +39,7 @@ import ipaddress
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -528,15 +528,16 @@ def _parse_elements(listing: str) -> list[tuple[str, Network]]:
     return pairs
 
 
-async def forget_denied(address: str) -> None:
-    """Take `address`'s attempts out of the denied sets (the egress audit's record; a slot is being freed). An
-    element lives a minute and the audit files it when it first appears, so one left behind would hide the same
-    attempt by the slot's next sandbox."""
+async def forget_denied(address: str, only: Collection[tuple[str, str, str, str]] | None = None) -> None:
+    """Take `address`'s attempts (those in `only`, when given) out of the denied sets (the egress audit's record;
+    a slot is being freed, or its rules changed). An element lives a minute and the audit files it when it first
+    appears, so one left behind would hide the same attempt by the slot's next sandbox, or under its new rules."""
     lines = []
     for table in (TABLE, SLOTS_TABLE):
         listing = await run("nft", "-j", "list", "set", *table.split(), "denied4", check=False)
-        for source, destination, protocol, port in denied_elements(listing):
-            if source == address:
+        for element in denied_elements(listing):
+            source, destination, protocol, port = element
+            if source == address and (only is None or element in only):
                 lines.append(f"delete element {table} denied4 {{ {source} . {destination} . {protocol} . {port} }}")
     for line in lines:  # one by one: an element that expired meanwhile must not undo the others
         await run("nft", *line.split(), check=False)

@@ -24,7 +24,7 @@ import json
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -213,18 +213,24 @@ class ConntrackFeed:
             self._open.clear()
 
 
+Element = tuple[str, str, str, str]  # source, destination, protocol, port: one place a sandbox was denied
+Forget = Callable[[str, Collection[Element]], Awaitable[None]]  # node/egress.py `forget_denied`
+
+
 class DeniedFeed:
     """Denied attempts, from the drop rules' timed sets (read every POLL_SECONDS)."""
 
     def __init__(self, egress_log: EgressLog, sandbox_of: SandboxOf) -> None:
         self.log = egress_log
         self.sandbox_of = sandbox_of
-        self._seen: dict[tuple[str, ...], float] = {}  # element → when last seen
+        self._seen: dict[Element, float] = {}  # element → when last seen
+        self._lock = asyncio.Lock()  # a listing is taken whole before `settle` changes the sets, never across it
 
     async def run(self) -> None:
         while True:
             try:
-                self.take(await run("nft", "-j", "list", "sets", check=False))
+                async with self._lock:
+                    self.take(await run("nft", "-j", "list", "sets", check=False))
             except Exception:  # noqa: BLE001 — the audit must not take the node down; said once per failure
                 log.exception("reading the denied egress attempts failed")
             await asyncio.sleep(POLL_SECONDS)
@@ -240,8 +246,21 @@ class DeniedFeed:
                                                      "denied"))
         self._seen = {element: now for element in current}  # an element that expired and comes back is new
 
+    async def settle(self, source: str, forget: Forget) -> None:
+        """The sandbox at `source` has new rules: file its attempts recorded so far, then take them out of the
+        sets (`forget`), so that its next attempt to a place it was denied before is filed as the new attempt
+        it is. (An element lives a minute, and one still there would hide it: a denial after an
+        `update_network` looked like the one before it.)"""
+        async with self._lock:
+            self.take(await run("nft", "-j", "list", "sets", check=False))
+            filed = [element for element in self._seen if element[0] == source]
+            if filed:  # a sandbox just created has none: one listing is all it costs
+                await forget(source, filed)
+            for element in filed:
+                self._seen.pop(element, None)
 
-def denied_elements(listing: str) -> Iterator[tuple[str, str, str, str]]:
+
+def denied_elements(listing: str) -> Iterator[Element]:
     """(source, destination, protocol, port) of every element of the denied sets in `nft -j list sets` output."""
     try:
         document = json.loads(listing)
@@ -262,7 +281,8 @@ class EgressAudit:
     """Both feeds, as tasks for the node's life (`start`/`stop`)."""
 
     def __init__(self, egress_log: EgressLog, sandbox_of: SandboxOf) -> None:
-        self.feeds = (ConntrackFeed(egress_log, sandbox_of), DeniedFeed(egress_log, sandbox_of))
+        self.denied = DeniedFeed(egress_log, sandbox_of)
+        self.feeds = (ConntrackFeed(egress_log, sandbox_of), self.denied)
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:

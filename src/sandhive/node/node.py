@@ -395,6 +395,8 @@ class Node:
             raise BackendError(f"sandbox {handle.sandbox_id} has no network slot to set egress rules on")
         target = Slot(int(slot))
         await egress.RULES.apply(target.veth, policy, target.sandbox_ip)
+        if self._egress_audit is not None:  # a denial under the new rules is a new entry, even to a place denied before
+            await self._egress_audit.denied.settle(target.sandbox_ip, egress.forget_denied)
 
     # ---- pause and resume (issue 14) -------------------------------------------------------
     async def pause(self, handle: SandboxHandle, mode: PauseMode, dest: Path) -> SavedSandbox:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.api.rig import BACKENDS, Server, container_server
+from tests.leak_guard import LeakGuard, guarding
 
 TEAM = "hostile"
 
@@ -49,3 +50,10 @@ def e2b_env(live: Live) -> Iterator[None]:
         mp.delenv("E2B_DEBUG", raising=False)
         mp.delenv("E2B_DOMAIN", raising=False)
         yield
+
+
+@pytest.fixture(scope="session")
+def leak_guard() -> Iterator[LeakGuard]:
+    """Counts what watched sandboxes send beyond this machine (tests/leak_guard.py); suites watch their own."""
+    with guarding() as guard:
+        yield guard

@@ -1,8 +1,12 @@
 """A sandbox's own egress rules (issue 16; docs/security.md promise 29), through the released e2b SDK on a live
-server, against a "fake internet": a network namespace this test creates (tests/lan.py) holding documentation
-addresses (TEST-NET-2 and -3, which the default egress treats as the internet), each routed from the host to the
-namespace and never beyond this machine. Each address answers `lan-ok`; port STREAM_PORT streams a byte every
-0.1 s, for the established-connection cut.
+server, against a "fake internet": a network namespace this test creates (tests/lan.py) holding two documentation
+addresses in 198.51.100.0/24 (TEST-NET-2, which the default egress treats as the internet), each routed from the
+host to the namespace and never beyond this machine. Each address answers `lan-ok`; port STREAM_PORT streams a
+byte every 0.1 s, for the established-connection cut. Every case checks its connections, allowed and denied, in
+the sandbox's egress audit (`GET /sandboxes/{id}/logs`).
+
+No packet leaves this machine: the session's leak guard (tests/leak_guard.py) counts what each test's sandboxes
+forward out of any interface but the fake internet's, and a test whose sandboxes sent anything fails.
 
 Domain rules (`allowOut: ["allowed.test", "*.example.test"]`) are judged by the node's egress filter on the HTTP
 Host header and TLS SNI. For them the fake internet also serves HTTP on port 80 and HTTPS on 443 (a certificate
@@ -23,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +37,8 @@ from e2b import Sandbox
 
 from tests.api.rig import BACKENDS, container_server, create_key
 from tests.hostile.conftest import TEAM, Live
-from tests.lan import Lan, host_reaches, lan_namespace
+from tests.lan import INTERNET_TWO, Lan, host_reaches, lan_namespace
+from tests.leak_guard import LeakGuard
 
 pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900)]
 
@@ -169,7 +175,7 @@ NAMES = ("allowed.test", "other.test", "example.test", "a.example.test")
 def internet() -> Iterator[Lan]:
     """The fake internet: two addresses outside every range the default egress blocks, with HTTP, HTTPS and a
     nameserver for the domain-rule tests."""
-    with lan_namespace(extra=("203.0.113.{n}", "198.51.100.{n}")) as made, \
+    with lan_namespace(extra=INTERNET_TWO) as made, \
             tempfile.TemporaryDirectory(prefix="sandhive-egress-cert-") as certs:
         made.serve(PORT)
         made.spawn([sys.executable, "-c", STREAM])
@@ -203,6 +209,31 @@ def sites(internet: Lan) -> tuple[str, str]:
     return internet.addresses[1], internet.addresses[2]
 
 
+WATCHING: list[LeakGuard] = []  # the guard `sandbox` hands each new sandbox to, while a test of this module runs
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(leak_guard: LeakGuard, internet: Lan) -> Iterator[None]:
+    """Each test's sandboxes are watched from creation to the test's end; a packet they forwarded anywhere but
+    to the fake internet fails the test (its teardown), naming where it went."""
+    leak_guard.own(internet.host_veth)
+    WATCHING[:] = [leak_guard]
+    try:
+        yield
+    finally:
+        WATCHING.clear()
+        packets, where = leak_guard.leaked()
+        leak_guard.release()
+        leak_guard.reset()
+    assert packets == 0, f"{packets} packets from this test's sandboxes left for beyond this machine: {where}"
+
+
+def watched(sbx: Sandbox) -> Sandbox:
+    for guard in WATCHING:
+        guard.watch(sbx.sandbox_id)
+    return sbx
+
+
 def probe(sbx: Sandbox, *addresses: str) -> dict[str, str]:
     sbx.files.write("/tmp/probe.py", PROBE)
     out = sbx.commands.run(f"python3 /tmp/probe.py {' '.join(addresses)}", timeout=60).stdout
@@ -210,8 +241,8 @@ def probe(sbx: Sandbox, *addresses: str) -> dict[str, str]:
 
 
 def sandbox(live: Live, **create: object) -> Sandbox:
-    return Sandbox.create(timeout=180, api_key=live.key, api_url=live.url, sandbox_url=live.url,
-                          **create)  # type: ignore[arg-type]
+    return watched(Sandbox.create(timeout=180, api_key=live.key, api_url=live.url, sandbox_url=live.url,
+                                  **create))  # type: ignore[arg-type]
 
 
 def test_deny_out_blocks_one_address_and_not_the_other(live: Live, sites: tuple[str, str]) -> None:
@@ -287,8 +318,30 @@ def test_update_network_both_ways_and_established_connections_are_cut(live: Live
         assert probe(sbx, a, b) == {a: "open", b: "open"}
         sbx.update_network({"allow_internet_access": False, "allow_out": [a]})
         assert probe(sbx, a, b) == {a: "open", b: "blocked"}
+        # the audit has every probe, before and after each update: `b` denied twice (within a minute, but under
+        # different rules: new rules start afresh), the stream once, ended by the cut
+        port = str(PORT)
+        wanted = Counter({(a, port, "allowed", ""): 4, (b, port, "allowed", ""): 2, (b, port, "denied", ""): 2,
+                          (b, str(STREAM_PORT), "allowed", ""): 1})
+        _wait(lambda: not wanted - audit(live, sbx), lambda: f"the egress audit to hold {wanted}: {audit(live, sbx)}")
+        # and nothing else: the node's own calls to envd are not the sandbox's egress
+        assert {f["destination"] for f in egress_fields(live, sbx)} == {a, b}, audit(live, sbx)
+        _wait(lambda: ended(live, sbx, b, STREAM_PORT), lambda: f"the cut stream's entry to have ended: "
+              f"{[f for f in egress_fields(live, sbx) if f['destination'] == b]}")
     finally:
         sbx.kill()
+
+
+def ended(live: Live, sbx: Sandbox, address: str, port: int) -> bool:
+    """Whether the audit's allowed connection to address:port has its end (the kernel's, or the filter's) in."""
+    return any(f["destination"] == address and f.get("port") == str(port) and f["verdict"] == "allowed"
+               and "ended" in f for f in egress_fields(live, sbx))
+
+
+def audit(live: Live, sbx: Sandbox) -> Counter[tuple[str, str, str, str]]:
+    """The sandbox's egress audit as (destination, port, verdict, domain or "") → how many entries."""
+    return Counter((f["destination"], f.get("port", ""), f["verdict"], f.get("domain", ""))
+                   for f in egress_fields(live, sbx))
 
 
 def test_rules_survive_pause_and_resume_and_do_not_outlive_their_sandbox(live: Live, sites: tuple[str, str]) -> None:
@@ -296,7 +349,7 @@ def test_rules_survive_pause_and_resume_and_do_not_outlive_their_sandbox(live: L
     sbx = sandbox(live, network={"deny_out": [a]})
     try:
         sbx.pause()
-        resumed = Sandbox.connect(sbx.sandbox_id, api_key=live.key, api_url=live.url, sandbox_url=live.url)
+        resumed = watched(Sandbox.connect(sbx.sandbox_id, api_key=live.key, api_url=live.url, sandbox_url=live.url))
         assert probe(resumed, a, b) == {a: "blocked", b: "open"}
     finally:
         sbx.kill()
@@ -445,6 +498,15 @@ def test_update_network_adds_and_removes_a_domain(resolving: Live, sites: tuple[
         assert fetch(sbx, b, 80, "other.test") == f"site={b} host=other.test sni=-"  # by address: the kernel's
         sbx.update_network({})  # no rules: nothing is redirected, any name reaches any address
         assert fetch(sbx, b, 80, "allowed.test") == f"site={b} host=allowed.test sni=-"
+        # the audit: `a` denied by the kernel before the name was allowed and again after it went (two entries),
+        # the name's connections with their name, and `b` by address, before and after the rules went
+        wanted = Counter({(a, "80", "denied", ""): 2, (a, "443", "allowed", "allowed.test"): 1,
+                          (a, "80", "allowed", "allowed.test"): 1, (b, "80", "allowed", ""): 2})
+        _wait(lambda: not wanted - audit(resolving, sbx),
+              lambda: f"the egress audit to hold {wanted}: {audit(resolving, sbx)}")
+        # a judged connection is cut by a reset, and the kernel forgets a reset connection 10 s later
+        _wait(lambda: ended(resolving, sbx, a, 80), lambda: f"the cut stream's entry to have ended: "
+              f"{[f for f in egress_fields(resolving, sbx) if f['destination'] == a]}", timeout=30)
     finally:
         sbx.kill()
 
@@ -506,6 +568,8 @@ def test_dns_servers_are_reachable_and_an_egress_proxy_is_refused(live: Live, si
     sbx = sandbox(live, allow_internet_access=False, network={"dns_servers": [b]})
     try:
         assert probe(sbx, a, b) == {a: "blocked", b: "open"}
+        wanted = {(a, str(PORT), "denied"), (b, str(PORT), "allowed")}
+        _wait(lambda: wanted <= egress_seen(live, sbx), lambda: f"the egress audit: {egress_seen(live, sbx)}")
     finally:
         sbx.kill()
     with pytest.raises(Exception, match="egressProxy"):

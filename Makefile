@@ -76,16 +76,28 @@ up: base-template node-toolchain dashboard-assets
 down:
 	@if [ -f $(RUN_DIR)/server.pid ]; then kill $$(cat $(RUN_DIR)/server.pid) 2>/dev/null || true; rm -f $(RUN_DIR)/server.pid; echo "sandhive stopped (its sandboxes keep running; a restart adopts them and ends the overdue)"; fi
 
+# The integration suites (the rest of tests/, as root) in three groups run side by side, each a pytest with its own
+# servers (scripts/side-by-side.sh says why that is safe). Every directory of tests/ is in one group, or in the unit
+# tier, `test-microvm` or `test-cluster` (tests/unit/test_test_groups.py holds this).
+# Balanced by the time each took side by side (about 25 min each on 2 cores; the three together about 28 min).
+GROUP_API := tests/api tests/conformance tests/mcp tests/dashboard tests/sysimage tests/node
+GROUP_HOSTILE := tests/hostile tests/persistence
+GROUP_SDK := tests/sdk tests/cli tests/proxy tests/envd tests/code_interpreter tests/templates tests/builds
+PYTEST_GROUP := $(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
+
 # In order, each step only if the one before passed: lint, types (0 errors), the unit tier (no root, no server,
-# under a minute; its summary is printed), then the integration suites (the rest of tests/, as root).
+# under a minute; its summary is printed), then the integration groups.
 test: venv dashboard-assets
 	$(BIN)/ruff check src tests bench
 	@echo "== types (mypy)"
 	$(BIN)/mypy
 	@echo "== unit tier (no root, no server)"
 	$(BIN)/python -m pytest -q tests/unit
-	@echo "== integration suites"
-	$(BIN)/python -m pytest -q --durations=25 --ignore=tests/unit
+	@echo "== integration suites, three groups side by side"
+	scripts/side-by-side.sh \
+	  api '$(PYTEST_GROUP) $(GROUP_API)' \
+	  hostile '$(PYTEST_GROUP) $(GROUP_HOSTILE)' \
+	  sdk '$(PYTEST_GROUP) $(GROUP_SDK)'
 
 # The unit tier alone: fakes and pure functions, a few seconds (tests/unit).
 test-unit: venv

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import importlib
 import os
 import shutil
@@ -78,9 +79,41 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
+EGRESS_ALLOW_LOCK = Path("/run/sandhive-tests/egress-allow.lock")
+_holding_egress_allow = False  # this process holds EGRESS_ALLOW_LOCK exclusively (its own starts go ahead)
+
+
+@contextlib.contextmanager
+def egress_allow_lock(exclusive: bool) -> Iterator[None]:
+    """Host-wide, across the test groups `make test` runs side by side: `--egress-allow` is host-wide and every
+    server start replaces it (docs/security.md), so a server starting in another group would take away the
+    range a test's server just allowed. Starts hold this shared until healthy (the replacing is done by then);
+    a test of `--egress-allow` holds it exclusively for as long as it needs its range."""
+    global _holding_egress_allow
+    if _holding_egress_allow:
+        yield
+        return
+    EGRESS_ALLOW_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with EGRESS_ALLOW_LOCK.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        _holding_egress_allow = exclusive
+        try:
+            yield
+        finally:
+            _holding_egress_allow = False
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def start_server(data_dir: Path, *args: str, backend: str = "none", database_url: str | None = None,
                  port: int | None = None, timeout: float = 120.0) -> Server:
     """Start `sandhive serve` (on a free port unless told) and wait until `GET /health` answers 200."""
+    with egress_allow_lock(exclusive=False):
+        return _start_server(data_dir, *args, backend=backend, database_url=database_url, port=port,
+                             timeout=timeout)
+
+
+def _start_server(data_dir: Path, *args: str, backend: str, database_url: str | None, port: int | None,
+                  timeout: float) -> Server:
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     log = data_dir.parent / f"serve-{port}.log"

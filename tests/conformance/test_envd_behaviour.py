@@ -168,7 +168,7 @@ async def test_async_run_times_out_and_kills_the_command(sbx: Sandbox, live: Liv
     with pytest.raises(TimeoutException):
         await asbx.commands.run("sleep 31", timeout=2)
     took = time.monotonic() - started
-    assert 1.5 < took < 6, f"the 2 s timeout ended the command after {took:.1f} s"
+    assert 1.5 < took < 15, f"the 2 s timeout ended the command after {took:.1f} s"  # not at its end (31 s)
     assert _gone_soon(sbx, "sleep 31"), "`sleep 31` still runs after its timeout"
 
 
@@ -177,7 +177,7 @@ def test_sync_run_times_out_and_kills_the_command(sbx: Sandbox) -> None:
     started = time.monotonic()
     with pytest.raises(TimeoutException):
         sbx.commands.run("sleep 32", timeout=2)
-    assert time.monotonic() - started < 6
+    assert time.monotonic() - started < 15  # the timeout ended it, not its end (32 s); a loaded host is slow
     assert _gone_soon(sbx, "sleep 32"), "`sleep 32` still runs after its timeout"
 
 

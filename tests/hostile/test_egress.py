@@ -21,7 +21,7 @@ import pytest
 from e2b import Sandbox
 
 from sandhive.node import network
-from tests.api.rig import container_server
+from tests.api.rig import container_server, egress_allow_lock
 from tests.helpers import free_port
 from tests.hostile.conftest import TEAM, Live
 from tests.lan import Lan, host_reaches, lan_namespace
@@ -133,16 +133,18 @@ def test_egress_allow_opens_one_range(live: Live, lan: Lan) -> None:
     """Positive control: `--egress-allow 172.29.N.0/24` lets sandboxes reach that range, and only that one."""
     allowed = next(a for a in lan.addresses if a.startswith("172."))
     cidr = str(ipaddress.ip_network(f"{allowed}/24", strict=False))
-    try:
-        with container_server("egress-allow", TEAM, "--egress-allow", cidr, "--pool-size", "0",
-                              backend=live.server.backend) as server, e2b_env(live, server.url, server.key(TEAM)):
-            sandbox = Sandbox.create(timeout=300)
-            try:
-                seen = probe(sandbox, LAN_PORT, lan.addresses)
-            finally:
-                sandbox.kill()
-    finally:  # the allowance is host-wide: take it away again for the tests after this one, as a server
-        asyncio.run(network.prepare_host(egress_allow=[]))  # started without --egress-allow would
+    with egress_allow_lock(exclusive=True):  # no server starts anywhere on the host meanwhile (it would replace it)
+        try:
+            with container_server("egress-allow", TEAM, "--egress-allow", cidr, "--pool-size", "0",
+                                  backend=live.server.backend) as server, \
+                    e2b_env(live, server.url, server.key(TEAM)):
+                sandbox = Sandbox.create(timeout=300)
+                try:
+                    seen = probe(sandbox, LAN_PORT, lan.addresses)
+                finally:
+                    sandbox.kill()
+        finally:  # the allowance is host-wide: take it away again for the tests after this one, as a server
+            asyncio.run(network.prepare_host(egress_allow=[]))  # started without --egress-allow would
     assert seen[allowed] == "open lan-ok", seen
     for address in lan.addresses:
         if address != allowed:

@@ -153,7 +153,9 @@ def sandbox_router(service: SandboxService) -> APIRouter:
     async def get_logs(sandbox_id: SandboxID, team: Team,
                        start: Annotated[int | None, Query(description="unix milliseconds")] = None,
                        limit: Annotated[int, Query(ge=0, le=10000)] = 1000) -> SandboxLogs:
-        """The sandbox's own log lines (its envd's output)."""
+        """The sandbox's log, oldest first: its envd's output, notes on its create (a template pulled for it
+        from the registry), and its egress connections as entries with fields (destination, domain, verdict,
+        bytes). `start` keeps what came after it; `limit` keeps the newest."""
         return await service.logs(team, sandbox_id, start, limit)
 
     return router

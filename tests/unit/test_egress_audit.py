@@ -146,3 +146,16 @@ def test_new_rules_make_the_next_denial_to_a_known_place_a_new_entry(tmp_path: P
     assert [e.destination for e in egress.entries("isbxone")] == ["198.51.100.7", "198.51.100.7"]
     asyncio.run(feed.settle("10.211.0.10", forget))  # another sandbox's update forgets nothing of this one's
     assert len(forgotten) == 1
+
+
+def test_every_record_of_a_denied_attempt_is_within_its_sources_share() -> None:
+    """The denied record is host-wide: a drop rule recording without the per-source limit (node/egress.py
+    RECORD_RATE) would let one sandbox's scan crowd out every other's (security promise 41)."""
+    from sandhive.node import network
+
+    script = network.firewall_script(["10.0.0.1"]) + network.egress_script(["10.0.0.1"], None)
+    records = [line for line in script.splitlines() if "add @denied" in line]
+    assert len(records) >= 6  # the slots' input and no-internet drops, and the egress table's blocked ranges
+    for line in records:
+        share = line.index("update @recorders")
+        assert share < line.index("add @denied") and "limit rate" in line[share:line.index("add @denied")], line

@@ -71,19 +71,37 @@ def set_declarations() -> list[str]:
         f"add map {TABLE} dqmark {{ type ifname : mark; }}"]
 
 
+# What one sandbox may record of its denied attempts: RECORD_BURST at once, then RECORD_RATE a second (each
+# packet counts, SYN retransmits too). The `denied` sets are host-wide and bounded (65536 elements living 60 s):
+# without a share per source, one sandbox's port scan filled them and every other sandbox's denials went
+# unrecorded for a minute. With it, one source holds at most about RECORD_BURST + 60 × RECORD_RATE elements.
+RECORD_RATE = 10
+RECORD_BURST = 256
+
+
 def denied_declarations(table: str) -> list[str]:
     """The timed sets each drop rule records its attempts in (`source . destination . protocol . port`), which
-    the egress audit reads (node/egress_audit.py): an attempt retried within a minute is one element."""
+    the egress audit reads (node/egress_audit.py): an attempt retried within a minute is one element. And
+    `recorders4/6`: each recording source's share (RECORD_RATE), a limit per element."""
     return [f"add set {table} denied{v} {{ type ipv{v}_addr . ipv{v}_addr . inet_proto . inet_service; "
-            f"flags dynamic,timeout; timeout 60s; size 65536; }}" for v in (4, 6)]
+            f"flags dynamic,timeout; timeout 60s; size 65536; }}" for v in (4, 6)] + [
+        f"add set {table} recorders{v} {{ type ipv{v}_addr; flags dynamic,timeout; timeout 60s; size 65536; }}"
+        for v in (4, 6)]
+
+
+def record_denied(version: int) -> str:
+    """The statements that record a TCP/UDP attempt in `denied4/6`, within its source's share (RECORD_RATE):
+    past it, the rule stops before the record (the drop after it still drops)."""
+    family = "ip" if version == 4 else "ip6"
+    return (f"meta l4proto {{ tcp, udp }} update @recorders{version} "
+            f"{{ {family} saddr limit rate {RECORD_RATE}/second burst {RECORD_BURST} packets }} "
+            f"add @denied{version} {{ {family} saddr . {family} daddr . meta l4proto . th dport }}")
 
 
 def recorded_drop(rule: str, match: str, version: int) -> list[str]:
-    """`match` dropped, its TCP/UDP attempts recorded for the audit first (a full set only skips the record)."""
-    family = "ip" if version == 4 else "ip6"
-    return [f"{rule} {match} meta l4proto {{ tcp, udp }} "
-            f"add @denied{version} {{ {family} saddr . {family} daddr . meta l4proto . th dport }}",
-            f"{rule} {match} drop"]
+    """`match` dropped, its TCP/UDP attempts recorded for the audit first (a full set, or a source past its
+    share, only skips the record)."""
+    return [f"{rule} {match} {record_denied(version)}", f"{rule} {match} drop"]
 
 
 # The one way into the host from a sandbox besides DNS: a connection this table's `domains` chain redirected

@@ -41,9 +41,11 @@ NETNS_DIR = Path("/run/netns")
 
 EGRESS_TABLE = "sandhive_egress"
 
-# The slots' table records what it drops for the egress audit, as node/egress.py's rules do (`denied4/6`).
-_RECORD = ("{match} meta l4proto {{ tcp, udp }} add @denied4 {{ ip saddr . ip daddr . meta l4proto . th dport }}\n    "
-           "{match} meta l4proto {{ tcp, udp }} add @denied6 {{ ip6 saddr . ip6 daddr . meta l4proto . th dport }}")
+def _record(match: str) -> str:
+    """The slots' table records what it drops for the egress audit, as node/egress.py's rules do (`denied4/6`)."""
+    return f"{match} {egress.record_denied(4)}\n    {match} {egress.record_denied(6)}"
+
+
 FIREWALL = f"""
 table inet {TABLE} {{
   set no_internet {{ type ifname; }}
@@ -52,7 +54,7 @@ table inet {TABLE} {{
     iifname "{VETH_PREFIX}*" ct state established,related accept
     {egress.REDIRECT_ACCEPT}
     {{dns_on_host}}
-    {_RECORD.format(match=f'iifname "{VETH_PREFIX}*"')}
+    {_record(f'iifname "{VETH_PREFIX}*"')}
     iifname "{VETH_PREFIX}*" drop
   }}
   chain forward {{
@@ -60,7 +62,7 @@ table inet {TABLE} {{
     iifname "{VETH_PREFIX}*" oifname "{VETH_PREFIX}*" drop
     oifname "{VETH_PREFIX}*" ct state established,related accept
     oifname "{VETH_PREFIX}*" drop
-    {_RECORD.format(match="iifname @no_internet")}
+    {_record("iifname @no_internet")}
     iifname @no_internet drop
     iifname "{VETH_PREFIX}*" accept
   }}

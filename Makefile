@@ -79,7 +79,8 @@ down:
 # The integration suites (the rest of tests/, as root) in three groups run side by side, each a pytest with its own
 # servers (scripts/side-by-side.sh says why that is safe). Every directory of tests/ is in one group, or in the unit
 # tier, `test-microvm` or `test-cluster` (tests/unit/test_test_groups.py holds this).
-# Balanced by the time each took side by side on 2 cores (27 to 36 min each over four runs, all three ending within a minute or two).
+# Balanced by the time each took side by side on 2 cores: 27 to 36 min each over four runs, the three ending within
+# a minute or two of each other.
 GROUP_API := tests/api tests/conformance tests/mcp tests/dashboard tests/sysimage tests/node
 GROUP_HOSTILE := tests/hostile tests/persistence
 GROUP_SDK := tests/sdk tests/cli tests/proxy tests/envd tests/code_interpreter tests/templates tests/builds

@@ -10,15 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from sandhive.templates import builder
 from tests.api.rig import container_backend_missing, remove_unless_mounted, start_server
+from tests.builds import storage
 
 pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(600)]
-
-
-def _containers() -> set[str]:
-    with builder.storage_session() as buildah:
-        return set(buildah.quiet("containers", "--quiet").split())
 
 
 def _build_netns() -> set[str]:
@@ -31,7 +26,7 @@ def test_stopping_the_server_stops_its_builds() -> None:
     if reason:
         print(f"skipping: {reason}")
         pytest.skip(reason)
-    containers_before = _containers()
+    containers_before = storage.containers()
     netns_before = _build_netns()
     root = Path(tempfile.mkdtemp(prefix="sandhive-buildstop-", dir="/tmp"))
     root.chmod(0o711)
@@ -46,7 +41,7 @@ def test_stopping_the_server_stops_its_builds() -> None:
             break
         time.sleep(0.2)
     assert _build_netns() - netns_before == set()
-    assert _containers() - containers_before == set()
+    assert storage.leaked_since(containers_before) == set()
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert "sleep 300" not in ps
 

@@ -14,6 +14,7 @@ from sandhive.node.userns import BASE
 from sandhive.templates import builder, layout
 from sandhive.templates.builder import BuildRequest, TemplateBuildError, build_template
 
+from . import storage
 from .conftest import write_context
 
 FULL = """\
@@ -51,23 +52,18 @@ def _build(data_dir: Path, template_id: str, dockerfile: str, context: Path, **k
     return info, lines
 
 
-def _containers() -> set[str]:
-    with builder.storage_session() as buildah:
-        return set(buildah.quiet("containers", "--quiet").split())
-
-
 def _leftovers(data_dir: Path, containers_before: set[str]) -> list[str]:
     """What a build must never leave: temp dirs, buildah working containers, build network namespaces.
-    (The storage is host-wide: only containers that appeared since `containers_before` count.)"""
+    (The storage is host-wide: `storage.leaked_since` counts with no build running.)"""
     found = [p.name for p in (data_dir / "templates").glob(".tmp-*")] if (data_dir / "templates").exists() else []
-    found += [f"container {c}" for c in _containers() - containers_before]
+    found += [f"container {c}" for c in storage.leaked_since(containers_before)]
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     found += [line.split()[0] for line in netns.splitlines() if line.startswith("sandhive-b")]
     return found
 
 
 def test_multi_stage_context_and_config(data_dir: Path, tmp_path: Path) -> None:
-    before = _containers()
+    before = storage.containers()
     context = write_context(tmp_path / "ctx", {
         "app/a.txt": "A\n", "app/b.txt": "B\n", "app/secret.txt": "never copied\n",
         ".dockerignore": "app/secret.txt\n",
@@ -111,7 +107,7 @@ def test_cache_unchanged_rebuild_and_changed_step(data_dir: Path, tmp_path: Path
 
 
 def test_failing_run_reports_exit_status_and_leaves_nothing(data_dir: Path, tmp_path: Path) -> None:
-    before = _containers()
+    before = storage.containers()
     context = write_context(tmp_path / "ctx", {})
     with pytest.raises(TemplateBuildError) as caught:
         _build(data_dir, "broken", "FROM debian:bookworm-slim\nRUN echo last words from the step; exit 3\n",
@@ -126,7 +122,7 @@ def test_failing_run_reports_exit_status_and_leaves_nothing(data_dir: Path, tmp_
 
 
 def test_missing_copy_source(data_dir: Path, tmp_path: Path) -> None:
-    before = _containers()
+    before = storage.containers()
     context = write_context(tmp_path / "ctx", {"present.txt": "x"})
     with pytest.raises(TemplateBuildError) as caught:
         _build(data_dir, "nocopy", "FROM debian:bookworm-slim\nCOPY absent.txt /x\n", context)

@@ -24,6 +24,7 @@ import pytest
 
 from sandhive.templates import builder, dockerfile
 from tests.api.rig import Server, container_backend_missing, container_server
+from tests.builds import storage
 
 pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(900)]
 TEAM = "hostile-builds"
@@ -50,9 +51,23 @@ def host_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def build(server: Server, dockerfile_text: str, *, wait: float = 600) -> dict:
+def build(server: Server, dockerfile_text: str, *, wait: float = 600, team: str = TEAM) -> dict:
     """Build through the API; the final status body (with the log's last lines)."""
-    with server.client(server.key(TEAM)) as client:
+    started = start_build(server, dockerfile_text, team=team)
+    if isinstance(started, dict):
+        return started
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        status = build_status(server, started, team=team)
+        if status["status"] not in ("waiting", "building"):
+            return status
+        time.sleep(0.5)
+    raise AssertionError("the build did not finish")
+
+
+def start_build(server: Server, dockerfile_text: str, *, team: str = TEAM) -> tuple[str, str] | dict:
+    """A build started through the API: its (template id, build id), or the final status of one refused."""
+    with server.client(server.key(team)) as client:
         ids = client.post("/v3/templates", json={"name": f"hb-{secrets.token_hex(4)}"})
         assert ids.status_code == 202, ids.text
         template_id, build_id = ids.json()["templateID"], ids.json()["buildID"]
@@ -60,14 +75,12 @@ def build(server: Server, dockerfile_text: str, *, wait: float = 600) -> dict:
         if started.status_code == 400:  # refused before it starts (the Dockerfile check): E2B's error body
             return {"status": "error", "reason": {"message": started.json()["message"]}}
         assert started.status_code == 202, started.text
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            status = client.get(f"/templates/{template_id}/builds/{build_id}/status",
-                                params={"limit": 100}).json()
-            if status["status"] not in ("waiting", "building"):
-                return status
-            time.sleep(0.5)
-    raise AssertionError("the build did not finish")
+        return template_id, build_id
+
+
+def build_status(server: Server, ids: tuple[str, str], *, team: str = TEAM) -> dict:
+    with server.client(server.key(team)) as client:
+        return client.get(f"/templates/{ids[0]}/builds/{ids[1]}/status", params={"limit": 100}).json()
 
 
 def reason_of(status: dict) -> str:
@@ -229,9 +242,7 @@ def _build_state() -> tuple[set[str], set[str], int, set[str]]:
                                                            text=True).stdout.splitlines()
              if re.fullmatch(r"sandhive-b[0-9a-f]{16}", line.split()[0])}  # build networks only (others come and go)
     mounts = sum("buildah-userns" in line for line in Path("/proc/self/mountinfo").read_text().splitlines())
-    with builder.storage_session() as buildah:
-        containers = set(buildah.quiet("containers", "--quiet").split())
-    return cgroups, netns, mounts, containers
+    return cgroups, netns, mounts, storage.containers()
 
 
 @pytest.mark.parametrize(("limits", "step", "message"), [
@@ -262,6 +273,37 @@ def test_a_build_over_its_limit_fails_and_leaves_nothing(limits: dict, step: str
     assert after[0] - cgroups == set()
     assert after[1] - netns == set()
     assert after[2] <= mounts
-    assert after[3] - containers == set()  # buildah's working containers of the killed step
+    assert storage.leaked_since(containers) == set()  # buildah's working containers of the killed step
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert "sleep 300" not in ps and "head -c 1500m" not in ps
+
+
+def test_another_teams_failing_build_leaves_a_running_build_alone(server: Server) -> None:
+    """Every build on a host shares one buildah storage. A failing build used to remove every working container
+    that had appeared while it ran: another team's live build's too, which then failed ("identifier is not a
+    container"). So one team could break every other team's builds by failing its own. A failing build must
+    leave other builds' containers alone (`templates.working_containers`)."""
+    token = secrets.token_hex(4)  # no step of either build is a cache hit
+    attacker = start_build(server, f"FROM debian:bookworm-slim\nRUN echo {token} started && sleep 15 && false\n",
+                           team="hostile-builds-attacker")
+    assert isinstance(attacker, tuple), attacker
+    deadline = time.monotonic() + 300
+    while f"{token} started" not in text_of(status := build_status(server, attacker, team="hostile-builds-attacker")):
+        assert status["status"] in ("waiting", "building"), f"the attacker's build ended early: {text_of(status)}"
+        assert time.monotonic() < deadline, "the attacker's build did not reach its RUN step in 300 s"
+        time.sleep(0.2)
+    victim = start_build(server, f"FROM debian:bookworm-slim\nRUN echo {token} one\nRUN sleep 40\n"
+                                 f"RUN echo {token} two > /two\n")
+    assert isinstance(victim, tuple), victim
+    while (status := build_status(server, attacker, team="hostile-builds-attacker"))["status"] in ("waiting",
+                                                                                                  "building"):
+        assert time.monotonic() < deadline, "the attacker's build did not end"
+        time.sleep(0.2)
+    assert status["status"] == "error", status
+    assert build_status(server, victim)["status"] == "building", \
+        "the victim's build ended before the attacker's failed: the builds did not overlap, this proves nothing"
+    deadline = time.monotonic() + 300
+    while (status := build_status(server, victim))["status"] in ("waiting", "building"):
+        assert time.monotonic() < deadline, "the victim's build did not end"
+        time.sleep(0.5)
+    assert status["status"] == "ready", text_of(status)

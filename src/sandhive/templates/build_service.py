@@ -545,6 +545,8 @@ class TemplateBuildService:
 
         record = plan.record
         build_log.add(f"building template {record.template_id} (build {record.build_id})")
+        from ..images.system_image import default_cache_dir
+        from . import working_containers
         from .builder import build_network
 
         try:
@@ -553,7 +555,9 @@ class TemplateBuildService:
                                                list(record.tags or [DEFAULT_TAG]), plan.contexts,
                                                self._line(plan, build_log))
             else:
-                async with build_network() as netns:  # on this loop; the blocking build in its thread only uses it
+                cache_dir = Path(getattr(self.templates, "cache_dir", None) or default_cache_dir())
+                # on this loop; the blocking build in its thread only uses them
+                async with working_containers.in_use_async(cache_dir), build_network() as netns:
                     info = await _in_thread(self._build_blocking, plan, build_log, netns)
         except TemplateBuildError as exc:
             step = plan.steps.current if plan.steps else exc.step

@@ -37,7 +37,7 @@ from ..images import system_image
 from ..images.apt_sources import host_sources
 from ..images.debian import BuildError
 from ..images.system_image import MOUNTPOINT, SUITES, default_cache_dir
-from . import build_sandbox, layout, local_bases
+from . import build_sandbox, layout, local_bases, working_containers
 from . import dockerfile as dockerfile_mod
 from .buildah import Buildah, BuildahError
 from .finalize import DEFAULT_USER
@@ -114,8 +114,9 @@ def build_template(data_dir: Path, request: BuildRequest, *, cache_dir: Path | N
                    log: Log = print, netns: str | None = None) -> TemplateInfo:
     """Build `request` into `<data_dir>/templates/<id>` (blocking: minutes for a cold build).
 
-    `netns`: the build's network namespace, made by `build_network` on the caller's event loop (the server's);
-    without it (tools and tests, no event loop) the build makes its own with `blocking_build_network`."""
+    `netns`: the build's network namespace, made by `build_network` on the caller's event loop (the server's),
+    which holds `working_containers.in_use_async` around it and this call; without it (tools and tests, no event
+    loop) the build makes its own with `blocking_build_network`, inside `working_containers.in_use`."""
     started = time.monotonic()
     data_dir = Path(data_dir)
     cache_dir = Path(cache_dir or default_cache_dir())
@@ -130,8 +131,9 @@ def build_template(data_dir: Path, request: BuildRequest, *, cache_dir: Path | N
         log(f"warning: {warning}")
     _check_free_disk(cache_dir, request.limits.min_free_disk_mb)
     try:
+        in_use = contextlib.nullcontext() if netns else working_containers.in_use(cache_dir)
         network = contextlib.nullcontext(netns) if netns else blocking_build_network()
-        with build_sandbox.Sandbox(cache_dir, request.limits) as sandbox, network as build_netns:
+        with in_use, network as build_netns, build_sandbox.Sandbox(cache_dir, request.limits) as sandbox:
             sandbox.netns = build_netns  # pulls and RUN steps: behind the node's firewall, like a sandbox
             return _build_in(sandbox, data_dir, cache_dir, parsed, request, started, log)
     except build_sandbox.LimitExceeded as exc:
@@ -335,34 +337,11 @@ def _bud(buildah: Buildah, parsed: dockerfile_mod.Dockerfile, resolved: dict[str
     if (request.context / ".dockerignore").is_file():
         args += ["--ignorefile", str(context / ".dockerignore")]
     step = _StepTracker(parsed, log)
-    before = _containers(buildah)
-    try:
+    try:  # a bud killed mid-step leaves its working containers: `working_containers` removes them
         buildah.run(*args, str(context), on_line=step.line, network=True)
     except BuildahError as exc:
-        _remove_new_containers(buildah, before)
         buildah.sandbox.check_limits()
         raise TemplateBuildError(_failure(exc.lines), step.current, list(exc.lines)) from exc
-    except BaseException:
-        _remove_new_containers(buildah, before)
-        raise
-
-
-def _containers(buildah: Buildah) -> set[str]:
-    try:
-        return set(buildah.quiet("containers", "--quiet").split())
-    except BuildahError:
-        return set()
-
-
-def _remove_new_containers(buildah: Buildah, before: set[str]) -> None:
-    """A bud killed mid-step (timeout, OOM, server stop) leaves its working containers: remove the ones that
-    appeared during this build (outside the build's cgroup, which may be past its limit). A build running at
-    the same time on the same host could lose one of its own here and fail: builds are rare and retried."""
-    with build_sandbox.unlimited(buildah.sandbox.home.parent) as sandbox:
-        other = Buildah(sandbox)
-        for container in _containers(other) - before:
-            with contextlib.suppress(BuildahError):
-                other.quiet("rm", container)
 
 
 def _with_ca_args(text: str) -> str:

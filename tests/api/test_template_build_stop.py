@@ -13,7 +13,7 @@ import pytest
 from tests.api.rig import container_backend_missing, remove_unless_mounted, start_server
 from tests.builds import storage
 
-pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(1200)]  # the leak check may wait for other groups' builds
 
 
 def _build_netns() -> set[str]:

@@ -7,6 +7,8 @@ host (`working_containers.idle`), after the orphans a killed build marked are re
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
 from sandhive.images.system_image import default_cache_dir
 from sandhive.templates import builder, working_containers
 
@@ -18,7 +20,13 @@ def containers() -> set[str]:
         return set(buildah.quiet("containers", "--quiet").split())
 
 
+def no_build_running() -> AbstractContextManager[None]:
+    """While held, no build runs on the host: the working containers, build cgroups and build network
+    namespaces present are leaks."""
+    return working_containers.idle(default_cache_dir(), timeout=IDLE_TIMEOUT_S)
+
+
 def leaked_since(before: set[str]) -> set[str]:
     """Working containers that appeared since `before` and outlived every build."""
-    with working_containers.idle(default_cache_dir(), timeout=IDLE_TIMEOUT_S):
+    with no_build_running():
         return containers() - before

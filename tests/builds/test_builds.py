@@ -17,6 +17,9 @@ from sandhive.templates.builder import BuildRequest, TemplateBuildError, build_t
 from . import storage
 from .conftest import write_context
 
+# a leak check waits for the builds other test groups run (`storage.IDLE_TIMEOUT_S`)
+pytestmark = pytest.mark.timeout(300 + 600)
+
 FULL = """\
 ARG GREETING=hello
 FROM debian:bookworm-slim AS build
@@ -54,11 +57,12 @@ def _build(data_dir: Path, template_id: str, dockerfile: str, context: Path, **k
 
 def _leftovers(data_dir: Path, containers_before: set[str]) -> list[str]:
     """What a build must never leave: temp dirs, buildah working containers, build network namespaces.
-    (The storage is host-wide: `storage.leaked_since` counts with no build running.)"""
+    (The storage and the build networks are host-wide: counted with no build running.)"""
     found = [p.name for p in (data_dir / "templates").glob(".tmp-*")] if (data_dir / "templates").exists() else []
-    found += [f"container {c}" for c in storage.leaked_since(containers_before)]
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    found += [line.split()[0] for line in netns.splitlines() if line.startswith("sandhive-b")]
+    with storage.no_build_running():
+        found += [f"container {c}" for c in storage.containers() - containers_before]
+        netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        found += [line.split()[0] for line in netns.splitlines() if line.startswith("sandhive-b")]
     return found
 
 

@@ -159,3 +159,25 @@ def test_every_record_of_a_denied_attempt_is_within_its_sources_share() -> None:
     for line in records:
         share = line.index("update @recorders")
         assert share < line.index("add @denied") and "limit rate" in line[share:line.index("add @denied")], line
+
+
+def test_a_freed_slot_loses_its_share_of_the_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slot's next sandbox starts with a whole share of the denied record, not what a port scan of the last
+    left (node/egress.py `forget_denied`); a rules change (`only` given) keeps the share."""
+    from sandhive.node import egress
+
+    commands: list[tuple[str, ...]] = []
+
+    async def run(*argv: str, check: bool = True) -> str:
+        commands.append(argv)
+        return ""
+
+    monkeypatch.setattr(egress, "run", run)
+    asyncio.run(egress.forget_denied("10.211.0.6"))
+    deletes = [" ".join(c) for c in commands if c[:3] == ("nft", "delete", "element")]
+    assert {d.split()[4] for d in deletes if "recorders4" in d} == {egress.TABLE.split()[-1],
+                                                                    egress.SLOTS_TABLE.split()[-1]}
+    assert all("10.211.0.6" in d for d in deletes)
+    commands.clear()
+    asyncio.run(egress.forget_denied("10.211.0.6", only=[("10.211.0.6", "198.51.100.7", "tcp", "443")]))
+    assert not any("recorders4" in " ".join(c) for c in commands)

@@ -549,9 +549,13 @@ def _parse_elements(listing: str) -> list[tuple[str, Network]]:
 async def forget_denied(address: str, only: Collection[tuple[str, str, str, str]] | None = None) -> None:
     """Take `address`'s attempts (those in `only`, when given) out of the denied sets (the egress audit's record;
     a slot is being freed, or its rules changed). An element lives a minute and the audit files it when it first
-    appears, so one left behind would hide the same attempt by the slot's next sandbox, or under its new rules."""
+    appears, so one left behind would hide the same attempt by the slot's next sandbox, or under its new rules.
+    A slot being freed also loses its share of the record (`recorders4`): its next sandbox starts with a whole
+    one, not what a port scan of the last left."""
     lines = []
     for table in (TABLE, SLOTS_TABLE):
+        if only is None:
+            lines.append(f"delete element {table} recorders4 {{ {address} }}")
         listing = await run("nft", "-j", "list", "set", *table.split(), "denied4", check=False)
         for element in denied_elements(listing):
             source, destination, protocol, port = element

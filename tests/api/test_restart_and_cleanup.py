@@ -3,6 +3,7 @@ a killed or expired sandbox leaves nothing behind on the host."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -63,9 +64,10 @@ def host_traces(sandbox_id: str, data_dir: Path, backend: str = "container") -> 
                             text=True).stdout.split()
     if sandbox_id in listed:
         traces.append(f"{binary} container")
-    for slot in network.HOST_SLOTS_DIR.glob("*"):
-        if slot.read_text() == sandbox_id:
-            traces.append(f"network slot {slot.name}")
+    for slot in network.HOST_SLOTS_DIR.glob("*"):  # host-wide: other servers' slots come and go meanwhile
+        with contextlib.suppress(FileNotFoundError):
+            if slot.read_text() == sandbox_id:
+                traces.append(f"network slot {slot.name}")
     return traces
 
 

@@ -1,8 +1,8 @@
 """envd on the host, driven by the released e2b SDK.
 
-envd runs in a private mount namespace whose /etc/passwd and /etc/group add the sandbox user `user`
-and whose /home and /small are fresh tmpfs mounts (/small is 2 MiB, for disk-full tests), so the
-tests need root but change nothing on the host and leave no mount behind.
+envd runs in a private mount namespace whose /etc/passwd and /etc/group add the sandbox user `user`,
+whose root dotfiles are empty (NAMESPACE_SCRIPT), and whose /home and /small are fresh tmpfs mounts (/small is
+2 MiB, for disk-full tests), so the tests need root but change nothing on the host and leave no mount behind.
 """
 
 from __future__ import annotations
@@ -24,10 +24,16 @@ from tests.helpers import free_port, stop_process_group, wait_for_health
 
 USER_UID = 2000
 
+# The host's own root dotfiles stay out of the commands' login shells (`bash -l`): here they run `pyenv init` and
+# `pyenv rehash`, which waits a minute on a lock that a killed shell left behind, and every later command as root
+# timed out (a test that ends its commands early can leave it so).
 NAMESPACE_SCRIPT = r"""
 set -e
 mount --bind "$WORK/passwd" /etc/passwd
 mount --bind "$WORK/group" /etc/group
+for dotfile in /root/.bashrc /root/.profile /root/.bash_profile /root/.bash_login; do
+    if [ -f "$dotfile" ]; then mount --bind "$WORK/empty" "$dotfile"; fi
+done
 mount -t tmpfs -o mode=0755 tmpfs /home
 mkdir -p /home/user && chown {uid}:{uid} /home/user
 mkdir -p /small && mount -t tmpfs -o size=2m tmpfs /small && chmod 1777 /small
@@ -64,6 +70,7 @@ def start_envd(tmp: Path) -> Envd:
     group = Path("/etc/group").read_text().rstrip("\n") + f"\nuser:x:{USER_UID}:\n"
     (tmp / "passwd").write_text(passwd)
     (tmp / "group").write_text(group)
+    (tmp / "empty").write_text("")
     port = free_port()
     env = {**os.environ, "WORK": str(tmp), "PYTHON": sys.executable, "PORT": str(port)}
     proc = subprocess.Popen(
@@ -79,14 +86,14 @@ def start_envd(tmp: Path) -> Envd:
     return Envd(url, proc)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def envd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Envd]:
     server = start_envd(tmp_path_factory.mktemp("envd"))
     yield server
     stop_process_group(server.proc)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def sbx(envd: Envd) -> Sandbox:
     return envd.sdk()
 

@@ -7,6 +7,7 @@ reboot still restores."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -45,9 +46,10 @@ def e2b_env(rebootable: Server, monkeypatch: pytest.MonkeyPatch) -> None:  # ove
 
 def slot_of(sandbox_id: str) -> int:
     """The network slot a sandbox holds: the file under /run/sandhive/net-slots that names it."""
-    for entry in network.HOST_SLOTS_DIR.iterdir():
-        if entry.read_text() == sandbox_id:
-            return int(entry.name)
+    for entry in network.HOST_SLOTS_DIR.iterdir():  # host-wide: other servers' slots come and go meanwhile
+        with contextlib.suppress(FileNotFoundError):
+            if entry.read_text() == sandbox_id:
+                return int(entry.name)
     raise AssertionError(f"sandbox {sandbox_id} holds no slot")
 
 

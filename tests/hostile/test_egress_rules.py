@@ -303,6 +303,54 @@ def test_no_internet_reaches_nothing_unless_allowed(live: Live, sites: tuple[str
         opened.kill()
 
 
+# argv: address seconds: a SYN to address:PORT every millisecond or so for `seconds`; prints how many connected
+HAMMER = """
+import select, socket, sys, time
+address, until = sys.argv[1], time.monotonic() + float(sys.argv[2])
+pending, connected = [], 0
+while time.monotonic() < until:
+    s = socket.socket(); s.setblocking(False); s.connect_ex((address, @PORT@)); pending.append((time.monotonic(), s))
+    _, ready, _ = select.select([], [p for _, p in pending], [], 0.001)
+    for p in ready:
+        connected += p.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+    done = set(ready) | {p for t, p in pending if time.monotonic() - t > 0.3}
+    for p in done:
+        p.close()
+    pending = [(t, p) for t, p in pending if p not in done]
+print(connected)
+""".replace("@PORT@", str(PORT))
+
+
+def test_a_firewall_reload_never_lets_a_sandbox_without_internet_out(live: Live, sites: tuple[str, str]) -> None:
+    """Every template build and every server start reloads the host's firewall (`network.prepare_host`). It used
+    to delete the slots' table and add the sandboxes without internet back one by one after it: in between, each of
+    them, on any server of the host, could reach the internet. So a team with internet off got out whenever
+    anyone built a template. The reload is one transaction now, and a sandbox sending SYNs all through 20
+    reloads connects nowhere."""
+    import asyncio
+
+    from sandhive.node import network
+
+    a, _ = sites
+    closed = sandbox(live, allow_internet_access=False)
+    try:
+        assert probe(closed, a) == {a: "blocked"}
+        closed.files.write("/tmp/hammer.py", HAMMER)
+        hammer = closed.commands.run(f"python3 /tmp/hammer.py {a} 12", background=True, timeout=60)
+        time.sleep(1)  # the hammer going
+        reloads = 0
+        deadline = time.monotonic() + 9
+        while time.monotonic() < deadline and reloads < 20:
+            asyncio.run(network.prepare_host())  # what a template build does first (templates/builder.py)
+            reloads += 1
+        result = hammer.wait()
+        assert reloads >= 5, f"only {reloads} reloads while the sandbox tried: this proves little"
+        assert result.stdout.strip() == "0", f"{result.stdout.strip()} connections out during {reloads} reloads"
+        assert probe(closed, a) == {a: "blocked"}
+    finally:
+        closed.kill()
+
+
 def test_update_network_both_ways_and_established_connections_are_cut(live: Live, sites: tuple[str, str]) -> None:
     a, b = sites
     sbx = sandbox(live)

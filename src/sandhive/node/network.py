@@ -46,6 +46,7 @@ def _record(match: str) -> str:
     return f"{match} {egress.record_denied(4)}\n    {match} {egress.record_denied(6)}"
 
 
+FIREWALL_CHAINS = ("input", "forward", "postrouting")  # FIREWALL's chains, flushed before it is loaded again
 FIREWALL = f"""
 table inet {TABLE} {{
   set no_internet {{ type ifname; }}
@@ -317,18 +318,31 @@ async def prepare_host(egress_allow: Sequence[str] | None = None) -> None:
     """Once per server start (and before each template build): forwarding on, the firewall tables (re)loaded.
 
     `egress_allow` replaces the operator's allowed ranges; None keeps those loaded. The ranges are host-wide,
-    like the firewall: the last server started on a host sets them."""
+    like the firewall: the last server started on a host sets them.
+
+    The reload is one nft transaction that flushes the slots' chains and adds their rules back, keeping every set's
+    elements: the sandboxes cut off from the internet (`no_internet`) stay cut off throughout. (It used to delete
+    the table and add the members back one by one after it, and every template build does this: in between, each
+    sandbox created without internet, on any server of the host, could reach the internet.) Only a table whose sets
+    an older version declared differently is still replaced, its members added back."""
     allow = parse_egress_allow(egress_allow) if egress_allow is not None else None
     await asyncio.to_thread(Path("/proc/sys/net/ipv4/ip_forward").write_text, "1\n")
     nameservers = host_nameservers()
-    existing = await run("nft", "list", "tables", check=False)
-    script = (f"delete table inet {TABLE}\n" if f"inet {TABLE}" in existing else "") + firewall_script(nameservers)
-    # Keep the no_internet memberships of sandboxes that survived a restart.
-    members = await _no_internet_members() if f"inet {TABLE}" in existing else []
     lan = await asyncio.to_thread(host_networks)
-    await run("nft", "-f", "-", input=script + egress_script(nameservers, allow, lan))
-    for member in members:
-        await run("nft", "add", "element", "inet", TABLE, "no_internet", f"{{ {member} }}")
+    rest = firewall_script(nameservers) + egress_script(nameservers, allow, lan)
+    listing = await run("nft", "list", "table", "inet", TABLE, check=False)
+    if not listing:
+        await run("nft", "-f", "-", input=rest)
+    else:
+        flush = "".join(f"flush chain inet {TABLE} {chain}\n" for chain in FIREWALL_CHAINS
+                        if f"chain {chain} {{" in listing)
+        try:
+            await run("nft", "-f", "-", input=flush + rest)
+        except HostCommandError:
+            members = await _no_internet_members()
+            await run("nft", "-f", "-", input=f"delete table inet {TABLE}\n" + rest)
+            for member in members:
+                await run("nft", "add", "element", "inet", TABLE, "no_internet", f"{{ {member} }}")
     await egress.RULES.load()
 
 

@@ -1,5 +1,5 @@
 """The CLI as a user runs it: the `sandhive` console script in a subprocess, against a live `sandhive serve` with
-each OCI backend (one server per backend for the whole `tests/cli` session: every test runs as [container] and
+each OCI backend (one server per backend for the whole `tests/cli` package: every test runs as [container] and
 [gvisor]).
 
 Every run gets an environment of its own: no SANDHIVE_* or E2B_* variable from the outside, and HOME and
@@ -71,13 +71,13 @@ class Cli:
                 c.delete(f"/sandboxes/{sandbox_id}")
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
+@pytest.fixture(scope="package", params=BACKENDS)
 def live(request: pytest.FixtureRequest) -> Iterator[Server]:
     with container_server("cli", TEAM, backend=request.param) as server:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def key(live: Server) -> str:
     return live.key(TEAM)
 

@@ -4,7 +4,7 @@ and its `run_code` and context calls go through the edge proxy to our server on 
 
 The template is built on first use, by that first create, exactly as for a user: from PyPI that takes a few minutes
 (see docs/code-interpreter.md), from the host's tree cache (any earlier build of the same recipe) seconds. So the
-session's first create is given 15 minutes, and one sandbox serves the whole session (`sandbox`); tests that need
+package's first create is given 15 minutes, and one sandbox serves the whole package (`sandbox`); tests that need
 state of their own make a context. The pool is off (`--pool-size 0`): each warm sandbox holds a kernel, and these
 tests need one sandbox.
 """
@@ -24,7 +24,7 @@ TEAM = "codeint"
 BUILD_TIMEOUT = 900  # seconds the first create may take: the template's build from PyPI
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
+@pytest.fixture(scope="package", params=BACKENDS)
 def live(request: pytest.FixtureRequest) -> Iterator[tuple[Server, str]]:
     with container_server("codeint", TEAM, "--pool-size", "0", backend=request.param) as server:
         try:
@@ -46,7 +46,7 @@ def forget_images(data_dir: Path) -> None:
                 storage.remove_image(name)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def e2b_env(live: tuple[Server, str]) -> Iterator[None]:
     server, key = live
     with pytest.MonkeyPatch.context() as patch:
@@ -58,7 +58,7 @@ def e2b_env(live: tuple[Server, str]) -> Iterator[None]:
         yield
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def sandbox(e2b_env: None, live: tuple[Server, str]) -> Iterator[object]:
     from e2b_code_interpreter import Sandbox
 

@@ -1,8 +1,8 @@
 """E2B conformance: behaviours where Sandhive differed from E2B (issue 13), each driven through the released `e2b`
 SDK, sync and async where both exist, against a live `sandhive serve` per OCI backend.
 
-The session-scoped `live` server is shared by every module here; `e2b_env` points the SDK at it for the whole
-session. Modules that need other server flags start their own with `tests.api.rig.container_server`.
+The package-scoped `live` server is shared by every module here; `e2b_env` points the SDK at it for the whole
+package. Modules that need other server flags start their own with `tests.api.rig.container_server`.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ class Live:
         return self.server.url
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
+@pytest.fixture(scope="package", params=BACKENDS)
 def live(request: pytest.FixtureRequest) -> Iterator[Live]:
-    """One server per backend for the whole conformance session (the team's sandboxes are killed at the end)."""
+    """One server per backend for the whole conformance package (the team's sandboxes are killed at the end)."""
     with container_server("conformance", TEAM, backend=request.param) as server:
         yield Live(server, server.key(TEAM))
 

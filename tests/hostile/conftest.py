@@ -34,9 +34,9 @@ class Live:
         return {"E2B_API_URL": self.url, "E2B_SANDBOX_URL": self.url, "E2B_API_KEY": self.key}
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
+@pytest.fixture(scope="package", params=BACKENDS)
 def live(request: pytest.FixtureRequest) -> Iterator[Live]:
-    """One server per backend for the whole hostile session (sandboxes of the team are killed at the end)."""
+    """One server per backend for the whole hostile package (sandboxes of the team are killed at the end)."""
     with container_server("hostile", TEAM, backend=request.param) as server:
         yield Live(server, server.key(TEAM))
 
@@ -52,7 +52,7 @@ def e2b_env(live: Live) -> Iterator[None]:
         yield
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def leak_guard() -> Iterator[LeakGuard]:
     """Counts what watched sandboxes send beyond this machine (tests/leak_guard.py); suites watch their own."""
     with guarding() as guard:

@@ -30,7 +30,7 @@ def microvm_missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def microvm_root() -> Iterator[Path]:
     reason = microvm_missing()
     if reason:

@@ -2,7 +2,7 @@
 the test (seconds, no network). Every test here runs once per backend ([container] and [gvisor]).
 
 Sandboxes are real: runc or runsc, user namespaces, network namespaces, overlay on tmpfs, cgroups. Everything
-a test starts is stopped by the runtime, and each backend's session checks nothing is left behind. A backend
+a test starts is stopped by the runtime, and each backend's run checks nothing is left behind. A backend
 that cannot run here (runsc not installed, no gVisor platform works) is skipped with the reason printed.
 """
 
@@ -55,14 +55,14 @@ def requirements() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def busybox_template(tmp_path_factory: pytest.TempPathFactory) -> TemplateImage:
     root = tmp_path_factory.mktemp("busybox-template") / "rootfs"
     make_busybox_rootfs(root)
     return TemplateImage("busybox", root, default_user="root", default_workdir="/root")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def data_dir() -> Iterator[Path]:
     """Under /var/tmp, not pytest's 0700 tmp: sandboxes' unprivileged uid must walk down to their root."""
     reason = requirements()
@@ -77,7 +77,7 @@ def data_dir() -> Iterator[Path]:
 BACKENDS = {"container": ContainerRuntime, "gvisor": GVisorRuntime}
 
 
-@pytest.fixture(scope="session", params=list(BACKENDS))
+@pytest.fixture(scope="package", params=list(BACKENDS))
 async def runtime(request: pytest.FixtureRequest, data_dir: Path) -> AsyncIterator[OciRuntime]:
     """One runtime per backend, each in a data dir of its own, prepared on the session's event loop (the one
     every test here runs on: a runtime belongs to the loop it was prepared on)."""
@@ -106,7 +106,7 @@ def backend(runtime: OciRuntime) -> str:
     return runtime.name
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def node(runtime: OciRuntime) -> AsyncIterator[Node]:
     """The backend's node for the whole session: it owns the runtime and closes it at the end."""
     n = Node(runtime)

@@ -50,7 +50,7 @@ class Live:
         self.server.proc, self.server.log = restarted.proc, restarted.log
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
+@pytest.fixture(scope="package", params=BACKENDS)
 def live(request: pytest.FixtureRequest) -> Iterator[Live]:
     with container_server("persistence", TEAM, *SERVER_ARGS, backend=request.param) as server:
         yield Live(server, server.key(TEAM))

@@ -35,7 +35,7 @@ class Live:
         return {"SANDHIVE_API_URL": self.url, "SANDHIVE_API_KEY": self.key}
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
+@pytest.fixture(scope="package", params=BACKENDS)
 def live(request: pytest.FixtureRequest) -> Iterator[Live]:
     with container_server("sdk", TEAM, backend=request.param) as server:
         yield Live(server, server.key(TEAM))

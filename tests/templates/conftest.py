@@ -60,7 +60,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if "base_built" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.timeout(BASE_BUILD_TIMEOUT))
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def work_root() -> Iterator[Path]:
     """A directory every uid can traverse (the sandbox range included); removed with all it holds."""
     for tool in ("mmdebstrap", "unshare", "chroot"):
@@ -76,7 +76,7 @@ def work_root() -> Iterator[Path]:
         remove_tree(root)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cache_dir(work_root: Path) -> Path:
     """A cache of the session's own whose downloads (apt .debs, npm tarball) are the default cache's."""
     shared = default_cache_dir()
@@ -88,7 +88,7 @@ def cache_dir(work_root: Path) -> Path:
     return cache
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def base_built(work_root: Path, cache_dir: Path) -> BuiltBase:
     data_dir = work_root / "data"
     logs: list[str] = []

@@ -97,3 +97,14 @@ def read_count(read: Callable[[], str], what: str = "a count in the counter file
         out = read().strip()
         return int(out) if out.isdigit() else None
     return wait_until(once, 30, what)
+
+
+def stop_adopting_orphans() -> None:
+    """Undo what an in-process gVisor runtime's `prepare()` did to the test process: make it a child subreaper
+    (node/gvisor.py `become_subreaper`). Left so, the test process adopts the sandboxes a SIGKILLed server of a
+    later test leaves behind, never reaps them, and those sandboxes then stall (a resumed one did not run on)
+    and cannot be deleted."""
+    import ctypes
+
+    pr_set_child_subreaper = 36
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 0, 0, 0, 0)

@@ -27,6 +27,7 @@ from sandhive.node.gvisor_pause import FILES
 from sandhive.node.node import Node
 from sandhive.node.request import CreateRequest, Identity
 from sandhive.node.runtime import SandboxHandle, SandboxSpec, TemplateImage
+from tests.helpers import stop_adopting_orphans
 from tests.node.conftest import make_busybox_rootfs, requirements
 
 pytestmark = [pytest.mark.needs_backend, pytest.mark.timeout(300)]
@@ -53,6 +54,7 @@ async def gvisor(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tupl
     yield rt, TemplateImage("busybox", rootfs, default_user="root", default_workdir="/root")
     leftovers = await rt.running_ids()
     await rt.close()
+    stop_adopting_orphans()
     shutil.rmtree(root, ignore_errors=True)
     assert not leftovers, f"gvisor sandboxes left behind: {leftovers}"
 

@@ -28,6 +28,7 @@ from sandhive.node.node import Node
 from sandhive.node.oci_runtime import OciRuntime
 from sandhive.node.request import CreateRequest, Identity
 from sandhive.node.runtime import SandboxHandle, TemplateImage
+from tests.helpers import stop_adopting_orphans
 
 
 def make_busybox_rootfs(root: Path) -> None:
@@ -98,6 +99,7 @@ async def runtime(request: pytest.FixtureRequest, data_dir: Path) -> AsyncIterat
     yield rt
     leftovers = await rt.running_ids()
     await rt.close()  # the node closed it already; closing twice is fine
+    stop_adopting_orphans()
     assert not leftovers, f"{name} sandboxes left behind: {leftovers}"
 
 

@@ -558,7 +558,7 @@ class TemplateBuildService:
                 cache_dir = Path(getattr(self.templates, "cache_dir", None) or default_cache_dir())
                 # on this loop; the blocking build in its thread only uses them
                 async with working_containers.in_use_async(cache_dir), build_network() as netns:
-                    info = await _in_thread(self._build_blocking, plan, build_log, netns)
+                    info = await _in_thread(self._build_blocking, plan, build_log, netns, cache_dir)
         except TemplateBuildError as exc:
             step = plan.steps.current if plan.steps else exc.step
             reason = _reason(exc, step, plan, build_log)
@@ -651,7 +651,7 @@ class TemplateBuildService:
         build_log.add(f"template {info.id} pushed to {self.push_to.reference(info.id)} ({digest})")
         return None
 
-    def _build_blocking(self, plan: _Plan, build_log: BuildLog, netns: str) -> TemplateInfo:
+    def _build_blocking(self, plan: _Plan, build_log: BuildLog, netns: str, cache_dir: Path) -> TemplateInfo:
         """In the build's thread: lay out the context, run the engine in `netns`, clean up."""
         from .builder import build_template
 
@@ -661,7 +661,6 @@ class TemplateBuildService:
             _merge_contexts(plan.contexts, context)
             request = self._request(plan, context)
             line = self._line(plan, build_log)
-            cache_dir = getattr(self.templates, "cache_dir", None)
             return build_template(self.data_dir, request, cache_dir=cache_dir, log=line, netns=netns)
         finally:
             shutil.rmtree(context, ignore_errors=True)
